@@ -1,0 +1,16 @@
+//! Compiles `proto/hearth.proto` with protox (pure Rust), so no system `protoc` is needed, and
+//! keeps the encoded descriptor set for the master's gRPC reflection service.
+
+use prost::Message;
+use std::{env, fs, path::PathBuf};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    println!("cargo:rerun-if-changed=proto/hearth.proto");
+    let fds = protox::compile(["hearth.proto"], ["proto"])?;
+    let out = PathBuf::from(env::var("OUT_DIR")?);
+    fs::write(out.join("hearth_descriptor.bin"), fds.encode_to_vec())?;
+    tonic_prost_build::configure()
+        .emit_rerun_if_changed(false)
+        .compile_fds(fds)?;
+    Ok(())
+}

@@ -1,0 +1,260 @@
+//! The client-side subcommands of `hearth`: submit, status, kill, list and logs.
+//!
+//! Each writes what a person (or, with `--json`, a program) reads to stdout and returns the
+//! process exit code; errors go back to the caller, which prints them and exits non-zero.
+
+use std::io::Write;
+
+use crate::{
+    client::Client,
+    error::{Error, Result},
+    ids::display_time,
+    proto::{Driver, DriverSpec, DriverState, LogStream},
+    resources::format_mb,
+    states::{StateName, driver_state, worker_state},
+    views::{DriverView, WorkerView},
+};
+
+/// The exit code `hearth submit --wait` ends with for a driver in a terminal state: the driver's
+/// own code when it has one, 143 (128 + SIGTERM) when it was killed, 1 otherwise.
+pub fn exit_code_of(driver: &Driver) -> i32 {
+    match driver_state(driver.state) {
+        DriverState::Finished => 0,
+        DriverState::Killed => 143,
+        DriverState::Failed => match driver.exit_code {
+            Some(code) if (1..=255).contains(&code) => code,
+            _ => 1,
+        },
+        _ => 1,
+    }
+}
+
+/// Submits; prints the id alone on the first line. With `wait`, follows the driver (progress on
+/// stderr) and returns its exit code.
+pub async fn submit(client: &Client, spec: DriverSpec, wait: bool) -> Result<i32> {
+    crate::spec::validate_driver_spec(&spec)?;
+    let id = client.submit(spec).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{id}")?;
+    out.flush()?;
+    drop(out);
+    if !wait {
+        return Ok(0);
+    }
+    let mut seen = 0usize;
+    let driver = client
+        .wait(&id, |d| {
+            for change in d.history.iter().skip(seen) {
+                eprintln!("{}", describe_change(&id, change));
+            }
+            seen = seen.max(d.history.len());
+        })
+        .await?;
+    Ok(exit_code_of(&driver))
+}
+
+fn describe_change(id: &str, change: &crate::proto::DriverStateChange) -> String {
+    let mut line = format!(
+        "{id}: {} (attempt {})",
+        driver_state(change.state).name(),
+        change.attempt
+    );
+    if !change.worker_id.is_empty() {
+        line.push_str(&format!(" on {}", change.worker_id));
+    }
+    if !change.message.is_empty() {
+        line.push_str(&format!(": {}", change.message));
+    }
+    line
+}
+
+/// Prints a driver's state and details.
+pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
+    let driver = client.driver(id).await?;
+    let mut out = std::io::stdout().lock();
+    let view = DriverView::from(&driver);
+    if json {
+        writeln!(out, "{}", to_json(&view)?)?;
+        return Ok(0);
+    }
+    writeln!(out, "id:         {}", view.id)?;
+    writeln!(out, "state:      {}", view.state)?;
+    if let Some(reason) = &view.waiting_reason {
+        writeln!(out, "waiting:    {reason}")?;
+    }
+    if let Some(message) = &view.message {
+        writeln!(out, "message:    {message}")?;
+    }
+    writeln!(out, "name:       {}", view.name)?;
+    writeln!(out, "command:    {}", view.command.join(" "))?;
+    writeln!(
+        out,
+        "resources:  {} cores, {}",
+        view.cores,
+        format_mb(view.memory_mb)
+    )?;
+    writeln!(
+        out,
+        "worker:     {}",
+        view.worker_id.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "attempt:    {}", view.attempt)?;
+    if view.supervise {
+        writeln!(out, "supervise:  yes, up to {} relaunches", view.max_retries)?;
+    }
+    if let Some(code) = view.exit_code {
+        writeln!(out, "exit code:  {code}")?;
+    }
+    writeln!(out, "submitted:  {}", display_time(view.submitted_at_ms))?;
+    Ok(0)
+}
+
+/// Orders a driver killed and prints its state after the order.
+pub async fn kill(client: &Client, id: &str) -> Result<i32> {
+    let state = client.kill(id).await?;
+    println!("{id}: {}", state.name());
+    Ok(0)
+}
+
+/// What `hearth list` lists.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListWhat {
+    Workers,
+    Drivers,
+}
+
+pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
+    let mut out = std::io::stdout().lock();
+    match what {
+        ListWhat::Workers => {
+            let workers = client.workers().await?;
+            let views: Vec<WorkerView> = workers.iter().map(WorkerView::from).collect();
+            if json {
+                writeln!(out, "{}", to_json(&views)?)?;
+                return Ok(0);
+            }
+            let rows = workers
+                .iter()
+                .map(|w| {
+                    vec![
+                        w.id.clone(),
+                        w.host.clone(),
+                        worker_state(w.state).name().to_string(),
+                        format!("{}/{}", w.cores_used, w.cores),
+                        format!("{}/{}", format_mb(w.memory_used_mb), format_mb(w.memory_mb)),
+                        w.driver_ids.len().to_string(),
+                    ]
+                })
+                .collect();
+            write_table(
+                &mut out,
+                &["ID", "HOST", "STATE", "CORES", "MEMORY", "DRIVERS"],
+                rows,
+            )?;
+        }
+        ListWhat::Drivers => {
+            let drivers = client.drivers().await?;
+            let views: Vec<DriverView> = drivers.iter().map(DriverView::from).collect();
+            if json {
+                writeln!(out, "{}", to_json(&views)?)?;
+                return Ok(0);
+            }
+            let rows = views
+                .iter()
+                .map(|d| {
+                    vec![
+                        d.id.clone(),
+                        d.name.clone(),
+                        d.state.to_string(),
+                        d.worker_id.clone().unwrap_or_else(|| "-".into()),
+                        d.cores.to_string(),
+                        format_mb(d.memory_mb),
+                        d.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                        d.waiting_reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            write_table(
+                &mut out,
+                &[
+                    "ID", "NAME", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "WAITING",
+                ],
+                rows,
+            )?;
+        }
+    }
+    Ok(0)
+}
+
+/// Copies a driver's log to stdout; with `follow`, until the driver ends.
+pub async fn logs(client: &Client, id: &str, stream: LogStream, follow: bool) -> Result<i32> {
+    let mut chunks = client.logs(id, stream, 0, follow).await?;
+    let mut out = std::io::stdout().lock();
+    while let Some(chunk) = chunks.message().await? {
+        out.write_all(&chunk.data)?;
+        out.flush()?;
+    }
+    Ok(0)
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
+    serde_json::to_string_pretty(value).map_err(|e| Error::Io(std::io::Error::other(e)))
+}
+
+fn write_table(out: &mut impl Write, header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(cell);
+            } else {
+                s.push_str(&format!("{cell:<w$}  "));
+            }
+        }
+        s.trim_end().to_string()
+    };
+    writeln!(out, "{}", line(header.to_vec()))?;
+    for row in &rows {
+        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_codes_follow_the_driver() {
+        let mut d = Driver {
+            state: DriverState::Failed as i32,
+            exit_code: Some(3),
+            ..Default::default()
+        };
+        assert_eq!(exit_code_of(&d), 3);
+        d.exit_code = None;
+        assert_eq!(exit_code_of(&d), 1);
+        d.state = DriverState::Finished as i32;
+        assert_eq!(exit_code_of(&d), 0);
+        d.state = DriverState::Killed as i32;
+        assert_eq!(exit_code_of(&d), 143);
+    }
+
+    #[test]
+    fn tables_align_columns() {
+        let mut buf = Vec::new();
+        write_table(
+            &mut buf,
+            &["A", "BB"],
+            vec![vec!["xyz".into(), "1".into()]],
+        )
+        .unwrap();
+        assert_eq!(String::from_utf8(buf).unwrap(), "A    BB\nxyz  1\n");
+    }
+}

@@ -1,0 +1,65 @@
+//! Errors of the shared crate: bad input (with the field and the reason) and client failures.
+
+/// Input that fails validation: which field, and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {reason}")]
+pub struct InvalidInput {
+    pub field: String,
+    pub reason: String,
+}
+
+impl InvalidInput {
+    pub fn new(field: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid input: {0}")]
+    Invalid(#[from] InvalidInput),
+    #[error("invalid master URL {url:?}: {reason}")]
+    MasterUrl { url: String, reason: String },
+    #[error("cannot connect to the master at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: tonic::transport::Error,
+    },
+    #[error("{}", status_text(.0))]
+    Status(#[from] tonic::Status),
+    #[error("cannot read the secret file {path}: {source}")]
+    SecretFile {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the secret is empty")]
+    EmptySecret,
+    #[error("the secret is not valid in a gRPC header: it must be printable ASCII")]
+    SecretNotAscii,
+    #[error("output: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("the master closed the stream before the driver ended")]
+    StreamClosed,
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// A gRPC status as a person reads it: the code's name in words, then the message.
+fn status_text(status: &tonic::Status) -> String {
+    let what = match status.code() {
+        tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::InvalidArgument => "invalid argument",
+        tonic::Code::NotFound => "not found",
+        tonic::Code::FailedPrecondition => "not possible now",
+        tonic::Code::ResourceExhausted => "too much",
+        tonic::Code::Unavailable => "unavailable",
+        tonic::Code::DeadlineExceeded => "timed out",
+        _ => "error",
+    };
+    format!("{what}: {}", status.message())
+}

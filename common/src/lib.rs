@@ -1,0 +1,38 @@
+//! Everything the master, the workers and clients share.
+//!
+//! - [`proto`]: the `hearth.v1` wire protocol, generated from `proto/hearth.proto` at build time.
+//! - [`ids`]: Spark-style ids (`driver-20261121143000-0000`, `worker-...`) and clock helpers.
+//! - [`resources`]: cores and memory (`4g`, `512m`) and their validation.
+//! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
+//! - [`states`]: Spark's state names for the protocol's enums.
+//! - [`auth`]: the shared secret, the server-side check and the client-side header.
+//! - [`client`]: the Rust client library (`Client`) used by the `hearth` command and drivers.
+//! - [`views`]: the JSON shapes of `/api/v1` and `hearth list --json`.
+//! - [`commands`]: the client-side subcommands of `hearth` (submit, status, kill, list, logs).
+//! - [`error`]: the errors of this crate.
+
+pub mod auth;
+pub mod client;
+pub mod commands;
+pub mod error;
+pub mod ids;
+pub mod resources;
+pub mod spec;
+pub mod states;
+pub mod views;
+
+/// The generated `hearth.v1` protocol.
+pub mod proto {
+    #![allow(clippy::all, missing_docs)]
+    tonic::include_proto!("hearth.v1");
+
+    /// The encoded descriptor set of `hearth.v1`, for the gRPC reflection service.
+    pub const FILE_DESCRIPTOR_SET: &[u8] =
+        include_bytes!(concat!(env!("OUT_DIR"), "/hearth_descriptor.bin"));
+}
+
+pub use error::{Error, Result};
+pub use tokio_util::sync::CancellationToken as Shutdown;
+
+/// Largest gRPC message either side accepts or sends (log chunks are well below it).
+pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;

@@ -1,0 +1,135 @@
+//! Cores and memory: parsing `4g` / `512m` / `2Gi`, and printing them for people.
+
+use crate::error::InvalidInput;
+
+/// Parses a memory size into MiB: `512m`, `4g`, `1.5g`, `2Gi`, `1t`, or a bare number of MiB.
+///
+/// Sizes below one MiB and zero are refused: no slot can be that small.
+pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
+    let t = text.trim();
+    let bad = || {
+        InvalidInput::new(
+            field,
+            format!("{text:?} is not a memory size (use e.g. 512m, 4g, 2Gi)"),
+        )
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    if number.is_empty() {
+        return Err(bad());
+    }
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .or_else(|| unit.strip_suffix('i'))
+        .unwrap_or(&unit);
+    let mb_per_unit = match unit {
+        "" | "m" => 1.0,
+        "k" => 1.0 / 1024.0,
+        "g" => 1024.0,
+        "t" => 1024.0 * 1024.0,
+        _ => return Err(bad()),
+    };
+    let mb = value * mb_per_unit;
+    if !mb.is_finite() || mb > 1e12 {
+        return Err(InvalidInput::new(field, format!("{text:?} is too large")));
+    }
+    let mb = mb.floor() as u64;
+    if mb == 0 {
+        return Err(InvalidInput::new(
+            field,
+            format!("{text:?} is less than 1 MiB; must be at least 1m"),
+        ));
+    }
+    Ok(mb)
+}
+
+/// Parses a core count: a whole number of at least one.
+pub fn parse_cores(field: &str, text: &str) -> Result<u32, InvalidInput> {
+    let t = text.trim();
+    match t.parse::<i64>() {
+        Ok(n) if n >= 1 && n <= i64::from(MAX_CORES) => Ok(n as u32),
+        Ok(n) if n < 1 => Err(InvalidInput::new(
+            field,
+            format!("must be at least 1, got {n}"),
+        )),
+        Ok(n) => Err(InvalidInput::new(
+            field,
+            format!("{n} is more than {MAX_CORES}"),
+        )),
+        Err(_) => Err(InvalidInput::new(
+            field,
+            format!("{text:?} is not a whole number of cores"),
+        )),
+    }
+}
+
+/// Upper bound on cores in one request or offer, to keep arithmetic far from overflow.
+pub const MAX_CORES: u32 = 1 << 16;
+/// Upper bound on MiB in one request or offer (1 PiB).
+pub const MAX_MEMORY_MB: u64 = 1 << 30;
+
+/// `512 MiB`, `4.0 GiB`, `1.5 TiB`.
+pub fn format_mb(mb: u64) -> String {
+    if mb < 1024 {
+        format!("{mb} MiB")
+    } else if mb < 1024 * 1024 {
+        format!("{:.1} GiB", mb as f64 / 1024.0)
+    } else {
+        format!("{:.1} TiB", mb as f64 / (1024.0 * 1024.0))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn memory_sizes_parse_like_spark_and_kubernetes() {
+        for (text, mb) in [
+            ("512m", 512),
+            ("512M", 512),
+            ("4g", 4096),
+            ("4G", 4096),
+            ("2Gi", 2048),
+            ("2gb", 2048),
+            ("1.5g", 1536),
+            ("1t", 1024 * 1024),
+            ("2048", 2048),
+            ("2048k", 2),
+            (" 1g ", 1024),
+        ] {
+            assert_eq!(parse_memory_mb("memory", text), Ok(mb), "{text}");
+        }
+    }
+
+    #[test]
+    fn bad_memory_sizes_name_the_field_and_reason() {
+        for text in ["4x", "", "g", "-1g", "0", "0m", "100k", "1e9g", "abc"] {
+            let err = parse_memory_mb("memory", text).unwrap_err();
+            assert_eq!(err.field, "memory", "{text}");
+            assert!(!err.reason.is_empty());
+        }
+        let err = parse_memory_mb("memory", "4x").unwrap_err();
+        assert!(err.reason.contains("\"4x\" is not a memory size"), "{err}");
+    }
+
+    #[test]
+    fn cores_must_be_positive_whole_numbers() {
+        assert_eq!(parse_cores("cores", "3"), Ok(3));
+        assert!(parse_cores("cores", "0").unwrap_err().reason.contains("at least 1"));
+        assert!(parse_cores("cores", "-2").unwrap_err().reason.contains("at least 1"));
+        assert!(parse_cores("cores", "1.5").is_err());
+        assert!(parse_cores("cores", "99999999").is_err());
+    }
+
+    #[test]
+    fn sizes_print_for_people() {
+        assert_eq!(format_mb(512), "512 MiB");
+        assert_eq!(format_mb(4096), "4.0 GiB");
+    }
+}

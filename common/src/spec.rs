@@ -1,0 +1,156 @@
+//! Validation of what a user submits, shared by the CLI (early, friendly) and the master (the
+//! edge that counts).
+
+use crate::error::InvalidInput;
+use crate::proto::DriverSpec;
+use crate::resources::{MAX_CORES, MAX_MEMORY_MB};
+
+/// Most arguments a driver command may have.
+pub const MAX_COMMAND_ARGS: usize = 4096;
+/// Most bytes in all of a driver's command, environment and name together.
+pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
+/// Most relaunches a supervised driver may ask for.
+pub const MAX_RETRIES_LIMIT: u32 = 100;
+
+/// Checks a driver submission, naming the first field that is wrong and why.
+pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
+    if spec.command.is_empty() || spec.command[0].trim().is_empty() {
+        return Err(InvalidInput::new(
+            "command",
+            "must not be empty: give the program to run and its arguments",
+        ));
+    }
+    if spec.command.len() > MAX_COMMAND_ARGS {
+        return Err(InvalidInput::new(
+            "command",
+            format!("has {} arguments; at most {MAX_COMMAND_ARGS}", spec.command.len()),
+        ));
+    }
+    if spec.command.iter().any(|a| a.contains('\0')) {
+        return Err(InvalidInput::new("command", "must not contain NUL bytes"));
+    }
+    if spec.cores == 0 {
+        return Err(InvalidInput::new("cores", "must be at least 1, got 0"));
+    }
+    if spec.cores > MAX_CORES {
+        return Err(InvalidInput::new(
+            "cores",
+            format!("{} is more than {MAX_CORES}", spec.cores),
+        ));
+    }
+    if spec.memory_mb == 0 {
+        return Err(InvalidInput::new("memory", "must be at least 1m, got 0"));
+    }
+    if spec.memory_mb > MAX_MEMORY_MB {
+        return Err(InvalidInput::new(
+            "memory",
+            format!("{} MiB is more than {MAX_MEMORY_MB} MiB", spec.memory_mb),
+        ));
+    }
+    if spec.max_retries > MAX_RETRIES_LIMIT {
+        return Err(InvalidInput::new(
+            "max_retries",
+            format!("{} is more than {MAX_RETRIES_LIMIT}", spec.max_retries),
+        ));
+    }
+    if spec.name.len() > 256 || spec.name.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            "name",
+            "must be at most 256 characters, without control characters",
+        ));
+    }
+    for (key, value) in &spec.env {
+        let valid_key = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            return Err(InvalidInput::new(
+                "env",
+                format!("{key:?} is not a variable name (letters, digits and _, not starting with a digit)"),
+            ));
+        }
+        if key.starts_with("HEARTH_") {
+            return Err(InvalidInput::new(
+                "env",
+                format!("{key} is set by the worker; HEARTH_* names are reserved"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(InvalidInput::new(
+                "env",
+                format!("the value of {key} contains a NUL byte"),
+            ));
+        }
+    }
+    let bytes = spec.name.len()
+        + spec.command.iter().map(String::len).sum::<usize>()
+        + spec.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if bytes > MAX_SPEC_BYTES {
+        return Err(InvalidInput::new(
+            "command",
+            format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Parses `K=V` for `--env`.
+pub fn parse_env_pair(text: &str) -> Result<(String, String), InvalidInput> {
+    match text.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(InvalidInput::new(
+            "env",
+            format!("{text:?} is not KEY=VALUE"),
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> DriverSpec {
+        DriverSpec {
+            name: "job".into(),
+            command: vec!["sh".into(), "-c".into(), "true".into()],
+            cores: 1,
+            memory_mb: 512,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_plain_spec_is_valid() {
+        assert_eq!(validate_driver_spec(&spec()), Ok(()));
+    }
+
+    #[test]
+    fn each_bad_field_is_named() {
+        let cases: Vec<(Box<dyn Fn(&mut DriverSpec)>, &str)> = vec![
+            (Box::new(|s| s.command.clear()), "command"),
+            (Box::new(|s| s.command = vec![" ".into()]), "command"),
+            (Box::new(|s| s.cores = 0), "cores"),
+            (Box::new(|s| s.memory_mb = 0), "memory"),
+            (Box::new(|s| s.max_retries = 1000), "max_retries"),
+            (Box::new(|s| {
+                s.env.insert("1X".into(), "v".into());
+            }), "env"),
+            (Box::new(|s| {
+                s.env.insert("HEARTH_SECRET".into(), "v".into());
+            }), "env"),
+            (Box::new(|s| s.name = "a\nb".into()), "name"),
+        ];
+        for (change, field) in cases {
+            let mut s = spec();
+            change(&mut s);
+            assert_eq!(validate_driver_spec(&s).unwrap_err().field, field);
+        }
+    }
+
+    #[test]
+    fn env_pairs_split_at_the_first_equals() {
+        assert_eq!(parse_env_pair("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert!(parse_env_pair("novalue").is_err());
+        assert!(parse_env_pair("=x").is_err());
+    }
+}

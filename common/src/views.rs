@@ -1,0 +1,118 @@
+//! The JSON shapes of `/api/v1/...` and `hearth list --json` (camelCase, Spark's state names).
+//!
+//! Built from the protocol's messages so the API, the CLI and gRPC clients always agree.
+
+use serde::Serialize;
+
+use crate::{
+    proto::{Driver, DriverStateChange, Worker},
+    states::{StateName, driver_state, worker_state},
+};
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WorkerView {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub web_port: u32,
+    pub state: &'static str,
+    pub cores: u32,
+    pub cores_used: u32,
+    pub memory_mb: u64,
+    pub memory_used_mb: u64,
+    pub last_heartbeat_ms: i64,
+    pub registered_at_ms: i64,
+    pub drivers: Vec<String>,
+}
+
+impl From<&Worker> for WorkerView {
+    fn from(w: &Worker) -> Self {
+        Self {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            host: w.host.clone(),
+            web_port: w.web_port,
+            state: worker_state(w.state).name(),
+            cores: w.cores,
+            cores_used: w.cores_used,
+            memory_mb: w.memory_mb,
+            memory_used_mb: w.memory_used_mb,
+            last_heartbeat_ms: w.last_heartbeat_ms,
+            registered_at_ms: w.registered_at_ms,
+            drivers: w.driver_ids.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StateChangeView {
+    pub state: &'static str,
+    pub at_ms: i64,
+    pub attempt: u32,
+    pub message: String,
+    pub worker_id: Option<String>,
+}
+
+impl From<&DriverStateChange> for StateChangeView {
+    fn from(c: &DriverStateChange) -> Self {
+        Self {
+            state: driver_state(c.state).name(),
+            at_ms: c.at_ms,
+            attempt: c.attempt,
+            message: c.message.clone(),
+            worker_id: non_empty(&c.worker_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverView {
+    pub id: String,
+    pub name: String,
+    pub command: Vec<String>,
+    /// Names only: values often carry credentials.
+    pub env_names: Vec<String>,
+    pub state: &'static str,
+    pub worker_id: Option<String>,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub supervise: bool,
+    pub max_retries: u32,
+    pub attempt: u32,
+    pub exit_code: Option<i32>,
+    pub waiting_reason: Option<String>,
+    pub message: Option<String>,
+    pub submitted_at_ms: i64,
+    pub history: Vec<StateChangeView>,
+}
+
+impl From<&Driver> for DriverView {
+    fn from(d: &Driver) -> Self {
+        let spec = d.spec.clone().unwrap_or_default();
+        Self {
+            id: d.id.clone(),
+            name: spec.name,
+            command: spec.command,
+            env_names: d.env_names.clone(),
+            state: driver_state(d.state).name(),
+            worker_id: non_empty(&d.worker_id),
+            cores: spec.cores,
+            memory_mb: spec.memory_mb,
+            supervise: spec.supervise,
+            max_retries: spec.max_retries,
+            attempt: d.attempt,
+            exit_code: d.exit_code,
+            waiting_reason: non_empty(&d.waiting_reason),
+            message: non_empty(&d.message),
+            submitted_at_ms: d.submitted_at_ms,
+            history: d.history.iter().map(StateChangeView::from).collect(),
+        }
+    }
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| s.to_string())
+}
