@@ -1,0 +1,27 @@
+//! The Hearth master: the one owner of cluster state, its scheduler, and the gRPC and HTTP
+//! sides people and workers talk to.
+//!
+//! - [`config`]: settings as a plain struct with `validate()`.
+//! - [`state`]: all cluster state and every transition of it, free of I/O.
+//! - [`schedule`]: placement as a pure function.
+//! - [`events`]: the commands the state owner receives.
+//! - [`actor`]: the state owner's loop and the handle others hold.
+//! - [`links`]: the open streams to workers (orders and log requests go through them).
+//! - [`grpc`]: the worker and client services, plus health and reflection.
+//! - [`web`]: pages, JSON, probes and metrics on port 8080.
+//! - [`server`]: binds the ports and runs it all until shutdown.
+
+pub mod actor;
+pub mod config;
+pub mod error;
+pub mod events;
+pub mod grpc;
+pub mod links;
+pub mod schedule;
+pub mod server;
+pub mod state;
+pub mod web;
+
+pub use config::MasterConfig;
+pub use error::{Error, Result};
+pub use server::{RunningMaster, start};

@@ -1,0 +1,257 @@
+//! The one owner of cluster state: a task that takes commands, applies them to [`State`],
+//! schedules, publishes an immutable snapshot for readers, then delivers orders and replies.
+//!
+//! Everything queued when a turn starts is applied in that turn, so a burst of submissions
+//! costs one scheduling pass and one snapshot.
+
+use std::sync::Arc;
+
+use hearth_common::{
+    Shutdown, ids,
+    proto::{MasterMessage, Registered, master_message::Msg},
+};
+use tokio::{
+    sync::{mpsc, oneshot, watch},
+    time::{Instant, MissedTickBehavior},
+};
+
+use crate::{
+    config::MasterConfig,
+    error::{Error, Result},
+    events::Command,
+    links::Links,
+    state::{Effect, State},
+};
+
+/// Commands queued between handlers and the actor; senders wait when it is full.
+const COMMAND_QUEUE: usize = 4096;
+/// Most commands applied in one turn.
+const MAX_TURN: usize = 1024;
+
+/// What handlers hold: a way to send commands, the latest snapshot, and the worker links.
+#[derive(Debug, Clone)]
+pub struct MasterHandle {
+    commands: mpsc::Sender<Command>,
+    snapshot: watch::Receiver<Arc<State>>,
+    pub links: Links,
+    pub config: Arc<MasterConfig>,
+    pub shutdown: Shutdown,
+}
+
+impl MasterHandle {
+    /// The state as of the last completed turn.
+    pub fn snapshot(&self) -> Arc<State> {
+        self.snapshot.borrow().clone()
+    }
+
+    /// A receiver that wakes after each turn that changed something.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<State>> {
+        self.snapshot.clone()
+    }
+
+    pub async fn send(&self, command: Command) -> Result<()> {
+        self.commands
+            .send(command)
+            .await
+            .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// Sends a command carrying `reply` and waits for the answer.
+    pub async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T>>) -> Command,
+    ) -> Result<T> {
+        let (tx, rx) = oneshot::channel();
+        self.send(make(tx)).await?;
+        rx.await.map_err(|_| Error::ShuttingDown)?
+    }
+}
+
+/// Starts the actor; it runs until `shutdown` is cancelled.
+pub fn spawn(
+    config: Arc<MasterConfig>,
+    master_url: String,
+    shutdown: Shutdown,
+) -> (MasterHandle, tokio::task::JoinHandle<()>) {
+    let state = State::new(master_url, ids::now_ms(), config.retained_drivers);
+    let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
+    let links = Links::default();
+    let handle = MasterHandle {
+        commands,
+        snapshot,
+        links: links.clone(),
+        config: config.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let actor = Actor {
+        state,
+        rx,
+        snapshot_tx,
+        links,
+        config,
+    };
+    let task = tokio::spawn(actor.run(shutdown));
+    (handle, task)
+}
+
+struct Actor {
+    state: State,
+    rx: mpsc::Receiver<Command>,
+    snapshot_tx: watch::Sender<Arc<State>>,
+    links: Links,
+    config: Arc<MasterConfig>,
+}
+
+/// A reply held back until the turn's changes are published.
+type Reply = Box<dyn FnOnce() + Send>;
+
+fn reply<T: Send + 'static>(tx: oneshot::Sender<Result<T>>, value: Result<T>) -> Reply {
+    Box::new(move || {
+        // The asker may have given up (client went away); nothing to do then.
+        let _ = tx.send(value);
+    })
+}
+
+impl Actor {
+    async fn run(mut self, shutdown: Shutdown) {
+        let period = (self.config.worker_timeout / 4).min(std::time::Duration::from_secs(1));
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut batch = Vec::with_capacity(MAX_TURN);
+        loop {
+            let mut effects = Vec::new();
+            let mut replies: Vec<Reply> = Vec::new();
+            let changed = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                n = self.rx.recv_many(&mut batch, MAX_TURN) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for command in batch.drain(..) {
+                        self.apply(command, &mut effects, &mut replies);
+                    }
+                    true
+                }
+                _ = tick.tick() => {
+                    self.state.expire_workers(
+                        Instant::now(),
+                        self.config.worker_timeout,
+                        ids::now_ms(),
+                        &mut effects,
+                    )
+                }
+            };
+            if !changed {
+                continue;
+            }
+            self.state.schedule(ids::now_ms(), &mut effects);
+            self.state.prune();
+            self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
+            for effect in effects {
+                self.deliver(effect);
+            }
+            for r in replies {
+                r();
+            }
+        }
+        self.links.clear();
+        tracing::info!("master state actor stopped");
+    }
+
+    fn apply(&mut self, command: Command, effects: &mut Vec<Effect>, replies: &mut Vec<Reply>) {
+        let now_ms = ids::now_ms();
+        match command {
+            Command::Register {
+                register,
+                peer_host,
+                link,
+                reply: tx,
+            } => {
+                let host = if register.host.is_empty() {
+                    peer_host
+                } else {
+                    register.host.clone()
+                };
+                let worker_id = register.worker_id.clone();
+                let (cores, memory_mb) = (register.cores, register.memory_mb);
+                let result = self.state.register_worker(
+                    register,
+                    host.clone(),
+                    link.conn_id,
+                    Instant::now(),
+                    now_ms,
+                    effects,
+                );
+                if result.is_ok() {
+                    // Registered goes first on the stream, ahead of any order of this turn.
+                    let _ = link.orders.send(MasterMessage {
+                        msg: Some(Msg::Registered(Registered {
+                            master_url: self.state.master_url.clone(),
+                            heartbeat_interval_ms: self.config.heartbeat_interval().as_millis()
+                                as u64,
+                            host: host.clone(),
+                        })),
+                    });
+                    self.links.install(link);
+                    tracing::info!(worker_id, host, cores, memory_mb, "worker registered");
+                }
+                replies.push(reply(tx, result));
+            }
+            Command::Heartbeat { worker_id, conn_id } => {
+                self.state
+                    .heartbeat(&worker_id, conn_id, Instant::now(), now_ms);
+            }
+            Command::DriverStatus {
+                worker_id,
+                conn_id,
+                status,
+            } => {
+                let current = self
+                    .state
+                    .workers
+                    .get(&worker_id)
+                    .is_some_and(|w| w.conn_id == conn_id);
+                if current {
+                    self.state.driver_status(&worker_id, status, now_ms, effects);
+                }
+            }
+            Command::Disconnected {
+                worker_id,
+                conn_id,
+                reason,
+            } => {
+                self.links.remove(&worker_id, conn_id);
+                self.state.worker_lost(&worker_id, conn_id, &reason, now_ms);
+            }
+            Command::Submit { spec, reply: tx } => {
+                let id = self.state.submit(spec, now_ms);
+                tracing::info!(driver_id = %id, "driver submitted");
+                replies.push(reply(tx, Ok(id)));
+            }
+            Command::Kill {
+                driver_id,
+                reply: tx,
+            } => {
+                let result = self.state.kill_driver(&driver_id, now_ms, effects);
+                if result.is_ok() {
+                    tracing::info!(driver_id, "kill requested");
+                }
+                replies.push(reply(tx, result));
+            }
+        }
+    }
+
+    fn deliver(&self, effect: Effect) {
+        match effect {
+            Effect::Send { worker_id, message } => {
+                if !self.links.send(&worker_id, message) {
+                    // The stream is gone; its Disconnected command is on its way and will mark
+                    // the worker dead, which relaunches or fails what was sent here.
+                    tracing::warn!(worker_id, "order not delivered: worker not connected");
+                }
+            }
+            Effect::Disconnect { worker_id, conn_id } => self.links.remove(&worker_id, conn_id),
+        }
+    }
+}

@@ -1,0 +1,43 @@
+//! What can happen to the cluster: the commands the actor receives from gRPC handlers and
+//! worker streams.
+
+use hearth_common::proto::{DriverSpec, DriverState, DriverStatus, Register};
+use tokio::sync::oneshot;
+
+use crate::{error::Result, links::Link};
+
+#[derive(Debug)]
+pub enum Command {
+    /// A worker's stream opened with `Register`. The actor installs `link` and sends
+    /// `Registered` through it before any order, then replies.
+    Register {
+        register: Register,
+        /// The address the stream came from, used when the worker advertises none.
+        peer_host: String,
+        link: Link,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    Heartbeat {
+        worker_id: String,
+        conn_id: u64,
+    },
+    DriverStatus {
+        worker_id: String,
+        conn_id: u64,
+        status: DriverStatus,
+    },
+    /// The worker's stream ended (or broke).
+    Disconnected {
+        worker_id: String,
+        conn_id: u64,
+        reason: String,
+    },
+    Submit {
+        spec: DriverSpec,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    Kill {
+        driver_id: String,
+        reply: oneshot::Sender<Result<DriverState>>,
+    },
+}

@@ -1,0 +1,255 @@
+//! `ClientService`: submissions, queries, kills, watches and logs. Reads come from the latest
+//! snapshot; changes go to the actor.
+
+use std::{pin::Pin, sync::Arc, time::Duration};
+
+use hearth_common::{
+    ids::{IdKind, check_id},
+    proto::{
+        self, Driver, LogChunk, LogStream,
+        client_service_server::ClientService,
+    },
+    spec::validate_driver_spec,
+    states::StateName,
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, wrappers::ReceiverStream};
+use tonic::{Request, Response, Status};
+
+use crate::{
+    actor::MasterHandle,
+    error::Error,
+    events::Command,
+    state::State,
+};
+
+/// Bytes asked of a worker per log request.
+const LOG_CHUNK: u32 = 256 * 1024;
+/// How often a followed log is polled when nothing new arrived.
+const FOLLOW_POLL: Duration = Duration::from_millis(200);
+
+#[derive(Debug, Clone)]
+pub struct ClientApi {
+    master: MasterHandle,
+}
+
+impl ClientApi {
+    pub fn new(master: MasterHandle) -> Self {
+        Self { master }
+    }
+}
+
+fn driver_proto(state: &State, id: &str) -> Result<Driver, Error> {
+    check_id("driver_id", id, IdKind::Driver)?;
+    Ok(state.driver(id)?.to_proto())
+}
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ClientService for ClientApi {
+    async fn submit_driver(
+        &self,
+        request: Request<proto::SubmitDriverRequest>,
+    ) -> Result<Response<proto::SubmitDriverResponse>, Status> {
+        let spec = request
+            .into_inner()
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        validate_driver_spec(&spec).map_err(Error::from)?;
+        let driver_id = self
+            .master
+            .ask(|reply| Command::Submit { spec, reply })
+            .await?;
+        Ok(Response::new(proto::SubmitDriverResponse { driver_id }))
+    }
+
+    async fn get_driver(
+        &self,
+        request: Request<proto::GetDriverRequest>,
+    ) -> Result<Response<Driver>, Status> {
+        let id = request.into_inner().driver_id;
+        Ok(Response::new(driver_proto(&self.master.snapshot(), &id)?))
+    }
+
+    async fn list_drivers(
+        &self,
+        _request: Request<proto::ListDriversRequest>,
+    ) -> Result<Response<proto::ListDriversResponse>, Status> {
+        let state = self.master.snapshot();
+        let drivers = state.drivers.values().map(|d| d.to_proto()).collect();
+        Ok(Response::new(proto::ListDriversResponse { drivers }))
+    }
+
+    async fn list_workers(
+        &self,
+        _request: Request<proto::ListWorkersRequest>,
+    ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        let state = self.master.snapshot();
+        let workers = state.workers.values().map(|w| w.to_proto()).collect();
+        Ok(Response::new(proto::ListWorkersResponse { workers }))
+    }
+
+    async fn kill_driver(
+        &self,
+        request: Request<proto::KillDriverRequest>,
+    ) -> Result<Response<proto::KillDriverResponse>, Status> {
+        let driver_id = request.into_inner().driver_id;
+        check_id("driver_id", &driver_id, IdKind::Driver).map_err(Error::from)?;
+        let state = self
+            .master
+            .ask(|reply| Command::Kill { driver_id, reply })
+            .await?;
+        Ok(Response::new(proto::KillDriverResponse {
+            state: state as i32,
+        }))
+    }
+
+    type WatchDriverStream = BoxStream<Driver>;
+
+    async fn watch_driver(
+        &self,
+        request: Request<proto::WatchDriverRequest>,
+    ) -> Result<Response<Self::WatchDriverStream>, Status> {
+        let id = request.into_inner().driver_id;
+        let mut snapshots = self.master.subscribe();
+        let first = driver_proto(&snapshots.borrow_and_update(), &id)?;
+        let (tx, rx) = mpsc::channel(16);
+        let shutdown = self.master.shutdown.clone();
+        tokio::spawn(async move {
+            let mut last = first;
+            if tx.send(Ok(last.clone())).await.is_err() {
+                return;
+            }
+            while !hearth_common::states::driver_state(last.state).is_terminal() {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tx.closed() => return,
+                    changed = snapshots.changed() => if changed.is_err() { return },
+                }
+                let next = driver_proto(&snapshots.borrow_and_update(), &id);
+                let next = match next {
+                    Ok(d) => d,
+                    Err(e) => {
+                        let _ = tx.send(Err(e.into())).await;
+                        return;
+                    }
+                };
+                if next != last {
+                    last = next;
+                    if tx.send(Ok(last.clone())).await.is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ReadLogStream = BoxStream<LogChunk>;
+
+    async fn read_log(
+        &self,
+        request: Request<proto::ReadLogRequest>,
+    ) -> Result<Response<Self::ReadLogStream>, Status> {
+        let req = request.into_inner();
+        let stream = LogStream::try_from(req.stream)
+            .map_err(|_| Status::invalid_argument("stream: must be STDOUT or STDERR"))?;
+        let driver = driver_proto(&self.master.snapshot(), &req.driver_id)?;
+        let state = hearth_common::states::driver_state(driver.state);
+        if driver.worker_id.is_empty() && (!req.follow || state.is_terminal()) {
+            return Err(Status::failed_precondition(format!(
+                "{} has no logs: it is {} and not on a worker{}",
+                driver.id,
+                state.name(),
+                if driver.waiting_reason.is_empty() {
+                    String::new()
+                } else {
+                    format!(" ({})", driver.waiting_reason)
+                }
+            )));
+        }
+        let (tx, rx) = mpsc::channel(4);
+        let master = self.master.clone();
+        tokio::spawn(async move {
+            let result = copy_log(&master, &req.driver_id, stream, req.offset, req.follow, &tx).await;
+            if let Err(e) = result {
+                let _ = tx.send(Err(e.into())).await;
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+/// Streams a driver's log from its worker to `tx`; with `follow`, until the driver ends. When
+/// a supervised driver is relaunched on another worker, following moves there.
+async fn copy_log(
+    master: &MasterHandle,
+    driver_id: &str,
+    stream: LogStream,
+    mut offset: i64,
+    follow: bool,
+    tx: &mpsc::Sender<Result<LogChunk, Status>>,
+) -> Result<(), Error> {
+    let mut snapshots = master.subscribe();
+    let mut reading_from: Option<String> = None;
+    loop {
+        if tx.is_closed() || master.shutdown.is_cancelled() {
+            return Ok(());
+        }
+        let (worker_id, ended) = {
+            let snap: Arc<State> = snapshots.borrow_and_update().clone();
+            let d = snap.driver(driver_id)?;
+            (d.worker_id.clone(), d.state.is_terminal())
+        };
+        let Some(worker_id) = worker_id else {
+            if !follow || ended {
+                return Ok(());
+            }
+            wait_for_change(&mut snapshots, tx).await;
+            continue;
+        };
+        if reading_from.as_deref() != Some(&worker_id) {
+            if reading_from.is_some() {
+                offset = 0;
+            }
+            reading_from = Some(worker_id.clone());
+        }
+        let data = master
+            .links
+            .read_log(&worker_id, driver_id, stream, offset, LOG_CHUNK)
+            .await?;
+        if !data.data.is_empty() {
+            offset = (data.offset + data.data.len() as u64) as i64;
+            let chunk = LogChunk {
+                data: data.data,
+                offset: data.offset,
+            };
+            if tx.send(Ok(chunk)).await.is_err() {
+                return Ok(());
+            }
+            continue;
+        }
+        offset = data.offset as i64;
+        // The driver had ended before this read, so the file is complete.
+        if !follow || ended {
+            return Ok(());
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = tx.closed() => return Ok(()),
+        }
+    }
+}
+
+async fn wait_for_change(
+    snapshots: &mut tokio::sync::watch::Receiver<Arc<State>>,
+    tx: &mpsc::Sender<Result<LogChunk, Status>>,
+) {
+    tokio::select! {
+        _ = snapshots.changed() => {}
+        _ = tokio::time::sleep(FOLLOW_POLL) => {}
+        _ = tx.closed() => {}
+    }
+}
+

@@ -1,0 +1,61 @@
+//! The master's gRPC side: Hearth's two services behind the secret check, plus the standard
+//! health and reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
+
+mod client;
+mod worker;
+
+use hearth_common::{
+    MAX_MESSAGE_BYTES, Shutdown,
+    auth::CheckSecret,
+    proto::{
+        FILE_DESCRIPTOR_SET, client_service_server::ClientServiceServer,
+        worker_service_server::WorkerServiceServer,
+    },
+};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+
+use crate::{actor::MasterHandle, error::Result};
+
+pub use client::ClientApi;
+pub use worker::WorkerApi;
+
+/// Serves gRPC on `listener` until `shutdown`.
+pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
+    let check = CheckSecret::new(handle.config.secret.clone());
+    let (health, health_service) = tonic_health::server::health_reporter();
+    health
+        .set_serving::<ClientServiceServer<ClientApi>>()
+        .await;
+    health
+        .set_serving::<WorkerServiceServer<WorkerApi>>()
+        .await;
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| crate::error::Error::Internal(format!("reflection: {e}")))?;
+    let client = ClientServiceServer::new(ClientApi::new(handle.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let worker = WorkerServiceServer::new(WorkerApi::new(handle.clone()))
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            client,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            worker, check,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
+        .await?;
+    Ok(())
+}

@@ -1,0 +1,175 @@
+//! `WorkerService`: one long-lived stream per worker, turned into actor commands.
+
+use std::{
+    collections::HashMap,
+    pin::Pin,
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use hearth_common::{
+    error::InvalidInput,
+    ids::{IdKind, check_id},
+    proto::{
+        MasterMessage, Register, WorkerMessage, worker_message::Msg,
+        worker_service_server::WorkerService,
+    },
+    resources::{MAX_CORES, MAX_MEMORY_MB},
+};
+use tokio::sync::mpsc;
+use tokio_stream::{Stream, StreamExt, wrappers::UnboundedReceiverStream};
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::{actor::MasterHandle, error::Error, events::Command, links::Link};
+
+/// How long a new stream may take to send its `Register`.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+static NEXT_CONN: AtomicU64 = AtomicU64::new(1);
+
+#[derive(Debug, Clone)]
+pub struct WorkerApi {
+    master: MasterHandle,
+}
+
+impl WorkerApi {
+    pub fn new(master: MasterHandle) -> Self {
+        Self { master }
+    }
+}
+
+fn validate(reg: &Register) -> Result<(), InvalidInput> {
+    check_id("worker_id", &reg.worker_id, IdKind::Worker)?;
+    if reg.cores == 0 || reg.cores > MAX_CORES {
+        return Err(InvalidInput::new(
+            "cores",
+            format!("must be between 1 and {MAX_CORES}, got {}", reg.cores),
+        ));
+    }
+    if reg.memory_mb == 0 || reg.memory_mb > MAX_MEMORY_MB {
+        return Err(InvalidInput::new(
+            "memory_mb",
+            format!("must be between 1 and {MAX_MEMORY_MB}, got {}", reg.memory_mb),
+        ));
+    }
+    if reg.name.len() > 256 || reg.host.len() > 256 {
+        return Err(InvalidInput::new("name", "name and host must be at most 256 bytes"));
+    }
+    Ok(())
+}
+
+type OrderStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl WorkerService for WorkerApi {
+    type SessionStream = OrderStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<WorkerMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let peer_host = request
+            .remote_addr()
+            .map(|a| a.ip().to_string())
+            .unwrap_or_default();
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no Register within 10 s of opening the stream"))??;
+        let Some(WorkerMessage {
+            msg: Some(Msg::Register(register)),
+        }) = first
+        else {
+            return Err(Status::invalid_argument(
+                "register: the first message on a worker stream must be Register",
+            ));
+        };
+        validate(&register).map_err(Error::from)?;
+
+        let worker_id = register.worker_id.clone();
+        let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
+        let (orders, orders_rx) = mpsc::unbounded_channel();
+        let pending_logs = Arc::new(Mutex::new(HashMap::new()));
+        let link = Link {
+            worker_id: worker_id.clone(),
+            conn_id,
+            orders,
+            pending_logs: pending_logs.clone(),
+        };
+        self.master
+            .ask(|reply| Command::Register {
+                register,
+                peer_host,
+                link,
+                reply,
+            })
+            .await?;
+
+        let master = self.master.clone();
+        tokio::spawn(async move {
+            let reason = read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs).await;
+            tracing::info!(worker_id, conn_id, reason, "worker stream ended");
+            let _ = master
+                .send(Command::Disconnected {
+                    worker_id,
+                    conn_id,
+                    reason,
+                })
+                .await;
+        });
+
+        // Ends when the link is dropped: on disconnect, on timeout, or when the actor stops.
+        let stream = UnboundedReceiverStream::new(orders_rx).map(Ok);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+/// Forwards what a worker sends until its stream ends; returns why it ended.
+async fn read_worker_stream(
+    master: &MasterHandle,
+    worker_id: &str,
+    conn_id: u64,
+    mut inbound: Streaming<WorkerMessage>,
+    pending_logs: crate::links::PendingLogs,
+) -> String {
+    loop {
+        let next = tokio::select! {
+            _ = master.shutdown.cancelled() => return "master shutting down".into(),
+            next = inbound.message() => next,
+        };
+        let message = match next {
+            Ok(Some(WorkerMessage { msg: Some(m) })) => m,
+            Ok(Some(WorkerMessage { msg: None })) => continue,
+            Ok(None) => return "stream closed by the worker".into(),
+            Err(status) => return format!("stream broken: {}", status.message()),
+        };
+        let command = match message {
+            Msg::Heartbeat(_) => Command::Heartbeat {
+                worker_id: worker_id.to_string(),
+                conn_id,
+            },
+            Msg::DriverStatus(status) => Command::DriverStatus {
+                worker_id: worker_id.to_string(),
+                conn_id,
+                status,
+            },
+            Msg::LogData(data) => {
+                let waiter = pending_logs
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&data.request_id);
+                if let Some(tx) = waiter {
+                    let _ = tx.send(data);
+                }
+                continue;
+            }
+            Msg::Register(_) => return "protocol error: a second Register on one stream".into(),
+        };
+        if master.send(command).await.is_err() {
+            return "master shutting down".into();
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! Placement as a pure function: given what each alive worker has free and the drivers waiting
+//! in FIFO order, decide where each driver goes or why it waits. No I/O, no clock.
+//!
+//! Drivers are considered in submission order, but one that cannot fit does not block smaller
+//! ones behind it (Spark's behaviour). Among workers where both cores and memory fit, the one
+//! with the most free cores wins (then most free memory, fewest drivers, id), which spreads
+//! drivers over the cluster.
+
+use hearth_common::resources::format_mb;
+
+/// What one alive worker offers and has free.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Offer {
+    pub worker_id: String,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub free_cores: u32,
+    pub free_memory_mb: u64,
+    pub drivers: usize,
+}
+
+/// What one waiting driver asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ask {
+    pub driver_id: String,
+    pub cores: u32,
+    pub memory_mb: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Place { driver_id: String, worker_id: String },
+    Wait { driver_id: String, reason: String },
+}
+
+/// Places `asks` (in FIFO order) on `offers`. The returned decisions are in the order of `asks`;
+/// `offers` are left with what remains free.
+pub fn place_drivers(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
+    let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
+    let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
+    let mut most_free = MostFree::of(offers);
+    asks.iter()
+        .map(|ask| {
+            let fits = ask.cores <= most_free.cores && ask.memory_mb <= most_free.memory_mb;
+            let best = if fits { best_offer(offers, ask) } else { None };
+            match best {
+                Some(i) => {
+                    let offer = &mut offers[i];
+                    offer.free_cores -= ask.cores;
+                    offer.free_memory_mb -= ask.memory_mb;
+                    offer.drivers += 1;
+                    let worker_id = offer.worker_id.clone();
+                    most_free = MostFree::of(offers);
+                    Decision::Place {
+                        driver_id: ask.driver_id.clone(),
+                        worker_id,
+                    }
+                }
+                None => Decision::Wait {
+                    driver_id: ask.driver_id.clone(),
+                    reason: wait_reason(offers, ask, largest_cores, largest_memory, most_free),
+                },
+            }
+        })
+        .collect()
+}
+
+#[derive(Debug, Clone, Copy)]
+struct MostFree {
+    cores: u32,
+    memory_mb: u64,
+}
+
+impl MostFree {
+    fn of(offers: &[Offer]) -> Self {
+        Self {
+            cores: offers.iter().map(|o| o.free_cores).max().unwrap_or(0),
+            memory_mb: offers.iter().map(|o| o.free_memory_mb).max().unwrap_or(0),
+        }
+    }
+}
+
+fn best_offer(offers: &[Offer], ask: &Ask) -> Option<usize> {
+    offers
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| o.free_cores >= ask.cores && o.free_memory_mb >= ask.memory_mb)
+        .min_by(|(_, a), (_, b)| {
+            b.free_cores
+                .cmp(&a.free_cores)
+                .then(b.free_memory_mb.cmp(&a.free_memory_mb))
+                .then(a.drivers.cmp(&b.drivers))
+                .then(a.worker_id.cmp(&b.worker_id))
+        })
+        .map(|(i, _)| i)
+}
+
+fn plural(n: u32, one: &str) -> String {
+    if n == 1 {
+        format!("{n} {one}")
+    } else {
+        format!("{n} {one}s")
+    }
+}
+
+/// Why `ask` cannot be placed now, in words a person acts on.
+fn wait_reason(
+    offers: &[Offer],
+    ask: &Ask,
+    largest_cores: u32,
+    largest_memory: u64,
+    most_free: MostFree,
+) -> String {
+    if offers.is_empty() {
+        return "no alive workers: waiting for a worker to register".to_string();
+    }
+    if ask.cores > largest_cores {
+        return format!(
+            "needs {}; the largest worker offers {}",
+            plural(ask.cores, "core"),
+            largest_cores
+        );
+    }
+    if ask.memory_mb > largest_memory {
+        return format!(
+            "needs {} of memory; the largest worker offers {}",
+            format_mb(ask.memory_mb),
+            format_mb(largest_memory)
+        );
+    }
+    let any_offers_both = offers
+        .iter()
+        .any(|o| o.cores >= ask.cores && o.memory_mb >= ask.memory_mb);
+    if !any_offers_both {
+        return format!(
+            "needs {} and {} on one worker; no worker offers both",
+            plural(ask.cores, "core"),
+            format_mb(ask.memory_mb)
+        );
+    }
+    format!(
+        "waiting for free slots: needs {} and {}; the most free on any worker is {} and {}",
+        plural(ask.cores, "core"),
+        format_mb(ask.memory_mb),
+        plural(most_free.cores, "core"),
+        format_mb(most_free.memory_mb)
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
+        Offer {
+            worker_id: id.into(),
+            cores,
+            memory_mb,
+            free_cores: cores,
+            free_memory_mb: memory_mb,
+            drivers: 0,
+        }
+    }
+
+    fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
+        Ask {
+            driver_id: id.into(),
+            cores,
+            memory_mb,
+        }
+    }
+
+    fn placed_on(decisions: &[Decision], driver: &str) -> Option<String> {
+        decisions.iter().find_map(|d| match d {
+            Decision::Place {
+                driver_id,
+                worker_id,
+            } if driver_id == driver => Some(worker_id.clone()),
+            _ => None,
+        })
+    }
+
+    fn reason_of(decisions: &[Decision], driver: &str) -> String {
+        decisions
+            .iter()
+            .find_map(|d| match d {
+                Decision::Wait { driver_id, reason } if driver_id == driver => {
+                    Some(reason.clone())
+                }
+                _ => None,
+            })
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_three_core_driver_never_lands_on_a_two_core_worker() {
+        let mut offers = vec![offer("w-small", 2, 8192), offer("w-big", 4, 8192)];
+        let decisions = place_drivers(&mut offers, &[ask("d1", 3, 512)]);
+        assert_eq!(placed_on(&decisions, "d1").as_deref(), Some("w-big"));
+
+        let mut offers = vec![offer("w-small", 2, 8192)];
+        let decisions = place_drivers(&mut offers, &[ask("d1", 3, 512)]);
+        assert_eq!(
+            reason_of(&decisions, "d1"),
+            "needs 3 cores; the largest worker offers 2"
+        );
+    }
+
+    #[test]
+    fn memory_must_fit_as_well_as_cores() {
+        let mut offers = vec![offer("w-a", 8, 1024), offer("w-b", 1, 8192)];
+        let decisions = place_drivers(&mut offers, &[ask("d1", 2, 2048)]);
+        assert_eq!(
+            reason_of(&decisions, "d1"),
+            "needs 2 cores and 2.0 GiB on one worker; no worker offers both"
+        );
+        let decisions = place_drivers(&mut offers, &[ask("d2", 1, 16384)]);
+        assert_eq!(
+            reason_of(&decisions, "d2"),
+            "needs 16.0 GiB of memory; the largest worker offers 8.0 GiB"
+        );
+    }
+
+    #[test]
+    fn drivers_spread_over_workers() {
+        let mut offers = vec![offer("w-a", 4, 4096), offer("w-b", 4, 4096)];
+        let decisions = place_drivers(&mut offers, &[ask("d1", 1, 100), ask("d2", 1, 100)]);
+        assert_ne!(placed_on(&decisions, "d1"), placed_on(&decisions, "d2"));
+    }
+
+    #[test]
+    fn a_full_cluster_queues_in_fifo_order_without_head_of_line_blocking() {
+        let mut offers = vec![offer("w-a", 2, 4096)];
+        let asks = [ask("d1", 2, 100), ask("d2", 2, 100), ask("d3", 8, 100)];
+        let decisions = place_drivers(&mut offers, &asks);
+        assert_eq!(placed_on(&decisions, "d1").as_deref(), Some("w-a"));
+        assert!(reason_of(&decisions, "d2").starts_with("waiting for free slots: needs 2 cores"));
+        assert!(reason_of(&decisions, "d3").contains("largest worker offers 2"));
+
+        // a small driver behind a big one that waits still runs
+        let mut offers = vec![offer("w-a", 2, 4096)];
+        let decisions = place_drivers(&mut offers, &[ask("big", 3, 100), ask("small", 1, 100)]);
+        assert!(placed_on(&decisions, "small").is_some());
+    }
+
+    #[test]
+    fn no_workers_is_said_plainly() {
+        let decisions = place_drivers(&mut [], &[ask("d1", 1, 1)]);
+        assert!(reason_of(&decisions, "d1").starts_with("no alive workers"));
+    }
+
+    /// Random clusters and queues: no worker is ever over-committed, every placed driver fits
+    /// where it went, and a driver waits only when no worker had room for it at its turn.
+    #[test]
+    fn randomized_placements_never_overcommit() {
+        let mut rng = StdRng::seed_from_u64(0x4ea47);
+        for round in 0..2000 {
+            let workers = rng.random_range(0..8);
+            let mut offers: Vec<Offer> = (0..workers)
+                .map(|i| {
+                    let cores = rng.random_range(1..=16);
+                    let memory = rng.random_range(1..=64) * 256;
+                    let mut o = offer(&format!("w{i}"), cores, memory);
+                    o.free_cores = rng.random_range(0..=cores);
+                    o.free_memory_mb = rng.random_range(0..=memory);
+                    o
+                })
+                .collect();
+            let before = offers.clone();
+            let asks: Vec<Ask> = (0..rng.random_range(0..40))
+                .map(|i| ask(&format!("d{i}"), rng.random_range(1..=20), rng.random_range(1..=20000)))
+                .collect();
+            let decisions = place_drivers(&mut offers, &asks);
+            assert_eq!(decisions.len(), asks.len());
+
+            let mut free: Vec<(u32, u64)> = before
+                .iter()
+                .map(|o| (o.free_cores, o.free_memory_mb))
+                .collect();
+            for (decision, a) in decisions.iter().zip(&asks) {
+                match decision {
+                    Decision::Place { worker_id, driver_id } => {
+                        assert_eq!(driver_id, &a.driver_id);
+                        let i = before.iter().position(|o| &o.worker_id == worker_id).unwrap();
+                        assert!(free[i].0 >= a.cores, "round {round}: cores over-committed");
+                        assert!(free[i].1 >= a.memory_mb, "round {round}: memory over-committed");
+                        free[i].0 -= a.cores;
+                        free[i].1 -= a.memory_mb;
+                    }
+                    Decision::Wait { reason, .. } => {
+                        assert!(!reason.is_empty());
+                        assert!(
+                            !free.iter().any(|f| f.0 >= a.cores && f.1 >= a.memory_mb),
+                            "round {round}: {} waited although a worker had room",
+                            a.driver_id
+                        );
+                    }
+                }
+            }
+            for (o, f) in offers.iter().zip(&free) {
+                assert_eq!((o.free_cores, o.free_memory_mb), *f);
+                assert!(o.free_cores <= o.cores && o.free_memory_mb <= o.memory_mb);
+            }
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! Binds the master's ports and runs its parts until shutdown.
+
+use std::{net::SocketAddr, sync::Arc};
+
+use hearth_common::Shutdown;
+use tokio::{net::TcpListener, task::JoinHandle};
+
+use crate::{
+    actor::{self, MasterHandle},
+    config::MasterConfig,
+    error::{Error, Result},
+    grpc, web,
+};
+
+/// A started master: where it listens, a handle on its state, and its tasks.
+#[derive(Debug)]
+pub struct RunningMaster {
+    pub grpc_addr: SocketAddr,
+    pub web_addr: SocketAddr,
+    /// The URL workers and clients use.
+    pub url: String,
+    pub handle: MasterHandle,
+    tasks: Vec<JoinHandle<Result<()>>>,
+}
+
+impl RunningMaster {
+    /// Waits for every part to stop (after `shutdown` is cancelled, or when one fails).
+    pub async fn wait(self) -> Result<()> {
+        let mut first_error = None;
+        for task in self.tasks {
+            match task.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::error!(error = %e, "master part failed");
+                    self.handle.shutdown.cancel();
+                    first_error.get_or_insert(e);
+                }
+                Err(e) => {
+                    self.handle.shutdown.cancel();
+                    first_error.get_or_insert(Error::Internal(format!("task panicked: {e}")));
+                }
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| Error::Bind { what, addr, source })
+}
+
+/// Validates `config`, binds both ports and starts the actor, gRPC and web servers.
+pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMaster> {
+    config.validate()?;
+    let grpc_listener = bind("gRPC", config.grpc_addr).await?;
+    let web_listener = bind("web UI", config.web_addr).await?;
+    let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
+        what: "gRPC",
+        addr: config.grpc_addr,
+        source,
+    })?;
+    let web_addr = web_listener.local_addr().map_err(|source| Error::Bind {
+        what: "web UI",
+        addr: config.web_addr,
+        source,
+    })?;
+    let url = config.public_url.clone().unwrap_or_else(|| {
+        let host = if grpc_addr.ip().is_unspecified() {
+            "127.0.0.1".to_string()
+        } else {
+            grpc_addr.ip().to_string()
+        };
+        format!("http://{host}:{}", grpc_addr.port())
+    });
+    if config.secret.is_none() {
+        tracing::warn!("running WITHOUT a shared secret: anyone who reaches {grpc_addr} can run commands");
+    }
+    let config = Arc::new(config);
+    let (handle, actor_task) = actor::spawn(config, url.clone(), shutdown.clone());
+    let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
+    tasks.push(tokio::spawn(async move {
+        actor_task
+            .await
+            .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))
+    }));
+    {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            grpc::serve(handle, grpc_listener, shutdown).await
+        }));
+    }
+    {
+        let handle = handle.clone();
+        let shutdown = shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            web::serve(handle, web_listener, shutdown)
+                .await
+                .map_err(|e| Error::Internal(format!("web server: {e}")))
+        }));
+    }
+    tracing::info!(%grpc_addr, %web_addr, url, "master started");
+    Ok(RunningMaster {
+        grpc_addr,
+        web_addr,
+        url,
+        handle,
+        tasks,
+    })
+}
