@@ -154,11 +154,23 @@ mod tests {
     fn only_the_right_bearer_token_passes() {
         let check = CheckSecret::new(Some(Secret::new("abc").unwrap()));
         assert!(check.check_header(Some(b"Bearer abc")).is_ok());
-        for bad in [&b"Bearer abd"[..], b"Bearer ab", b"Bearer abcd", b"abc", b""] {
+        for bad in [
+            &b"Bearer abd"[..],
+            b"Bearer ab",
+            b"Bearer abcd",
+            b"abc",
+            b"",
+        ] {
             let err = check.check_header(Some(bad)).unwrap_err();
             assert_eq!(err.code(), tonic::Code::Unauthenticated);
         }
-        assert!(check.check_header(None).unwrap_err().message().contains("missing"));
+        assert!(
+            check
+                .check_header(None)
+                .unwrap_err()
+                .message()
+                .contains("missing")
+        );
         assert!(CheckSecret::new(None).check_header(None).is_ok());
     }
 }

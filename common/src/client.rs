@@ -30,8 +30,7 @@ use crate::{
     error::{Error, Result},
     proto::{
         self, Driver, DriverSpec, LogChunk, LogStream, Worker,
-        client_service_client::ClientServiceClient,
-        worker_service_client::WorkerServiceClient,
+        client_service_client::ClientServiceClient, worker_service_client::WorkerServiceClient,
     },
 };
 

@@ -100,7 +100,11 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
     )?;
     writeln!(out, "attempt:    {}", view.attempt)?;
     if view.supervise {
-        writeln!(out, "supervise:  yes, up to {} relaunches", view.max_retries)?;
+        writeln!(
+            out,
+            "supervise:  yes, up to {} relaunches",
+            view.max_retries
+        )?;
     }
     if let Some(code) = view.exit_code {
         writeln!(out, "exit code:  {code}")?;
@@ -249,12 +253,7 @@ mod tests {
     #[test]
     fn tables_align_columns() {
         let mut buf = Vec::new();
-        write_table(
-            &mut buf,
-            &["A", "BB"],
-            vec![vec!["xyz".into(), "1".into()]],
-        )
-        .unwrap();
+        write_table(&mut buf, &["A", "BB"], vec![vec!["xyz".into(), "1".into()]]).unwrap();
         assert_eq!(String::from_utf8(buf).unwrap(), "A    BB\nxyz  1\n");
     }
 }

@@ -90,7 +90,10 @@ pub fn check_id(field: &str, id: &str, kind: IdKind) -> Result<(), InvalidInput>
     if !well_formed {
         return Err(InvalidInput::new(
             field,
-            format!("{id:?} is not a {} id (like {example})", &prefix[..prefix.len() - 1]),
+            format!(
+                "{id:?} is not a {} id (like {example})",
+                &prefix[..prefix.len() - 1]
+            ),
         ));
     }
     Ok(())

@@ -3,6 +3,7 @@
 //! - [`proto`]: the `hearth.v1` wire protocol, generated from `proto/hearth.proto` at build time.
 //! - [`ids`]: Spark-style ids (`driver-20261121143000-0000`, `worker-...`) and clock helpers.
 //! - [`resources`]: cores and memory (`4g`, `512m`) and their validation.
+//! - [`duration`]: durations in settings (`10s`, `500ms`).
 //! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
 //! - [`states`]: Spark's state names for the protocol's enums.
 //! - [`auth`]: the shared secret, the server-side check and the client-side header.
@@ -14,6 +15,7 @@
 pub mod auth;
 pub mod client;
 pub mod commands;
+pub mod duration;
 pub mod error;
 pub mod ids;
 pub mod resources;

@@ -121,8 +121,18 @@ mod tests {
     #[test]
     fn cores_must_be_positive_whole_numbers() {
         assert_eq!(parse_cores("cores", "3"), Ok(3));
-        assert!(parse_cores("cores", "0").unwrap_err().reason.contains("at least 1"));
-        assert!(parse_cores("cores", "-2").unwrap_err().reason.contains("at least 1"));
+        assert!(
+            parse_cores("cores", "0")
+                .unwrap_err()
+                .reason
+                .contains("at least 1")
+        );
+        assert!(
+            parse_cores("cores", "-2")
+                .unwrap_err()
+                .reason
+                .contains("at least 1")
+        );
         assert!(parse_cores("cores", "1.5").is_err());
         assert!(parse_cores("cores", "99999999").is_err());
     }

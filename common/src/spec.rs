@@ -23,7 +23,10 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
     if spec.command.len() > MAX_COMMAND_ARGS {
         return Err(InvalidInput::new(
             "command",
-            format!("has {} arguments; at most {MAX_COMMAND_ARGS}", spec.command.len()),
+            format!(
+                "has {} arguments; at most {MAX_COMMAND_ARGS}",
+                spec.command.len()
+            ),
         ));
     }
     if spec.command.iter().any(|a| a.contains('\0')) {
@@ -66,7 +69,9 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
         if !valid_key {
             return Err(InvalidInput::new(
                 "env",
-                format!("{key:?} is not a variable name (letters, digits and _, not starting with a digit)"),
+                format!(
+                    "{key:?} is not a variable name (letters, digits and _, not starting with a digit)"
+                ),
             ));
         }
         if key.starts_with("HEARTH_") {
@@ -84,7 +89,11 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
     }
     let bytes = spec.name.len()
         + spec.command.iter().map(String::len).sum::<usize>()
-        + spec.env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
     if bytes > MAX_SPEC_BYTES {
         return Err(InvalidInput::new(
             "command",
@@ -132,12 +141,18 @@ mod tests {
             (Box::new(|s| s.cores = 0), "cores"),
             (Box::new(|s| s.memory_mb = 0), "memory"),
             (Box::new(|s| s.max_retries = 1000), "max_retries"),
-            (Box::new(|s| {
-                s.env.insert("1X".into(), "v".into());
-            }), "env"),
-            (Box::new(|s| {
-                s.env.insert("HEARTH_SECRET".into(), "v".into());
-            }), "env"),
+            (
+                Box::new(|s| {
+                    s.env.insert("1X".into(), "v".into());
+                }),
+                "env",
+            ),
+            (
+                Box::new(|s| {
+                    s.env.insert("HEARTH_SECRET".into(), "v".into());
+                }),
+                "env",
+            ),
             (Box::new(|s| s.name = "a\nb".into()), "name"),
         ];
         for (change, field) in cases {

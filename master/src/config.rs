@@ -56,9 +56,7 @@ impl MasterConfig {
             )));
         }
         if self.retained_drivers == 0 {
-            return Err(Error::Config(
-                "retained drivers: must be at least 1".into(),
-            ));
+            return Err(Error::Config("retained drivers: must be at least 1".into()));
         }
         Ok(())
     }

@@ -29,8 +29,14 @@ pub struct Ask {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Decision {
-    Place { driver_id: String, worker_id: String },
-    Wait { driver_id: String, reason: String },
+    Place {
+        driver_id: String,
+        worker_id: String,
+    },
+    Wait {
+        driver_id: String,
+        reason: String,
+    },
 }
 
 /// Places `asks` (in FIFO order) on `offers`. The returned decisions are in the order of `asks`;
@@ -185,9 +191,7 @@ mod tests {
         decisions
             .iter()
             .find_map(|d| match d {
-                Decision::Wait { driver_id, reason } if driver_id == driver => {
-                    Some(reason.clone())
-                }
+                Decision::Wait { driver_id, reason } if driver_id == driver => Some(reason.clone()),
                 _ => None,
             })
             .unwrap_or_default()
@@ -269,7 +273,13 @@ mod tests {
                 .collect();
             let before = offers.clone();
             let asks: Vec<Ask> = (0..rng.random_range(0..40))
-                .map(|i| ask(&format!("d{i}"), rng.random_range(1..=20), rng.random_range(1..=20000)))
+                .map(|i| {
+                    ask(
+                        &format!("d{i}"),
+                        rng.random_range(1..=20),
+                        rng.random_range(1..=20000),
+                    )
+                })
                 .collect();
             let decisions = place_drivers(&mut offers, &asks);
             assert_eq!(decisions.len(), asks.len());
@@ -280,11 +290,20 @@ mod tests {
                 .collect();
             for (decision, a) in decisions.iter().zip(&asks) {
                 match decision {
-                    Decision::Place { worker_id, driver_id } => {
+                    Decision::Place {
+                        worker_id,
+                        driver_id,
+                    } => {
                         assert_eq!(driver_id, &a.driver_id);
-                        let i = before.iter().position(|o| &o.worker_id == worker_id).unwrap();
+                        let i = before
+                            .iter()
+                            .position(|o| &o.worker_id == worker_id)
+                            .unwrap();
                         assert!(free[i].0 >= a.cores, "round {round}: cores over-committed");
-                        assert!(free[i].1 >= a.memory_mb, "round {round}: memory over-committed");
+                        assert!(
+                            free[i].1 >= a.memory_mb,
+                            "round {round}: memory over-committed"
+                        );
                         free[i].0 -= a.cores;
                         free[i].1 -= a.memory_mb;
                     }

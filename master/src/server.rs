@@ -75,7 +75,9 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         format!("http://{host}:{}", grpc_addr.port())
     });
     if config.secret.is_none() {
-        tracing::warn!("running WITHOUT a shared secret: anyone who reaches {grpc_addr} can run commands");
+        tracing::warn!(
+            "running WITHOUT a shared secret: anyone who reaches {grpc_addr} can run commands"
+        );
     }
     let config = Arc::new(config);
     let (handle, actor_task) = actor::spawn(config, url.clone(), shutdown.clone());

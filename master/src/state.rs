@@ -255,7 +255,11 @@ impl State {
                 let d = self.driver_mut(id)?;
                 d.kill_requested = true;
                 d.waiting_reason = None;
-                d.record(DriverState::Killed, "killed by a user before it ran", now_ms);
+                d.record(
+                    DriverState::Killed,
+                    "killed by a user before it ran",
+                    now_ms,
+                );
                 self.completed.push_back(id.to_string());
                 Ok(DriverState::Killed)
             }
@@ -337,11 +341,7 @@ impl State {
                 let (cores, memory) = (d.spec.cores, d.spec.memory_mb);
                 self.allocate(&id, &driver_id, cores, memory)?;
             } else if d.state == DriverState::Running && d.worker_id.as_deref() == Some(&id) {
-                self.driver_lost(
-                    &driver_id,
-                    format!("{id} reconnected without it"),
-                    now_ms,
-                );
+                self.driver_lost(&driver_id, format!("{id} reconnected without it"), now_ms);
             }
         }
         Ok(())
@@ -360,7 +360,13 @@ impl State {
 
     /// The worker's stream on `conn_id` ended or timed out: it is DEAD and its drivers are lost.
     /// Returns whether anything changed (a stale connection id changes nothing).
-    pub fn worker_lost(&mut self, worker_id: &str, conn_id: u64, reason: &str, now_ms: i64) -> bool {
+    pub fn worker_lost(
+        &mut self,
+        worker_id: &str,
+        conn_id: u64,
+        reason: &str,
+        now_ms: i64,
+    ) -> bool {
         let Some(w) = self.workers.get_mut(worker_id) else {
             return false;
         };
@@ -514,7 +520,13 @@ impl State {
     // ----- resources --------------------------------------------------------------------------
 
     /// Takes a slot on a worker; refuses (and changes nothing) if it would exceed the offer.
-    fn allocate(&mut self, worker_id: &str, driver_id: &str, cores: u32, memory_mb: u64) -> Result<()> {
+    fn allocate(
+        &mut self,
+        worker_id: &str,
+        driver_id: &str,
+        cores: u32,
+        memory_mb: u64,
+    ) -> Result<()> {
         let w = self
             .workers
             .get_mut(worker_id)
@@ -618,8 +630,17 @@ impl State {
         d.worker_id = Some(worker_id.to_string());
         d.waiting_reason = None;
         d.exit_code = None;
-        d.record(DriverState::Running, format!("launched on {worker_id}"), now_ms);
-        tracing::info!(driver_id, worker_id, attempt = d.attempt, "launching driver");
+        d.record(
+            DriverState::Running,
+            format!("launched on {worker_id}"),
+            now_ms,
+        );
+        tracing::info!(
+            driver_id,
+            worker_id,
+            attempt = d.attempt,
+            "launching driver"
+        );
         effects.push(Effect::Send {
             worker_id: worker_id.to_string(),
             message: MasterMessage {

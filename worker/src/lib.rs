@@ -1,0 +1,141 @@
+//! The Hearth worker: offers its pod's cores and memory to a master and runs the drivers it is
+//! given as supervised processes.
+//!
+//! - [`config`]: settings as a plain struct.
+//! - [`resources`]: cgroup v2/v1 limits, else the host's, as the offer.
+//! - [`connection`]: the one outgoing stream to the master, with back-off and reconnects.
+//! - [`runner`]: drivers as process groups: launch, report, kill.
+//! - [`logs`]: reading stdout/stderr files in chunks for the master.
+//! - [`http`]: `/healthz`, `/readyz`, `/metrics` and a small page on port 8081.
+
+pub mod config;
+pub mod connection;
+pub mod error;
+pub mod http;
+pub mod logs;
+pub mod resources;
+pub mod runner;
+
+use std::{
+    net::SocketAddr,
+    sync::{Arc, atomic::AtomicBool},
+};
+
+use hearth_common::{Shutdown, ids};
+use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
+
+pub use config::WorkerConfig;
+pub use error::{Error, Result};
+
+/// A started worker.
+#[derive(Debug)]
+pub struct RunningWorker {
+    pub worker_id: String,
+    pub web_addr: SocketAddr,
+    pub cores: u32,
+    pub memory_mb: u64,
+    task: JoinHandle<()>,
+}
+
+impl RunningWorker {
+    /// Waits until the worker has stopped (after shutdown) and its drivers are gone.
+    pub async fn wait(self) {
+        let _ = self.task.await;
+    }
+}
+
+/// Detects the offer, binds the web port and starts the connection to the master.
+pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
+    if config.cores == Some(0) {
+        return Err(Error::Config("cores: must be at least 1, got 0".into()));
+    }
+    if config.memory_mb == Some(0) {
+        return Err(Error::Config("memory: must be at least 1m, got 0".into()));
+    }
+    hearth_common::client::endpoint(&config.master_url)?;
+    let detected = resources::detect(&config.cgroup_root);
+    let cores = config.cores.unwrap_or(detected.cores);
+    let memory_mb = config.memory_mb.unwrap_or(detected.memory_mb);
+
+    std::fs::create_dir_all(&config.work_dir).map_err(|source| Error::WorkDir {
+        path: config.work_dir.display().to_string(),
+        source,
+    })?;
+    let work_dir = std::fs::canonicalize(&config.work_dir).map_err(|source| Error::WorkDir {
+        path: config.work_dir.display().to_string(),
+        source,
+    })?;
+
+    let listener = TcpListener::bind(config.web_addr)
+        .await
+        .map_err(|source| Error::Bind {
+            addr: config.web_addr,
+            source,
+        })?;
+    let web_addr = listener.local_addr().map_err(|source| Error::Bind {
+        addr: config.web_addr,
+        source,
+    })?;
+
+    let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
+    let id_host = config.host.clone().unwrap_or_else(|| hostname.clone());
+    let worker_id = ids::worker_id(ids::now_ms(), &id_host, web_addr.port());
+    let identity = connection::Identity {
+        worker_id: worker_id.clone(),
+        name: config.name.clone().unwrap_or(hostname),
+        host: config.host.clone().unwrap_or_default(),
+        web_port: u32::from(web_addr.port()),
+        cores,
+        memory_mb,
+    };
+    tracing::info!(worker_id, cores, cores_from = %if config.cores.is_some() { "setting".to_string() } else { detected.cores_source.clone() },
+        memory_mb, memory_from = %if config.memory_mb.is_some() { "setting".to_string() } else { detected.memory_source.clone() },
+        work_dir = %work_dir.display(), "worker starting");
+
+    let (reports_tx, reports) = mpsc::unbounded_channel();
+    let runner = runner::Runner::new(
+        runner::RunnerConfig {
+            work_dir: work_dir.clone(),
+            kill_grace: config.kill_grace,
+            master_url: config.master_url.clone(),
+            secret: config.secret.as_ref().map(|s| s.expose().to_string()),
+            host: id_host,
+        },
+        reports_tx,
+    );
+    let registered = Arc::new(AtomicBool::new(false));
+    let web = http::WebState {
+        identity: identity.clone(),
+        master_url: config.master_url.clone(),
+        registered: registered.clone(),
+        runner: runner.clone(),
+    };
+    let connection = connection::Connection {
+        identity,
+        master_url: config.master_url.clone(),
+        secret: config.secret.clone(),
+        runner: runner.clone(),
+        reports,
+        work_dir,
+        registered,
+        shutdown: shutdown.clone(),
+    };
+    let grace = config.kill_grace;
+    let web_shutdown = shutdown.clone();
+    let task = tokio::spawn(async move {
+        let web_task = tokio::spawn(http::serve(listener, web, web_shutdown));
+        connection.run().await;
+        // Leaving: no driver may outlive its worker.
+        runner
+            .kill_all("worker stopping", grace + std::time::Duration::from_secs(1))
+            .await;
+        let _ = web_task.await;
+    });
+    Ok(RunningWorker {
+        worker_id,
+        web_addr,
+        cores,
+        memory_mb,
+        task,
+    })
+}

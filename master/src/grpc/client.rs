@@ -5,10 +5,7 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 
 use hearth_common::{
     ids::{IdKind, check_id},
-    proto::{
-        self, Driver, LogChunk, LogStream,
-        client_service_server::ClientService,
-    },
+    proto::{self, Driver, LogChunk, LogStream, client_service_server::ClientService},
     spec::validate_driver_spec,
     states::StateName,
 };
@@ -16,12 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::{
-    actor::MasterHandle,
-    error::Error,
-    events::Command,
-    state::State,
-};
+use crate::{actor::MasterHandle, error::Error, events::Command, state::State};
 
 /// Bytes asked of a worker per log request.
 const LOG_CHUNK: u32 = 256 * 1024;
@@ -172,7 +164,8 @@ impl ClientService for ClientApi {
         let (tx, rx) = mpsc::channel(4);
         let master = self.master.clone();
         tokio::spawn(async move {
-            let result = copy_log(&master, &req.driver_id, stream, req.offset, req.follow, &tx).await;
+            let result =
+                copy_log(&master, &req.driver_id, stream, req.offset, req.follow, &tx).await;
             if let Err(e) = result {
                 let _ = tx.send(Err(e.into())).await;
             }
@@ -252,4 +245,3 @@ async fn wait_for_change(
         _ = tx.closed() => {}
     }
 }
-

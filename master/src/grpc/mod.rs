@@ -25,12 +25,8 @@ pub use worker::WorkerApi;
 pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
     let check = CheckSecret::new(handle.config.secret.clone());
     let (health, health_service) = tonic_health::server::health_reporter();
-    health
-        .set_serving::<ClientServiceServer<ClientApi>>()
-        .await;
-    health
-        .set_serving::<WorkerServiceServer<WorkerApi>>()
-        .await;
+    health.set_serving::<ClientServiceServer<ClientApi>>().await;
+    health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
         .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)

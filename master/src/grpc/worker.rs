@@ -52,11 +52,17 @@ fn validate(reg: &Register) -> Result<(), InvalidInput> {
     if reg.memory_mb == 0 || reg.memory_mb > MAX_MEMORY_MB {
         return Err(InvalidInput::new(
             "memory_mb",
-            format!("must be between 1 and {MAX_MEMORY_MB}, got {}", reg.memory_mb),
+            format!(
+                "must be between 1 and {MAX_MEMORY_MB}, got {}",
+                reg.memory_mb
+            ),
         ));
     }
     if reg.name.len() > 256 || reg.host.len() > 256 {
-        return Err(InvalidInput::new("name", "name and host must be at most 256 bytes"));
+        return Err(InvalidInput::new(
+            "name",
+            "name and host must be at most 256 bytes",
+        ));
     }
     Ok(())
 }
@@ -78,7 +84,9 @@ impl WorkerService for WorkerApi {
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
             .await
-            .map_err(|_| Status::deadline_exceeded("no Register within 10 s of opening the stream"))??;
+            .map_err(|_| {
+                Status::deadline_exceeded("no Register within 10 s of opening the stream")
+            })??;
         let Some(WorkerMessage {
             msg: Some(Msg::Register(register)),
         }) = first
@@ -110,7 +118,8 @@ impl WorkerService for WorkerApi {
 
         let master = self.master.clone();
         tokio::spawn(async move {
-            let reason = read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs).await;
+            let reason =
+                read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs).await;
             tracing::info!(worker_id, conn_id, reason, "worker stream ended");
             let _ = master
                 .send(Command::Disconnected {

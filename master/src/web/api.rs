@@ -115,4 +115,3 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         "status": "ALIVE",
     }))
 }
-

@@ -13,7 +13,10 @@ use crate::actor::MasterHandle;
 pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     let snap = master.snapshot();
     let mut out = String::new();
-    let _ = writeln!(out, "# HELP hearth_workers Workers by state.\n# TYPE hearth_workers gauge");
+    let _ = writeln!(
+        out,
+        "# HELP hearth_workers Workers by state.\n# TYPE hearth_workers gauge"
+    );
     for state in [
         WorkerState::Alive,
         WorkerState::Dead,
@@ -25,17 +28,47 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     }
     let alive: Vec<_> = snap.alive_workers().collect();
     let gauges = [
-        ("hearth_cores_total", "Cores offered by alive workers.", alive.iter().map(|w| u64::from(w.cores)).sum::<u64>()),
-        ("hearth_cores_used", "Cores in use on alive workers.", alive.iter().map(|w| u64::from(w.cores_used)).sum()),
-        ("hearth_memory_mb_total", "Memory offered by alive workers, MiB.", alive.iter().map(|w| w.memory_mb).sum()),
-        ("hearth_memory_mb_used", "Memory in use on alive workers, MiB.", alive.iter().map(|w| w.memory_used_mb).sum()),
-        ("hearth_drivers_waiting", "Drivers waiting for a slot.", snap.waiting.len() as u64),
-        ("hearth_workers_connected", "Open worker streams.", master.links.connected() as u64),
+        (
+            "hearth_cores_total",
+            "Cores offered by alive workers.",
+            alive.iter().map(|w| u64::from(w.cores)).sum::<u64>(),
+        ),
+        (
+            "hearth_cores_used",
+            "Cores in use on alive workers.",
+            alive.iter().map(|w| u64::from(w.cores_used)).sum(),
+        ),
+        (
+            "hearth_memory_mb_total",
+            "Memory offered by alive workers, MiB.",
+            alive.iter().map(|w| w.memory_mb).sum(),
+        ),
+        (
+            "hearth_memory_mb_used",
+            "Memory in use on alive workers, MiB.",
+            alive.iter().map(|w| w.memory_used_mb).sum(),
+        ),
+        (
+            "hearth_drivers_waiting",
+            "Drivers waiting for a slot.",
+            snap.waiting.len() as u64,
+        ),
+        (
+            "hearth_workers_connected",
+            "Open worker streams.",
+            master.links.connected() as u64,
+        ),
     ];
     for (name, help, value) in gauges {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
+        );
     }
-    let _ = writeln!(out, "# HELP hearth_drivers Drivers by state.\n# TYPE hearth_drivers gauge");
+    let _ = writeln!(
+        out,
+        "# HELP hearth_drivers Drivers by state.\n# TYPE hearth_drivers gauge"
+    );
     for state in [
         DriverState::Submitted,
         DriverState::Running,
@@ -50,7 +83,10 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         let _ = writeln!(out, "hearth_drivers{{state=\"{}\"}} {n}", state.name());
     }
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         out,
     )
 }

@@ -45,7 +45,11 @@ async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>
     }
 }
 
-pub async fn serve(master: MasterHandle, listener: TcpListener, shutdown: Shutdown) -> std::io::Result<()> {
+pub async fn serve(
+    master: MasterHandle,
+    listener: TcpListener,
+    shutdown: Shutdown,
+) -> std::io::Result<()> {
     axum::serve(listener, router(master))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await

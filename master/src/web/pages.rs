@@ -5,11 +5,7 @@ use axum::{
     extract::{Path, State},
     response::{Html, IntoResponse, Response},
 };
-use hearth_common::{
-    ids::display_time,
-    resources::format_mb,
-    states::StateName,
-};
+use hearth_common::{ids::display_time, resources::format_mb, states::StateName};
 
 use crate::{
     actor::MasterHandle,
@@ -145,7 +141,11 @@ pub async fn overview(State(master): State<MasterHandle>) -> Response {
         cores_used: alive.iter().map(|w| w.cores_used).sum(),
         memory: format_mb(alive.iter().map(|w| w.memory_mb).sum()),
         memory_used: format_mb(alive.iter().map(|w| w.memory_used_mb).sum()),
-        workers: snap.workers.values().map(|w| WorkerRow::from(w.as_ref())).collect(),
+        workers: snap
+            .workers
+            .values()
+            .map(|w| WorkerRow::from(w.as_ref()))
+            .collect(),
         running: snap
             .drivers
             .values()
@@ -186,7 +186,10 @@ pub async fn driver(State(master): State<MasterHandle>, Path(id): Path<String>) 
         d: DriverRow::from(d.as_ref()),
         attempt: d.attempt,
         supervise: if d.spec.supervise {
-            format!("yes, up to {} relaunches ({} used)", d.spec.max_retries, d.relaunches)
+            format!(
+                "yes, up to {} relaunches ({} used)",
+                d.spec.max_retries, d.relaunches
+            )
         } else {
             "no".into()
         },

@@ -1,0 +1,46 @@
+//! Durations in settings: `10s`, `500ms`, `2m`, `1h`, or a bare number of seconds.
+
+use std::time::Duration;
+
+use crate::error::InvalidInput;
+
+pub fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidInput> {
+    let t = text.trim();
+    let bad = || {
+        InvalidInput::new(
+            field,
+            format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"),
+        )
+    };
+    let split = t
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let value: f64 = number.parse().map_err(|_| bad())?;
+    let seconds = match unit {
+        "ms" => value / 1000.0,
+        "" | "s" => value,
+        "m" => value * 60.0,
+        "h" => value * 3600.0,
+        _ => return Err(bad()),
+    };
+    if !seconds.is_finite() || seconds > 1e9 {
+        return Err(bad());
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("t", "10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_duration("t", "500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("t", "2m"), Ok(Duration::from_secs(120)));
+        assert_eq!(parse_duration("t", "3"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("t", "3x").is_err());
+        assert!(parse_duration("t", "-1s").is_err());
+    }
+}

@@ -1,0 +1,249 @@
+//! The worker's one stream to the master: register, heartbeat, report; take orders. Reconnects
+//! forever with jittered exponential back-off, always to the configured master URL.
+
+use std::{
+    collections::VecDeque,
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use hearth_common::{
+    Shutdown,
+    auth::Secret,
+    client,
+    proto::{
+        DriverStatus, Heartbeat, MasterMessage, Register, WorkerMessage, master_message,
+        worker_message::Msg,
+    },
+};
+use rand::Rng;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    error::{Error, Result},
+    logs,
+    runner::Runner,
+};
+
+/// Terminal reports kept for re-sending after a reconnect.
+const MAX_UNCONFIRMED: usize = 1024;
+
+/// Who this worker is and what it offers, sent in every Register.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    pub worker_id: String,
+    pub name: String,
+    pub host: String,
+    pub web_port: u32,
+    pub cores: u32,
+    pub memory_mb: u64,
+}
+
+/// Jittered exponential back-off: 100 ms doubling up to 10 s, each delay drawn from
+/// [half, full] so a restarted master is not hit by every worker at once.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub fn new(min: Duration, max: Duration) -> Self {
+        Self {
+            next: min,
+            min,
+            max,
+        }
+    }
+
+    pub fn reset(&mut self) {
+        self.next = self.min;
+    }
+
+    pub fn next_delay(&mut self) -> Duration {
+        let full = self.next;
+        self.next = (self.next * 2).min(self.max);
+        let half = full / 2;
+        half + Duration::from_secs_f64(rand::rng().random::<f64>() * half.as_secs_f64())
+    }
+}
+
+pub struct Connection {
+    pub identity: Identity,
+    pub master_url: String,
+    pub secret: Option<Secret>,
+    pub runner: Runner,
+    pub reports: mpsc::UnboundedReceiver<DriverStatus>,
+    pub work_dir: PathBuf,
+    /// True while registered; read by `/readyz`.
+    pub registered: Arc<AtomicBool>,
+    pub shutdown: Shutdown,
+}
+
+impl Connection {
+    /// Runs until shutdown.
+    pub async fn run(mut self) {
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let mut unconfirmed: VecDeque<DriverStatus> = VecDeque::new();
+        while !self.shutdown.is_cancelled() {
+            let result = self.session(&mut unconfirmed, &mut backoff).await;
+            self.registered.store(false, Ordering::Relaxed);
+            match result {
+                Ok(()) => {}
+                Err(Error::Stream(status)) if status.code() == tonic::Code::Unauthenticated => {
+                    tracing::error!(worker_id = %self.identity.worker_id, error = %status.message(),
+                        "the master refused this worker's secret");
+                }
+                Err(e) => {
+                    tracing::warn!(worker_id = %self.identity.worker_id, master = %self.master_url, error = %e,
+                        "not connected to the master");
+                }
+            }
+            let delay = backoff.next_delay();
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+    }
+
+    fn register_message(&mut self, unconfirmed: &mut VecDeque<DriverStatus>) -> WorkerMessage {
+        while let Ok(report) = self.reports.try_recv() {
+            keep_if_terminal(unconfirmed, report);
+        }
+        WorkerMessage {
+            msg: Some(Msg::Register(Register {
+                worker_id: self.identity.worker_id.clone(),
+                name: self.identity.name.clone(),
+                host: self.identity.host.clone(),
+                web_port: self.identity.web_port,
+                cores: self.identity.cores,
+                memory_mb: self.identity.memory_mb,
+                running: self.runner.running(),
+                completed: unconfirmed.iter().cloned().collect(),
+            })),
+        }
+    }
+
+    async fn session(
+        &mut self,
+        unconfirmed: &mut VecDeque<DriverStatus>,
+        backoff: &mut Backoff,
+    ) -> Result<()> {
+        let channel = client::channel(&self.master_url).await?;
+        let mut grpc = client::worker_client(channel, self.secret.as_ref())?;
+        let (up, up_rx) = mpsc::channel::<WorkerMessage>(1024);
+        let register = self.register_message(unconfirmed);
+        let sent_in_register = unconfirmed.len();
+        up.send(register).await.map_err(|_| Error::Closed)?;
+        let mut inbound = grpc.session(ReceiverStream::new(up_rx)).await?.into_inner();
+
+        let registered = match inbound.message().await? {
+            Some(MasterMessage {
+                msg: Some(master_message::Msg::Registered(r)),
+            }) => r,
+            Some(_) => return Err(Error::Protocol),
+            None => return Err(Error::Closed),
+        };
+        unconfirmed.drain(..sent_in_register.min(unconfirmed.len()));
+        backoff.reset();
+        self.registered.store(true, Ordering::Relaxed);
+        let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(50, 60_000));
+        tracing::info!(worker_id = %self.identity.worker_id, master = %self.master_url,
+            seen_as = %registered.host, heartbeat_ms = interval.as_millis() as u64, "registered with the master");
+
+        let mut heartbeat = tokio::time::interval(interval);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = heartbeat.tick() => {
+                    up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) })
+                        .await
+                        .map_err(|_| Error::Closed)?;
+                }
+                report = self.reports.recv() => {
+                    let Some(report) = report else { return Ok(()) };
+                    keep_if_terminal(unconfirmed, report.clone());
+                    up.send(WorkerMessage { msg: Some(Msg::DriverStatus(report)) })
+                        .await
+                        .map_err(|_| Error::Closed)?;
+                }
+                message = inbound.message() => {
+                    match message? {
+                        Some(MasterMessage { msg: Some(order) }) => self.obey(order, &up),
+                        Some(MasterMessage { msg: None }) => {}
+                        None => return Err(Error::Closed),
+                    }
+                }
+            }
+        }
+    }
+
+    fn obey(&self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {
+        match order {
+            master_message::Msg::LaunchDriver(launch) => {
+                tracing::info!(worker_id = %self.identity.worker_id, driver_id = %launch.driver_id,
+                    attempt = launch.attempt, "launch ordered");
+                self.runner.launch(launch);
+            }
+            master_message::Msg::KillDriver(kill) => {
+                tracing::info!(worker_id = %self.identity.worker_id, driver_id = %kill.driver_id,
+                    attempt = kill.attempt, reason = %kill.reason, "kill ordered");
+                self.runner.kill(&kill.driver_id, kill.attempt, kill.reason);
+            }
+            master_message::Msg::ReadLog(request) => {
+                let work_dir = self.work_dir.clone();
+                let up = up.clone();
+                tokio::spawn(async move {
+                    let data =
+                        tokio::task::spawn_blocking(move || logs::read_chunk(&work_dir, &request))
+                            .await;
+                    if let Ok(data) = data {
+                        let _ = up
+                            .send(WorkerMessage {
+                                msg: Some(Msg::LogData(data)),
+                            })
+                            .await;
+                    }
+                });
+            }
+            master_message::Msg::Registered(_) => {}
+        }
+    }
+}
+
+fn keep_if_terminal(unconfirmed: &mut VecDeque<DriverStatus>, report: DriverStatus) {
+    if hearth_common::states::driver_state(report.state).is_terminal() {
+        if unconfirmed.len() >= MAX_UNCONFIRMED {
+            unconfirmed.pop_front();
+        }
+        unconfirmed.push_back(report);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_with_jitter_and_resets() {
+        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
+        let first = b.next_delay();
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100));
+        for _ in 0..20 {
+            let d = b.next_delay();
+            assert!(d <= Duration::from_secs(10));
+        }
+        let late = b.next_delay();
+        assert!(late >= Duration::from_secs(5), "{late:?}");
+        b.reset();
+        assert!(b.next_delay() <= Duration::from_millis(100));
+    }
+}
