@@ -122,7 +122,7 @@ struct WorkerArgs {
     #[command(flatten)]
     secret: SecretArgs,
     /// Cores to offer (default: the container's CPU limit, else the host's CPUs).
-    #[arg(long, env = "HEARTH_WORKER_CORES", value_parser = cores_arg)]
+    #[arg(long, env = "HEARTH_WORKER_CORES", value_parser = cores_arg, allow_negative_numbers = true)]
     cores: Option<u32>,
     /// Memory to offer, e.g. 4g or 512m (default: the container's memory limit, else the host's).
     #[arg(long, env = "HEARTH_WORKER_MEMORY", value_parser = memory_arg)]
@@ -203,7 +203,7 @@ struct SubmitArgs {
     #[command(flatten)]
     client: ClientArgs,
     /// Cores for the driver.
-    #[arg(long, default_value = "1", value_parser = cores_arg)]
+    #[arg(long, default_value = "1", value_parser = cores_arg, allow_negative_numbers = true)]
     cores: u32,
     /// Memory for the driver, e.g. 1g or 512m.
     #[arg(long, default_value = "1g", value_parser = memory_arg)]

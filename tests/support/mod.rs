@@ -1,0 +1,388 @@
+//! Starts real `hearth` processes on loopback for the end-to-end tests and cleans them up.
+
+#![allow(dead_code)]
+
+use std::{
+    fs::File,
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    path::{Path, PathBuf},
+    process::{Child, Command, Output, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use hearth_common::{auth::Secret, client::Client, proto::Driver, states::StateName};
+
+pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
+
+/// A child process killed (SIGKILL) and reaped when dropped.
+pub struct Proc {
+    pub child: Child,
+    pub name: String,
+}
+
+impl Proc {
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Sends SIGTERM and waits up to `limit` for the process to exit.
+    pub fn terminate(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.child.id() as i32),
+            nix::sys::signal::Signal::SIGTERM,
+        );
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Reads the child's stdout until a line starting with `prefix`, within `limit`.
+fn first_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let (tx, rx) = mpsc::channel();
+    let wanted = prefix.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { return };
+            if line.starts_with(&wanted) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    rx.recv_timeout(limit)
+        .unwrap_or_else(|_| panic!("no line starting with {prefix:?} within {limit:?}"))
+}
+
+/// A master and workers, each a real `hearth` process, in a temporary directory.
+pub struct Cluster {
+    pub dir: tempfile::TempDir,
+    pub master: Proc,
+    pub url: String,
+    pub web: String,
+    pub secret: Option<String>,
+    pub workers: Vec<(String, Proc)>,
+}
+
+pub struct MasterOptions {
+    pub secret: Option<String>,
+    pub extra: Vec<String>,
+}
+
+impl Default for MasterOptions {
+    fn default() -> Self {
+        Self {
+            secret: Some("test-secret-4f9a".into()),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl Cluster {
+    pub fn start() -> Self {
+        Self::start_with(MasterOptions::default())
+    }
+
+    pub fn start_with(options: MasterOptions) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut cmd = Command::new(HEARTH);
+        cmd.args([
+            "master",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .args(&options.extra)
+        .env_remove("HEARTH_SECRET")
+        .env_remove("HEARTH_SECRET_FILE")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir.path(), "master.log"));
+        match &options.secret {
+            Some(s) => {
+                cmd.env("HEARTH_SECRET", s);
+            }
+            None => {
+                cmd.arg("--insecure");
+            }
+        }
+        let mut child = cmd.spawn().expect("spawn hearth master");
+        let line = first_line(&mut child, "hearth master:", Duration::from_secs(20));
+        let url = between(&line, "(", ")");
+        let web = line
+            .rsplit_once("web UI on ")
+            .map(|(_, w)| w.trim().trim_start_matches("http://").to_string())
+            .expect("web address in the master's first line");
+        Self {
+            dir,
+            master: Proc {
+                child,
+                name: "master".into(),
+            },
+            url,
+            web,
+            secret: options.secret,
+            workers: Vec::new(),
+        }
+    }
+
+    /// Starts a worker offering `cores` and `memory` and returns its id once it printed it.
+    pub fn spawn_worker(&mut self, cores: u32, memory: &str, extra: &[&str]) -> String {
+        let n = self.workers.len();
+        let mut cmd = Command::new(HEARTH);
+        cmd.args([
+            "worker",
+            "--master",
+            &self.url,
+            "--webui-port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+        ])
+        .args([
+            "--host",
+            "127.0.0.1",
+            "--cores",
+            &cores.to_string(),
+            "--memory",
+            memory,
+        ])
+        .args(["--name", &format!("w{n}")])
+        .arg("--work-dir")
+        .arg(self.dir.path().join(format!("work-{n}")))
+        .args(extra)
+        .env_remove("HEARTH_SECRET")
+        .env_remove("HEARTH_SECRET_FILE")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file(self.dir.path(), &format!("worker-{n}.log")));
+        if let Some(s) = &self.secret {
+            cmd.env("HEARTH_SECRET", s);
+        }
+        let mut child = cmd.spawn().expect("spawn hearth worker");
+        let line = first_line(&mut child, "hearth worker:", Duration::from_secs(20));
+        let id = line
+            .split_whitespace()
+            .nth(2)
+            .expect("worker id in the worker's first line")
+            .to_string();
+        self.workers.push((
+            id.clone(),
+            Proc {
+                child,
+                name: format!("worker-{n}"),
+            },
+        ));
+        id
+    }
+
+    /// Starts a worker and waits until the master lists it ALIVE.
+    pub async fn add_worker(&mut self, cores: u32, memory: &str) -> String {
+        let id = self.spawn_worker(cores, memory, &["--kill-grace", "1s"]);
+        let client = self.client().await;
+        wait_for(&format!("{id} ALIVE"), Duration::from_secs(10), || {
+            let client = client.clone();
+            let id = id.clone();
+            async move {
+                client
+                    .workers()
+                    .await
+                    .ok()?
+                    .into_iter()
+                    .find(|w| w.id == id && w.state == 1)
+                    .map(|_| ())
+            }
+        })
+        .await;
+        id
+    }
+
+    pub fn worker_proc(&mut self, id: &str) -> &mut Proc {
+        &mut self
+            .workers
+            .iter_mut()
+            .find(|(w, _)| w == id)
+            .expect("known worker")
+            .1
+    }
+
+    pub async fn client(&self) -> Client {
+        let secret = self
+            .secret
+            .as_deref()
+            .map(|s| Secret::new(s).expect("secret"));
+        Client::connect(&self.url, secret.as_ref())
+            .await
+            .expect("connect to the master")
+    }
+
+    /// Runs the `hearth` command against this master with its secret.
+    pub fn hearth(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(HEARTH);
+        cmd.args(args)
+            .env("HEARTH_MASTER_URL", &self.url)
+            .env_remove("HEARTH_SECRET")
+            .env_remove("HEARTH_SECRET_FILE")
+            .stdin(Stdio::null());
+        if let Some(s) = &self.secret {
+            cmd.env("HEARTH_SECRET", s);
+        }
+        cmd.output().expect("run hearth")
+    }
+
+    /// Waits until driver `id` satisfies `check`, returning it.
+    pub async fn wait_driver(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&Driver) -> bool,
+    ) -> Driver {
+        let client = self.client().await;
+        let check = &check;
+        wait_for(&format!("{id}: {what}"), limit, || {
+            let client = client.clone();
+            async move {
+                let d = client.driver(id).await.ok()?;
+                check(&d).then_some(d)
+            }
+        })
+        .await
+    }
+
+    pub async fn wait_state(&self, id: &str, state: &str, limit: Duration) -> Driver {
+        self.wait_driver(id, state, limit, |d| {
+            hearth_common::states::driver_state(d.state).name() == state
+        })
+        .await
+    }
+
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(&self.web, path)
+    }
+
+    /// The master's log, for failure messages.
+    pub fn master_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> Stdio {
+    Stdio::from(File::create(dir.join(name)).expect("log file"))
+}
+
+fn between(s: &str, open: &str, close: &str) -> String {
+    let start = s.find(open).expect("opening delimiter") + open.len();
+    let end = s[start..].find(close).expect("closing delimiter") + start;
+    s[start..end].to_string()
+}
+
+/// Polls `probe` every 20 ms until it returns `Some`, failing the test after `limit`.
+pub async fn wait_for<T, F, Fut>(what: &str, limit: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// A plain HTTP/1.1 GET: status code and body.
+pub fn http_get(host_port: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(host_port).expect("connect to the web port");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send request");
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).expect("read response");
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
+    (status, body)
+}
+
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = body.split_once("\r\n") {
+        let Ok(n) = usize::from_str_radix(size.trim(), 16) else {
+            break;
+        };
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        body = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).to_string()
+}
+
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).to_string()
+}
+
+/// Whether a process with this pid exists (and is not a zombie).
+pub fn process_alive(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => !stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+pub fn path_of(dir: &tempfile::TempDir, name: &str) -> PathBuf {
+    dir.path().join(name)
+}
