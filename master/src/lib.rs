@@ -20,6 +20,8 @@ pub mod links;
 pub mod schedule;
 pub mod server;
 pub mod state;
+#[cfg(test)]
+mod state_tests;
 pub mod web;
 
 pub use config::MasterConfig;
