@@ -38,10 +38,7 @@ fn spec(cores: u32, memory_mb: u64, supervise: bool) -> DriverSpec {
 
 fn check_effects(state: &State, effects: &[Effect]) {
     for effect in effects {
-        if let Effect::Send {
-            worker_id,
-            message,
-        } = effect
+        if let Effect::Send { worker_id, message } = effect
             && let Some(Msg::LaunchDriver(launch)) = &message.msg
         {
             let d = state.driver(&launch.driver_id).unwrap();
@@ -70,14 +67,19 @@ fn random_event_sequences_keep_accounting_exact() {
                 0 | 1 => {
                     conn += 1;
                     let id = format!("worker-{round}-{}", workers.len());
-                    let reg = register(&id, rng.random_range(1..=8), rng.random_range(1..=16) * 256);
+                    let reg =
+                        register(&id, rng.random_range(1..=8), rng.random_range(1..=16) * 256);
                     state
                         .register_worker(reg, "h".into(), conn, now, now_ms, &mut effects)
                         .unwrap();
                     workers.push((id, conn));
                 }
                 2..=4 => {
-                    let s = spec(rng.random_range(1..=6), rng.random_range(1..=12) * 256, rng.random_bool(0.5));
+                    let s = spec(
+                        rng.random_range(1..=6),
+                        rng.random_range(1..=12) * 256,
+                        rng.random_bool(0.5),
+                    );
                     state.submit(s, now_ms);
                 }
                 5 | 6 => {
@@ -89,10 +91,19 @@ fn random_event_sequences_keep_accounting_exact() {
                         .cloned()
                         .collect();
                     if let Some(d) = running.choose(&mut rng) {
-                        let terminal = [DriverState::Finished, DriverState::Failed, DriverState::Killed, DriverState::Error];
+                        let terminal = [
+                            DriverState::Finished,
+                            DriverState::Failed,
+                            DriverState::Killed,
+                            DriverState::Error,
+                        ];
                         let status = DriverStatus {
                             driver_id: d.id.clone(),
-                            attempt: if rng.random_bool(0.9) { d.attempt } else { d.attempt + 1 },
+                            attempt: if rng.random_bool(0.9) {
+                                d.attempt
+                            } else {
+                                d.attempt + 1
+                            },
                             state: *terminal.choose(&mut rng).unwrap() as i32,
                             exit_code: Some(rng.random_range(0..3)),
                             message: String::new(),
@@ -115,7 +126,10 @@ fn random_event_sequences_keep_accounting_exact() {
                         for d in &w.drivers {
                             if rng.random_bool(0.7) {
                                 let attempt = state.drivers.get(d).unwrap().attempt;
-                                reg.running.push(RunningDriver { driver_id: d.clone(), attempt });
+                                reg.running.push(RunningDriver {
+                                    driver_id: d.clone(),
+                                    attempt,
+                                });
                             }
                         }
                         reg.running.push(RunningDriver {
@@ -164,8 +178,13 @@ fn random_event_sequences_keep_accounting_exact() {
             }
             for d in state.drivers.values() {
                 let waiting = state.waiting.iter().any(|w| *w == d.id);
-                let should_wait = matches!(d.state, DriverState::Submitted | DriverState::Relaunching);
-                assert_eq!(waiting, should_wait, "round {round} step {step}: {} {:?}", d.id, d.state);
+                let should_wait =
+                    matches!(d.state, DriverState::Submitted | DriverState::Relaunching);
+                assert_eq!(
+                    waiting, should_wait,
+                    "round {round} step {step}: {} {:?}",
+                    d.id, d.state
+                );
                 if d.spec.supervise {
                     assert!(d.relaunches <= d.spec.max_retries);
                 }
@@ -173,7 +192,10 @@ fn random_event_sequences_keep_accounting_exact() {
         }
     }
     // The sequences reached the interesting paths.
-    assert!(launches > 1000 && relaunches > 100 && fenced_kills > 100, "{launches} {relaunches} {fenced_kills}");
+    assert!(
+        launches > 1000 && relaunches > 100 && fenced_kills > 100,
+        "{launches} {relaunches} {fenced_kills}"
+    );
 }
 
 #[test]
@@ -182,7 +204,14 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
     let now = Instant::now();
     let mut effects = Vec::new();
     state
-        .register_worker(register("worker-a", 2, 1024), "h".into(), 1, now, 0, &mut effects)
+        .register_worker(
+            register("worker-a", 2, 1024),
+            "h".into(),
+            1,
+            now,
+            0,
+            &mut effects,
+        )
         .unwrap();
     let sup = state.submit(spec(1, 100, true), 0);
     let plain = state.submit(spec(1, 100, false), 0);
@@ -194,10 +223,20 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
     assert!(!state.worker_lost("worker-a", 1, "again", 2));
 
     state
-        .register_worker(register("worker-b", 1, 1024), "h".into(), 2, now, 3, &mut effects)
+        .register_worker(
+            register("worker-b", 1, 1024),
+            "h".into(),
+            2,
+            now,
+            3,
+            &mut effects,
+        )
         .unwrap();
     state.schedule(3, &mut effects);
     let d = state.driver(&sup).unwrap();
-    assert_eq!((d.state, d.attempt, d.worker_id.as_deref()), (DriverState::Running, 2, Some("worker-b")));
+    assert_eq!(
+        (d.state, d.attempt, d.worker_id.as_deref()),
+        (DriverState::Running, 2, Some("worker-b"))
+    );
     state.check_invariants().unwrap();
 }
