@@ -135,7 +135,8 @@ mod tests {
 
     #[test]
     fn each_bad_field_is_named() {
-        let cases: Vec<(Box<dyn Fn(&mut DriverSpec)>, &str)> = vec![
+        type Change = Box<dyn Fn(&mut DriverSpec)>;
+        let cases: Vec<(Change, &str)> = vec![
             (Box::new(|s| s.command.clear()), "command"),
             (Box::new(|s| s.command = vec![" ".into()]), "command"),
             (Box::new(|s| s.cores = 0), "cores"),
