@@ -308,10 +308,15 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
         "--",
         "sh",
         "-c",
-        "trap '' TERM; while true; do sleep 0.1; done",
+        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
     ]);
     let stubborn = stdout(&out).trim().to_string();
     cluster.wait_state(&stubborn, "RUNNING", LIMIT).await;
+    support::wait_for("the trap is set", LIMIT, || {
+        let logs = stdout(&cluster.hearth(&["logs", &stubborn]));
+        async move { logs.contains("ready").then_some(()) }
+    })
+    .await;
     let started = std::time::Instant::now();
     assert!(cluster.hearth(&["kill", &stubborn]).status.success());
     cluster.wait_state(&stubborn, "KILLED", LIMIT).await;

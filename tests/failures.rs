@@ -159,7 +159,8 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
     })
     .await;
     let noticed = stopped.elapsed();
-    assert!(noticed >= Duration::from_millis(900), "{noticed:?}");
+    // The last heartbeat may have been up to a quarter of the timeout before the stop.
+    assert!(noticed >= Duration::from_millis(700), "{noticed:?}");
     assert!(noticed <= Duration::from_secs(3), "{noticed:?}");
 
     // Woken up, it reconnects on its own and is ALIVE again under the same id.
@@ -178,4 +179,133 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
         }
     })
     .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        extra: vec!["--worker-timeout".into(), "1s".into()],
+        ..Default::default()
+    });
+    let id = cluster.add_worker(1, "512m").await;
+    let out = cluster.hearth(&[
+        "submit",
+        "--supervise",
+        "--memory",
+        "128m",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 300",
+    ]);
+    let driver = stdout(&out).trim().to_string();
+    cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+    let pids = |cluster: &Cluster| -> Vec<i32> {
+        stdout(&cluster.hearth(&["logs", &driver]))
+            .lines()
+            .filter_map(|l| l.trim().parse().ok())
+            .collect()
+    };
+    let first_pid = support::wait_for("the driver's pid", LIMIT, || {
+        let p = pids(&cluster);
+        async move { p.first().copied() }
+    })
+    .await;
+
+    // The worker goes silent: DEAD after the timeout, the driver waits to be relaunched
+    // (there is no other worker), while its process still runs on the silent worker.
+    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    cluster.wait_state(&driver, "RELAUNCHING", LIMIT).await;
+    assert!(support::process_alive(first_pid));
+
+    // Back: the old attempt is fenced (killed) and the new one runs, on the same worker.
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let d = cluster
+        .wait_driver(&driver, "attempt 2 running", LIMIT, |d| {
+            d.attempt == 2 && driver_state(d.state).name() == "RUNNING"
+        })
+        .await;
+    assert_eq!(d.worker_id, id);
+    let second_pid = support::wait_for("the second pid", LIMIT, || {
+        let p = pids(&cluster);
+        async move { (p.len() == 2).then(|| p[1]) }
+    })
+    .await;
+    support::wait_for("the fenced attempt gone", LIMIT, || async move {
+        (!support::process_alive(first_pid)).then_some(())
+    })
+    .await;
+    assert!(support::process_alive(second_pid), "exactly one copy runs");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
+    let mut cluster = Cluster::start();
+    let leaving = cluster.add_worker(1, "512m").await;
+    let out = cluster.hearth(&[
+        "submit",
+        "--supervise",
+        "--memory",
+        "128m",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 300",
+    ]);
+    let driver = stdout(&out).trim().to_string();
+    let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+    assert_eq!(d.worker_id, leaving);
+    let pid: i32 = support::wait_for("the driver's pid", LIMIT, || {
+        let logs = stdout(&cluster.hearth(&["logs", &driver]));
+        async move { logs.trim().parse().ok() }
+    })
+    .await;
+    let staying = cluster.add_worker(1, "512m").await;
+
+    let status = cluster
+        .worker_proc(&leaving)
+        .terminate(Duration::from_secs(10))
+        .expect("the worker exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!support::process_alive(pid), "its driver is gone");
+    let d = cluster
+        .wait_driver(&driver, "running on the other worker", LIMIT, |d| {
+            d.attempt == 2 && driver_state(d.state).name() == "RUNNING"
+        })
+        .await;
+    assert_eq!(d.worker_id, staying);
+    assert!(
+        d.history.iter().any(|h| h.message.contains("stopping")),
+        "{:?}",
+        d.history
+    );
+    let gone = cluster
+        .client()
+        .await
+        .workers()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|w| w.id == leaving)
+        .unwrap();
+    assert_eq!(gone.state, 3, "DECOMMISSIONED, not DEAD");
+    assert_eq!(d.attempt, 2, "relaunched once, never on the leaving worker");
+
+    // The master stops cleanly too, with a worker attached and a client following a log.
+    let mut follower = std::process::Command::new(support::HEARTH)
+        .args(["logs", "--follow", &driver])
+        .env("HEARTH_MASTER_URL", &cluster.url)
+        .env("HEARTH_SECRET", cluster.secret.as_deref().unwrap())
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = cluster
+        .master
+        .terminate(Duration::from_secs(10))
+        .expect("the master exits after SIGTERM");
+    assert!(status.success(), "{status:?}\n{}", cluster.master_log());
+    let _ = follower.kill();
+    let _ = follower.wait();
 }

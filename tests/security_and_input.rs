@@ -70,7 +70,16 @@ async fn a_wrong_or_missing_secret_is_refused() {
         std::mem::swap(&mut cluster.secret, &mut cmd_secret);
         id
     };
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let log = cluster.dir.path().join("worker-1.log");
+    support::wait_for(
+        "the refusal in the worker's log",
+        Duration::from_secs(10),
+        || {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            async move { text.contains("refused this worker's secret").then_some(()) }
+        },
+    )
+    .await;
     let workers = cluster.client().await.workers().await.unwrap();
     assert!(!workers.iter().any(|w| w.id == id), "{workers:?}");
     assert_eq!(workers.len(), 1);

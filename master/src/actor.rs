@@ -122,7 +122,9 @@ impl Actor {
         loop {
             let mut effects = Vec::new();
             let mut replies: Vec<Reply> = Vec::new();
+            // Commands before the tick: heartbeats already queued must count before expiry.
             let changed = tokio::select! {
+                biased;
                 _ = shutdown.cancelled() => break,
                 n = self.rx.recv_many(&mut batch, MAX_TURN) => {
                     if n == 0 {
@@ -175,28 +177,26 @@ impl Actor {
                 };
                 let worker_id = register.worker_id.clone();
                 let (cores, memory_mb) = (register.cores, register.memory_mb);
-                let result = self.state.register_worker(
+                // Registered goes first on the stream, ahead of any order of this turn.
+                let _ = link.orders.send(MasterMessage {
+                    msg: Some(Msg::Registered(Registered {
+                        master_url: self.state.master_url.clone(),
+                        heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
+                        host: host.clone(),
+                    })),
+                });
+                let conn_id = link.conn_id;
+                self.links.install(link);
+                self.state.register_worker(
                     register,
                     host.clone(),
-                    link.conn_id,
+                    conn_id,
                     Instant::now(),
                     now_ms,
                     effects,
                 );
-                if result.is_ok() {
-                    // Registered goes first on the stream, ahead of any order of this turn.
-                    let _ = link.orders.send(MasterMessage {
-                        msg: Some(Msg::Registered(Registered {
-                            master_url: self.state.master_url.clone(),
-                            heartbeat_interval_ms: self.config.heartbeat_interval().as_millis()
-                                as u64,
-                            host: host.clone(),
-                        })),
-                    });
-                    self.links.install(link);
-                    tracing::info!(worker_id, host, cores, memory_mb, "worker registered");
-                }
-                replies.push(reply(tx, result));
+                tracing::info!(worker_id, host, cores, memory_mb, "worker registered");
+                replies.push(reply(tx, Ok(())));
             }
             Command::Heartbeat { worker_id, conn_id } => {
                 self.state
@@ -216,6 +216,13 @@ impl Actor {
                     self.state
                         .driver_status(&worker_id, status, now_ms, effects);
                 }
+            }
+            Command::Decommission {
+                worker_id,
+                conn_id,
+                reason,
+            } => {
+                self.state.decommission_worker(&worker_id, conn_id, &reason);
             }
             Command::Disconnected {
                 worker_id,

@@ -26,6 +26,12 @@ pub enum Command {
         conn_id: u64,
         status: DriverStatus,
     },
+    /// The worker is leaving; nothing new goes to it.
+    Decommission {
+        worker_id: String,
+        conn_id: u64,
+        reason: String,
+    },
     /// The worker's stream ended (or broke).
     Disconnected {
         worker_id: String,

@@ -24,21 +24,23 @@ pub struct RunningMaster {
 }
 
 impl RunningMaster {
-    /// Waits for every part to stop (after `shutdown` is cancelled, or when one fails).
+    /// Waits for every part to stop. The first part to end (after `shutdown`, or because it
+    /// failed) stops the others.
     pub async fn wait(self) -> Result<()> {
-        let mut first_error = None;
+        let mut parts: tokio::task::JoinSet<Result<()>> = tokio::task::JoinSet::new();
         for task in self.tasks {
-            match task.await {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::error!(error = %e, "master part failed");
-                    self.handle.shutdown.cancel();
-                    first_error.get_or_insert(e);
-                }
-                Err(e) => {
-                    self.handle.shutdown.cancel();
-                    first_error.get_or_insert(Error::Internal(format!("task panicked: {e}")));
-                }
+            parts.spawn(async move {
+                task.await
+                    .map_err(|e| Error::Internal(format!("task panicked: {e}")))?
+            });
+        }
+        let mut first_error = None;
+        while let Some(done) = parts.join_next().await {
+            self.handle.shutdown.cancel();
+            let result = done.map_err(|e| Error::Internal(format!("task panicked: {e}")));
+            if let Err(e) | Ok(Err(e)) = result {
+                tracing::error!(error = %e, "master part failed");
+                first_error.get_or_insert(e);
             }
         }
         first_error.map_or(Ok(()), Err)

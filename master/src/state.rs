@@ -130,6 +130,11 @@ impl DriverInfo {
     }
 }
 
+/// Whether a worker in this state still has its stream (and so may hold drivers).
+fn is_connected(state: WorkerState) -> bool {
+    matches!(state, WorkerState::Alive | WorkerState::Decommissioned)
+}
+
 /// An order for a worker that a transition implies; the actor delivers them after the turn.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
@@ -270,7 +275,8 @@ impl State {
 
     /// A worker (re)registers. A new worker is added; a known one is reconciled with what it
     /// reports: drivers the master no longer expects there are killed (fencing), drivers the
-    /// master expected but the worker no longer runs are treated as lost.
+    /// master expected but the worker no longer runs are treated as lost. Never fails: whatever
+    /// a worker reports, the master ends up with a consistent view.
     pub fn register_worker(
         &mut self,
         reg: Register,
@@ -279,7 +285,7 @@ impl State {
         now: Instant,
         now_ms: i64,
         effects: &mut Vec<Effect>,
-    ) -> Result<()> {
+    ) {
         let id = reg.worker_id.clone();
         let previous = self.workers.get(&id).cloned();
         let expected: BTreeSet<String> = previous
@@ -338,19 +344,44 @@ impl State {
                 continue;
             };
             if still_running.contains(&driver_id) {
-                let (cores, memory) = (d.spec.cores, d.spec.memory_mb);
-                self.allocate(&id, &driver_id, cores, memory)?;
+                let (cores, memory, attempt) = (d.spec.cores, d.spec.memory_mb, d.attempt);
+                if let Err(e) = self.allocate(&id, &driver_id, cores, memory) {
+                    // It came back offering less than its drivers hold: fence this one off.
+                    tracing::warn!(worker_id = %id, driver_id, error = %e, "driver no longer fits its worker");
+                    effects.push(Effect::Send {
+                        worker_id: id.clone(),
+                        message: MasterMessage {
+                            msg: Some(Msg::KillDriver(proto::KillDriver {
+                                driver_id: driver_id.clone(),
+                                attempt,
+                                reason: "no longer fits the worker's offer".into(),
+                            })),
+                        },
+                    });
+                    self.driver_lost(&driver_id, format!("{id} came back offering less"), now_ms);
+                }
             } else if d.state == DriverState::Running && d.worker_id.as_deref() == Some(&id) {
                 self.driver_lost(&driver_id, format!("{id} reconnected without it"), now_ms);
             }
         }
-        Ok(())
+    }
+
+    /// The worker is leaving: it stays connected while its drivers end, but nothing new is
+    /// placed on it.
+    pub fn decommission_worker(&mut self, worker_id: &str, conn_id: u64, reason: &str) {
+        if let Some(w) = self.workers.get_mut(worker_id)
+            && w.conn_id == conn_id
+            && w.state == WorkerState::Alive
+        {
+            tracing::info!(worker_id, reason, "worker decommissioning");
+            Arc::make_mut(w).state = WorkerState::Decommissioned;
+        }
     }
 
     pub fn heartbeat(&mut self, worker_id: &str, conn_id: u64, now: Instant, now_ms: i64) {
         if let Some(w) = self.workers.get_mut(worker_id)
             && w.conn_id == conn_id
-            && w.state == WorkerState::Alive
+            && is_connected(w.state)
         {
             let w = Arc::make_mut(w);
             w.last_seen = now;
@@ -394,7 +425,9 @@ impl State {
         effects: &mut Vec<Effect>,
     ) -> bool {
         let expired: Vec<(String, u64)> = self
-            .alive_workers()
+            .workers
+            .values()
+            .filter(|w| is_connected(w.state))
             .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
             .map(|w| (w.id.clone(), w.conn_id))
             .collect();
@@ -691,7 +724,7 @@ impl State {
                     .worker_id
                     .as_ref()
                     .and_then(|w| self.workers.get(w))
-                    .is_some_and(|w| w.drivers.contains(&d.id) && w.state == WorkerState::Alive);
+                    .is_some_and(|w| w.drivers.contains(&d.id) && is_connected(w.state));
                 if !on {
                     return Err(format!("{} RUNNING but not held by an alive worker", d.id));
                 }

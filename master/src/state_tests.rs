@@ -69,9 +69,7 @@ fn random_event_sequences_keep_accounting_exact() {
                     let id = format!("worker-{round}-{}", workers.len());
                     let reg =
                         register(&id, rng.random_range(1..=8), rng.random_range(1..=16) * 256);
-                    state
-                        .register_worker(reg, "h".into(), conn, now, now_ms, &mut effects)
-                        .unwrap();
+                    state.register_worker(reg, "h".into(), conn, now, now_ms, &mut effects);
                     workers.push((id, conn));
                 }
                 2..=4 => {
@@ -114,7 +112,11 @@ fn random_event_sequences_keep_accounting_exact() {
                 }
                 7 => {
                     if let Some((id, c)) = workers.choose(&mut rng).cloned() {
-                        state.worker_lost(&id, c, "test", now_ms);
+                        if rng.random_bool(0.5) {
+                            state.worker_lost(&id, c, "test", now_ms);
+                        } else {
+                            state.decommission_worker(&id, c, "test");
+                        }
                     }
                 }
                 8 => {
@@ -122,7 +124,16 @@ fn random_event_sequences_keep_accounting_exact() {
                     if let Some((id, _)) = workers.choose(&mut rng).cloned() {
                         conn += 1;
                         let w = state.workers.get(&id).unwrap().clone();
-                        let mut reg = register(&id, w.cores, w.memory_mb);
+                        // Sometimes it comes back offering less than its drivers hold.
+                        let (cores, memory) = if rng.random_bool(0.3) {
+                            (
+                                rng.random_range(1..=w.cores),
+                                rng.random_range(1..=w.memory_mb),
+                            )
+                        } else {
+                            (w.cores, w.memory_mb)
+                        };
+                        let mut reg = register(&id, cores, memory);
                         for d in &w.drivers {
                             if rng.random_bool(0.7) {
                                 let attempt = state.drivers.get(d).unwrap().attempt;
@@ -136,9 +147,7 @@ fn random_event_sequences_keep_accounting_exact() {
                             driver_id: "driver-20000101000000-9999".into(),
                             attempt: 1,
                         });
-                        state
-                            .register_worker(reg, "h".into(), conn, now, now_ms, &mut effects)
-                            .unwrap();
+                        state.register_worker(reg, "h".into(), conn, now, now_ms, &mut effects);
                         let fenced = effects.iter().any(|e| matches!(e, Effect::Send { message, .. }
                             if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == "driver-20000101000000-9999")));
                         assert!(fenced, "a stray driver is killed");
@@ -203,16 +212,14 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
     let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
     let now = Instant::now();
     let mut effects = Vec::new();
-    state
-        .register_worker(
-            register("worker-a", 2, 1024),
-            "h".into(),
-            1,
-            now,
-            0,
-            &mut effects,
-        )
-        .unwrap();
+    state.register_worker(
+        register("worker-a", 2, 1024),
+        "h".into(),
+        1,
+        now,
+        0,
+        &mut effects,
+    );
     let sup = state.submit(spec(1, 100, true), 0);
     let plain = state.submit(spec(1, 100, false), 0);
     state.schedule(0, &mut effects);
@@ -222,16 +229,14 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
     // A report on the old connection changes nothing.
     assert!(!state.worker_lost("worker-a", 1, "again", 2));
 
-    state
-        .register_worker(
-            register("worker-b", 1, 1024),
-            "h".into(),
-            2,
-            now,
-            3,
-            &mut effects,
-        )
-        .unwrap();
+    state.register_worker(
+        register("worker-b", 1, 1024),
+        "h".into(),
+        2,
+        now,
+        3,
+        &mut effects,
+    );
     state.schedule(3, &mut effects);
     let d = state.driver(&sup).unwrap();
     assert_eq!(

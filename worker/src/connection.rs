@@ -16,8 +16,8 @@ use hearth_common::{
     auth::Secret,
     client,
     proto::{
-        DriverStatus, Heartbeat, MasterMessage, Register, WorkerMessage, master_message,
-        worker_message::Msg,
+        Decommission, DriverStatus, Heartbeat, MasterMessage, Register, WorkerMessage,
+        master_message, worker_message::Msg,
     },
 };
 use rand::Rng;
@@ -81,6 +81,8 @@ pub struct Connection {
     pub runner: Runner,
     pub reports: mpsc::UnboundedReceiver<DriverStatus>,
     pub work_dir: PathBuf,
+    /// How long leaving may wait for the drivers to die.
+    pub kill_limit: Duration,
     /// True while registered; read by `/readyz`.
     pub registered: Arc<AtomicBool>,
     pub shutdown: Shutdown,
@@ -114,6 +116,9 @@ impl Connection {
     }
 
     fn register_message(&mut self, unconfirmed: &mut VecDeque<DriverStatus>) -> WorkerMessage {
+        // Running first, then the reports: a driver that ends in between is in both, never in
+        // neither (the runner reports under the lock it removes the driver with).
+        let running = self.runner.running();
         while let Ok(report) = self.reports.try_recv() {
             keep_if_terminal(unconfirmed, report);
         }
@@ -125,7 +130,7 @@ impl Connection {
                 web_port: self.identity.web_port,
                 cores: self.identity.cores,
                 memory_mb: self.identity.memory_mb,
-                running: self.runner.running(),
+                running,
                 completed: unconfirmed.iter().cloned().collect(),
             })),
         }
@@ -136,20 +141,27 @@ impl Connection {
         unconfirmed: &mut VecDeque<DriverStatus>,
         backoff: &mut Backoff,
     ) -> Result<()> {
-        let channel = client::channel(&self.master_url).await?;
-        let mut grpc = client::worker_client(channel, self.secret.as_ref())?;
-        let (up, up_rx) = mpsc::channel::<WorkerMessage>(1024);
         let register = self.register_message(unconfirmed);
         let sent_in_register = unconfirmed.len();
-        up.send(register).await.map_err(|_| Error::Closed)?;
-        let mut inbound = grpc.session(ReceiverStream::new(up_rx)).await?.into_inner();
-
-        let registered = match inbound.message().await? {
-            Some(MasterMessage {
-                msg: Some(master_message::Msg::Registered(r)),
-            }) => r,
-            Some(_) => return Err(Error::Protocol),
-            None => return Err(Error::Closed),
+        let (up, up_rx) = mpsc::channel::<WorkerMessage>(1024);
+        let connect = async {
+            let channel = client::channel(&self.master_url).await?;
+            let mut grpc = client::worker_client(channel, self.secret.as_ref())?;
+            up.send(register).await.map_err(|_| Error::Closed)?;
+            let mut inbound = grpc.session(ReceiverStream::new(up_rx)).await?.into_inner();
+            match inbound.message().await? {
+                Some(MasterMessage {
+                    msg: Some(master_message::Msg::Registered(r)),
+                }) => Ok((inbound, r)),
+                Some(_) => Err(Error::Protocol),
+                None => Err(Error::Closed),
+            }
+        };
+        // A master that cannot be reached must not hold up the worker's exit.
+        let shutdown = self.shutdown.clone();
+        let (mut inbound, registered) = tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            connected = connect => connected?,
         };
         unconfirmed.drain(..sent_in_register.min(unconfirmed.len()));
         backoff.reset();
@@ -162,7 +174,10 @@ impl Connection {
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = self.shutdown.cancelled() => return Ok(()),
+                _ = self.shutdown.cancelled() => {
+                    self.leave(up, inbound, &mut heartbeat).await;
+                    return Ok(());
+                }
                 _ = heartbeat.tick() => {
                     up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) })
                         .await
@@ -184,6 +199,50 @@ impl Connection {
                 }
             }
         }
+    }
+
+    /// Leaves the cluster in order: tells the master (so nothing new is placed here), kills the
+    /// drivers while still connected so their ends are reported (and supervised ones relaunched
+    /// elsewhere), then closes the stream and waits briefly for the master to close its side,
+    /// which it does after handling everything sent before.
+    async fn leave(
+        &mut self,
+        up: mpsc::Sender<WorkerMessage>,
+        mut inbound: tonic::Streaming<MasterMessage>,
+        heartbeat: &mut tokio::time::Interval,
+    ) {
+        tracing::info!(worker_id = %self.identity.worker_id, "decommissioning");
+        let reason = format!("{} stopping", self.identity.worker_id);
+        let _ = up
+            .send(WorkerMessage {
+                msg: Some(Msg::Decommission(Decommission {
+                    reason: reason.clone(),
+                })),
+            })
+            .await;
+        let runner = self.runner.clone();
+        let kill_all = runner.kill_all(&reason, self.kill_limit);
+        tokio::pin!(kill_all);
+        loop {
+            let message = tokio::select! {
+                _ = &mut kill_all => break,
+                _ = heartbeat.tick() => Msg::Heartbeat(Heartbeat {}),
+                Some(report) = self.reports.recv() => Msg::DriverStatus(report),
+            };
+            let _ = up.send(WorkerMessage { msg: Some(message) }).await;
+        }
+        while let Ok(report) = self.reports.try_recv() {
+            let _ = up
+                .send(WorkerMessage {
+                    msg: Some(Msg::DriverStatus(report)),
+                })
+                .await;
+        }
+        drop(up);
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while let Ok(Some(_)) = inbound.message().await {}
+        })
+        .await;
     }
 
     fn obey(&self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {

@@ -21,7 +21,10 @@ use std::{
     sync::{Arc, atomic::AtomicBool},
 };
 
-use hearth_common::{Shutdown, ids};
+use hearth_common::{
+    Shutdown, ids,
+    resources::{MAX_CORES, MAX_MEMORY_MB},
+};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
 pub use config::WorkerConfig;
@@ -80,6 +83,19 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
     let hostname = sysinfo::System::host_name().unwrap_or_else(|_| "localhost".into());
     let id_host = config.host.clone().unwrap_or_else(|| hostname.clone());
     let worker_id = ids::worker_id(ids::now_ms(), &id_host, web_addr.port());
+    ids::check_id("worker id", &worker_id, ids::IdKind::Worker).map_err(|e| {
+        Error::Config(format!(
+            "{e}: the host {id_host:?} (--host or the hostname) must be an address or name \
+             without spaces or slashes"
+        ))
+    })?;
+    if cores > MAX_CORES || memory_mb > MAX_MEMORY_MB {
+        return Err(Error::Config(format!(
+            "the offer of {cores} cores and {memory_mb} MiB is above the limits \
+             ({MAX_CORES} cores, {MAX_MEMORY_MB} MiB)"
+        )));
+    }
+    let worker_id_for_log = worker_id.clone();
     let identity = connection::Identity {
         worker_id: worker_id.clone(),
         name: config.name.clone().unwrap_or(hostname),
@@ -117,17 +133,21 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
         runner: runner.clone(),
         reports,
         work_dir,
+        kill_limit: config.kill_grace + std::time::Duration::from_secs(1),
         registered,
         shutdown: shutdown.clone(),
     };
     let grace = config.kill_grace;
-    let web_shutdown = shutdown.clone();
     let task = tokio::spawn(async move {
-        let web_task = tokio::spawn(http::serve(listener, web, web_shutdown));
+        let web_task = tokio::spawn(http::serve(listener, web, shutdown));
+        // A connected worker decommissions itself on the way out (see `Connection::leave`).
         connection.run().await;
-        // Leaving: no driver may outlive its worker.
+        // Whether or not it was connected, no driver may outlive its worker.
         runner
-            .kill_all("worker stopping", grace + std::time::Duration::from_secs(1))
+            .kill_all(
+                &format!("{worker_id_for_log} stopping"),
+                grace + std::time::Duration::from_secs(1),
+            )
             .await;
         let _ = web_task.await;
     });

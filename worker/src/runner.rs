@@ -3,8 +3,9 @@
 //! Each driver runs in its own process group with its own work directory, stdout/stderr going
 //! to files there, and `HEARTH_*` variables telling it who it is. A kill is SIGTERM to the group,
 //! then SIGKILL after the grace period; when the driver's main process exits, whatever it left
-//! behind in its group is killed too. The child dies with the worker (PR_SET_PDEATHSIG), so a
-//! worker that crashes leaves no driver running unsupervised.
+//! behind in its group is killed too. The driver's main process dies with the worker
+//! (PR_SET_PDEATHSIG), so a worker that crashes does not leave it running unsupervised; its own
+//! children outlive it only if they ignore the loss of their parent.
 
 use std::{
     collections::HashMap,
@@ -33,16 +34,30 @@ pub struct RunnerConfig {
     pub host: String,
 }
 
+/// Why a driver is being killed.
+#[derive(Debug)]
+struct KillOrder {
+    reason: String,
+    /// The worker is leaving: report ERROR (so the master relaunches supervised drivers
+    /// elsewhere) rather than KILLED (a user's decision, never relaunched).
+    worker_stopping: bool,
+}
+
 #[derive(Debug)]
 struct Proc {
     attempt: u32,
-    kill: Option<oneshot::Sender<String>>,
+    kill: Option<oneshot::Sender<KillOrder>>,
+    /// A newer attempt ordered while this one was still running (after a fence): it starts as
+    /// soon as this one has ended.
+    next: Option<LaunchDriver>,
 }
 
 /// The drivers this worker runs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Runner {
     config: Arc<RunnerConfig>,
+    /// Set once the worker is leaving: launches are refused from then on.
+    stopping: Arc<std::sync::atomic::AtomicBool>,
     procs: Arc<Mutex<HashMap<String, Proc>>>,
     /// State changes for the connection to send up.
     reports: mpsc::UnboundedSender<DriverStatus>,
@@ -57,6 +72,7 @@ impl Runner {
     pub fn new(config: RunnerConfig, reports: mpsc::UnboundedSender<DriverStatus>) -> Self {
         Self {
             config: Arc::new(config),
+            stopping: Arc::default(),
             procs: Arc::new(Mutex::new(HashMap::new())),
             reports,
         }
@@ -83,60 +99,108 @@ impl Runner {
 
     /// Starts a driver; its RUNNING and exit reports arrive on the reports channel.
     pub fn launch(&self, order: LaunchDriver) {
-        let LaunchDriver {
-            driver_id,
-            attempt,
-            spec,
-        } = order;
-        let spec = spec.unwrap_or_default();
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = self.reports.send(DriverStatus {
+                driver_id: order.driver_id,
+                attempt: order.attempt,
+                state: DriverState::Error as i32,
+                exit_code: None,
+                message: "not started: the worker is stopping".into(),
+            });
+            return;
+        }
         let (kill_tx, kill_rx) = oneshot::channel();
         {
             let mut procs = self.procs();
-            if procs.contains_key(&driver_id) {
-                tracing::warn!(driver_id, attempt, "launch ignored: already running here");
+            if let Some(p) = procs.get_mut(&order.driver_id) {
+                if p.attempt == order.attempt {
+                    tracing::warn!(driver_id = %order.driver_id, attempt = order.attempt,
+                        "launch ignored: this attempt already runs here");
+                    return;
+                }
+                // An older attempt is still being fenced off: start this one once it is gone.
+                tracing::info!(driver_id = %order.driver_id, attempt = order.attempt, old_attempt = p.attempt,
+                    "launch queued behind the old attempt");
+                if let Some(tx) = p.kill.take() {
+                    let _ = tx.send(KillOrder {
+                        reason: format!("superseded by attempt {}", order.attempt),
+                        worker_stopping: false,
+                    });
+                }
+                p.next = Some(order);
                 return;
             }
             procs.insert(
-                driver_id.clone(),
+                order.driver_id.clone(),
                 Proc {
-                    attempt,
+                    attempt: order.attempt,
                     kill: Some(kill_tx),
+                    next: None,
                 },
             );
         }
         let runner = self.clone();
         tokio::spawn(async move {
-            let (state, exit_code, message) = runner.run(&driver_id, attempt, spec, kill_rx).await;
-            runner.procs().remove(&driver_id);
-            tracing::info!(driver_id, attempt, state = ?state, exit_code, message, "driver ended");
-            let _ = runner.reports.send(DriverStatus {
+            let LaunchDriver {
                 driver_id,
                 attempt,
-                state: state as i32,
-                exit_code,
-                message,
-            });
+                spec,
+            } = order;
+            let (state, exit_code, message) = runner
+                .run(&driver_id, attempt, spec.unwrap_or_default(), kill_rx)
+                .await;
+            tracing::info!(driver_id, attempt, state = ?state, exit_code, message, "driver ended");
+            // Removed and reported under one lock, so a registration sees the driver either
+            // running or among the reports, never in neither.
+            let next = {
+                let mut procs = runner.procs();
+                let next = procs.remove(&driver_id).and_then(|p| p.next);
+                let _ = runner.reports.send(DriverStatus {
+                    driver_id,
+                    attempt,
+                    state: state as i32,
+                    exit_code,
+                    message,
+                });
+                next
+            };
+            if let Some(next) = next {
+                runner.launch(next);
+            }
         });
     }
 
     /// Kills a driver (any attempt when `attempt` is 0).
     pub fn kill(&self, driver_id: &str, attempt: u32, reason: String) {
+        self.send_kill(driver_id, attempt, reason, false);
+    }
+
+    fn send_kill(&self, driver_id: &str, attempt: u32, reason: String, worker_stopping: bool) {
         let mut procs = self.procs();
         match procs.get_mut(driver_id) {
             Some(p) if attempt == 0 || p.attempt == attempt => {
+                if worker_stopping {
+                    p.next = None;
+                }
                 if let Some(tx) = p.kill.take() {
-                    let _ = tx.send(reason);
+                    let _ = tx.send(KillOrder {
+                        reason,
+                        worker_stopping,
+                    });
                 }
             }
             _ => tracing::debug!(driver_id, attempt, "kill ignored: not running here"),
         }
     }
 
-    /// Kills every driver and waits until all have ended (or `limit` passes).
+    /// The worker is leaving: kills every driver (reported as ERROR, so the master relaunches
+    /// supervised ones elsewhere) and waits until all have ended (or `limit` passes).
     pub async fn kill_all(&self, reason: &str, limit: Duration) {
+        self.stopping
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<String> = self.procs().keys().cloned().collect();
         for id in ids {
-            self.kill(&id, 0, reason.to_string());
+            self.send_kill(&id, 0, reason.to_string(), true);
         }
         let deadline = tokio::time::Instant::now() + limit;
         while self.count() > 0 && tokio::time::Instant::now() < deadline {
@@ -149,7 +213,7 @@ impl Runner {
         driver_id: &str,
         attempt: u32,
         spec: hearth_common::proto::DriverSpec,
-        kill_rx: oneshot::Receiver<String>,
+        kill_rx: oneshot::Receiver<KillOrder>,
     ) -> (DriverState, Option<i32>, String) {
         let dir = driver_dir(&self.config.work_dir, driver_id);
         let mut command = match self.prepare(driver_id, attempt, &spec, &dir) {
@@ -184,12 +248,12 @@ impl Runner {
             message: format!("started as pid {pid}"),
         });
 
-        let mut killed: Option<String> = None;
+        let mut killed: Option<KillOrder> = None;
         let status = tokio::select! {
             status = child.wait() => status,
-            reason = kill_rx => {
-                let reason = reason.unwrap_or_else(|_| "worker stopping".into());
-                tracing::info!(driver_id, attempt, reason, "killing driver");
+            order = kill_rx => {
+                let order = order.unwrap_or(KillOrder { reason: "worker stopping".into(), worker_stopping: true });
+                tracing::info!(driver_id, attempt, reason = %order.reason, "killing driver");
                 let _ = killpg(pgid, Signal::SIGTERM);
                 let status = match tokio::time::timeout(self.config.kill_grace, child.wait()).await {
                     Ok(status) => status,
@@ -199,14 +263,15 @@ impl Runner {
                         child.wait().await
                     }
                 };
-                killed = Some(reason);
+                killed = Some(order);
                 status
             }
         };
         // Whatever the driver left running in its group goes with it.
         let _ = killpg(pgid, Signal::SIGKILL);
         match (status, killed) {
-            (_, Some(reason)) => (DriverState::Killed, None, reason),
+            (_, Some(order)) if order.worker_stopping => (DriverState::Error, None, order.reason),
+            (_, Some(order)) => (DriverState::Killed, None, order.reason),
             (Err(e), None) => (
                 DriverState::Error,
                 None,

@@ -110,7 +110,7 @@ impl ClientService for ClientApi {
         let shutdown = self.master.shutdown.clone();
         tokio::spawn(async move {
             let mut last = first;
-            if tx.send(Ok(last.clone())).await.is_err() {
+            if !send(&tx, Ok(last.clone()), &shutdown).await {
                 return;
             }
             while !hearth_common::states::driver_state(last.state).is_terminal() {
@@ -123,13 +123,13 @@ impl ClientService for ClientApi {
                 let next = match next {
                     Ok(d) => d,
                     Err(e) => {
-                        let _ = tx.send(Err(e.into())).await;
+                        send(&tx, Err(e.into()), &shutdown).await;
                         return;
                     }
                 };
                 if next != last {
                     last = next;
-                    if tx.send(Ok(last.clone())).await.is_err() {
+                    if !send(&tx, Ok(last.clone()), &shutdown).await {
                         return;
                     }
                 }
@@ -186,6 +186,9 @@ async fn copy_log(
 ) -> Result<(), Error> {
     let mut snapshots = master.subscribe();
     let mut reading_from: Option<String> = None;
+    // Without `follow`, the log ends where the file ended at the first read, however much a
+    // busy driver writes meanwhile.
+    let mut end: Option<u64> = None;
     loop {
         if tx.is_closed() || master.shutdown.is_cancelled() {
             return Ok(());
@@ -212,18 +215,23 @@ async fn copy_log(
             .links
             .read_log(&worker_id, driver_id, stream, offset, LOG_CHUNK)
             .await?;
+        let end = *end.get_or_insert(data.size);
         if !data.data.is_empty() {
-            offset = (data.offset + data.data.len() as u64) as i64;
+            let next = data.offset.saturating_add(data.data.len() as u64);
+            offset = i64::try_from(next).unwrap_or(i64::MAX);
             let chunk = LogChunk {
                 data: data.data,
                 offset: data.offset,
             };
-            if tx.send(Ok(chunk)).await.is_err() {
+            if !send(tx, Ok(chunk), &master.shutdown).await {
+                return Ok(());
+            }
+            if !follow && next >= end {
                 return Ok(());
             }
             continue;
         }
-        offset = data.offset as i64;
+        offset = i64::try_from(data.offset).unwrap_or(i64::MAX);
         // The driver had ended before this read, so the file is complete.
         if !follow || ended {
             return Ok(());
@@ -232,6 +240,18 @@ async fn copy_log(
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
             _ = tx.closed() => return Ok(()),
         }
+    }
+}
+
+/// Sends unless the client went away or the master is stopping; says whether it was sent.
+async fn send<T>(
+    tx: &mpsc::Sender<Result<T, Status>>,
+    item: Result<T, Status>,
+    shutdown: &hearth_common::Shutdown,
+) -> bool {
+    tokio::select! {
+        sent = tx.send(item) => sent.is_ok(),
+        _ = shutdown.cancelled() => false,
     }
 }
 

@@ -175,6 +175,11 @@ async fn read_worker_stream(
                 }
                 continue;
             }
+            Msg::Decommission(d) => Command::Decommission {
+                worker_id: worker_id.to_string(),
+                conn_id,
+                reason: d.reason,
+            },
             Msg::Register(_) => return "protocol error: a second Register on one stream".into(),
         };
         if master.send(command).await.is_err() {

@@ -1,0 +1,117 @@
+//! `hearth local`: the embedded cluster the README starts with, and clean shutdown on SIGTERM.
+
+mod support;
+
+use std::{
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::Duration,
+};
+
+use std::io::{BufRead, BufReader};
+use support::{HEARTH, Proc, http_get, stderr, stdout};
+
+#[test]
+fn local_cluster_runs_the_readme_example_and_stops_on_sigterm() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(HEARTH)
+        .args([
+            "local",
+            "--port",
+            "0",
+            "--webui-port",
+            "0",
+            "--cores",
+            "2",
+            "--memory",
+            "1g",
+        ])
+        .arg("--work-dir")
+        .arg(dir.path().join("work"))
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .env_remove("HEARTH_SECRET")
+        .env_remove("HEARTH_SECRET_FILE")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::from(
+            std::fs::File::create(dir.path().join("local.log")).unwrap(),
+        ))
+        .spawn()
+        .unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut local = Proc {
+        child,
+        name: "local".into(),
+    };
+    let (mut web, mut master) = (String::new(), String::new());
+    while web.is_empty() || master.is_empty() {
+        let line = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("local prints its URLs");
+        if let Some(w) = line.trim().strip_prefix("web UI:") {
+            web = w.trim().trim_start_matches("http://").to_string();
+        }
+        if let Some(m) = line.trim().strip_prefix("master:") {
+            master = m.trim().to_string();
+        }
+    }
+
+    // The UI lists 2 ALIVE workers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, page) = http_get(&web, "/");
+        if page.matches("class=\"state-ALIVE\">ALIVE<").count() == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "2 ALIVE workers on the page: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    let hearth = |args: &[&str]| {
+        Command::new(HEARTH)
+            .args(args)
+            .env("HEARTH_MASTER_URL", &master)
+            .env_remove("HEARTH_SECRET")
+            .output()
+            .unwrap()
+    };
+    let out = hearth(&["submit", "--wait", "--", "sh", "-c", "echo hello; exit 3"]);
+    assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));
+    let id = stdout(&out).trim().to_string();
+    assert!(id.starts_with("driver-"));
+    assert_eq!(stdout(&hearth(&["logs", &id])), "hello\n");
+    let status = stdout(&hearth(&["status", &id]));
+    assert!(status.contains("state:      FAILED"), "{status}");
+
+    // A long driver is killed when the cluster stops.
+    let out = hearth(&["submit", "--", "sh", "-c", "echo $$; exec sleep 300"]);
+    let long = stdout(&out).trim().to_string();
+    let pid: i32 = {
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(pid) = stdout(&hearth(&["logs", &long])).trim().parse() {
+                break pid;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "driver printed its pid"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+    assert!(support::process_alive(pid));
+    let status = local
+        .terminate(Duration::from_secs(20))
+        .expect("exits after SIGTERM");
+    assert!(status.success(), "{status:?}");
+    assert!(!support::process_alive(pid), "its drivers are gone");
+}
