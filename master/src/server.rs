@@ -56,6 +56,13 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 /// Validates `config`, binds both ports and starts the actor, gRPC and web servers.
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMaster> {
     config.validate()?;
+    // Made now so an unwritable volume fails at start, not at the first write.
+    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
+        Error::Config(format!(
+            "state directory {}: {e}",
+            config.state_dir.display()
+        ))
+    })?;
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
     let web_listener = bind("web UI", config.web_addr).await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
