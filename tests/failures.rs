@@ -4,7 +4,10 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use hearth_common::states::{StateName, driver_state};
+use hearth_common::{
+    proto::WorkerState,
+    states::{StateName, driver_state},
+};
 use support::{Cluster, stderr, stdout};
 
 const LIMIT: Duration = Duration::from_secs(15);
@@ -34,20 +37,10 @@ async fn a_sigkilled_worker_is_dead_within_two_seconds_and_its_supervised_driver
 
     let killed_at = Instant::now();
     cluster.worker_proc(&first).kill();
-    let dead_after = support::wait_for("worker DEAD", Duration::from_secs(5), || {
-        let client = client.clone();
-        let first = first.clone();
-        async move {
-            let w = client
-                .workers()
-                .await
-                .ok()?
-                .into_iter()
-                .find(|w| w.id == first)?;
-            (w.state == 2).then(|| killed_at.elapsed())
-        }
-    })
-    .await;
+    cluster
+        .wait_worker(&first, WorkerState::Dead, Duration::from_secs(5))
+        .await;
+    let dead_after = killed_at.elapsed();
     assert!(
         dead_after <= Duration::from_secs(2),
         "DEAD after {dead_after:?}"
@@ -140,24 +133,12 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
         ..Default::default()
     });
     let id = cluster.add_worker(1, "512m").await;
-    let client = cluster.client().await;
     let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid() as i32);
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped = Instant::now();
-    support::wait_for("silent worker DEAD", Duration::from_secs(5), || {
-        let client = client.clone();
-        let id = id.clone();
-        async move {
-            let w = client
-                .workers()
-                .await
-                .ok()?
-                .into_iter()
-                .find(|w| w.id == id)?;
-            (w.state == 2).then_some(())
-        }
-    })
-    .await;
+    cluster
+        .wait_worker(&id, WorkerState::Dead, Duration::from_secs(5))
+        .await;
     let noticed = stopped.elapsed();
     // The last heartbeat may have been up to a quarter of the timeout before the stop.
     assert!(noticed >= Duration::from_millis(700), "{noticed:?}");
@@ -165,20 +146,7 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
 
     // Woken up, it reconnects on its own and is ALIVE again under the same id.
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    support::wait_for("worker ALIVE again", LIMIT, || {
-        let client = client.clone();
-        let id = id.clone();
-        async move {
-            let w = client
-                .workers()
-                .await
-                .ok()?
-                .into_iter()
-                .find(|w| w.id == id)?;
-            (w.state == 1).then_some(())
-        }
-    })
-    .await;
+    cluster.wait_worker(&id, WorkerState::Alive, LIMIT).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -289,7 +257,7 @@ async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
         .into_iter()
         .find(|w| w.id == leaving)
         .unwrap();
-    assert_eq!(gone.state, 3, "DECOMMISSIONED, not DEAD");
+    assert_eq!(gone.state, WorkerState::Decommissioned as i32);
     assert_eq!(d.attempt, 2, "relaunched once, never on the leaving worker");
 
     // The master stops cleanly too, with a worker attached and a client following a log.

@@ -12,10 +12,7 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidInput>
             format!("{text:?} is not a duration (use e.g. 500ms, 10s, 2m)"),
         )
     };
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
+    let (number, unit) = crate::resources::split_number(t);
     let value: f64 = number.parse().map_err(|_| bad())?;
     let seconds = match unit {
         "ms" => value / 1000.0,

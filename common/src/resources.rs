@@ -13,10 +13,7 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
             format!("{text:?} is not a memory size (use e.g. 512m, 4g, 2Gi)"),
         )
     };
-    let split = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
-    let (number, unit) = t.split_at(split);
+    let (number, unit) = split_number(t);
     if number.is_empty() {
         return Err(bad());
     }
@@ -46,6 +43,14 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
         ));
     }
     Ok(mb)
+}
+
+/// Splits `4.5g` into `("4.5", "g")`: the leading digits and dots, then the rest.
+pub(crate) fn split_number(text: &str) -> (&str, &str) {
+    let end = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    text.split_at(end)
 }
 
 /// Parses a core count: a whole number of at least one.

@@ -12,7 +12,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hearth_common::{auth::Secret, client::Client, proto::Driver, states::StateName};
+use hearth_common::{
+    auth::Secret,
+    client::Client,
+    proto::{Driver, Worker, WorkerState},
+    states::StateName,
+};
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
 
@@ -202,22 +207,24 @@ impl Cluster {
     /// Starts a worker and waits until the master lists it ALIVE.
     pub async fn add_worker(&mut self, cores: u32, memory: &str) -> String {
         let id = self.spawn_worker(cores, memory, &["--kill-grace", "1s"]);
+        self.wait_worker(&id, WorkerState::Alive, Duration::from_secs(10))
+            .await;
+        id
+    }
+
+    /// Waits until the master lists worker `id` in `state`.
+    pub async fn wait_worker(&self, id: &str, state: WorkerState, limit: Duration) -> Worker {
         let client = self.client().await;
-        wait_for(&format!("{id} ALIVE"), Duration::from_secs(10), || {
+        wait_for(&format!("{id} {}", state.name()), limit, || {
             let client = client.clone();
-            let id = id.clone();
             async move {
-                client
-                    .workers()
-                    .await
-                    .ok()?
+                let workers = client.workers().await.ok()?;
+                workers
                     .into_iter()
-                    .find(|w| w.id == id && w.state == 1)
-                    .map(|_| ())
+                    .find(|w| w.id == id && w.state == state as i32)
             }
         })
-        .await;
-        id
+        .await
     }
 
     pub fn worker_proc(&mut self, id: &str) -> &mut Proc {
