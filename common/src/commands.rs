@@ -115,8 +115,10 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
 
 /// Orders a driver killed and prints its state after the order.
 pub async fn kill(client: &Client, id: &str) -> Result<i32> {
-    let state = client.kill(id).await?;
-    println!("{id}: {}", state.name());
+    match client.kill(id).await? {
+        DriverState::Running => println!("{id}: kill ordered; its worker stops it"),
+        state => println!("{id}: {}", state.name()),
+    }
     Ok(0)
 }
 

@@ -6,7 +6,7 @@ use std::{
     fs::File,
     io::{BufRead, BufReader, Read, Write},
     net::TcpStream,
-    path::{Path, PathBuf},
+    path::Path,
     process::{Child, Command, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -388,8 +388,4 @@ pub fn process_alive(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
-}
-
-pub fn path_of(dir: &tempfile::TempDir, name: &str) -> PathBuf {
-    dir.path().join(name)
 }
