@@ -77,11 +77,7 @@ async fn placement_respects_cores_and_memory_and_queues_until_slots_free() {
     let big = cluster.add_worker(4, "2g").await;
     let client = cluster.client().await;
     let submit = |cores: &str, memory: &str| {
-        let out = cluster.hearth(&[
-            "submit", "--cores", cores, "--memory", memory, "--", "sleep", "60",
-        ]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        stdout(&out).lines().next().unwrap().to_string()
+        cluster.submit(&["--cores", cores, "--memory", memory, "--", "sleep", "60"])
     };
 
     // A 3-core driver can only go to the 4-core worker.
@@ -233,8 +229,7 @@ async fn exit_codes_logs_and_follow() {
     );
 
     // --follow streams output as it is written and ends when the driver ends.
-    let out = cluster.hearth(&[
-        "submit",
+    let slow = cluster.submit(&[
         "--memory",
         "128m",
         "--",
@@ -242,7 +237,6 @@ async fn exit_codes_logs_and_follow() {
         "-c",
         "for i in 1 2 3 4; do echo line$i; sleep 0.3; done",
     ]);
-    let slow = stdout(&out).trim().to_string();
     cluster.wait_state(&slow, "RUNNING", LIMIT).await;
     let followed = cluster.hearth(&["logs", "--follow", &slow]);
     assert!(followed.status.success(), "{}", stderr(&followed));
@@ -271,8 +265,7 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
     cluster.add_worker(2, "1g").await;
 
     // The driver starts a child in the background; both must die.
-    let out = cluster.hearth(&[
-        "submit",
+    let id = cluster.submit(&[
         "--memory",
         "128m",
         "--",
@@ -280,14 +273,8 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
         "-c",
         "sleep 300 & echo $! ; echo $$ ; wait",
     ]);
-    let id = stdout(&out).trim().to_string();
     cluster.wait_state(&id, "RUNNING", LIMIT).await;
-    let pids: Vec<i32> = support::wait_for("two pids in the log", LIMIT, || {
-        let logs = stdout(&cluster.hearth(&["logs", &id]));
-        let pids: Vec<i32> = logs.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        async move { (pids.len() == 2).then_some(pids) }
-    })
-    .await;
+    let pids = cluster.wait_pids(&id, 2).await;
     assert!(pids.iter().all(|&p| process_alive(p)));
     let out = cluster.hearth(&["kill", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -301,8 +288,7 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
     }
 
     // A driver that ignores SIGTERM is killed with SIGKILL after the grace period (1 s here).
-    let out = cluster.hearth(&[
-        "submit",
+    let stubborn = cluster.submit(&[
         "--memory",
         "128m",
         "--",
@@ -310,7 +296,6 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
         "-c",
         "trap '' TERM; echo ready; while true; do sleep 0.1; done",
     ]);
-    let stubborn = stdout(&out).trim().to_string();
     cluster.wait_state(&stubborn, "RUNNING", LIMIT).await;
     support::wait_for("the trap is set", LIMIT, || {
         let logs = stdout(&cluster.hearth(&["logs", &stubborn]));
@@ -336,8 +321,7 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
     );
 
     // A waiting driver is killed at once.
-    let out = cluster.hearth(&["submit", "--cores", "64", "--", "true"]);
-    let waiting = stdout(&out).trim().to_string();
+    let waiting = cluster.submit(&["--cores", "64", "--", "true"]);
     assert!(cluster.hearth(&["kill", &waiting]).status.success());
     cluster.wait_state(&waiting, "KILLED", LIMIT).await;
 }

@@ -18,19 +18,8 @@ async fn a_sigkilled_worker_is_dead_within_two_seconds_and_its_supervised_driver
     let first = cluster.add_worker(2, "1g").await;
     let client = cluster.client().await;
 
-    let out = cluster.hearth(&[
-        "submit",
-        "--supervise",
-        "--memory",
-        "128m",
-        "--",
-        "sleep",
-        "300",
-    ]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let supervised = stdout(&out).trim().to_string();
-    let out = cluster.hearth(&["submit", "--memory", "128m", "--", "sleep", "300"]);
-    let plain = stdout(&out).trim().to_string();
+    let supervised = cluster.submit(&["--supervise", "--memory", "128m", "--", "sleep", "300"]);
+    let plain = cluster.submit(&["--memory", "128m", "--", "sleep", "300"]);
     cluster.wait_state(&supervised, "RUNNING", LIMIT).await;
     cluster.wait_state(&plain, "RUNNING", LIMIT).await;
     let second = cluster.add_worker(2, "1g").await;
@@ -156,8 +145,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
         ..Default::default()
     });
     let id = cluster.add_worker(1, "512m").await;
-    let out = cluster.hearth(&[
-        "submit",
+    let driver = cluster.submit(&[
         "--supervise",
         "--memory",
         "128m",
@@ -166,7 +154,6 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
         "-c",
         "echo $$; exec sleep 300",
     ]);
-    let driver = stdout(&out).trim().to_string();
     cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     let pids = |cluster: &Cluster| -> Vec<i32> {
         stdout(&cluster.hearth(&["logs", &driver]))
@@ -211,8 +198,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
 async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
     let mut cluster = Cluster::start();
     let leaving = cluster.add_worker(1, "512m").await;
-    let out = cluster.hearth(&[
-        "submit",
+    let driver = cluster.submit(&[
         "--supervise",
         "--memory",
         "128m",
@@ -221,14 +207,9 @@ async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
         "-c",
         "echo $$; exec sleep 300",
     ]);
-    let driver = stdout(&out).trim().to_string();
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, leaving);
-    let pid: i32 = support::wait_for("the driver's pid", LIMIT, || {
-        let logs = stdout(&cluster.hearth(&["logs", &driver]));
-        async move { logs.trim().parse().ok() }
-    })
-    .await;
+    let pid = cluster.wait_pids(&driver, 1).await[0];
     let staying = cluster.add_worker(1, "512m").await;
 
     let status = cluster

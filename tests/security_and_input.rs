@@ -130,23 +130,7 @@ async fn a_wrong_or_missing_secret_is_refused() {
 #[test]
 fn the_master_refuses_to_start_without_a_secret() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(HEARTH)
-        .args([
-            "master",
-            "--port",
-            "0",
-            "--webui-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path())
-        .env_remove("HEARTH_SECRET")
-        .env_remove("HEARTH_SECRET_FILE")
-        .env_remove("HEARTH_INSECURE")
-        .output()
-        .unwrap();
+    let out = support::master_command(dir.path()).output().unwrap();
     assert!(!out.status.success());
     assert!(
         stderr(&out).contains("refusing to start without a shared secret"),

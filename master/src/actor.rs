@@ -213,8 +213,7 @@ impl Actor {
                     .get(&worker_id)
                     .is_some_and(|w| w.conn_id == conn_id);
                 if current {
-                    self.state
-                        .driver_status(&worker_id, status, now_ms, effects);
+                    self.state.driver_status(&worker_id, status, now_ms);
                 }
             }
             Command::Decommission {

@@ -312,7 +312,7 @@ impl State {
 
         // Terminal reports it could not deliver while disconnected.
         for status in reg.completed {
-            self.driver_status(&id, status, now_ms, effects);
+            self.driver_status(&id, status, now_ms);
         }
         let mut still_running = BTreeSet::new();
         for running in reg.running {
@@ -446,13 +446,7 @@ impl State {
 
     /// A report from a worker about one of its drivers. Reports about an attempt the master does
     /// not run there (late, duplicate, or from a fenced worker) change nothing.
-    pub fn driver_status(
-        &mut self,
-        worker_id: &str,
-        status: DriverStatus,
-        now_ms: i64,
-        _effects: &mut Vec<Effect>,
-    ) {
+    pub fn driver_status(&mut self, worker_id: &str, status: DriverStatus, now_ms: i64) {
         let state = hearth_common::states::driver_state(status.state);
         let current = self.drivers.get(&status.driver_id).is_some_and(|d| {
             d.state == DriverState::Running

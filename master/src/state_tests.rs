@@ -107,7 +107,7 @@ fn random_event_sequences_keep_accounting_exact() {
                             message: String::new(),
                         };
                         let worker = d.worker_id.clone().unwrap();
-                        state.driver_status(&worker, status, now_ms, &mut effects);
+                        state.driver_status(&worker, status, now_ms);
                     }
                 }
                 7 => {

@@ -101,6 +101,26 @@ impl Default for MasterOptions {
     }
 }
 
+/// `hearth master` on free loopback ports with no secret in its environment.
+pub fn master_command(state_dir: &Path) -> Command {
+    let mut cmd = Command::new(HEARTH);
+    cmd.args([
+        "master",
+        "--port",
+        "0",
+        "--webui-port",
+        "0",
+        "--bind",
+        "127.0.0.1",
+    ])
+    .arg("--state-dir")
+    .arg(state_dir)
+    .env_remove("HEARTH_SECRET")
+    .env_remove("HEARTH_SECRET_FILE")
+    .env_remove("HEARTH_INSECURE");
+    cmd
+}
+
 impl Cluster {
     pub fn start() -> Self {
         Self::start_with(MasterOptions::default())
@@ -108,24 +128,11 @@ impl Cluster {
 
     pub fn start_with(options: MasterOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = Command::new(HEARTH);
-        cmd.args([
-            "master",
-            "--port",
-            "0",
-            "--webui-port",
-            "0",
-            "--bind",
-            "127.0.0.1",
-        ])
-        .arg("--state-dir")
-        .arg(dir.path().join("state"))
-        .args(&options.extra)
-        .env_remove("HEARTH_SECRET")
-        .env_remove("HEARTH_SECRET_FILE")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(log_file(dir.path(), "master.log"));
+        let mut cmd = master_command(&dir.path().join("state"));
+        cmd.args(&options.extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log_file(dir.path(), "master.log"));
         match &options.secret {
             Some(s) => {
                 cmd.env("HEARTH_SECRET", s);
@@ -258,6 +265,33 @@ impl Cluster {
             cmd.env("HEARTH_SECRET", s);
         }
         cmd.output().expect("run hearth")
+    }
+
+    /// Runs `hearth submit ARGS`, which must succeed, and returns the driver id it printed.
+    pub fn submit(&self, args: &[&str]) -> String {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        let out = self.hearth(&all);
+        assert!(out.status.success(), "submit {args:?}: {}", stderr(&out));
+        stdout(&out)
+            .lines()
+            .next()
+            .expect("the id on the first line")
+            .to_string()
+    }
+
+    /// Waits until driver `id`'s stdout holds at least `n` lines that are pids, returning them.
+    pub async fn wait_pids(&self, id: &str, n: usize) -> Vec<i32> {
+        wait_for(
+            &format!("{n} pids in the log of {id}"),
+            Duration::from_secs(15),
+            || {
+                let logs = stdout(&self.hearth(&["logs", id]));
+                let pids: Vec<i32> = logs.lines().filter_map(|l| l.trim().parse().ok()).collect();
+                async move { (pids.len() >= n).then_some(pids) }
+            },
+        )
+        .await
     }
 
     /// Waits until driver `id` satisfies `check`, returning it.

@@ -4,8 +4,6 @@
 pub enum Error {
     #[error("{0}")]
     Common(#[from] hearth_common::Error),
-    #[error("the master refused the worker: {0}")]
-    Refused(String),
     #[error("stream to the master: {0}")]
     Stream(#[from] tonic::Status),
     #[error("the master closed the stream")]

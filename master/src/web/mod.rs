@@ -36,7 +36,8 @@ pub fn router(master: MasterHandle) -> Router {
         .with_state(master)
 }
 
-/// Ready once the state actor answers: its snapshot channel is alive.
+/// Ready while serving: the ports are bound and the state actor started before this router
+/// runs; not ready once shutting down.
 async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>) -> Response {
     if master.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
