@@ -15,7 +15,7 @@ use hearth_common::{
     client::Client,
     commands::{self, ListWhat},
     duration::parse_duration,
-    proto::{DriverSpec, LogStream},
+    proto::{ApplicationSpec, DriverSpec, LogStream},
     resources::{parse_cores, parse_memory_mb},
     spec::parse_env_pair,
 };
@@ -41,13 +41,13 @@ enum Command {
     Local(LocalArgs),
     /// Submit a driver; prints its id alone on the first line.
     Submit(SubmitArgs),
-    /// Show a driver's state.
+    /// Show a driver's or an application's state.
     Status(IdArgs),
-    /// Kill a driver.
+    /// Kill a driver or an application.
     Kill(IdArgs),
-    /// List workers or drivers.
+    /// List workers, drivers or applications.
     List(ListArgs),
-    /// Print a driver's output, fetched through the master.
+    /// Print a driver's or an executor's (app-.../N) output, fetched through the master.
     Logs(LogsArgs),
 }
 
@@ -105,6 +105,12 @@ struct MasterArgs {
     /// How many completed drivers are kept for the UI and API.
     #[arg(long, env = "HEARTH_RETAINED_DRIVERS", default_value_t = 1000)]
     retained_drivers: usize,
+    /// How many ended applications are kept for the UI and API.
+    #[arg(long, env = "HEARTH_RETAINED_APPS", default_value_t = 1000)]
+    retained_apps: usize,
+    /// Deal executors round-robin over workers (true) or fill one worker before the next.
+    #[arg(long, env = "HEARTH_SPREAD_OUT", default_value_t = true, action = clap::ArgAction::Set)]
+    spread_out: bool,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     public_url: Option<String>,
@@ -173,6 +179,9 @@ struct LocalArgs {
     /// A worker not heard from for this long is declared DEAD.
     #[arg(long, default_value = "10s", value_parser = duration_arg)]
     worker_timeout: Duration,
+    /// Deal executors round-robin over workers (true) or fill one worker before the next.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    spread_out: bool,
     #[command(flatten)]
     secret: SecretArgs,
 }
@@ -223,16 +232,72 @@ struct SubmitArgs {
     /// Follow the driver and exit with its exit code.
     #[arg(long)]
     wait: bool,
+    #[command(flatten)]
+    app: AppArgs,
     /// The driver's command and arguments (after --).
     #[arg(last = true, required = true, num_args = 1..)]
     command: Vec<String>,
+}
+
+/// Executors for the driver: an application registered each time the driver is launched.
+#[derive(Args)]
+struct AppArgs {
+    /// Executors to run (needs --executor-command).
+    #[arg(long)]
+    executors: Option<u32>,
+    /// Cores per executor.
+    #[arg(long, default_value = "1", value_parser = cores_arg, allow_negative_numbers = true)]
+    executor_cores: u32,
+    /// Memory per executor, e.g. 1g or 512m.
+    #[arg(long, default_value = "1g", value_parser = memory_arg)]
+    executor_memory: u64,
+    /// What each executor runs, through `sh -c` (so $HEARTH_DRIVER_HOST expands at launch).
+    #[arg(long)]
+    executor_command: Option<String>,
+    /// An environment variable for the executors, KEY=VALUE (repeatable).
+    #[arg(long = "executor-env", value_parser = env_arg)]
+    executor_env: Vec<(String, String)>,
+    /// Cap on the cores of all executors together (default: executors x executor cores).
+    #[arg(long)]
+    max_cores: Option<u32>,
+    /// Failed executors replaced before the application is FAILED.
+    #[arg(long, default_value_t = hearth_common::spec::DEFAULT_EXECUTOR_RETRIES)]
+    executor_retries: u32,
+    /// A name for the application (default: the driver's name).
+    #[arg(long)]
+    app_name: Option<String>,
+}
+
+impl AppArgs {
+    fn spec(self, driver_name: &str) -> Result<Option<ApplicationSpec>> {
+        let Some(command) = self.executor_command else {
+            if self.executors.is_some() || self.max_cores.is_some() {
+                return Err(anyhow!(
+                    "executor_command: required with --executors or --max-cores (what each executor runs)"
+                ));
+            }
+            return Ok(None);
+        };
+        let spec = ApplicationSpec {
+            name: self.app_name.unwrap_or_else(|| driver_name.to_string()),
+            command: vec!["sh".into(), "-c".into(), command],
+            env: self.executor_env.into_iter().collect(),
+            executor_cores: self.executor_cores,
+            executor_memory_mb: self.executor_memory,
+            executors: self.executors.unwrap_or(0),
+            max_cores: self.max_cores.unwrap_or(0),
+            executor_retries: Some(self.executor_retries),
+        };
+        hearth_common::spec::validate_app_spec(&spec)?;
+        Ok(Some(spec))
+    }
 }
 
 #[derive(Args)]
 struct IdArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// A driver id.
+    /// A driver id (driver-...) or an application id (app-...).
     id: String,
     /// Print JSON.
     #[arg(long)]
@@ -260,7 +325,7 @@ struct ListArgs {
 struct LogsArgs {
     #[command(flatten)]
     client: ClientArgs,
-    /// A driver id.
+    /// A driver id, or an executor as app-.../N.
     id: String,
     /// Print stderr instead of stdout.
     #[arg(long)]
@@ -303,6 +368,8 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         state_dir: args.state_dir,
         worker_timeout: args.worker_timeout,
         retained_drivers: args.retained_drivers,
+        retained_apps: args.retained_apps,
+        spread_out: args.spread_out,
         public_url: args.public_url,
     };
     let shutdown = Shutdown::new();
@@ -356,6 +423,7 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
             secret: secret.clone(),
             state_dir: args.state_dir,
             worker_timeout: args.worker_timeout,
+            spread_out: args.spread_out,
             ..Default::default()
         },
         shutdown.clone(),
@@ -411,8 +479,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 max_retries: if args.supervise { args.max_retries } else { 0 },
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
+            let app = args.app.spec(&spec.name)?;
             let client = args.client.connect().await?;
-            Ok(commands::submit(&client, spec, args.wait).await?)
+            Ok(commands::submit(&client, spec, app, args.wait).await?)
         }
         Command::Status(args) => {
             let client = args.client.connect().await?;
@@ -426,9 +495,7 @@ async fn run(cli: Cli) -> Result<i32> {
             let what = match args.what {
                 ListKind::Workers => ListWhat::Workers,
                 ListKind::Drivers => ListWhat::Drivers,
-                ListKind::Apps => {
-                    return Err(anyhow!("applications are not available yet on this master"));
-                }
+                ListKind::Apps => ListWhat::Apps,
             };
             let client = args.client.connect().await?;
             Ok(commands::list(&client, what, args.json).await?)

@@ -29,10 +29,26 @@ use crate::{
     auth::{Secret, SendSecret},
     error::{Error, Result},
     proto::{
-        self, Driver, DriverSpec, LogChunk, LogStream, Worker,
-        client_service_client::ClientServiceClient, worker_service_client::WorkerServiceClient,
+        self, Application, ApplicationSpec, Driver, DriverSpec, LogChunk, LogStream,
+        RegisterApplicationRequest, Worker, client_service_client::ClientServiceClient,
+        worker_service_client::WorkerServiceClient,
     },
 };
+
+/// Where drivers find their master.
+pub const MASTER_URL_ENV: &str = "HEARTH_MASTER_URL";
+pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7077";
+
+/// An application for the driver this process is: it belongs to the driver named by
+/// `HEARTH_DRIVER_ID` (so it ends when the driver ends) and its executors reach the driver at
+/// `HEARTH_DRIVER_HOST`. Outside Hearth both are empty and the application stands alone.
+pub fn app_for_this_driver(spec: ApplicationSpec) -> RegisterApplicationRequest {
+    RegisterApplicationRequest {
+        spec: Some(spec),
+        driver_id: std::env::var("HEARTH_DRIVER_ID").unwrap_or_default(),
+        driver_host: std::env::var("HEARTH_DRIVER_HOST").unwrap_or_default(),
+    }
+}
 
 /// Makes a channel to a master URL (`http://host:7077`), failing fast when it is unreachable.
 pub fn endpoint(url: &str) -> Result<Endpoint> {
@@ -100,14 +116,120 @@ impl Client {
         Ok(Self { inner })
     }
 
+    /// Connects the way a driver run by Hearth does: to `HEARTH_MASTER_URL` (default
+    /// `http://127.0.0.1:7077`) with the secret from `HEARTH_SECRET` or `HEARTH_SECRET_FILE`.
+    pub async fn from_env() -> Result<Self> {
+        let url = std::env::var(MASTER_URL_ENV).unwrap_or_else(|_| DEFAULT_MASTER_URL.into());
+        let file = std::env::var_os(crate::auth::SECRET_FILE_ENV).map(std::path::PathBuf::from);
+        let secret = Secret::resolve(file.as_deref())?;
+        Self::connect(&url, secret.as_ref()).await
+    }
+
     /// Submits a driver; returns its id once the master has accepted it.
     pub async fn submit(&self, spec: DriverSpec) -> Result<String> {
+        self.submit_with_app(spec, None).await
+    }
+
+    /// Submits a driver whose every launch registers an application with these executors.
+    pub async fn submit_with_app(
+        &self,
+        spec: DriverSpec,
+        application: Option<ApplicationSpec>,
+    ) -> Result<String> {
         let resp = self
             .inner
             .clone()
-            .submit_driver(proto::SubmitDriverRequest { spec: Some(spec) })
+            .submit_driver(proto::SubmitDriverRequest {
+                spec: Some(spec),
+                application,
+            })
             .await?;
         Ok(resp.into_inner().driver_id)
+    }
+
+    /// Registers an application; its executors are placed as soon as there is room.
+    pub async fn register_app(&self, request: RegisterApplicationRequest) -> Result<Application> {
+        Ok(self
+            .inner
+            .clone()
+            .register_application(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Asks for `count` more executors, within the application's cap.
+    pub async fn request_executors(&self, app_id: &str, count: u32) -> Result<Application> {
+        let request = proto::RequestExecutorsRequest {
+            app_id: app_id.to_string(),
+            count,
+        };
+        Ok(self
+            .inner
+            .clone()
+            .request_executors(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Kills some of an application's executors; they are not replaced.
+    pub async fn kill_executors(&self, app_id: &str, executor_ids: &[u32]) -> Result<Application> {
+        let request = proto::KillExecutorsRequest {
+            app_id: app_id.to_string(),
+            executor_ids: executor_ids.to_vec(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .kill_executors(request)
+            .await?
+            .into_inner())
+    }
+
+    /// Ends an application as FINISHED, freeing its executors' slots.
+    pub async fn unregister_app(&self, app_id: &str) -> Result<Application> {
+        let request = proto::UnregisterApplicationRequest {
+            app_id: app_id.to_string(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .unregister_application(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn app(&self, app_id: &str) -> Result<Application> {
+        let request = proto::GetApplicationRequest {
+            app_id: app_id.to_string(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .get_application(request)
+            .await?
+            .into_inner())
+    }
+
+    pub async fn apps(&self) -> Result<Vec<Application>> {
+        let resp = self
+            .inner
+            .clone()
+            .list_applications(proto::ListApplicationsRequest {})
+            .await?;
+        Ok(resp.into_inner().applications)
+    }
+
+    /// Ends an application as KILLED; the driver it belongs to is killed too.
+    pub async fn kill_app(&self, app_id: &str) -> Result<Application> {
+        let request = proto::KillApplicationRequest {
+            app_id: app_id.to_string(),
+        };
+        Ok(self
+            .inner
+            .clone()
+            .kill_application(request)
+            .await?
+            .into_inner())
     }
 
     pub async fn driver(&self, id: &str) -> Result<Driver> {
@@ -175,7 +297,8 @@ impl Client {
         Err(Error::StreamClosed)
     }
 
-    /// A driver's stdout or stderr from `offset` (negative: from that many bytes before the end).
+    /// A driver's or executor's (`app-.../N`) stdout or stderr from `offset` (negative: from
+    /// that many bytes before the end).
     pub async fn logs(
         &self,
         id: &str,
@@ -187,7 +310,7 @@ impl Client {
             .inner
             .clone()
             .read_log(proto::ReadLogRequest {
-                driver_id: id.to_string(),
+                id: id.to_string(),
                 stream: stream as i32,
                 offset,
                 follow,

@@ -9,10 +9,10 @@ use crate::{
     client::Client,
     error::{Error, Result},
     ids::display_time,
-    proto::{Driver, DriverSpec, DriverState, LogStream},
+    proto::{Application, ApplicationSpec, Driver, DriverSpec, DriverState, LogStream},
     resources::format_mb,
     states::{StateName, driver_state, worker_state},
-    views::{DriverView, WorkerView},
+    views::{AppView, DriverView, WorkerView},
 };
 
 /// The exit code `hearth submit --wait` ends with for a driver in a terminal state: the driver's
@@ -31,9 +31,17 @@ pub fn exit_code_of(driver: &Driver) -> i32 {
 
 /// Submits; prints the id alone on the first line. With `wait`, follows the driver (progress on
 /// stderr) and returns its exit code.
-pub async fn submit(client: &Client, spec: DriverSpec, wait: bool) -> Result<i32> {
+pub async fn submit(
+    client: &Client,
+    spec: DriverSpec,
+    application: Option<ApplicationSpec>,
+    wait: bool,
+) -> Result<i32> {
     crate::spec::validate_driver_spec(&spec)?;
-    let id = client.submit(spec).await?;
+    if let Some(app) = &application {
+        crate::spec::validate_app_spec(app)?;
+    }
+    let id = client.submit_with_app(spec, application).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{id}")?;
     out.flush()?;
@@ -68,8 +76,11 @@ fn describe_change(id: &str, change: &crate::proto::DriverStateChange) -> String
     line
 }
 
-/// Prints a driver's state and details.
+/// Prints a driver's or an application's state and details.
 pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
+    if id.starts_with("app-") {
+        return app_status(client, id, json).await;
+    }
     let driver = client.driver(id).await?;
     let mut out = std::io::stdout().lock();
     let view = DriverView::from(&driver);
@@ -99,6 +110,9 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
         view.worker_id.as_deref().unwrap_or("-")
     )?;
     writeln!(out, "attempt:    {}", view.attempt)?;
+    if let Some(app) = &view.app_id {
+        writeln!(out, "app:        {app}")?;
+    }
     if view.supervise {
         writeln!(
             out,
@@ -113,8 +127,81 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// Orders a driver killed and prints its state after the order.
+async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
+    let app = client.app(id).await?;
+    let view = AppView::from(&app);
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", to_json(&view)?)?;
+        return Ok(0);
+    }
+    writeln!(out, "id:         {}", view.id)?;
+    writeln!(out, "state:      {}", view.state)?;
+    if let Some(reason) = &view.waiting_reason {
+        writeln!(out, "waiting:    {reason}")?;
+    }
+    if let Some(message) = &view.message {
+        writeln!(out, "message:    {message}")?;
+    }
+    writeln!(out, "name:       {}", view.name)?;
+    writeln!(
+        out,
+        "driver:     {}",
+        view.driver_id.as_deref().unwrap_or("-")
+    )?;
+    writeln!(out, "command:    {}", view.command.join(" "))?;
+    writeln!(
+        out,
+        "executors:  {} wanted (at most {}), {} cores and {} each, {} cores granted, {} failed",
+        view.target_executors,
+        view.max_executors,
+        view.executor_cores,
+        format_mb(view.executor_memory_mb),
+        view.cores_granted,
+        view.executor_failures
+    )?;
+    writeln!(out, "registered: {}", display_time(view.registered_at_ms))?;
+    if let Some(ended) = view.ended_at_ms {
+        writeln!(out, "ended:      {}", display_time(ended))?;
+    }
+    writeln!(out)?;
+    write_executors(&mut out, &app)?;
+    Ok(0)
+}
+
+fn write_executors(out: &mut impl Write, app: &Application) -> Result<()> {
+    let rows = app
+        .executors
+        .iter()
+        .map(crate::views::ExecutorView::from)
+        .map(|e| {
+            vec![
+                format!("{}/{}", app.id, e.id),
+                e.state.to_string(),
+                e.worker_id.unwrap_or_else(|| "-".into()),
+                e.cores.to_string(),
+                format_mb(e.memory_mb),
+                e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+                e.message.unwrap_or_default(),
+            ]
+        })
+        .collect();
+    write_table(
+        out,
+        &[
+            "EXECUTOR", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "MESSAGE",
+        ],
+        rows,
+    )
+}
+
+/// Orders a driver (or an application) killed and prints its state after the order.
 pub async fn kill(client: &Client, id: &str) -> Result<i32> {
+    if id.starts_with("app-") {
+        let app = client.kill_app(id).await?;
+        println!("{id}: {}", crate::states::app_state(app.state).name());
+        return Ok(0);
+    }
     match client.kill(id).await? {
         DriverState::Running => println!("{id}: kill ordered; its worker stops it"),
         state => println!("{id}: {}", state.name()),
@@ -127,6 +214,7 @@ pub async fn kill(client: &Client, id: &str) -> Result<i32> {
 pub enum ListWhat {
     Workers,
     Drivers,
+    Apps,
 }
 
 pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
@@ -188,11 +276,53 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                 rows,
             )?;
         }
+        ListWhat::Apps => {
+            let apps = client.apps().await?;
+            let views: Vec<AppView> = apps.iter().map(AppView::from).collect();
+            if json {
+                writeln!(out, "{}", to_json(&views)?)?;
+                return Ok(0);
+            }
+            let rows = views
+                .iter()
+                .map(|a| {
+                    let live = a
+                        .executors
+                        .iter()
+                        .filter(|e| matches!(e.state, "LAUNCHING" | "RUNNING"))
+                        .count();
+                    vec![
+                        a.id.clone(),
+                        a.name.clone(),
+                        a.state.to_string(),
+                        a.driver_id.clone().unwrap_or_else(|| "-".into()),
+                        format!("{live}/{}", a.target_executors),
+                        a.cores_granted.to_string(),
+                        format_mb(a.executor_memory_mb),
+                        a.waiting_reason.clone().unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            write_table(
+                &mut out,
+                &[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "DRIVER",
+                    "EXECUTORS",
+                    "CORES",
+                    "MEM/EXECUTOR",
+                    "WAITING",
+                ],
+                rows,
+            )?;
+        }
     }
     Ok(0)
 }
 
-/// Copies a driver's log to stdout; with `follow`, until the driver ends.
+/// Copies a driver's or executor's log to stdout; with `follow`, until it ends.
 pub async fn logs(client: &Client, id: &str, stream: LogStream, follow: bool) -> Result<i32> {
     let mut chunks = client.logs(id, stream, 0, follow).await?;
     let mut out = std::io::stdout().lock();

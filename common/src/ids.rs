@@ -59,6 +59,11 @@ pub fn driver_id(master_started_ms: i64, seq: u64) -> String {
     format!("driver-{}-{seq:04}", compact_timestamp(master_started_ms))
 }
 
+/// A new application id: `app-<master start>-<seq>`.
+pub fn app_id(master_started_ms: i64, seq: u64) -> String {
+    format!("app-{}-{seq:04}", compact_timestamp(master_started_ms))
+}
+
 /// A new worker id: `worker-<start>-<host>-<port>`.
 pub fn worker_id(started_ms: i64, host: &str, port: u16) -> String {
     format!("worker-{}-{host}-{port}", compact_timestamp(started_ms))
@@ -99,6 +104,67 @@ pub fn check_id(field: &str, id: &str, kind: IdKind) -> Result<(), InvalidInput>
     Ok(())
 }
 
+/// A process a worker runs: a driver, or one executor of an application. Its text form
+/// (`driver-...` or `app-.../3`) names it in logs requests and is its directory under the
+/// worker's work directory.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ProcessRef {
+    Driver(String),
+    Executor { app_id: String, executor_id: u32 },
+}
+
+impl ProcessRef {
+    /// Parses `driver-...` or `app-.../N`, naming `field` when it is neither.
+    pub fn parse(field: &str, text: &str) -> Result<Self, InvalidInput> {
+        if let Some((app, executor)) = text.split_once('/') {
+            check_id(field, app, IdKind::App)?;
+            let executor_id = executor.parse::<u32>().map_err(|_| {
+                InvalidInput::new(
+                    field,
+                    format!("{text:?}: an executor is named app-.../N with N a number"),
+                )
+            })?;
+            return Ok(Self::Executor {
+                app_id: app.to_string(),
+                executor_id,
+            });
+        }
+        if text.starts_with("app-") {
+            return Err(InvalidInput::new(
+                field,
+                format!(
+                    "{text:?} is an application; name one of its executors as {text}/N (see hearth status {text})"
+                ),
+            ));
+        }
+        check_id(field, text, IdKind::Driver)?;
+        Ok(Self::Driver(text.to_string()))
+    }
+
+    /// Its directory, relative to a worker's work directory.
+    pub fn dir_in(&self, work_dir: &std::path::Path) -> std::path::PathBuf {
+        match self {
+            Self::Driver(id) => work_dir.join(id),
+            Self::Executor {
+                app_id,
+                executor_id,
+            } => work_dir.join(app_id).join(executor_id.to_string()),
+        }
+    }
+}
+
+impl std::fmt::Display for ProcessRef {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Driver(id) => f.write_str(id),
+            Self::Executor {
+                app_id,
+                executor_id,
+            } => write!(f, "{app_id}/{executor_id}"),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,5 +192,29 @@ mod tests {
         assert_eq!(err.field, "driver_id");
         assert!(err.reason.contains("not a driver id"), "{err}");
         assert!(check_id("driver_id", "driver-x/../y", IdKind::Driver).is_err());
+        assert_eq!(app_id(1_795_271_400_000, 1), "app-20261121143000-0001");
+    }
+
+    #[test]
+    fn process_refs_round_trip_and_refuse_paths() {
+        for text in ["driver-20261121143000-0007", "app-20261121143000-0001/12"] {
+            assert_eq!(ProcessRef::parse("id", text).unwrap().to_string(), text);
+        }
+        let exec = ProcessRef::parse("id", "app-1/3").unwrap();
+        assert_eq!(
+            exec.dir_in(std::path::Path::new("/w")),
+            std::path::Path::new("/w/app-1/3")
+        );
+        for bad in [
+            "app-1/../x",
+            "app-1/x",
+            "app-1",
+            "../etc",
+            "driver-1/2",
+            "app-../1",
+        ] {
+            let err = ProcessRef::parse("id", bad).unwrap_err();
+            assert_eq!(err.field, "id", "{bad}");
+        }
     }
 }

@@ -2,7 +2,9 @@
 //! edge that counts).
 
 use crate::error::InvalidInput;
-use crate::proto::DriverSpec;
+use std::collections::HashMap;
+
+use crate::proto::{ApplicationSpec, DriverSpec};
 use crate::resources::{MAX_CORES, MAX_MEMORY_MB};
 
 /// Most arguments a driver command may have.
@@ -62,7 +64,32 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             "must be at most 256 characters, without control characters",
         ));
     }
-    for (key, value) in &spec.env {
+    validate_env(&spec.env)?;
+    let bytes = spec.name.len()
+        + spec.command.iter().map(String::len).sum::<usize>()
+        + spec
+            .env
+            .iter()
+            .map(|(k, v)| k.len() + v.len())
+            .sum::<usize>();
+    if bytes > MAX_SPEC_BYTES {
+        return Err(InvalidInput::new(
+            "command",
+            format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
+        ));
+    }
+    Ok(())
+}
+
+/// Most executors an application may ask for.
+pub const MAX_EXECUTORS: u32 = 10_000;
+/// Most failed executors an application may replace.
+pub const MAX_EXECUTOR_RETRIES: u32 = 1000;
+/// Failed executors replaced before an application fails, unless it says otherwise (Spark's).
+pub const DEFAULT_EXECUTOR_RETRIES: u32 = 10;
+
+fn validate_env(env: &HashMap<String, String>) -> Result<(), InvalidInput> {
+    for (key, value) in env {
         let valid_key = !key.is_empty()
             && !key.starts_with(|c: char| c.is_ascii_digit())
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
@@ -87,6 +114,106 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             ));
         }
     }
+    Ok(())
+}
+
+/// How many executors an application may hold at once: its cap in executors.
+pub fn max_executors(spec: &ApplicationSpec) -> u32 {
+    if spec.max_cores > 0 {
+        spec.max_cores / spec.executor_cores.max(1)
+    } else {
+        spec.executors
+    }
+}
+
+/// Checks an application's executor request, naming the first field that is wrong and why.
+/// Field names are those of the `hearth submit --executor-*` options.
+pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
+    if spec.command.is_empty() || spec.command[0].trim().is_empty() {
+        return Err(InvalidInput::new(
+            "executor_command",
+            "must not be empty: give the program each executor runs",
+        ));
+    }
+    if spec.command.len() > MAX_COMMAND_ARGS {
+        return Err(InvalidInput::new(
+            "executor_command",
+            format!(
+                "has {} arguments; at most {MAX_COMMAND_ARGS}",
+                spec.command.len()
+            ),
+        ));
+    }
+    if spec.command.iter().any(|a| a.contains('\0')) {
+        return Err(InvalidInput::new(
+            "executor_command",
+            "must not contain NUL bytes",
+        ));
+    }
+    if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
+        return Err(InvalidInput::new(
+            "executor_cores",
+            format!(
+                "must be between 1 and {MAX_CORES}, got {}",
+                spec.executor_cores
+            ),
+        ));
+    }
+    if spec.executor_memory_mb == 0 || spec.executor_memory_mb > MAX_MEMORY_MB {
+        return Err(InvalidInput::new(
+            "executor_memory",
+            format!(
+                "must be between 1m and {MAX_MEMORY_MB}m, got {}m",
+                spec.executor_memory_mb
+            ),
+        ));
+    }
+    if spec.executors == 0 && spec.max_cores == 0 {
+        return Err(InvalidInput::new(
+            "executors",
+            "must be at least 1 (or give max_cores to take as many as the cap allows)",
+        ));
+    }
+    if spec.max_cores > 0 && spec.max_cores < spec.executor_cores {
+        return Err(InvalidInput::new(
+            "max_cores",
+            format!(
+                "{} is smaller than one executor ({} cores): no executor could ever run",
+                spec.max_cores, spec.executor_cores
+            ),
+        ));
+    }
+    if spec.max_cores > 0 && spec.executors > max_executors(spec) {
+        return Err(InvalidInput::new(
+            "executors",
+            format!(
+                "{} executors of {} cores need {} cores, more than max_cores {}",
+                spec.executors,
+                spec.executor_cores,
+                u64::from(spec.executors) * u64::from(spec.executor_cores),
+                spec.max_cores
+            ),
+        ));
+    }
+    if max_executors(spec) > MAX_EXECUTORS {
+        return Err(InvalidInput::new(
+            "executors",
+            format!("at most {MAX_EXECUTORS} executors per application"),
+        ));
+    }
+    if spec.executor_retries.unwrap_or(0) > MAX_EXECUTOR_RETRIES {
+        return Err(InvalidInput::new(
+            "executor_retries",
+            format!("at most {MAX_EXECUTOR_RETRIES}"),
+        ));
+    }
+    if spec.name.len() > 256 || spec.name.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            "app_name",
+            "must be at most 256 characters, without control characters",
+        ));
+    }
+    validate_env(&spec.env).map_err(|e| InvalidInput::new("executor_env", e.reason))?;
     let bytes = spec.name.len()
         + spec.command.iter().map(String::len).sum::<usize>()
         + spec
@@ -96,7 +223,7 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             .sum::<usize>();
     if bytes > MAX_SPEC_BYTES {
         return Err(InvalidInput::new(
-            "command",
+            "executor_command",
             format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
         ));
     }
@@ -160,6 +287,68 @@ mod tests {
             let mut s = spec();
             change(&mut s);
             assert_eq!(validate_driver_spec(&s).unwrap_err().field, field);
+        }
+    }
+
+    fn app() -> ApplicationSpec {
+        ApplicationSpec {
+            name: "pi".into(),
+            command: vec!["worker".into()],
+            executor_cores: 2,
+            executor_memory_mb: 256,
+            executors: 2,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn application_caps_are_checked() {
+        assert_eq!(validate_app_spec(&app()), Ok(()));
+        assert_eq!(max_executors(&app()), 2);
+        let capped = ApplicationSpec {
+            executors: 0,
+            max_cores: 7,
+            ..app()
+        };
+        assert_eq!(validate_app_spec(&capped), Ok(()));
+        assert_eq!(max_executors(&capped), 3);
+        type Change = Box<dyn Fn(&mut ApplicationSpec)>;
+        let cases: Vec<(Change, &str, &str)> = vec![
+            (Box::new(|s| s.executors = 0), "executors", "at least 1"),
+            (
+                Box::new(|s| s.max_cores = 1),
+                "max_cores",
+                "smaller than one",
+            ),
+            (
+                Box::new(|s| {
+                    s.max_cores = 4;
+                    s.executors = 3;
+                }),
+                "executors",
+                "more than max_cores",
+            ),
+            (Box::new(|s| s.executor_cores = 0), "executor_cores", ""),
+            (
+                Box::new(|s| s.executor_memory_mb = 0),
+                "executor_memory",
+                "",
+            ),
+            (Box::new(|s| s.command.clear()), "executor_command", ""),
+            (
+                Box::new(|s| {
+                    s.env.insert("HEARTH_X".into(), "1".into());
+                }),
+                "executor_env",
+                "reserved",
+            ),
+        ];
+        for (change, field, words) in cases {
+            let mut s = app();
+            change(&mut s);
+            let err = validate_app_spec(&s).unwrap_err();
+            assert_eq!(err.field, field, "{err}");
+            assert!(err.reason.contains(words), "{err}");
         }
     }
 

@@ -5,8 +5,8 @@
 use serde::Serialize;
 
 use crate::{
-    proto::{Driver, DriverStateChange, Worker},
-    states::{StateName, driver_state, worker_state},
+    proto::{Application, Driver, DriverStateChange, Executor, Worker},
+    states::{StateName, app_state, driver_state, executor_state, worker_state},
 };
 
 #[derive(Debug, Clone, Serialize)]
@@ -24,6 +24,7 @@ pub struct WorkerView {
     pub last_heartbeat_ms: i64,
     pub registered_at_ms: i64,
     pub drivers: Vec<String>,
+    pub executors: Vec<String>,
 }
 
 impl From<&Worker> for WorkerView {
@@ -41,6 +42,7 @@ impl From<&Worker> for WorkerView {
             last_heartbeat_ms: w.last_heartbeat_ms,
             registered_at_ms: w.registered_at_ms,
             drivers: w.driver_ids.clone(),
+            executors: w.executor_ids.clone(),
         }
     }
 }
@@ -87,6 +89,7 @@ pub struct DriverView {
     pub message: Option<String>,
     pub submitted_at_ms: i64,
     pub history: Vec<StateChangeView>,
+    pub app_id: Option<String>,
 }
 
 impl From<&Driver> for DriverView {
@@ -109,6 +112,89 @@ impl From<&Driver> for DriverView {
             message: non_empty(&d.message),
             submitted_at_ms: d.submitted_at_ms,
             history: d.history.iter().map(StateChangeView::from).collect(),
+            app_id: non_empty(&d.app_id),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutorView {
+    pub id: u32,
+    pub worker_id: Option<String>,
+    pub state: &'static str,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub exit_code: Option<i32>,
+    pub message: Option<String>,
+    pub launched_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
+impl From<&Executor> for ExecutorView {
+    fn from(e: &Executor) -> Self {
+        Self {
+            id: e.id,
+            worker_id: non_empty(&e.worker_id),
+            state: executor_state(e.state).name(),
+            cores: e.cores,
+            memory_mb: e.memory_mb,
+            exit_code: e.exit_code,
+            message: non_empty(&e.message),
+            launched_at_ms: e.launched_at_ms,
+            ended_at_ms: (e.ended_at_ms > 0).then_some(e.ended_at_ms),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppView {
+    pub id: String,
+    pub name: String,
+    pub state: &'static str,
+    pub driver_id: Option<String>,
+    pub driver_host: Option<String>,
+    pub command: Vec<String>,
+    /// Names only: values often carry credentials.
+    pub env_names: Vec<String>,
+    pub executor_cores: u32,
+    pub executor_memory_mb: u64,
+    pub target_executors: u32,
+    pub max_executors: u32,
+    pub max_cores: Option<u32>,
+    pub cores_granted: u32,
+    pub executor_failures: u32,
+    pub waiting_reason: Option<String>,
+    pub message: Option<String>,
+    pub registered_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+    pub executors: Vec<ExecutorView>,
+}
+
+impl From<&Application> for AppView {
+    fn from(a: &Application) -> Self {
+        let spec = a.spec.clone().unwrap_or_default();
+        Self {
+            id: a.id.clone(),
+            name: spec.name,
+            state: app_state(a.state).name(),
+            driver_id: non_empty(&a.driver_id),
+            driver_host: non_empty(&a.driver_host),
+            command: spec.command,
+            env_names: a.env_names.clone(),
+            executor_cores: spec.executor_cores,
+            executor_memory_mb: spec.executor_memory_mb,
+            target_executors: a.target_executors,
+            max_executors: a.max_executors,
+            max_cores: (spec.max_cores > 0).then_some(spec.max_cores),
+            cores_granted: a.cores_granted,
+            executor_failures: a.executor_failures,
+            waiting_reason: non_empty(&a.waiting_reason),
+            message: non_empty(&a.message),
+            registered_at_ms: a.registered_at_ms,
+            ended_at_ms: (a.ended_at_ms > 0).then_some(a.ended_at_ms),
+            executors: a.executors.iter().map(ExecutorView::from).collect(),
         }
     }
 }

@@ -73,7 +73,9 @@ pub fn spawn(
     master_url: String,
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<()>) {
-    let state = State::new(master_url, ids::now_ms(), config.retained_drivers);
+    let mut state = State::new(master_url, ids::now_ms(), config.retained_drivers);
+    state.retained_apps = config.retained_apps;
+    state.spread_out = config.spread_out;
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();
@@ -213,7 +215,23 @@ impl Actor {
                     .get(&worker_id)
                     .is_some_and(|w| w.conn_id == conn_id);
                 if current {
-                    self.state.driver_status(&worker_id, status, now_ms);
+                    self.state
+                        .driver_status(&worker_id, status, now_ms, effects);
+                }
+            }
+            Command::ExecutorStatus {
+                worker_id,
+                conn_id,
+                status,
+            } => {
+                let current = self
+                    .state
+                    .workers
+                    .get(&worker_id)
+                    .is_some_and(|w| w.conn_id == conn_id);
+                if current {
+                    self.state
+                        .executor_status(&worker_id, status, now_ms, effects);
                 }
             }
             Command::Decommission {
@@ -229,10 +247,15 @@ impl Actor {
                 reason,
             } => {
                 self.links.remove(&worker_id, conn_id);
-                self.state.worker_lost(&worker_id, conn_id, &reason, now_ms);
+                self.state
+                    .worker_lost(&worker_id, conn_id, &reason, now_ms, effects);
             }
-            Command::Submit { spec, reply: tx } => {
-                let id = self.state.submit(spec, now_ms);
+            Command::Submit {
+                spec,
+                application,
+                reply: tx,
+            } => {
+                let id = self.state.submit(spec, application, now_ms);
                 tracing::info!(driver_id = %id, "driver submitted");
                 replies.push(reply(tx, Ok(id)));
             }
@@ -243,6 +266,45 @@ impl Actor {
                 let result = self.state.kill_driver(&driver_id, now_ms, effects);
                 if result.is_ok() {
                     tracing::info!(driver_id, "kill requested");
+                }
+                replies.push(reply(tx, result));
+            }
+            Command::RegisterApp {
+                spec,
+                driver_id,
+                driver_host,
+                reply: tx,
+            } => {
+                let result =
+                    self.state
+                        .register_app(spec, driver_id.as_deref(), &driver_host, now_ms);
+                replies.push(reply(tx, result));
+            }
+            Command::RequestExecutors {
+                app_id,
+                count,
+                reply: tx,
+            } => {
+                replies.push(reply(tx, self.state.request_executors(&app_id, count)));
+            }
+            Command::KillExecutors {
+                app_id,
+                executor_ids,
+                reply: tx,
+            } => {
+                let result = self
+                    .state
+                    .kill_executors(&app_id, &executor_ids, now_ms, effects);
+                replies.push(reply(tx, result));
+            }
+            Command::UnregisterApp { app_id, reply: tx } => {
+                let result = self.state.unregister_app(&app_id, now_ms, effects);
+                replies.push(reply(tx, result));
+            }
+            Command::KillApp { app_id, reply: tx } => {
+                let result = self.state.kill_app(&app_id, now_ms, effects);
+                if result.is_ok() {
+                    tracing::info!(app_id, "application kill requested");
                 }
                 replies.push(reply(tx, result));
             }

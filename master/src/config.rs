@@ -20,6 +20,11 @@ pub struct MasterConfig {
     pub worker_timeout: Duration,
     /// Completed drivers kept for the UI and API.
     pub retained_drivers: usize,
+    /// Ended applications kept for the UI and API.
+    pub retained_apps: usize,
+    /// Deal executors round-robin over workers (Spark's `spreadOut`); false fills each worker
+    /// before the next.
+    pub spread_out: bool,
     /// The URL clients use, shown in the UI and `/json/`; derived from the gRPC address if unset.
     pub public_url: Option<String>,
 }
@@ -34,6 +39,8 @@ impl Default for MasterConfig {
             state_dir: PathBuf::from("./hearth-state"),
             worker_timeout: Duration::from_secs(10),
             retained_drivers: 1000,
+            retained_apps: 1000,
+            spread_out: true,
             public_url: None,
         }
     }
@@ -57,6 +64,9 @@ impl MasterConfig {
         }
         if self.retained_drivers == 0 {
             return Err(Error::Config("retained drivers: must be at least 1".into()));
+        }
+        if self.retained_apps == 0 {
+            return Err(Error::Config("retained apps: must be at least 1".into()));
         }
         Ok(())
     }

@@ -1,7 +1,9 @@
 //! What can happen to the cluster: the commands the actor receives from gRPC handlers and
 //! worker streams.
 
-use hearth_common::proto::{DriverSpec, DriverState, DriverStatus, Register};
+use hearth_common::proto::{
+    ApplicationSpec, DriverSpec, DriverState, DriverStatus, ExecutorStatus, Register,
+};
 use tokio::sync::oneshot;
 
 use crate::{error::Result, links::Link};
@@ -26,6 +28,11 @@ pub enum Command {
         conn_id: u64,
         status: DriverStatus,
     },
+    ExecutorStatus {
+        worker_id: String,
+        conn_id: u64,
+        status: ExecutorStatus,
+    },
     /// The worker is leaving; nothing new goes to it.
     Decommission {
         worker_id: String,
@@ -40,10 +47,36 @@ pub enum Command {
     },
     Submit {
         spec: DriverSpec,
+        application: Option<ApplicationSpec>,
         reply: oneshot::Sender<Result<String>>,
     },
     Kill {
         driver_id: String,
         reply: oneshot::Sender<Result<DriverState>>,
+    },
+    /// Replies with the new application's id.
+    RegisterApp {
+        spec: ApplicationSpec,
+        driver_id: Option<String>,
+        driver_host: String,
+        reply: oneshot::Sender<Result<String>>,
+    },
+    RequestExecutors {
+        app_id: String,
+        count: u32,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    KillExecutors {
+        app_id: String,
+        executor_ids: Vec<u32>,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    UnregisterApp {
+        app_id: String,
+        reply: oneshot::Sender<Result<()>>,
+    },
+    KillApp {
+        app_id: String,
+        reply: oneshot::Sender<Result<()>>,
     },
 }

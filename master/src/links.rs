@@ -12,7 +12,10 @@ use std::{
     time::Duration,
 };
 
-use hearth_common::proto::{LogData, LogStream, MasterMessage, ReadLogChunk, master_message::Msg};
+use hearth_common::{
+    ids::ProcessRef,
+    proto::{LogData, LogStream, MasterMessage, ReadLogChunk, master_message::Msg},
+};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::error::{Error, Result};
@@ -75,18 +78,18 @@ impl Links {
         self.lock().len()
     }
 
-    /// Asks a worker for a piece of a driver's log and waits for the answer.
+    /// Asks a worker for a piece of a driver's or executor's log and waits for the answer.
     pub async fn read_log(
         &self,
         worker_id: &str,
-        driver_id: &str,
+        process: &ProcessRef,
         stream: LogStream,
         offset: i64,
         max_bytes: u32,
     ) -> Result<LogData> {
         let link = self.lock().get(worker_id).cloned().ok_or_else(|| {
             Error::Unavailable(format!(
-                "the logs of {driver_id} are on {worker_id}, which is not connected"
+                "the logs of {process} are on {worker_id}, which is not connected"
             ))
         })?;
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
@@ -98,7 +101,7 @@ impl Links {
         let order = MasterMessage {
             msg: Some(Msg::ReadLog(ReadLogChunk {
                 request_id,
-                driver_id: driver_id.to_string(),
+                process: process.to_string(),
                 stream: stream as i32,
                 offset,
                 max_bytes,
@@ -106,7 +109,7 @@ impl Links {
         };
         let unavailable = || {
             Error::Unavailable(format!(
-                "{worker_id} went away while reading the logs of {driver_id}"
+                "{worker_id} went away while reading the logs of {process}"
             ))
         };
         if link.orders.send(order).is_err() {
@@ -120,12 +123,12 @@ impl Links {
         match answer {
             Ok(Ok(data)) if data.error.is_empty() => Ok(data),
             Ok(Ok(data)) => Err(Error::Unavailable(format!(
-                "{worker_id} cannot read the log of {driver_id}: {}",
+                "{worker_id} cannot read the log of {process}: {}",
                 data.error
             ))),
             Ok(Err(_)) => Err(unavailable()),
             Err(_) => Err(Error::Unavailable(format!(
-                "{worker_id} did not answer a log request for {driver_id} within {} s",
+                "{worker_id} did not answer a log request for {process} within {} s",
                 LOG_TIMEOUT.as_secs()
             ))),
         }

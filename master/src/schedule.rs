@@ -1,10 +1,16 @@
-//! Placement as a pure function: given what each alive worker has free and the drivers waiting
-//! in FIFO order, decide where each driver goes or why it waits. No I/O, no clock.
+//! Placement as a pure function: given what each alive worker has free, the drivers waiting in
+//! FIFO order and the applications wanting executors, decide where each goes or why it waits.
+//! No I/O, no clock. Drivers are placed first, then executors, like Spark's standalone master.
 //!
 //! Drivers are considered in submission order, but one that cannot fit does not block smaller
 //! ones behind it (Spark's behaviour). Among workers where both cores and memory fit, the one
 //! with the most free cores wins (then most free memory, fewest drivers, id), which spreads
 //! drivers over the cluster.
+//!
+//! Executors are placed application by application in registration order. With `spread_out`
+//! (the default) an application's executors are dealt one at a time, round-robin, over the
+//! workers with room, most free cores first; without it each worker is filled before the next
+//! (consolidation). An executor goes only where its cores and its memory both fit.
 
 use hearth_common::resources::format_mb;
 
@@ -66,6 +72,96 @@ pub fn place_drivers(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
                     driver_id: ask.driver_id.clone(),
                     reason: wait_reason(offers, ask, largest_cores, largest_memory, most_free),
                 },
+            }
+        })
+        .collect()
+}
+
+/// What one application wants placed now.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppAsk {
+    pub app_id: String,
+    /// Per executor.
+    pub cores: u32,
+    pub memory_mb: u64,
+    /// Executors still to place (its target minus those it holds; its cap already applied).
+    pub wanted: u32,
+}
+
+/// Where one application's new executors go, and why the rest wait.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppPlacement {
+    pub app_id: String,
+    /// One worker id per new executor, in placement order.
+    pub workers: Vec<String>,
+    /// Set when fewer than `wanted` were placed.
+    pub waiting: Option<String>,
+}
+
+/// Places executors for `apps` (in registration order) on `offers`, after the drivers.
+/// `offers` are left with what remains free.
+pub fn place_executors(
+    offers: &mut [Offer],
+    apps: &[AppAsk],
+    spread_out: bool,
+) -> Vec<AppPlacement> {
+    let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
+    let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
+    apps.iter()
+        .map(|app| {
+            let fits = |o: &Offer| o.free_cores >= app.cores && o.free_memory_mb >= app.memory_mb;
+            let mut usable: Vec<usize> = (0..offers.len()).filter(|&i| fits(&offers[i])).collect();
+            usable.sort_by(|&a, &b| {
+                let (a, b) = (&offers[a], &offers[b]);
+                b.free_cores
+                    .cmp(&a.free_cores)
+                    .then(b.free_memory_mb.cmp(&a.free_memory_mb))
+                    .then(a.worker_id.cmp(&b.worker_id))
+            });
+            let mut workers = Vec::new();
+            let mut remaining = app.wanted;
+            while remaining > 0 && !usable.is_empty() {
+                for &i in &usable {
+                    while remaining > 0 && fits(&offers[i]) {
+                        let offer = &mut offers[i];
+                        offer.free_cores -= app.cores;
+                        offer.free_memory_mb -= app.memory_mb;
+                        workers.push(offer.worker_id.clone());
+                        remaining -= 1;
+                        if spread_out {
+                            break;
+                        }
+                    }
+                }
+                usable.retain(|&i| fits(&offers[i]));
+            }
+            let waiting = (remaining > 0).then(|| {
+                let ask = Ask {
+                    driver_id: app.app_id.clone(),
+                    cores: app.cores,
+                    memory_mb: app.memory_mb,
+                };
+                let why = wait_reason(
+                    offers,
+                    &ask,
+                    largest_cores,
+                    largest_memory,
+                    MostFree::of(offers),
+                );
+                format!(
+                    "{} more {} wanted; each {why}",
+                    remaining,
+                    if remaining == 1 {
+                        "executor"
+                    } else {
+                        "executors"
+                    }
+                )
+            });
+            AppPlacement {
+                app_id: app.app_id.clone(),
+                workers,
+                waiting,
             }
         })
         .collect()
@@ -252,6 +348,186 @@ mod tests {
     fn no_workers_is_said_plainly() {
         let decisions = place_drivers(&mut [], &[ask("d1", 1, 1)]);
         assert!(reason_of(&decisions, "d1").starts_with("no alive workers"));
+    }
+
+    fn app(id: &str, cores: u32, memory_mb: u64, wanted: u32) -> AppAsk {
+        AppAsk {
+            app_id: id.into(),
+            cores,
+            memory_mb,
+            wanted,
+        }
+    }
+
+    fn counts(offers: &[Offer], placement: &AppPlacement) -> Vec<usize> {
+        offers
+            .iter()
+            .map(|o| {
+                placement
+                    .workers
+                    .iter()
+                    .filter(|w| **w == o.worker_id)
+                    .count()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn spread_out_deals_executors_round_robin() {
+        let mut offers = vec![
+            offer("w1", 4, 4096),
+            offer("w2", 4, 4096),
+            offer("w3", 4, 4096),
+        ];
+        let placed = place_executors(&mut offers, &[app("a", 1, 256, 4)], true);
+        assert_eq!(counts(&offers, &placed[0]), [2, 1, 1]);
+        assert_eq!(placed[0].waiting, None);
+    }
+
+    #[test]
+    fn consolidation_fills_one_worker_before_the_next() {
+        let mut offers = vec![
+            offer("w1", 4, 4096),
+            offer("w2", 4, 4096),
+            offer("w3", 4, 4096),
+        ];
+        let placed = place_executors(&mut offers, &[app("a", 1, 256, 6)], false);
+        assert_eq!(counts(&offers, &placed[0]), [4, 2, 0]);
+    }
+
+    #[test]
+    fn executors_need_cores_and_memory_on_one_worker() {
+        let mut offers = vec![offer("w-cores", 8, 512), offer("w-mem", 1, 8192)];
+        let placed = place_executors(&mut offers, &[app("a", 2, 1024, 1)], true);
+        assert!(placed[0].workers.is_empty());
+        assert_eq!(
+            placed[0].waiting.as_deref(),
+            Some(
+                "1 more executor wanted; each needs 2 cores and 1.0 GiB on one worker; no worker offers both"
+            )
+        );
+        let mut offers = vec![offer("w1", 4, 4096)];
+        let placed = place_executors(&mut offers, &[app("big", 8, 256, 2)], true);
+        assert_eq!(
+            placed[0].waiting.as_deref(),
+            Some("2 more executors wanted; each needs 8 cores; the largest worker offers 4")
+        );
+    }
+
+    #[test]
+    fn applications_are_served_in_order_and_never_beyond_what_they_want() {
+        let mut offers = vec![offer("w1", 2, 4096), offer("w2", 2, 4096)];
+        let placed = place_executors(
+            &mut offers,
+            &[app("first", 1, 256, 3), app("second", 1, 256, 3)],
+            true,
+        );
+        assert_eq!(placed[0].workers.len(), 3);
+        assert_eq!(placed[1].workers.len(), 1);
+        assert!(
+            placed[1]
+                .waiting
+                .as_deref()
+                .unwrap()
+                .starts_with("2 more executors wanted")
+        );
+    }
+
+    /// Random clusters and applications: no over-commit, no application beyond what it wants,
+    /// and with equal workers and equal executors the executor counts per worker differ by at
+    /// most one (spread out), for each application and for all of them together.
+    #[test]
+    fn randomized_executor_placement_is_exact_and_fair() {
+        let mut rng = StdRng::seed_from_u64(0xe8ec);
+        for round in 0..2000 {
+            let spread_out = rng.random_bool(0.5);
+            let equal = rng.random_bool(0.5);
+            let workers = rng.random_range(0..8);
+            let (eq_cores, eq_mem) = (rng.random_range(1..=16), rng.random_range(1..=32) * 256);
+            let mut offers: Vec<Offer> = (0..workers)
+                .map(|i| {
+                    if equal {
+                        offer(&format!("w{i}"), eq_cores, eq_mem)
+                    } else {
+                        let cores = rng.random_range(1..=16);
+                        let memory = rng.random_range(1..=64) * 256;
+                        let mut o = offer(&format!("w{i}"), cores, memory);
+                        o.free_cores = rng.random_range(0..=cores);
+                        o.free_memory_mb = rng.random_range(0..=memory);
+                        o
+                    }
+                })
+                .collect();
+            let before = offers.clone();
+            let (ex_cores, ex_mem) = (rng.random_range(1..=4), rng.random_range(1..=8) * 128);
+            let apps: Vec<AppAsk> = (0..rng.random_range(0..6))
+                .map(|i| {
+                    if equal {
+                        app(&format!("a{i}"), ex_cores, ex_mem, rng.random_range(0..20))
+                    } else {
+                        app(
+                            &format!("a{i}"),
+                            rng.random_range(1..=8),
+                            rng.random_range(1..=8192),
+                            rng.random_range(0..20),
+                        )
+                    }
+                })
+                .collect();
+            let placed = place_executors(&mut offers, &apps, spread_out);
+            assert_eq!(placed.len(), apps.len());
+            let mut free: Vec<(u32, u64)> = before
+                .iter()
+                .map(|o| (o.free_cores, o.free_memory_mb))
+                .collect();
+            let mut total = vec![0usize; offers.len()];
+            for (p, a) in placed.iter().zip(&apps) {
+                assert!(
+                    p.workers.len() as u32 <= a.wanted,
+                    "round {round}: over the cap"
+                );
+                assert_eq!(p.waiting.is_some(), (p.workers.len() as u32) < a.wanted);
+                for w in &p.workers {
+                    let i = before.iter().position(|o| &o.worker_id == w).unwrap();
+                    assert!(
+                        free[i].0 >= a.cores && free[i].1 >= a.memory_mb,
+                        "round {round}"
+                    );
+                    free[i].0 -= a.cores;
+                    free[i].1 -= a.memory_mb;
+                    total[i] += 1;
+                }
+                if p.waiting.is_some() {
+                    assert!(
+                        !free.iter().any(|f| f.0 >= a.cores && f.1 >= a.memory_mb),
+                        "round {round}: {} waits although a worker had room",
+                        a.app_id
+                    );
+                }
+                if equal && spread_out {
+                    let c = counts(&offers, p);
+                    let (min, max) = (c.iter().min(), c.iter().max());
+                    if let (Some(min), Some(max)) = (min, max) {
+                        let some_full = free.iter().any(|f| f.0 < a.cores || f.1 < a.memory_mb);
+                        assert!(
+                            max - min <= 1 || some_full,
+                            "round {round}: {} spread as {c:?}",
+                            a.app_id
+                        );
+                    }
+                }
+            }
+            if equal && spread_out && !total.is_empty() {
+                let (min, max) = (total.iter().min().unwrap(), total.iter().max().unwrap());
+                assert!(
+                    max - min <= 1,
+                    "round {round}: executors per worker {total:?}"
+                );
+            }
+            for (o, f) in offers.iter().zip(&free) {
+                assert_eq!((o.free_cores, o.free_memory_mb), *f);
+            }
+        }
     }
 
     /// Random clusters and queues: no worker is ever over-committed, every placed driver fits

@@ -1,11 +1,13 @@
 //! Randomized sequences of everything that can happen to the cluster, checking after every
 //! step that the accounting holds: no worker above its offer or below zero, every RUNNING
-//! driver held by exactly the alive worker it names, and every launch order fits.
+//! driver and live executor held by exactly the alive worker it names, no application beyond
+//! its cap, no application outliving its driver, and every launch order fits.
 
 use std::time::Duration;
 
 use hearth_common::proto::{
-    DriverSpec, DriverState, DriverStatus, Register, RunningDriver, master_message::Msg,
+    ApplicationSpec, ApplicationState, DriverSpec, DriverState, DriverStatus, ExecutorState,
+    ExecutorStatus, Register, RunningDriver, RunningExecutor, master_message::Msg,
 };
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use tokio::time::Instant;
@@ -22,6 +24,21 @@ fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
         memory_mb,
         running: vec![],
         completed: vec![],
+        running_executors: vec![],
+        completed_executors: vec![],
+    }
+}
+
+fn app_spec(cores: u32, memory_mb: u64, executors: u32, max_cores: u32) -> ApplicationSpec {
+    ApplicationSpec {
+        name: "app".into(),
+        command: vec!["executor".into()],
+        executor_cores: cores,
+        executor_memory_mb: memory_mb,
+        executors,
+        max_cores,
+        executor_retries: Some(2),
+        ..Default::default()
     }
 }
 
@@ -38,14 +55,126 @@ fn spec(cores: u32, memory_mb: u64, supervise: bool) -> DriverSpec {
 
 fn check_effects(state: &State, effects: &[Effect]) {
     for effect in effects {
-        if let Effect::Send { worker_id, message } = effect
-            && let Some(Msg::LaunchDriver(launch)) = &message.msg
-        {
-            let d = state.driver(&launch.driver_id).unwrap();
-            // Launches are checked against the state after the turn: the driver may already
-            // have been lost again, but it was placed on a worker that existed.
-            assert!(state.workers.contains_key(worker_id));
-            assert_eq!(launch.spec.as_ref().unwrap().cores, d.spec.cores);
+        let Effect::Send { worker_id, message } = effect else {
+            continue;
+        };
+        match &message.msg {
+            Some(Msg::LaunchDriver(launch)) => {
+                let d = state.driver(&launch.driver_id).unwrap();
+                // Launches are checked against the state after the turn: the driver may already
+                // have been lost again, but it was placed on a worker that existed.
+                assert!(state.workers.contains_key(worker_id));
+                assert_eq!(launch.spec.as_ref().unwrap().cores, d.spec.cores);
+            }
+            Some(Msg::LaunchExecutor(launch)) => {
+                assert!(state.workers.contains_key(worker_id));
+                if let Ok(app) = state.app(&launch.app_id) {
+                    assert_eq!(launch.cores, app.spec.executor_cores);
+                    assert!(launch.executor_id < app.next_executor_id);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A random step about applications and executors.
+fn app_step(state: &mut State, rng: &mut StdRng, now_ms: i64, effects: &mut Vec<Effect>) {
+    let apps: Vec<String> = state.apps.keys().cloned().collect();
+    let live: Vec<(String, u32, String)> = state
+        .apps
+        .values()
+        .flat_map(|a| {
+            a.executors
+                .values()
+                .filter(|e| e.state.is_live())
+                .map(|e| (a.id.clone(), e.id, e.worker_id.clone()))
+        })
+        .collect();
+    match rng.random_range(0..6) {
+        0 => {
+            // A client registers an application, with or without a running driver.
+            let running: Vec<String> = state
+                .drivers
+                .values()
+                .filter(|d| d.state == DriverState::Running)
+                .map(|d| d.id.clone())
+                .collect();
+            let driver = if rng.random_bool(0.5) {
+                running.choose(rng).cloned()
+            } else {
+                None
+            };
+            let spec = app_spec(
+                rng.random_range(1..=3),
+                rng.random_range(1..=8) * 128,
+                rng.random_range(0..=4),
+                rng.random_range(0..=8),
+            );
+            if hearth_common::spec::validate_app_spec(&spec).is_ok() {
+                state
+                    .register_app(spec, driver.as_deref(), "", now_ms)
+                    .unwrap();
+            }
+        }
+        1 | 2 => {
+            // A worker reports on an executor: started, or ended some way.
+            if let Some((app_id, executor_id, worker)) = live.choose(rng).cloned() {
+                let states = [
+                    ExecutorState::Running,
+                    ExecutorState::Exited,
+                    ExecutorState::Failed,
+                    ExecutorState::Killed,
+                    ExecutorState::Lost,
+                ];
+                let status = ExecutorStatus {
+                    app_id,
+                    executor_id,
+                    state: *states.choose(rng).unwrap() as i32,
+                    exit_code: None,
+                    message: String::new(),
+                };
+                state.executor_status(&worker, status, now_ms, effects);
+            }
+        }
+        3 => {
+            if let Some(app_id) = apps.choose(rng) {
+                let _ = state.request_executors(app_id, rng.random_range(0..=3));
+            }
+        }
+        4 => {
+            // Kill some executors, sometimes naming one of another application.
+            if let Some(app_id) = apps.choose(rng) {
+                let mut ids: Vec<u32> = live
+                    .iter()
+                    .filter(|(a, _, _)| rng.random_bool(0.7) || a != app_id)
+                    .take(2)
+                    .map(|(_, e, _)| *e)
+                    .collect();
+                ids.push(rng.random_range(0..4));
+                let before = state.app(app_id).unwrap().clone();
+                if state.kill_executors(app_id, &ids, now_ms, effects).is_err() {
+                    let after = state.app(app_id).unwrap();
+                    assert_eq!(
+                        before.target, after.target,
+                        "a refused kill changes nothing"
+                    );
+                    assert_eq!(
+                        before.live(),
+                        after.live(),
+                        "a refused kill changes nothing"
+                    );
+                }
+            }
+        }
+        _ => {
+            if let Some(app_id) = apps.choose(rng) {
+                if rng.random_bool(0.5) {
+                    let _ = state.kill_app(app_id, now_ms, effects);
+                } else {
+                    let _ = state.unregister_app(app_id, now_ms, effects);
+                }
+            }
         }
     }
 }
@@ -54,6 +183,7 @@ fn check_effects(state: &State, effects: &[Effect]) {
 fn random_event_sequences_keep_accounting_exact() {
     let mut rng = StdRng::seed_from_u64(0x5eed);
     let (mut launches, mut relaunches, mut fenced_kills) = (0, 0, 0);
+    let (mut executor_launches, mut executor_kills, mut apps_failed) = (0, 0, 0);
     for round in 0..300 {
         let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
         let start = Instant::now();
@@ -63,7 +193,7 @@ fn random_event_sequences_keep_accounting_exact() {
         for step in 0..200 {
             let mut effects = Vec::new();
             let now_ms = 1_795_271_400_000 + step;
-            match rng.random_range(0..10) {
+            match rng.random_range(0..13) {
                 0 | 1 => {
                     conn += 1;
                     let id = format!("worker-{round}-{}", workers.len());
@@ -78,7 +208,15 @@ fn random_event_sequences_keep_accounting_exact() {
                         rng.random_range(1..=12) * 256,
                         rng.random_bool(0.5),
                     );
-                    state.submit(s, now_ms);
+                    let app = rng.random_bool(0.4).then(|| {
+                        app_spec(
+                            rng.random_range(1..=3),
+                            rng.random_range(1..=8) * 128,
+                            rng.random_range(1..=4),
+                            0,
+                        )
+                    });
+                    state.submit(s, app, now_ms);
                 }
                 5 | 6 => {
                     // A worker reports on one of its drivers, sometimes with a stale attempt.
@@ -107,13 +245,13 @@ fn random_event_sequences_keep_accounting_exact() {
                             message: String::new(),
                         };
                         let worker = d.worker_id.clone().unwrap();
-                        state.driver_status(&worker, status, now_ms);
+                        state.driver_status(&worker, status, now_ms, &mut effects);
                     }
                 }
                 7 => {
                     if let Some((id, c)) = workers.choose(&mut rng).cloned() {
                         if rng.random_bool(0.5) {
-                            state.worker_lost(&id, c, "test", now_ms);
+                            state.worker_lost(&id, c, "test", now_ms, &mut effects);
                         } else {
                             state.decommission_worker(&id, c, "test");
                         }
@@ -147,15 +285,31 @@ fn random_event_sequences_keep_accounting_exact() {
                             driver_id: "driver-20000101000000-9999".into(),
                             attempt: 1,
                         });
+                        for key in &w.executors {
+                            if rng.random_bool(0.7) {
+                                reg.running_executors.push(RunningExecutor {
+                                    app_id: key.app_id.clone(),
+                                    executor_id: key.executor_id,
+                                });
+                            }
+                        }
+                        reg.running_executors.push(RunningExecutor {
+                            app_id: "app-20000101000000-9999".into(),
+                            executor_id: 0,
+                        });
                         state.register_worker(reg, "h".into(), conn, now, now_ms, &mut effects);
                         let fenced = effects.iter().any(|e| matches!(e, Effect::Send { message, .. }
                             if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == "driver-20000101000000-9999")));
                         assert!(fenced, "a stray driver is killed");
+                        let fenced = effects.iter().any(|e| matches!(e, Effect::Send { message, .. }
+                            if matches!(&message.msg, Some(Msg::KillExecutor(k)) if k.app_id == "app-20000101000000-9999")));
+                        assert!(fenced, "a stray executor is killed");
                         for entry in workers.iter_mut().filter(|(w, _)| *w == id) {
                             entry.1 = conn;
                         }
                     }
                 }
+                9..=11 => app_step(&mut state, &mut rng, now_ms, &mut effects),
                 _ => {
                     let ids: Vec<String> = state.drivers.keys().cloned().collect();
                     if let Some(id) = ids.choose(&mut rng) {
@@ -181,6 +335,8 @@ fn random_event_sequences_keep_accounting_exact() {
                             }
                         }
                         Some(Msg::KillDriver(_)) => fenced_kills += 1,
+                        Some(Msg::LaunchExecutor(_)) => executor_launches += 1,
+                        Some(Msg::KillExecutor(_)) => executor_kills += 1,
                         _ => {}
                     }
                 }
@@ -198,6 +354,12 @@ fn random_event_sequences_keep_accounting_exact() {
                     assert!(d.relaunches <= d.spec.max_retries);
                 }
             }
+            for a in state.apps.values() {
+                assert!(a.failures <= a.retries + 1, "round {round} step {step}");
+                if a.state == ApplicationState::Failed && a.failures > a.retries {
+                    apps_failed += 1;
+                }
+            }
         }
     }
     // The sequences reached the interesting paths.
@@ -205,6 +367,213 @@ fn random_event_sequences_keep_accounting_exact() {
         launches > 1000 && relaunches > 100 && fenced_kills > 100,
         "{launches} {relaunches} {fenced_kills}"
     );
+    assert!(
+        executor_launches > 1000 && executor_kills > 100 && apps_failed > 10,
+        "{executor_launches} {executor_kills} {apps_failed}"
+    );
+}
+
+fn executor_report(app_id: &str, id: u32, state: ExecutorState) -> ExecutorStatus {
+    ExecutorStatus {
+        app_id: app_id.into(),
+        executor_id: id,
+        state: state as i32,
+        exit_code: Some(1),
+        message: String::new(),
+    }
+}
+
+fn live_executors(state: &State, app_id: &str) -> Vec<(u32, String)> {
+    state
+        .app(app_id)
+        .unwrap()
+        .executors
+        .values()
+        .filter(|e| e.state.is_live())
+        .map(|e| (e.id, e.worker_id.clone()))
+        .collect()
+}
+
+#[test]
+fn failed_executors_are_replaced_until_the_limit_then_the_application_fails() {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut effects = Vec::new();
+    state.register_worker(
+        register("worker-a", 4, 4096),
+        "h".into(),
+        1,
+        Instant::now(),
+        0,
+        &mut effects,
+    );
+    let driver = state.submit(spec(1, 100, false), Some(app_spec(1, 256, 2, 0)), 0);
+    state.schedule(0, &mut effects);
+    let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
+    assert_eq!(live_executors(&state, &app_id).len(), 2);
+    // Retry limit 2: the third failure ends the application and stops its driver.
+    for n in 1..=3 {
+        let (id, worker) = live_executors(&state, &app_id)[0].clone();
+        state.executor_status(
+            &worker,
+            executor_report(&app_id, id, ExecutorState::Failed),
+            n,
+            &mut effects,
+        );
+        state.schedule(n, &mut effects);
+        state.check_invariants().unwrap();
+    }
+    let app = state.app(&app_id).unwrap();
+    assert_eq!(app.state, ApplicationState::Failed);
+    assert!(
+        app.message
+            .contains("3 executors failed, more than its limit of 2"),
+        "{}",
+        app.message
+    );
+    assert_eq!(app.live(), 0);
+    assert_eq!(
+        app.next_executor_id, 4,
+        "two first executors and two replacements"
+    );
+    let w = state.worker("worker-a").unwrap();
+    assert_eq!(
+        (w.cores_used, w.executors.len()),
+        (1, 0),
+        "only the driver holds a slot"
+    );
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send { message, .. }
+        if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == driver)))
+    );
+    // The driver, killed for its application, ends FAILED with the reason.
+    let attempt = state.driver(&driver).unwrap().attempt;
+    let killed = DriverStatus {
+        driver_id: driver.clone(),
+        attempt,
+        state: DriverState::Killed as i32,
+        exit_code: None,
+        message: String::new(),
+    };
+    state.driver_status("worker-a", killed, 9, &mut effects);
+    let d = state.driver(&driver).unwrap();
+    assert_eq!(d.state, DriverState::Failed);
+    assert!(d.message.contains(&app_id), "{}", d.message);
+}
+
+#[test]
+fn executors_of_a_lost_worker_are_replaced_and_end_with_their_driver() {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut effects = Vec::new();
+    let now = Instant::now();
+    state.register_worker(
+        register("worker-a", 4, 4096),
+        "h".into(),
+        1,
+        now,
+        0,
+        &mut effects,
+    );
+    state.register_worker(
+        register("worker-b", 4, 4096),
+        "h".into(),
+        2,
+        now,
+        0,
+        &mut effects,
+    );
+    let app_id = state
+        .register_app(app_spec(1, 256, 4, 0), None, "10.0.0.9", 0)
+        .unwrap();
+    state.schedule(0, &mut effects);
+    let on_b = live_executors(&state, &app_id)
+        .iter()
+        .filter(|(_, w)| w == "worker-b")
+        .count();
+    assert_eq!(on_b, 2, "spread out");
+    assert!(state.worker_lost("worker-b", 2, "gone", 1, &mut effects));
+    let app = state.app(&app_id).unwrap();
+    assert_eq!(
+        app.executors
+            .values()
+            .filter(|e| e.state == ExecutorState::Lost)
+            .count(),
+        2
+    );
+    assert_eq!(app.failures, 0, "a lost executor is not a failure");
+    state.schedule(1, &mut effects);
+    let live = live_executors(&state, &app_id);
+    assert_eq!(live.len(), 4);
+    assert!(live.iter().all(|(_, w)| w == "worker-a"));
+    state.check_invariants().unwrap();
+
+    // Unregistering frees every slot and orders every executor killed.
+    effects.clear();
+    state.unregister_app(&app_id, 2, &mut effects).unwrap();
+    let kills = effects
+        .iter()
+        .filter(|e| {
+            matches!(e, Effect::Send { message, .. }
+        if matches!(&message.msg, Some(Msg::KillExecutor(_))))
+        })
+        .count();
+    assert_eq!(kills, 4);
+    assert_eq!(state.worker("worker-a").unwrap().cores_used, 0);
+    assert_eq!(
+        state.app(&app_id).unwrap().state,
+        ApplicationState::Finished
+    );
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn bad_requests_change_nothing() {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut effects = Vec::new();
+    state.register_worker(
+        register("worker-a", 8, 8192),
+        "h".into(),
+        1,
+        Instant::now(),
+        0,
+        &mut effects,
+    );
+    let a = state
+        .register_app(app_spec(2, 256, 1, 4), None, "", 0)
+        .unwrap();
+    let b = state
+        .register_app(app_spec(1, 256, 3, 0), None, "", 0)
+        .unwrap();
+    state.schedule(0, &mut effects);
+    // Over the cap: 4 cores / 2 per executor = 2 executors.
+    let err = state.request_executors(&a, 2).unwrap_err().to_string();
+    assert!(err.contains("over its cap"), "{err}");
+    state.request_executors(&a, 1).unwrap();
+    assert!(state.request_executors(&a, 0).is_err());
+    assert!(
+        state
+            .request_executors("app-20000101000000-0042", 1)
+            .is_err()
+    );
+    // Executor 2 exists only in b.
+    let before = state.app(&a).unwrap().target;
+    let err = state
+        .kill_executors(&a, &[0, 2], 1, &mut effects)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("has no executor 2"), "{err}");
+    assert_eq!(state.app(&a).unwrap().target, before);
+    assert_eq!(state.app(&a).unwrap().live(), 1);
+    assert_eq!(state.app(&b).unwrap().live(), 3);
+    // A driver that is not running cannot own an application.
+    let d = state.submit(spec(64, 100, false), None, 0);
+    let err = state
+        .register_app(app_spec(1, 1, 1, 0), Some(&d), "", 0)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("only a running driver"), "{err}");
+    state.check_invariants().unwrap();
 }
 
 #[test]
@@ -220,14 +589,14 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
         0,
         &mut effects,
     );
-    let sup = state.submit(spec(1, 100, true), 0);
-    let plain = state.submit(spec(1, 100, false), 0);
+    let sup = state.submit(spec(1, 100, true), None, 0);
+    let plain = state.submit(spec(1, 100, false), None, 0);
     state.schedule(0, &mut effects);
-    assert!(state.worker_lost("worker-a", 1, "gone", 1));
+    assert!(state.worker_lost("worker-a", 1, "gone", 1, &mut effects));
     assert_eq!(state.driver(&sup).unwrap().state, DriverState::Relaunching);
     assert_eq!(state.driver(&plain).unwrap().state, DriverState::Error);
     // A report on the old connection changes nothing.
-    assert!(!state.worker_lost("worker-a", 1, "again", 2));
+    assert!(!state.worker_lost("worker-a", 1, "again", 2, &mut effects));
 
     state.register_worker(
         register("worker-b", 1, 1024),

@@ -15,9 +15,10 @@ use hearth_common::{
     Shutdown,
     auth::Secret,
     client,
+    ids::ProcessRef,
     proto::{
-        Decommission, DriverStatus, Heartbeat, MasterMessage, Register, WorkerMessage,
-        master_message, worker_message::Msg,
+        Decommission, Heartbeat, MasterMessage, Register, WorkerMessage, master_message,
+        worker_message::Msg,
     },
 };
 use rand::Rng;
@@ -27,7 +28,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use crate::{
     error::{Error, Result},
     logs,
-    runner::Runner,
+    orders::{self, Inventory},
+    runner::{Report, Runner},
 };
 
 /// Terminal reports kept for re-sending after a reconnect.
@@ -79,9 +81,12 @@ pub struct Connection {
     pub master_url: String,
     pub secret: Option<Secret>,
     pub runner: Runner,
-    pub reports: mpsc::UnboundedReceiver<DriverStatus>,
+    pub reports: mpsc::UnboundedReceiver<Report>,
+    /// Where drivers here are reached (HEARTH_DRIVER_HOST): the advertised host, replaced by
+    /// the address the master sees once registered.
+    pub driver_host: String,
     pub work_dir: PathBuf,
-    /// How long leaving may wait for the drivers to die.
+    /// How long leaving may wait for the processes to die.
     pub kill_limit: Duration,
     /// True while registered; read by `/readyz`.
     pub registered: Arc<AtomicBool>,
@@ -92,7 +97,7 @@ impl Connection {
     /// Runs until shutdown.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut unconfirmed: VecDeque<DriverStatus> = VecDeque::new();
+        let mut unconfirmed: VecDeque<Report> = VecDeque::new();
         while !self.shutdown.is_cancelled() {
             let result = self.session(&mut unconfirmed, &mut backoff).await;
             self.registered.store(false, Ordering::Relaxed);
@@ -115,13 +120,14 @@ impl Connection {
         }
     }
 
-    fn register_message(&mut self, unconfirmed: &mut VecDeque<DriverStatus>) -> WorkerMessage {
+    fn register_message(&mut self, unconfirmed: &mut VecDeque<Report>) -> WorkerMessage {
         // Running first, then the reports: a driver that ends in between is in both, never in
         // neither (the runner reports under the lock it removes the driver with).
         let running = self.runner.running();
         while let Ok(report) = self.reports.try_recv() {
             keep_if_terminal(unconfirmed, report);
         }
+        let inventory = Inventory::new(running, unconfirmed.iter());
         WorkerMessage {
             msg: Some(Msg::Register(Register {
                 worker_id: self.identity.worker_id.clone(),
@@ -130,15 +136,17 @@ impl Connection {
                 web_port: self.identity.web_port,
                 cores: self.identity.cores,
                 memory_mb: self.identity.memory_mb,
-                running,
-                completed: unconfirmed.iter().cloned().collect(),
+                running: inventory.running,
+                completed: inventory.completed,
+                running_executors: inventory.running_executors,
+                completed_executors: inventory.completed_executors,
             })),
         }
     }
 
     async fn session(
         &mut self,
-        unconfirmed: &mut VecDeque<DriverStatus>,
+        unconfirmed: &mut VecDeque<Report>,
         backoff: &mut Backoff,
     ) -> Result<()> {
         let register = self.register_message(unconfirmed);
@@ -166,6 +174,9 @@ impl Connection {
         unconfirmed.drain(..sent_in_register.min(unconfirmed.len()));
         backoff.reset();
         self.registered.store(true, Ordering::Relaxed);
+        if !registered.host.is_empty() {
+            self.driver_host = registered.host.clone();
+        }
         let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(50, 60_000));
         tracing::info!(worker_id = %self.identity.worker_id, master = %self.master_url,
             seen_as = %registered.host, heartbeat_ms = interval.as_millis() as u64, "registered with the master");
@@ -186,7 +197,7 @@ impl Connection {
                 report = self.reports.recv() => {
                     let Some(report) = report else { return Ok(()) };
                     keep_if_terminal(unconfirmed, report.clone());
-                    up.send(WorkerMessage { msg: Some(Msg::DriverStatus(report)) })
+                    up.send(WorkerMessage { msg: Some(orders::status_message(report)) })
                         .await
                         .map_err(|_| Error::Closed)?;
                 }
@@ -227,14 +238,14 @@ impl Connection {
             let message = tokio::select! {
                 _ = &mut kill_all => break,
                 _ = heartbeat.tick() => Msg::Heartbeat(Heartbeat {}),
-                Some(report) = self.reports.recv() => Msg::DriverStatus(report),
+                Some(report) = self.reports.recv() => orders::status_message(report),
             };
             let _ = up.send(WorkerMessage { msg: Some(message) }).await;
         }
         while let Ok(report) = self.reports.try_recv() {
             let _ = up
                 .send(WorkerMessage {
-                    msg: Some(Msg::DriverStatus(report)),
+                    msg: Some(orders::status_message(report)),
                 })
                 .await;
         }
@@ -250,12 +261,31 @@ impl Connection {
             master_message::Msg::LaunchDriver(launch) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %launch.driver_id,
                     attempt = launch.attempt, "launch ordered");
-                self.runner.launch(launch);
+                self.runner
+                    .launch(orders::driver_launch(launch, &self.driver_host));
             }
             master_message::Msg::KillDriver(kill) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %kill.driver_id,
                     attempt = kill.attempt, reason = %kill.reason, "kill ordered");
-                self.runner.kill(&kill.driver_id, kill.attempt, kill.reason);
+                self.runner.kill(
+                    &ProcessRef::Driver(kill.driver_id),
+                    kill.attempt,
+                    kill.reason,
+                );
+            }
+            master_message::Msg::LaunchExecutor(launch) => {
+                tracing::info!(worker_id = %self.identity.worker_id, app_id = %launch.app_id,
+                    executor_id = launch.executor_id, "executor launch ordered");
+                self.runner.launch(orders::executor_launch(launch));
+            }
+            master_message::Msg::KillExecutor(kill) => {
+                tracing::info!(worker_id = %self.identity.worker_id, app_id = %kill.app_id,
+                    executor_id = kill.executor_id, reason = %kill.reason, "executor kill ordered");
+                let process = ProcessRef::Executor {
+                    app_id: kill.app_id,
+                    executor_id: kill.executor_id,
+                };
+                self.runner.kill(&process, 0, kill.reason);
             }
             master_message::Msg::ReadLog(request) => {
                 let work_dir = self.work_dir.clone();
@@ -278,8 +308,8 @@ impl Connection {
     }
 }
 
-fn keep_if_terminal(unconfirmed: &mut VecDeque<DriverStatus>, report: DriverStatus) {
-    if hearth_common::states::driver_state(report.state).is_terminal() {
+fn keep_if_terminal(unconfirmed: &mut VecDeque<Report>, report: Report) {
+    if report.outcome.is_terminal() {
         if unconfirmed.len() >= MAX_UNCONFIRMED {
             unconfirmed.pop_front();
         }

@@ -60,16 +60,19 @@ async fn readyz(State(s): State<WebState>) -> Response {
 }
 
 async fn metrics(State(s): State<WebState>) -> impl IntoResponse {
+    let (drivers, executors) = s.runner.counts();
     let body = format!(
         "# HELP hearth_worker_registered Whether the worker is registered with a master.\n\
          # TYPE hearth_worker_registered gauge\nhearth_worker_registered {}\n\
          # HELP hearth_worker_cores Cores offered.\n# TYPE hearth_worker_cores gauge\nhearth_worker_cores {}\n\
          # HELP hearth_worker_memory_mb Memory offered, MiB.\n# TYPE hearth_worker_memory_mb gauge\nhearth_worker_memory_mb {}\n\
-         # HELP hearth_worker_drivers_running Drivers running here.\n# TYPE hearth_worker_drivers_running gauge\nhearth_worker_drivers_running {}\n",
+         # HELP hearth_worker_drivers_running Drivers running here.\n# TYPE hearth_worker_drivers_running gauge\nhearth_worker_drivers_running {}\n\
+         # HELP hearth_worker_executors_running Executors running here.\n# TYPE hearth_worker_executors_running gauge\nhearth_worker_executors_running {}\n",
         u8::from(s.registered.load(Ordering::Relaxed)),
         s.identity.cores,
         s.identity.memory_mb,
-        s.runner.count(),
+        drivers,
+        executors,
     );
     (
         [(
@@ -96,12 +99,13 @@ async fn page(State(s): State<WebState>) -> Html<String> {
     Html(format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{id}</title></head>\
          <body><h1>Hearth worker {id}</h1><ul><li>Master: {master} ({registered})</li>\
-         <li>Offers: {cores} cores, {memory}</li><li>Drivers running: {running}</li></ul>\
+         <li>Offers: {cores} cores, {memory}</li><li>Drivers running: {drivers}</li><li>Executors running: {executors}</li></ul>\
          <p>The cluster's pages are on the master's web UI.</p></body></html>",
         id = escape(&s.identity.worker_id),
         master = escape(&s.master_url),
         cores = s.identity.cores,
         memory = format_mb(s.identity.memory_mb),
-        running = s.runner.count(),
+        drivers = s.runner.counts().0,
+        executors = s.runner.counts().1,
     ))
 }

@@ -1,10 +1,11 @@
-//! The Hearth worker: offers its pod's cores and memory to a master and runs the drivers it is
-//! given as supervised processes.
+//! The Hearth worker: offers its pod's cores and memory to a master and runs the drivers and
+//! executors it is given as supervised processes.
 //!
 //! - [`config`]: settings as a plain struct.
 //! - [`resources`]: cgroup v2/v1 limits, else the host's, as the offer.
 //! - [`connection`]: the one outgoing stream to the master, with back-off and reconnects.
-//! - [`runner`]: drivers as process groups: launch, report, kill.
+//! - [`runner`]: drivers and executors as process groups: launch, report, kill.
+//! - [`orders`]: the master's launch orders and the runner's reports, translated.
 //! - [`logs`]: reading stdout/stderr files in chunks for the master.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` and a small page on port 8081.
 
@@ -13,6 +14,7 @@ pub mod connection;
 pub mod error;
 pub mod http;
 pub mod logs;
+pub mod orders;
 pub mod resources;
 pub mod runner;
 
@@ -115,7 +117,6 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
             kill_grace: config.kill_grace,
             master_url: config.master_url.clone(),
             secret: config.secret.as_ref().map(|s| s.expose().to_string()),
-            host: id_host,
         },
         reports_tx,
     );
@@ -132,6 +133,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
         secret: config.secret.clone(),
         runner: runner.clone(),
         reports,
+        driver_host: id_host,
         work_dir,
         kill_limit: config.kill_grace + std::time::Duration::from_secs(1),
         registered,

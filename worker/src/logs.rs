@@ -1,4 +1,4 @@
-//! Reading a driver's stdout/stderr files for the master, one chunk per request.
+//! Reading a driver's or executor's stdout/stderr files for the master, one chunk per request.
 
 use std::{
     io::{Read, Seek, SeekFrom},
@@ -6,8 +6,6 @@ use std::{
 };
 
 use hearth_common::proto::{LogData, LogStream, ReadLogChunk};
-
-use crate::runner::driver_dir;
 
 /// Most bytes sent in one chunk, whatever was asked.
 const MAX_CHUNK: u32 = 1024 * 1024;
@@ -18,21 +16,19 @@ pub fn read_chunk(work_dir: &Path, request: &ReadLogChunk) -> LogData {
         request_id: request.request_id,
         ..Default::default()
     };
-    if hearth_common::ids::check_id(
-        "driver_id",
-        &request.driver_id,
-        hearth_common::ids::IdKind::Driver,
-    )
-    .is_err()
-    {
-        answer.error = "not a driver id".into();
-        return answer;
-    }
+    // The name becomes a path: only well-formed ids, never `..` or absolute paths.
+    let process = match hearth_common::ids::ProcessRef::parse("process", &request.process) {
+        Ok(p) => p,
+        Err(e) => {
+            answer.error = e.to_string();
+            return answer;
+        }
+    };
     let name = match LogStream::try_from(request.stream) {
         Ok(LogStream::Stderr) => "stderr",
         _ => "stdout",
     };
-    let path = driver_dir(work_dir, &request.driver_id).join(name);
+    let path = process.dir_in(work_dir).join(name);
     let mut file = match std::fs::File::open(&path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return answer,
@@ -70,7 +66,7 @@ mod tests {
     fn request(offset: i64, max_bytes: u32) -> ReadLogChunk {
         ReadLogChunk {
             request_id: 7,
-            driver_id: "driver-20261121143000-0000".into(),
+            process: "driver-20261121143000-0000".into(),
             stream: LogStream::Stdout as i32,
             offset,
             max_bytes,
@@ -80,7 +76,7 @@ mod tests {
     #[test]
     fn reads_from_an_offset_and_from_the_end() {
         let dir = tempfile::tempdir().unwrap();
-        let ddir = driver_dir(dir.path(), "driver-20261121143000-0000");
+        let ddir = dir.path().join("driver-20261121143000-0000");
         std::fs::create_dir_all(&ddir).unwrap();
         std::fs::write(ddir.join("stdout"), b"hello world").unwrap();
 
@@ -103,7 +99,14 @@ mod tests {
         let a = read_chunk(dir.path(), &request(0, 10));
         assert!(a.data.is_empty() && a.error.is_empty());
         let mut r = request(0, 10);
-        r.driver_id = "../../etc/passwd".into();
-        assert!(!read_chunk(dir.path(), &r).error.is_empty());
+        for bad in ["../../etc/passwd", "app-1/../../x", "/etc/passwd"] {
+            r.process = bad.into();
+            assert!(!read_chunk(dir.path(), &r).error.is_empty(), "{bad}");
+        }
+        let exec = dir.path().join("app-20261121143000-0001").join("2");
+        std::fs::create_dir_all(&exec).unwrap();
+        std::fs::write(exec.join("stdout"), b"from an executor").unwrap();
+        r.process = "app-20261121143000-0001/2".into();
+        assert_eq!(read_chunk(dir.path(), &r).data, b"from an executor");
     }
 }

@@ -1,11 +1,12 @@
-//! Drivers as supervised child processes.
+//! Drivers and executors as supervised child processes.
 //!
-//! Each driver runs in its own process group with its own work directory, stdout/stderr going
-//! to files there, and `HEARTH_*` variables telling it who it is. A kill is SIGTERM to the group,
-//! then SIGKILL after the grace period; when the driver's main process exits, whatever it left
-//! behind in its group is killed too. The driver's main process dies with the worker
-//! (PR_SET_PDEATHSIG), so a worker that crashes does not leave it running unsupervised; its own
-//! children outlive it only if they ignore the loss of their parent.
+//! Each process runs in its own process group with its own work directory (`driver-...` or
+//! `app-.../N` under the work directory), stdout/stderr going to files there, and `HEARTH_*`
+//! variables telling it who it is. A kill is SIGTERM to the group, then SIGKILL after the grace
+//! period; when the main process exits, whatever it left behind in its group is killed too. The
+//! main process dies with the worker (PR_SET_PDEATHSIG), so a worker that crashes does not leave
+//! it running unsupervised; its own children outlive it only if they ignore the loss of their
+//! parent.
 
 use std::{
     collections::HashMap,
@@ -15,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use hearth_common::proto::{DriverState, DriverStatus, LaunchDriver, RunningDriver};
+use hearth_common::ids::ProcessRef;
 use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
@@ -28,10 +29,56 @@ pub struct RunnerConfig {
     pub work_dir: PathBuf,
     pub kill_grace: Duration,
     pub master_url: String,
-    /// Given to drivers so they can use the client library (register applications, submit).
+    /// Given to drivers (not executors) so they can use the client library.
     pub secret: Option<String>,
-    /// The address drivers are reachable at (`HEARTH_DRIVER_HOST`).
-    pub host: String,
+}
+
+/// What to run: a driver's attempt or an executor, already translated from the master's order.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub process: ProcessRef,
+    /// A driver's attempt; 0 for executors, which are never relaunched under the same id.
+    pub attempt: u32,
+    pub command: Vec<String>,
+    pub env: std::collections::HashMap<String, String>,
+    pub cores: u32,
+    pub memory_mb: u64,
+    /// `HEARTH_*` variables naming this process and where its driver is.
+    pub identity: Vec<(&'static str, String)>,
+    /// Whether the process gets the cluster secret (drivers do; executors do not).
+    pub with_secret: bool,
+}
+
+/// How a process stands, as the runner saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    Running,
+    /// Exited with code 0.
+    Finished,
+    /// Exited non-zero or by a signal nobody here sent.
+    Failed,
+    /// Killed on the master's order.
+    Killed,
+    /// Killed because the worker is leaving: for the master to run it elsewhere.
+    Stopped,
+    /// Could not be started.
+    NotStarted,
+}
+
+impl Outcome {
+    pub fn is_terminal(self) -> bool {
+        self != Outcome::Running
+    }
+}
+
+/// A state change of one process, for the connection to send up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub process: ProcessRef,
+    pub attempt: u32,
+    pub outcome: Outcome,
+    pub exit_code: Option<i32>,
+    pub message: String,
 }
 
 /// Why a driver is being killed.
@@ -49,27 +96,22 @@ struct Proc {
     kill: Option<oneshot::Sender<KillOrder>>,
     /// A newer attempt ordered while this one was still running (after a fence): it starts as
     /// soon as this one has ended.
-    next: Option<LaunchDriver>,
+    next: Option<Launch>,
 }
 
-/// The drivers this worker runs. Cheap to clone.
+/// The processes this worker runs. Cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Runner {
     config: Arc<RunnerConfig>,
     /// Set once the worker is leaving: launches are refused from then on.
     stopping: Arc<std::sync::atomic::AtomicBool>,
-    procs: Arc<Mutex<HashMap<String, Proc>>>,
+    procs: Arc<Mutex<HashMap<ProcessRef, Proc>>>,
     /// State changes for the connection to send up.
-    reports: mpsc::UnboundedSender<DriverStatus>,
-}
-
-/// The directory a driver runs in and keeps its logs in.
-pub fn driver_dir(work_dir: &Path, driver_id: &str) -> PathBuf {
-    work_dir.join(driver_id)
+    reports: mpsc::UnboundedSender<Report>,
 }
 
 impl Runner {
-    pub fn new(config: RunnerConfig, reports: mpsc::UnboundedSender<DriverStatus>) -> Self {
+    pub fn new(config: RunnerConfig, reports: mpsc::UnboundedSender<Report>) -> Self {
         Self {
             config: Arc::new(config),
             stopping: Arc::default(),
@@ -78,18 +120,15 @@ impl Runner {
         }
     }
 
-    fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<String, Proc>> {
+    fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<ProcessRef, Proc>> {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Drivers running now, for a (re)registration.
-    pub fn running(&self) -> Vec<RunningDriver> {
+    /// Processes running now with their attempts, for a (re)registration.
+    pub fn running(&self) -> Vec<(ProcessRef, u32)> {
         self.procs()
             .iter()
-            .map(|(id, p)| RunningDriver {
-                driver_id: id.clone(),
-                attempt: p.attempt,
-            })
+            .map(|(id, p)| (id.clone(), p.attempt))
             .collect()
     }
 
@@ -97,13 +136,23 @@ impl Runner {
         self.procs().len()
     }
 
-    /// Starts a driver; its RUNNING and exit reports arrive on the reports channel.
-    pub fn launch(&self, order: LaunchDriver) {
+    /// How many drivers and executors run now.
+    pub fn counts(&self) -> (usize, usize) {
+        let procs = self.procs();
+        let drivers = procs
+            .keys()
+            .filter(|p| matches!(p, ProcessRef::Driver(_)))
+            .count();
+        (drivers, procs.len() - drivers)
+    }
+
+    /// Starts a process; its RUNNING and exit reports arrive on the reports channel.
+    pub fn launch(&self, order: Launch) {
         if self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
-            let _ = self.reports.send(DriverStatus {
-                driver_id: order.driver_id,
+            let _ = self.reports.send(Report {
+                process: order.process,
                 attempt: order.attempt,
-                state: DriverState::Error as i32,
+                outcome: Outcome::Stopped,
                 exit_code: None,
                 message: "not started: the worker is stopping".into(),
             });
@@ -112,14 +161,14 @@ impl Runner {
         let (kill_tx, kill_rx) = oneshot::channel();
         {
             let mut procs = self.procs();
-            if let Some(p) = procs.get_mut(&order.driver_id) {
+            if let Some(p) = procs.get_mut(&order.process) {
                 if p.attempt == order.attempt {
-                    tracing::warn!(driver_id = %order.driver_id, attempt = order.attempt,
+                    tracing::warn!(process = %order.process, attempt = order.attempt,
                         "launch ignored: this attempt already runs here");
                     return;
                 }
                 // An older attempt is still being fenced off: start this one once it is gone.
-                tracing::info!(driver_id = %order.driver_id, attempt = order.attempt, old_attempt = p.attempt,
+                tracing::info!(process = %order.process, attempt = order.attempt, old_attempt = p.attempt,
                     "launch queued behind the old attempt");
                 if let Some(tx) = p.kill.take() {
                     let _ = tx.send(KillOrder {
@@ -131,7 +180,7 @@ impl Runner {
                 return;
             }
             procs.insert(
-                order.driver_id.clone(),
+                order.process.clone(),
                 Proc {
                     attempt: order.attempt,
                     kill: Some(kill_tx),
@@ -141,24 +190,19 @@ impl Runner {
         }
         let runner = self.clone();
         tokio::spawn(async move {
-            let LaunchDriver {
-                driver_id,
-                attempt,
-                spec,
-            } = order;
-            let (state, exit_code, message) = runner
-                .run(&driver_id, attempt, spec.unwrap_or_default(), kill_rx)
-                .await;
-            tracing::info!(driver_id, attempt, state = ?state, exit_code, message, "driver ended");
-            // Removed and reported under one lock, so a registration sees the driver either
+            let process = order.process.clone();
+            let attempt = order.attempt;
+            let (outcome, exit_code, message) = runner.run(order, kill_rx).await;
+            tracing::info!(%process, attempt, ?outcome, exit_code, message, "process ended");
+            // Removed and reported under one lock, so a registration sees the process either
             // running or among the reports, never in neither.
             let next = {
                 let mut procs = runner.procs();
-                let next = procs.remove(&driver_id).and_then(|p| p.next);
-                let _ = runner.reports.send(DriverStatus {
-                    driver_id,
+                let next = procs.remove(&process).and_then(|p| p.next);
+                let _ = runner.reports.send(Report {
+                    process,
                     attempt,
-                    state: state as i32,
+                    outcome,
                     exit_code,
                     message,
                 });
@@ -170,14 +214,14 @@ impl Runner {
         });
     }
 
-    /// Kills a driver (any attempt when `attempt` is 0).
-    pub fn kill(&self, driver_id: &str, attempt: u32, reason: String) {
-        self.send_kill(driver_id, attempt, reason, false);
+    /// Kills a process (any attempt when `attempt` is 0).
+    pub fn kill(&self, process: &ProcessRef, attempt: u32, reason: String) {
+        self.send_kill(process, attempt, reason, false);
     }
 
-    fn send_kill(&self, driver_id: &str, attempt: u32, reason: String, worker_stopping: bool) {
+    fn send_kill(&self, process: &ProcessRef, attempt: u32, reason: String, worker_stopping: bool) {
         let mut procs = self.procs();
-        match procs.get_mut(driver_id) {
+        match procs.get_mut(process) {
             Some(p) if attempt == 0 || p.attempt == attempt => {
                 if worker_stopping {
                     p.next = None;
@@ -189,16 +233,16 @@ impl Runner {
                     });
                 }
             }
-            _ => tracing::debug!(driver_id, attempt, "kill ignored: not running here"),
+            _ => tracing::debug!(%process, attempt, "kill ignored: not running here"),
         }
     }
 
-    /// The worker is leaving: kills every driver (reported as ERROR, so the master relaunches
-    /// supervised ones elsewhere) and waits until all have ended (or `limit` passes).
+    /// The worker is leaving: kills every process (reported as stopped, so the master runs
+    /// them elsewhere) and waits until all have ended (or `limit` passes).
     pub async fn kill_all(&self, reason: &str, limit: Duration) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let ids: Vec<String> = self.procs().keys().cloned().collect();
+        let ids: Vec<ProcessRef> = self.procs().keys().cloned().collect();
         for id in ids {
             self.send_kill(&id, 0, reason.to_string(), true);
         }
@@ -210,22 +254,22 @@ impl Runner {
 
     async fn run(
         &self,
-        driver_id: &str,
-        attempt: u32,
-        spec: hearth_common::proto::DriverSpec,
+        order: Launch,
         kill_rx: oneshot::Receiver<KillOrder>,
-    ) -> (DriverState, Option<i32>, String) {
-        let dir = driver_dir(&self.config.work_dir, driver_id);
-        let mut command = match self.prepare(driver_id, attempt, &spec, &dir) {
+    ) -> (Outcome, Option<i32>, String) {
+        let process = &order.process;
+        let attempt = order.attempt;
+        let dir = process.dir_in(&self.config.work_dir);
+        let mut command = match self.prepare(&order, &dir) {
             Ok(c) => c,
-            Err(e) => return (DriverState::Error, None, e),
+            Err(e) => return (Outcome::NotStarted, None, e),
         };
-        let program = spec.command.first().cloned().unwrap_or_default();
+        let program = order.command.first().cloned().unwrap_or_default();
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
                 return (
-                    DriverState::Error,
+                    Outcome::NotStarted,
                     None,
                     format!("cannot start {program:?}: {e}"),
                 );
@@ -233,17 +277,17 @@ impl Runner {
         };
         let Some(pid) = child.id() else {
             return (
-                DriverState::Error,
+                Outcome::NotStarted,
                 None,
                 "the process vanished at start".into(),
             );
         };
         let pgid = Pid::from_raw(pid as i32);
-        tracing::info!(driver_id, attempt, pid, "driver started");
-        let _ = self.reports.send(DriverStatus {
-            driver_id: driver_id.to_string(),
+        tracing::info!(%process, attempt, pid, "process started");
+        let _ = self.reports.send(Report {
+            process: process.clone(),
             attempt,
-            state: DriverState::Running as i32,
+            outcome: Outcome::Running,
             exit_code: None,
             message: format!("started as pid {pid}"),
         });
@@ -253,12 +297,12 @@ impl Runner {
             status = child.wait() => status,
             order = kill_rx => {
                 let order = order.unwrap_or(KillOrder { reason: "worker stopping".into(), worker_stopping: true });
-                tracing::info!(driver_id, attempt, reason = %order.reason, "killing driver");
+                tracing::info!(%process, attempt, reason = %order.reason, "killing process");
                 let _ = killpg(pgid, Signal::SIGTERM);
                 let status = match tokio::time::timeout(self.config.kill_grace, child.wait()).await {
                     Ok(status) => status,
                     Err(_) => {
-                        tracing::warn!(driver_id, attempt, "grace period over; SIGKILL");
+                        tracing::warn!(%process, attempt, "grace period over; SIGKILL");
                         let _ = killpg(pgid, Signal::SIGKILL);
                         child.wait().await
                     }
@@ -267,44 +311,34 @@ impl Runner {
                 status
             }
         };
-        // Whatever the driver left running in its group goes with it.
+        // Whatever the process left running in its group goes with it.
         let _ = killpg(pgid, Signal::SIGKILL);
         match (status, killed) {
-            (_, Some(order)) if order.worker_stopping => (DriverState::Error, None, order.reason),
-            (_, Some(order)) => (DriverState::Killed, None, order.reason),
-            (Err(e), None) => (
-                DriverState::Error,
-                None,
-                format!("waiting for it failed: {e}"),
-            ),
+            (_, Some(order)) if order.worker_stopping => (Outcome::Stopped, None, order.reason),
+            (_, Some(order)) => (Outcome::Killed, None, order.reason),
+            (Err(e), None) => (Outcome::Failed, None, format!("waiting for it failed: {e}")),
             (Ok(status), None) => {
                 use std::os::unix::process::ExitStatusExt;
                 match (status.code(), status.signal()) {
-                    (Some(0), _) => (DriverState::Finished, Some(0), "exited with code 0".into()),
+                    (Some(0), _) => (Outcome::Finished, Some(0), "exited with code 0".into()),
                     (Some(code), _) => (
-                        DriverState::Failed,
+                        Outcome::Failed,
                         Some(code),
                         format!("exited with code {code}"),
                     ),
                     (None, Some(sig)) => (
-                        DriverState::Failed,
+                        Outcome::Failed,
                         Some(128 + sig),
                         format!("killed by signal {sig}"),
                     ),
-                    (None, None) => (DriverState::Failed, None, "ended without a status".into()),
+                    (None, None) => (Outcome::Failed, None, "ended without a status".into()),
                 }
             }
         }
     }
 
-    fn prepare(
-        &self,
-        driver_id: &str,
-        attempt: u32,
-        spec: &hearth_common::proto::DriverSpec,
-        dir: &Path,
-    ) -> Result<Command, String> {
-        let (program, args) = spec
+    fn prepare(&self, order: &Launch, dir: &Path) -> Result<Command, String> {
+        let (program, args) = order
             .command
             .split_first()
             .ok_or_else(|| "empty command".to_string())?;
@@ -328,22 +362,22 @@ impl Runner {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        // The worker's own HEARTH_* settings are not the driver's business.
+        // The worker's own HEARTH_* settings are not the process's business.
         for (key, _) in std::env::vars_os() {
             if key.to_string_lossy().starts_with("HEARTH_") {
                 command.env_remove(key);
             }
         }
         command
-            .envs(&spec.env)
-            .env("HEARTH_DRIVER_ID", driver_id)
-            .env("HEARTH_ATTEMPT", attempt.to_string())
-            .env("HEARTH_CORES", spec.cores.to_string())
-            .env("HEARTH_MEMORY_MB", spec.memory_mb.to_string())
+            .envs(&order.env)
+            .envs(order.identity.iter().map(|(k, v)| (*k, v)))
+            .env("HEARTH_CORES", order.cores.to_string())
+            .env("HEARTH_MEMORY_MB", order.memory_mb.to_string())
             .env("HEARTH_MASTER_URL", &self.config.master_url)
-            .env("HEARTH_DRIVER_HOST", &self.config.host)
             .env("HEARTH_WORK_DIR", dir);
-        if let Some(secret) = &self.config.secret {
+        if order.with_secret
+            && let Some(secret) = &self.config.secret
+        {
             command.env(hearth_common::auth::SECRET_ENV, secret);
         }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.

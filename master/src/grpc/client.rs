@@ -4,9 +4,9 @@
 use std::{pin::Pin, sync::Arc, time::Duration};
 
 use hearth_common::{
-    ids::{IdKind, check_id},
-    proto::{self, Driver, LogChunk, LogStream, client_service_server::ClientService},
-    spec::validate_driver_spec,
+    ids::{IdKind, ProcessRef, check_id},
+    proto::{self, Application, Driver, LogChunk, LogStream, client_service_server::ClientService},
+    spec::{validate_app_spec, validate_driver_spec},
     states::StateName,
 };
 use tokio::sync::mpsc;
@@ -36,6 +36,31 @@ fn driver_proto(state: &State, id: &str) -> Result<Driver, Error> {
     Ok(state.driver(id)?.to_proto())
 }
 
+fn app_proto(state: &State, id: &str) -> Result<Application, Error> {
+    check_id("app_id", id, IdKind::App)?;
+    Ok(state.app(id)?.to_proto())
+}
+
+/// Where a process's logs are: its worker (if it was ever placed) and whether it has ended.
+fn log_source(state: &State, process: &ProcessRef) -> Result<(Option<String>, bool), Error> {
+    match process {
+        ProcessRef::Driver(id) => {
+            let d = state.driver(id)?;
+            Ok((d.worker_id.clone(), d.state.is_terminal()))
+        }
+        ProcessRef::Executor {
+            app_id,
+            executor_id,
+        } => {
+            let app = state.app(app_id)?;
+            let e = app.executors.get(executor_id).ok_or_else(|| {
+                Error::NotFound(format!("{app_id} has no executor {executor_id}"))
+            })?;
+            Ok((Some(e.worker_id.clone()), !e.state.is_live()))
+        }
+    }
+}
+
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -44,14 +69,22 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::SubmitDriverRequest>,
     ) -> Result<Response<proto::SubmitDriverResponse>, Status> {
+        let request = request.into_inner();
         let spec = request
-            .into_inner()
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         validate_driver_spec(&spec).map_err(Error::from)?;
+        let application = request.application;
+        if let Some(app) = &application {
+            validate_app_spec(app).map_err(Error::from)?;
+        }
         let driver_id = self
             .master
-            .ask(|reply| Command::Submit { spec, reply })
+            .ask(|reply| Command::Submit {
+                spec,
+                application,
+                reply,
+            })
             .await?;
         Ok(Response::new(proto::SubmitDriverResponse { driver_id }))
     }
@@ -138,6 +171,121 @@ impl ClientService for ClientApi {
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
+    async fn register_application(
+        &self,
+        request: Request<proto::RegisterApplicationRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let request = request.into_inner();
+        let spec = request
+            .spec
+            .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
+        validate_app_spec(&spec).map_err(Error::from)?;
+        let driver_id = if request.driver_id.is_empty() {
+            None
+        } else {
+            check_id("driver_id", &request.driver_id, IdKind::Driver).map_err(Error::from)?;
+            Some(request.driver_id)
+        };
+        if request.driver_host.len() > 256 || request.driver_host.chars().any(char::is_control) {
+            return Err(Status::invalid_argument(
+                "driver_host: must be at most 256 characters, without control characters",
+            ));
+        }
+        let driver_host = request.driver_host;
+        let app_id = self
+            .master
+            .ask(|reply| Command::RegisterApp {
+                spec,
+                driver_id,
+                driver_host,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
+    async fn request_executors(
+        &self,
+        request: Request<proto::RequestExecutorsRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let proto::RequestExecutorsRequest { app_id, count } = request.into_inner();
+        check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        let id = app_id.clone();
+        self.master
+            .ask(|reply| Command::RequestExecutors {
+                app_id: id,
+                count,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
+    async fn kill_executors(
+        &self,
+        request: Request<proto::KillExecutorsRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let proto::KillExecutorsRequest {
+            app_id,
+            executor_ids,
+        } = request.into_inner();
+        check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        let id = app_id.clone();
+        self.master
+            .ask(|reply| Command::KillExecutors {
+                app_id: id,
+                executor_ids,
+                reply,
+            })
+            .await?;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
+    async fn unregister_application(
+        &self,
+        request: Request<proto::UnregisterApplicationRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let app_id = request.into_inner().app_id;
+        check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        let id = app_id.clone();
+        self.master
+            .ask(|reply| Command::UnregisterApp { app_id: id, reply })
+            .await?;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
+    async fn get_application(
+        &self,
+        request: Request<proto::GetApplicationRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let app_id = request.into_inner().app_id;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
+    async fn list_applications(
+        &self,
+        _request: Request<proto::ListApplicationsRequest>,
+    ) -> Result<Response<proto::ListApplicationsResponse>, Status> {
+        let state = self.master.snapshot();
+        let applications = state.apps.values().map(|a| a.to_proto()).collect();
+        Ok(Response::new(proto::ListApplicationsResponse {
+            applications,
+        }))
+    }
+
+    async fn kill_application(
+        &self,
+        request: Request<proto::KillApplicationRequest>,
+    ) -> Result<Response<Application>, Status> {
+        let app_id = request.into_inner().app_id;
+        check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        let id = app_id.clone();
+        self.master
+            .ask(|reply| Command::KillApp { app_id: id, reply })
+            .await?;
+        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+    }
+
     type ReadLogStream = BoxStream<LogChunk>;
 
     async fn read_log(
@@ -147,25 +295,25 @@ impl ClientService for ClientApi {
         let req = request.into_inner();
         let stream = LogStream::try_from(req.stream)
             .map_err(|_| Status::invalid_argument("stream: must be STDOUT or STDERR"))?;
-        let driver = driver_proto(&self.master.snapshot(), &req.driver_id)?;
-        let state = hearth_common::states::driver_state(driver.state);
-        if driver.worker_id.is_empty() && (!req.follow || state.is_terminal()) {
+        let process = ProcessRef::parse("id", &req.id).map_err(Error::from)?;
+        let snapshot = self.master.snapshot();
+        let (worker_id, ended) = log_source(&snapshot, &process)?;
+        if worker_id.is_none() && (!req.follow || ended) {
+            let d = snapshot.driver(&req.id)?;
             return Err(Status::failed_precondition(format!(
-                "{} has no logs: it is {} and not on a worker{}",
-                driver.id,
-                state.name(),
-                if driver.waiting_reason.is_empty() {
-                    String::new()
-                } else {
-                    format!(" ({})", driver.waiting_reason)
-                }
+                "{} has no logs yet: it is {} and not on a worker{}",
+                d.id,
+                d.state.name(),
+                d.waiting_reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
             )));
         }
         let (tx, rx) = mpsc::channel(4);
         let master = self.master.clone();
         tokio::spawn(async move {
-            let result =
-                copy_log(&master, &req.driver_id, stream, req.offset, req.follow, &tx).await;
+            let result = copy_log(&master, &process, stream, req.offset, req.follow, &tx).await;
             if let Err(e) = result {
                 let _ = tx.send(Err(e.into())).await;
             }
@@ -174,11 +322,11 @@ impl ClientService for ClientApi {
     }
 }
 
-/// Streams a driver's log from its worker to `tx`; with `follow`, until the driver ends. When
-/// a supervised driver is relaunched on another worker, following moves there.
+/// Streams a process's log from its worker to `tx`; with `follow`, until it ends. When a
+/// supervised driver is relaunched on another worker, following moves there.
 async fn copy_log(
     master: &MasterHandle,
-    driver_id: &str,
+    process: &ProcessRef,
     stream: LogStream,
     mut offset: i64,
     follow: bool,
@@ -195,8 +343,7 @@ async fn copy_log(
         }
         let (worker_id, ended) = {
             let snap: Arc<State> = snapshots.borrow_and_update().clone();
-            let d = snap.driver(driver_id)?;
-            (d.worker_id.clone(), d.state.is_terminal())
+            log_source(&snap, process)?
         };
         let Some(worker_id) = worker_id else {
             if !follow || ended {
@@ -213,7 +360,7 @@ async fn copy_log(
         }
         let data = master
             .links
-            .read_log(&worker_id, driver_id, stream, offset, LOG_CHUNK)
+            .read_log(&worker_id, process, stream, offset, LOG_CHUNK)
             .await?;
         let end = *end.get_or_insert(data.size);
         if !data.data.is_empty() {

@@ -165,6 +165,11 @@ async fn read_worker_stream(
                 conn_id,
                 status,
             },
+            Msg::ExecutorStatus(status) => Command::ExecutorStatus {
+                worker_id: worker_id.to_string(),
+                conn_id,
+                status,
+            },
             Msg::LogData(data) => {
                 let waiter = pending_logs
                     .lock()

@@ -6,7 +6,7 @@ use axum::{
 };
 use hearth_common::{
     states::StateName,
-    views::{DriverView, WorkerView},
+    views::{AppView, DriverView, WorkerView},
 };
 use serde_json::{Value, json};
 
@@ -46,6 +46,24 @@ pub async fn driver(
 ) -> Result<Json<DriverView>, Error> {
     let snap = master.snapshot();
     Ok(Json(DriverView::from(&snap.driver(&id)?.to_proto())))
+}
+
+pub async fn apps(State(master): State<MasterHandle>) -> Json<Vec<AppView>> {
+    let snap = master.snapshot();
+    Json(
+        snap.apps
+            .values()
+            .map(|a| AppView::from(&a.to_proto()))
+            .collect(),
+    )
+}
+
+pub async fn app(
+    State(master): State<MasterHandle>,
+    Path(id): Path<String>,
+) -> Result<Json<AppView>, Error> {
+    let snap = master.snapshot();
+    Ok(Json(AppView::from(&snap.app(&id)?.to_proto())))
 }
 
 /// The summary Spark's master serves at `/json/`, so tools written for Spark read it.
@@ -97,6 +115,43 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         .filter(|d| d.state.is_terminal())
         .map(|d| driver_json(d))
         .collect();
+    let app_json = |a: &crate::state::AppInfo| {
+        let duration = if a.ended_at_ms > 0 {
+            a.ended_at_ms - a.registered_at_ms
+        } else {
+            hearth_common::ids::now_ms() - a.registered_at_ms
+        };
+        json!({
+            "id": a.id,
+            "starttime": a.registered_at_ms,
+            "name": a.spec.name,
+            "cores": a.cores_granted(),
+            "user": "hearth",
+            "memoryperexecutor": a.spec.executor_memory_mb,
+            "memoryperslave": a.spec.executor_memory_mb,
+            "resourcesperexecutor": [],
+            "resourcesperslave": [],
+            "submitdate": hearth_common::ids::display_time(a.registered_at_ms),
+            "state": a.state.name(),
+            "duration": duration.max(0),
+            "driver": a.driver_id.clone().unwrap_or_default(),
+            "executors": a.live(),
+        })
+    };
+    let active_apps: Vec<Value> = snap
+        .active_apps
+        .iter()
+        .filter_map(|id| snap.apps.get(id))
+        .map(|a| app_json(a))
+        .collect();
+    // Most recent first, as Spark lists them.
+    let completed_apps: Vec<Value> = snap
+        .completed_apps
+        .iter()
+        .rev()
+        .filter_map(|id| snap.apps.get(id))
+        .map(|a| app_json(a))
+        .collect();
     let alive_count = alive.len();
     Json(json!({
         "url": snap.master_url,
@@ -108,8 +163,8 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         "memoryused": alive.iter().map(|w| w.memory_used_mb).sum::<u64>(),
         "resources": [],
         "resourcesused": [],
-        "activeapps": [],
-        "completedapps": [],
+        "activeapps": active_apps,
+        "completedapps": completed_apps,
         "activedrivers": active,
         "completeddrivers": completed,
         "status": "ALIVE",

@@ -4,7 +4,7 @@ use std::fmt::Write;
 
 use axum::{extract::State, http::header, response::IntoResponse};
 use hearth_common::{
-    proto::{DriverState, WorkerState},
+    proto::{ApplicationState, DriverState, ExecutorState, WorkerState},
     states::StateName,
 };
 
@@ -82,6 +82,49 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         let n = snap.drivers.values().filter(|d| d.state == state).count();
         let _ = writeln!(out, "hearth_drivers{{state=\"{}\"}} {n}", state.name());
     }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_apps Applications by state.\n# TYPE hearth_apps gauge"
+    );
+    for state in [
+        ApplicationState::Waiting,
+        ApplicationState::Running,
+        ApplicationState::Finished,
+        ApplicationState::Failed,
+        ApplicationState::Killed,
+    ] {
+        let n = snap.apps.values().filter(|a| a.state == state).count();
+        let _ = writeln!(out, "hearth_apps{{state=\"{}\"}} {n}", state.name());
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_executors Executors of retained applications by state.\n# TYPE hearth_executors gauge"
+    );
+    for state in [
+        ExecutorState::Launching,
+        ExecutorState::Running,
+        ExecutorState::Exited,
+        ExecutorState::Failed,
+        ExecutorState::Killed,
+        ExecutorState::Lost,
+    ] {
+        let n: usize = snap
+            .apps
+            .values()
+            .map(|a| a.executors.values().filter(|e| e.state == state).count())
+            .sum();
+        let _ = writeln!(out, "hearth_executors{{state=\"{}\"}} {n}", state.name());
+    }
+    let wanted: u64 = snap
+        .active_apps
+        .iter()
+        .filter_map(|id| snap.apps.get(id))
+        .map(|a| u64::from(a.wanted()))
+        .sum();
+    let _ = writeln!(
+        out,
+        "# HELP hearth_executors_waiting Executors wanted but not placed.\n# TYPE hearth_executors_waiting gauge\nhearth_executors_waiting {wanted}"
+    );
     (
         [(
             header::CONTENT_TYPE,

@@ -1,4 +1,4 @@
-//! Server-rendered pages (askama): the overview and the worker and driver pages.
+//! Server-rendered pages (askama): the overview and the worker, driver and application pages.
 
 use askama::Template;
 use axum::{
@@ -10,8 +10,66 @@ use hearth_common::{ids::display_time, resources::format_mb, states::StateName};
 use crate::{
     actor::MasterHandle,
     error::Error,
-    state::{DriverInfo, WorkerInfo},
+    state::{AppInfo, DriverInfo, ExecutorInfo, WorkerInfo},
 };
+
+/// An application as a table row.
+struct AppRow {
+    id: String,
+    name: String,
+    state: &'static str,
+    driver: String,
+    executors: String,
+    cores_granted: u32,
+    memory_per_executor: String,
+    registered: String,
+    waiting_reason: String,
+    message: String,
+}
+
+impl From<&AppInfo> for AppRow {
+    fn from(a: &AppInfo) -> Self {
+        Self {
+            id: a.id.clone(),
+            name: a.spec.name.clone(),
+            state: a.state.name(),
+            driver: a.driver_id.clone().unwrap_or_default(),
+            executors: format!("{} / {}", a.live(), a.target),
+            cores_granted: a.cores_granted(),
+            memory_per_executor: format_mb(a.spec.executor_memory_mb),
+            registered: display_time(a.registered_at_ms),
+            waiting_reason: a.waiting_reason.clone().unwrap_or_default(),
+            message: a.message.clone(),
+        }
+    }
+}
+
+/// An executor as a table row.
+struct ExecutorRow {
+    app_id: String,
+    id: u32,
+    worker: String,
+    state: &'static str,
+    cores: u32,
+    memory: String,
+    exit_code: String,
+    message: String,
+}
+
+impl ExecutorRow {
+    fn new(app_id: &str, e: &ExecutorInfo) -> Self {
+        Self {
+            app_id: app_id.to_string(),
+            id: e.id,
+            worker: e.worker_id.clone(),
+            state: e.state.name(),
+            cores: e.cores,
+            memory: format_mb(e.memory_mb),
+            exit_code: e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
+            message: e.message.clone(),
+        }
+    }
+}
 
 /// A worker as a table row.
 struct WorkerRow {
@@ -84,6 +142,8 @@ struct Overview {
     workers: Vec<WorkerRow>,
     running: Vec<DriverRow>,
     completed: Vec<DriverRow>,
+    running_apps: Vec<AppRow>,
+    completed_apps: Vec<AppRow>,
 }
 
 #[derive(Template)]
@@ -93,6 +153,22 @@ struct WorkerPage {
     w: WorkerRow,
     name: String,
     drivers: Vec<DriverRow>,
+    executors: Vec<ExecutorRow>,
+}
+
+#[derive(Template)]
+#[template(path = "app.html")]
+struct AppPage {
+    base: String,
+    a: AppRow,
+    command: String,
+    env_names: String,
+    executor_cores: u32,
+    max_executors: u32,
+    failures: String,
+    driver_host: String,
+    ended: String,
+    executors: Vec<ExecutorRow>,
 }
 
 #[derive(Template)]
@@ -104,6 +180,7 @@ struct DriverPage {
     supervise: String,
     command: String,
     env_names: String,
+    app_id: String,
     history: Vec<HistoryRow>,
 }
 
@@ -133,6 +210,19 @@ pub async fn overview(State(master): State<MasterHandle>) -> Response {
         .map(|d| DriverRow::from(d.as_ref()))
         .collect();
     completed.truncate(snap.retained_drivers);
+    let running_apps = snap
+        .active_apps
+        .iter()
+        .filter_map(|id| snap.apps.get(id))
+        .map(|a| AppRow::from(a.as_ref()))
+        .collect();
+    let completed_apps = snap
+        .completed_apps
+        .iter()
+        .rev()
+        .filter_map(|id| snap.apps.get(id))
+        .map(|a| AppRow::from(a.as_ref()))
+        .collect();
     render(Overview {
         base: String::new(),
         url: snap.master_url.clone(),
@@ -153,6 +243,8 @@ pub async fn overview(State(master): State<MasterHandle>) -> Response {
             .map(|d| DriverRow::from(d.as_ref()))
             .collect(),
         completed,
+        running_apps,
+        completed_apps,
     })
 }
 
@@ -171,6 +263,40 @@ pub async fn worker(State(master): State<MasterHandle>, Path(id): Path<String>) 
             .iter()
             .filter_map(|id| snap.drivers.get(id))
             .map(|d| DriverRow::from(d.as_ref()))
+            .collect(),
+        executors: w
+            .executors
+            .iter()
+            .filter_map(|k| snap.executor(k).map(|e| ExecutorRow::new(&k.app_id, e)))
+            .collect(),
+    })
+}
+
+pub async fn app(State(master): State<MasterHandle>, Path(id): Path<String>) -> Response {
+    let snap = master.snapshot();
+    let a = match snap.app(&id) {
+        Ok(a) => a,
+        Err(e) => return e.into_response(),
+    };
+    render(AppPage {
+        base: String::new(),
+        a: AppRow::from(a.as_ref()),
+        command: a.spec.command.join(" "),
+        env_names: a.spec.env.keys().cloned().collect::<Vec<_>>().join(", "),
+        executor_cores: a.spec.executor_cores,
+        max_executors: a.max_executors,
+        failures: format!("{} of {} allowed", a.failures, a.retries),
+        driver_host: a.driver_host.clone(),
+        ended: if a.ended_at_ms > 0 {
+            display_time(a.ended_at_ms)
+        } else {
+            String::new()
+        },
+        executors: a
+            .executors
+            .values()
+            .rev()
+            .map(|e| ExecutorRow::new(&a.id, e))
             .collect(),
     })
 }
@@ -195,6 +321,7 @@ pub async fn driver(State(master): State<MasterHandle>, Path(id): Path<String>) 
         },
         command: d.spec.command.join(" "),
         env_names: d.spec.env.keys().cloned().collect::<Vec<_>>().join(", "),
+        app_id: d.app_id.clone().unwrap_or_default(),
         history: d
             .history
             .iter()

@@ -1,0 +1,596 @@
+//! Applications and their executors: registration, resizing, reports, replacement of failed
+//! and lost executors, and the end of an application (which frees every slot it held).
+//!
+//! An application wants `target` executors. A failed or lost executor is replaced (the target
+//! stays); one that exits with code 0 has done its work and lowers the target, as does one its
+//! application kills. Failures beyond the application's retry limit end it FAILED.
+
+use std::{collections::BTreeMap, fmt, sync::Arc};
+
+use hearth_common::{
+    proto::{
+        self, ApplicationSpec, ApplicationState, DriverState, ExecutorState, ExecutorStatus,
+        master_message::Msg,
+    },
+    spec::{DEFAULT_EXECUTOR_RETRIES, max_executors},
+    states::{StateName, executor_state},
+};
+
+use super::{Effect, State};
+use crate::error::{Error, Result};
+
+/// Ended executors kept per application for the UI and API (live ones are always kept).
+const MAX_ENDED_EXECUTORS: usize = 100;
+
+/// One executor, named across the cluster by its application and its number.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct ExecKey {
+    pub app_id: String,
+    pub executor_id: u32,
+}
+
+impl ExecKey {
+    pub fn new(app_id: &str, executor_id: u32) -> Self {
+        Self {
+            app_id: app_id.to_string(),
+            executor_id,
+        }
+    }
+}
+
+impl fmt::Display for ExecKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.app_id, self.executor_id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ExecutorInfo {
+    pub id: u32,
+    pub worker_id: String,
+    pub state: ExecutorState,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub exit_code: Option<i32>,
+    pub message: String,
+    pub launched_at_ms: i64,
+    pub ended_at_ms: i64,
+}
+
+impl ExecutorInfo {
+    pub fn to_proto(&self) -> proto::Executor {
+        proto::Executor {
+            id: self.id,
+            worker_id: self.worker_id.clone(),
+            state: self.state as i32,
+            cores: self.cores,
+            memory_mb: self.memory_mb,
+            exit_code: self.exit_code,
+            message: self.message.clone(),
+            launched_at_ms: self.launched_at_ms,
+            ended_at_ms: self.ended_at_ms,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AppInfo {
+    pub id: String,
+    pub spec: ApplicationSpec,
+    pub state: ApplicationState,
+    pub driver_id: Option<String>,
+    pub driver_host: String,
+    pub registered_at_ms: i64,
+    pub ended_at_ms: i64,
+    /// Executors wanted now.
+    pub target: u32,
+    pub max_executors: u32,
+    pub failures: u32,
+    pub retries: u32,
+    pub waiting_reason: Option<String>,
+    pub message: String,
+    pub executors: BTreeMap<u32, ExecutorInfo>,
+    pub next_executor_id: u32,
+}
+
+impl AppInfo {
+    /// Executors holding a slot (LAUNCHING or RUNNING).
+    pub fn live(&self) -> u32 {
+        self.executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .count() as u32
+    }
+
+    /// Executors still to place.
+    pub fn wanted(&self) -> u32 {
+        if self.state.is_terminal() {
+            return 0;
+        }
+        self.target.saturating_sub(self.live())
+    }
+
+    pub fn cores_granted(&self) -> u32 {
+        self.executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .map(|e| e.cores)
+            .sum()
+    }
+
+    pub fn to_proto(&self) -> proto::Application {
+        let mut spec = self.spec.clone();
+        let env_names = spec.env.keys().cloned().collect();
+        // Names only: values often carry credentials.
+        spec.env.clear();
+        proto::Application {
+            id: self.id.clone(),
+            spec: Some(spec),
+            state: self.state as i32,
+            driver_id: self.driver_id.clone().unwrap_or_default(),
+            driver_host: self.driver_host.clone(),
+            registered_at_ms: self.registered_at_ms,
+            ended_at_ms: self.ended_at_ms,
+            target_executors: self.target,
+            max_executors: self.max_executors,
+            cores_granted: self.cores_granted(),
+            executor_failures: self.failures,
+            waiting_reason: self.waiting_reason.clone().unwrap_or_default(),
+            message: self.message.clone(),
+            executors: self
+                .executors
+                .values()
+                .map(ExecutorInfo::to_proto)
+                .collect(),
+            env_names,
+        }
+    }
+
+    /// Forgets the oldest ended executors beyond the limit.
+    fn trim_ended(&mut self) {
+        let ended: Vec<u32> = self
+            .executors
+            .values()
+            .filter(|e| !e.state.is_live())
+            .map(|e| e.id)
+            .collect();
+        for id in ended
+            .iter()
+            .take(ended.len().saturating_sub(MAX_ENDED_EXECUTORS))
+        {
+            self.executors.remove(id);
+        }
+    }
+}
+
+impl State {
+    pub fn executor(&self, key: &ExecKey) -> Option<&ExecutorInfo> {
+        self.apps
+            .get(&key.app_id)
+            .and_then(|a| a.executors.get(&key.executor_id))
+    }
+
+    fn app_mut(&mut self, id: &str) -> Result<&mut AppInfo> {
+        self.apps
+            .get_mut(id)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::NotFound(format!("no application {id}")))
+    }
+
+    /// An application that has not ended, or why it cannot be changed.
+    fn active_app_mut(&mut self, id: &str) -> Result<&mut AppInfo> {
+        let app = self.app_mut(id)?;
+        if app.state.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} already ended ({})",
+                app.state.name()
+            )));
+        }
+        Ok(app)
+    }
+
+    /// Registers a (validated) application. With a driver, the application belongs to that
+    /// driver's current attempt, ends with it, and its executors reach the driver at the
+    /// driver's worker unless `driver_host` says otherwise.
+    pub fn register_app(
+        &mut self,
+        spec: ApplicationSpec,
+        driver_id: Option<&str>,
+        driver_host: &str,
+        now_ms: i64,
+    ) -> Result<String> {
+        let mut host = driver_host.to_string();
+        if let Some(driver_id) = driver_id {
+            let d = self.driver(driver_id)?;
+            if d.state != DriverState::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "{driver_id} is {}: only a running driver can own an application",
+                    d.state.name()
+                )));
+            }
+            if host.is_empty()
+                && let Some(w) = d.worker_id.as_ref().and_then(|w| self.workers.get(w))
+            {
+                host = w.host.clone();
+            }
+        }
+        let id = hearth_common::ids::app_id(self.started_ms, self.next_app_seq);
+        self.next_app_seq += 1;
+        let max_executors = max_executors(&spec);
+        let target = if spec.executors > 0 {
+            spec.executors.min(max_executors)
+        } else {
+            max_executors
+        };
+        let app = AppInfo {
+            id: id.clone(),
+            retries: spec.executor_retries.unwrap_or(DEFAULT_EXECUTOR_RETRIES),
+            spec,
+            state: ApplicationState::Waiting,
+            driver_id: driver_id.map(str::to_string),
+            driver_host: host,
+            registered_at_ms: now_ms,
+            ended_at_ms: 0,
+            target,
+            max_executors,
+            failures: 0,
+            waiting_reason: Some("waiting for the scheduler".into()),
+            message: String::new(),
+            executors: BTreeMap::new(),
+            next_executor_id: 0,
+        };
+        tracing::info!(app_id = %id, driver_id = driver_id.unwrap_or(""), executors = target, "application registered");
+        self.apps.insert(id.clone(), Arc::new(app));
+        self.active_apps.push_back(id.clone());
+        if let Some(driver_id) = driver_id
+            && let Some(d) = self.drivers.get_mut(driver_id)
+        {
+            Arc::make_mut(d).apps.push(id.clone());
+        }
+        Ok(id)
+    }
+
+    /// Asks for `count` more executors, refusing (and changing nothing) beyond the cap.
+    pub fn request_executors(&mut self, app_id: &str, count: u32) -> Result<()> {
+        if count == 0 {
+            return Err(
+                hearth_common::error::InvalidInput::new("count", "must be at least 1").into(),
+            );
+        }
+        let app = self.active_app_mut(app_id)?;
+        let target = u64::from(app.target) + u64::from(count);
+        if target > u64::from(app.max_executors) {
+            let cap = if app.spec.max_cores > 0 {
+                format!(
+                    "max_cores {} allows {} executors of {} cores",
+                    app.spec.max_cores, app.max_executors, app.spec.executor_cores
+                )
+            } else {
+                format!(
+                    "it was registered for {} executors and no max_cores",
+                    app.max_executors
+                )
+            };
+            return Err(Error::FailedPrecondition(format!(
+                "{app_id} wants {} executors; {count} more would be {target}, over its cap: {cap}",
+                app.target
+            )));
+        }
+        app.target = target as u32;
+        tracing::info!(app_id, target, "more executors requested");
+        Ok(())
+    }
+
+    /// Kills some executors of one application; they are not replaced. Every id is checked
+    /// before anything changes.
+    pub fn kill_executors(
+        &mut self,
+        app_id: &str,
+        executor_ids: &[u32],
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        if executor_ids.is_empty() {
+            return Err(hearth_common::error::InvalidInput::new(
+                "executor_ids",
+                "name at least one executor",
+            )
+            .into());
+        }
+        let app = self.active_app_mut(app_id)?;
+        for id in executor_ids {
+            match app.executors.get(id) {
+                None => {
+                    return Err(Error::NotFound(format!("{app_id} has no executor {id}")));
+                }
+                Some(e) if !e.state.is_live() => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "executor {id} of {app_id} already ended ({})",
+                        e.state.name()
+                    )));
+                }
+                Some(_) => {}
+            }
+        }
+        let ids: std::collections::BTreeSet<u32> = executor_ids.iter().copied().collect();
+        app.target = app.target.saturating_sub(ids.len() as u32);
+        for id in ids {
+            self.executor_gone(
+                &ExecKey::new(app_id, id),
+                ExecutorState::Killed,
+                None,
+                "killed by its application".into(),
+                now_ms,
+                effects,
+            );
+        }
+        Ok(())
+    }
+
+    /// A user's kill of a whole application; the driver it belongs to is killed as well.
+    pub fn kill_app(&mut self, app_id: &str, now_ms: i64, effects: &mut Vec<Effect>) -> Result<()> {
+        let driver_id = self.active_app_mut(app_id)?.driver_id.clone();
+        self.end_app(
+            app_id,
+            ApplicationState::Killed,
+            "killed by a user".into(),
+            now_ms,
+            effects,
+        );
+        if let Some(driver_id) = driver_id
+            && self
+                .drivers
+                .get(&driver_id)
+                .is_some_and(|d| !d.state.is_terminal())
+        {
+            self.kill_driver(&driver_id, now_ms, effects)?;
+        }
+        Ok(())
+    }
+
+    /// The application's driver or client is done with it.
+    pub fn unregister_app(
+        &mut self,
+        app_id: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        self.active_app_mut(app_id)?;
+        self.end_app(
+            app_id,
+            ApplicationState::Finished,
+            "unregistered".into(),
+            now_ms,
+            effects,
+        );
+        Ok(())
+    }
+
+    /// Ends an application: its live executors are killed and their slots freed at once.
+    pub(super) fn end_app(
+        &mut self,
+        app_id: &str,
+        state: ApplicationState,
+        message: String,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(app) = self.apps.get(app_id) else {
+            return;
+        };
+        if app.state.is_terminal() {
+            return;
+        }
+        let live: Vec<u32> = app
+            .executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .map(|e| e.id)
+            .collect();
+        for id in live {
+            self.executor_gone(
+                &ExecKey::new(app_id, id),
+                ExecutorState::Killed,
+                None,
+                format!("its application ended {}", state.name()),
+                now_ms,
+                effects,
+            );
+        }
+        let driver_id = match self.apps.get_mut(app_id) {
+            Some(app) => {
+                let app = Arc::make_mut(app);
+                app.state = state;
+                app.ended_at_ms = now_ms;
+                app.waiting_reason = None;
+                app.message = message.clone();
+                app.driver_id.clone()
+            }
+            None => None,
+        };
+        tracing::info!(app_id, state = state.name(), message, "application ended");
+        self.active_apps.retain(|id| id != app_id);
+        self.completed_apps.push_back(app_id.to_string());
+        if let Some(driver_id) = driver_id
+            && let Some(d) = self.drivers.get_mut(&driver_id)
+            && d.apps.iter().any(|a| a == app_id)
+        {
+            Arc::make_mut(d).apps.retain(|a| a != app_id);
+        }
+    }
+
+    /// Places one new executor of `app_id` on `worker_id`.
+    pub(super) fn launch_executor(
+        &mut self,
+        app_id: &str,
+        worker_id: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        let app = self.app(app_id)?;
+        let (cores, memory_mb, executor_id) = (
+            app.spec.executor_cores,
+            app.spec.executor_memory_mb,
+            app.next_executor_id,
+        );
+        let key = ExecKey::new(app_id, executor_id);
+        self.take_slot(worker_id, &key.to_string(), cores, memory_mb)?
+            .executors
+            .insert(key);
+        let app = self.app_mut(app_id)?;
+        app.next_executor_id += 1;
+        app.state = ApplicationState::Running;
+        app.executors.insert(
+            executor_id,
+            ExecutorInfo {
+                id: executor_id,
+                worker_id: worker_id.to_string(),
+                state: ExecutorState::Launching,
+                cores,
+                memory_mb,
+                exit_code: None,
+                message: format!("launched on {worker_id}"),
+                launched_at_ms: now_ms,
+                ended_at_ms: 0,
+            },
+        );
+        tracing::info!(app_id, executor_id, worker_id, "launching executor");
+        effects.push(Effect::send(
+            worker_id,
+            Msg::LaunchExecutor(proto::LaunchExecutor {
+                app_id: app_id.to_string(),
+                executor_id,
+                command: app.spec.command.clone(),
+                env: app.spec.env.clone(),
+                cores,
+                memory_mb,
+                driver_id: app.driver_id.clone().unwrap_or_default(),
+                driver_host: app.driver_host.clone(),
+            }),
+        ));
+        Ok(())
+    }
+
+    /// A report from a worker about one of its executors. Reports about executors the master
+    /// does not run there (late, duplicate, fenced) change nothing.
+    pub fn executor_status(
+        &mut self,
+        worker_id: &str,
+        status: ExecutorStatus,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let key = ExecKey::new(&status.app_id, status.executor_id);
+        let current = self
+            .executor(&key)
+            .is_some_and(|e| e.state.is_live() && e.worker_id == worker_id);
+        if !current {
+            tracing::debug!(worker_id, executor = %key, "ignoring a report about an executor the master does not run there");
+            return;
+        }
+        let state = executor_state(status.state);
+        match state {
+            ExecutorState::Running => {
+                if let Ok(app) = self.app_mut(&key.app_id)
+                    && let Some(e) = app.executors.get_mut(&key.executor_id)
+                {
+                    e.state = ExecutorState::Running;
+                    e.message = status.message;
+                }
+            }
+            ExecutorState::Exited
+            | ExecutorState::Failed
+            | ExecutorState::Killed
+            | ExecutorState::Lost => {
+                let message = if status.message.is_empty() {
+                    state.name().to_lowercase()
+                } else {
+                    status.message
+                };
+                self.executor_gone(&key, state, status.exit_code, message, now_ms, effects);
+            }
+            ExecutorState::Launching | ExecutorState::Unspecified => {}
+        }
+    }
+
+    /// An executor ended (or is being ended by the master): frees its slot, records how, and
+    /// applies what that means for its application. For KILLED executors still running, the
+    /// kill order goes to the worker; the slot is free at once, like Spark's master.
+    pub(super) fn executor_gone(
+        &mut self,
+        key: &ExecKey,
+        state: ExecutorState,
+        exit_code: Option<i32>,
+        message: String,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(e) = self.executor(key) else {
+            return;
+        };
+        if !e.state.is_live() {
+            return;
+        }
+        let (worker_id, cores, memory_mb) = (e.worker_id.clone(), e.cores, e.memory_mb);
+        if let Some(w) = self.workers.get_mut(&worker_id)
+            && w.executors.contains(key)
+        {
+            let w = Arc::make_mut(w);
+            w.executors.remove(key);
+            Self::give_back(w, cores, memory_mb);
+            // Killed by the master: the process is still running there.
+            if state == ExecutorState::Killed && w.connected {
+                effects.push(Effect::send(
+                    &worker_id,
+                    Msg::KillExecutor(proto::KillExecutor {
+                        app_id: key.app_id.clone(),
+                        executor_id: key.executor_id,
+                        reason: message.clone(),
+                    }),
+                ));
+            }
+        }
+        let Ok(app) = self.app_mut(&key.app_id) else {
+            return;
+        };
+        if let Some(e) = app.executors.get_mut(&key.executor_id) {
+            e.state = state;
+            e.exit_code = exit_code;
+            e.message = message.clone();
+            e.ended_at_ms = now_ms;
+        }
+        tracing::info!(app_id = %key.app_id, executor_id = key.executor_id, worker_id, state = state.name(), message, "executor ended");
+        let mut failed = None;
+        match state {
+            ExecutorState::Exited => app.target = app.target.saturating_sub(1),
+            ExecutorState::Failed => {
+                app.failures += 1;
+                if app.failures > app.retries && !app.state.is_terminal() {
+                    failed = Some(format!(
+                        "{} executors failed, more than its limit of {} retries; the last: executor {}: {message}",
+                        app.failures, app.retries, key.executor_id
+                    ));
+                }
+            }
+            _ => {}
+        }
+        app.trim_ended();
+        if let Some(reason) = failed {
+            let driver_id = app.driver_id.clone();
+            self.end_app(
+                &key.app_id,
+                ApplicationState::Failed,
+                reason.clone(),
+                now_ms,
+                effects,
+            );
+            if let Some(driver_id) = driver_id {
+                self.fail_driver(
+                    &driver_id,
+                    format!("its application {} failed: {reason}", key.app_id),
+                    effects,
+                );
+            }
+        }
+    }
+}

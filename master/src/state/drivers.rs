@@ -1,0 +1,427 @@
+//! Drivers: submissions, kills, reports from workers, and relaunches of supervised ones.
+
+use std::sync::Arc;
+
+use hearth_common::{
+    proto::{
+        self, ApplicationSpec, ApplicationState, DriverSpec, DriverState, DriverStateChange,
+        DriverStatus, master_message::Msg,
+    },
+    states::StateName,
+};
+
+use super::{Effect, State};
+use crate::error::{Error, Result};
+
+/// Most state changes kept per driver.
+const MAX_HISTORY: usize = 64;
+
+#[derive(Debug, Clone)]
+pub struct DriverInfo {
+    pub id: String,
+    pub spec: DriverSpec,
+    /// Executors it asked for at submit time: an application registered at each launch.
+    pub app_spec: Option<ApplicationSpec>,
+    pub state: DriverState,
+    pub worker_id: Option<String>,
+    /// Launches so far; a relaunch keeps the id and counts up.
+    pub attempt: u32,
+    pub relaunches: u32,
+    pub exit_code: Option<i32>,
+    pub waiting_reason: Option<String>,
+    pub message: String,
+    pub submitted_at_ms: i64,
+    /// Set once a user asked for the kill, so a supervised driver is not relaunched.
+    pub kill_requested: bool,
+    /// Set when the master stops it because its application failed: it ends FAILED with this
+    /// message, and is not relaunched.
+    pub failed_because: Option<String>,
+    /// The application registered at its current (or last) launch from `app_spec`.
+    pub app_id: Option<String>,
+    /// Applications bound to the current attempt and not yet ended.
+    pub apps: Vec<String>,
+    pub history: Vec<DriverStateChange>,
+}
+
+impl DriverInfo {
+    pub fn to_proto(&self) -> proto::Driver {
+        let mut spec = self.spec.clone();
+        let env_names = spec.env.keys().cloned().collect();
+        // Values of environment variables often carry credentials: they never leave the master
+        // except in the launch order to the worker.
+        spec.env.clear();
+        let application = self.app_spec.clone().map(|mut a| {
+            a.env.clear();
+            a
+        });
+        proto::Driver {
+            id: self.id.clone(),
+            spec: Some(spec),
+            state: self.state as i32,
+            worker_id: self.worker_id.clone().unwrap_or_default(),
+            attempt: self.attempt,
+            exit_code: self.exit_code,
+            waiting_reason: self.waiting_reason.clone().unwrap_or_default(),
+            submitted_at_ms: self.submitted_at_ms,
+            history: self.history.clone(),
+            message: self.message.clone(),
+            env_names,
+            application,
+            app_id: self.app_id.clone().unwrap_or_default(),
+        }
+    }
+
+    /// Stopped on purpose (by a user, or because its application failed): never relaunched.
+    fn stop_requested(&self) -> bool {
+        self.kill_requested || self.failed_because.is_some()
+    }
+
+    fn record(&mut self, state: DriverState, message: impl Into<String>, now_ms: i64) {
+        let message = message.into();
+        self.state = state;
+        if !message.is_empty() {
+            self.message = message.clone();
+        }
+        if self.history.len() >= MAX_HISTORY {
+            self.history.remove(1);
+        }
+        self.history.push(DriverStateChange {
+            state: state as i32,
+            at_ms: now_ms,
+            attempt: self.attempt,
+            message,
+            worker_id: self.worker_id.clone().unwrap_or_default(),
+        });
+    }
+}
+
+/// How an application ends when its driver's attempt ends this way.
+fn app_end_for(driver_state: DriverState) -> ApplicationState {
+    match driver_state {
+        DriverState::Finished => ApplicationState::Finished,
+        DriverState::Killed => ApplicationState::Killed,
+        _ => ApplicationState::Failed,
+    }
+}
+
+impl State {
+    /// Accepts a (validated) driver; it waits until [`State::schedule`] places it.
+    pub fn submit(
+        &mut self,
+        spec: DriverSpec,
+        app_spec: Option<ApplicationSpec>,
+        now_ms: i64,
+    ) -> String {
+        let id = hearth_common::ids::driver_id(self.started_ms, self.next_driver_seq);
+        self.next_driver_seq += 1;
+        let mut driver = DriverInfo {
+            id: id.clone(),
+            spec,
+            app_spec,
+            state: DriverState::Submitted,
+            worker_id: None,
+            attempt: 0,
+            relaunches: 0,
+            exit_code: None,
+            waiting_reason: Some("waiting for the scheduler".into()),
+            message: String::new(),
+            submitted_at_ms: now_ms,
+            kill_requested: false,
+            failed_because: None,
+            app_id: None,
+            apps: Vec::new(),
+            history: Vec::new(),
+        };
+        driver.record(DriverState::Submitted, "", now_ms);
+        self.drivers.insert(id.clone(), Arc::new(driver));
+        self.waiting.push_back(id.clone());
+        id
+    }
+
+    /// A user's kill. Waiting drivers end at once; running ones are killed by their worker, which
+    /// then reports KILLED.
+    pub fn kill_driver(
+        &mut self,
+        id: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<DriverState> {
+        let driver = self.driver(id)?;
+        let state = driver.state;
+        if state.is_terminal() {
+            return Err(Error::FailedPrecondition(format!(
+                "{id} already ended ({})",
+                state.name()
+            )));
+        }
+        let worker_id = driver.worker_id.clone();
+        let attempt = driver.attempt;
+        match (state, worker_id) {
+            (DriverState::Running, Some(worker_id)) => {
+                let d = self.driver_mut(id)?;
+                d.kill_requested = true;
+                d.message = "kill requested by a user".into();
+                effects.push(Effect::send(
+                    &worker_id,
+                    Msg::KillDriver(proto::KillDriver {
+                        driver_id: id.to_string(),
+                        attempt,
+                        reason: "killed by a user".into(),
+                    }),
+                ));
+                Ok(DriverState::Running)
+            }
+            _ => {
+                self.waiting.retain(|w| w != id);
+                let d = self.driver_mut(id)?;
+                d.kill_requested = true;
+                d.waiting_reason = None;
+                d.record(
+                    DriverState::Killed,
+                    "killed by a user before it ran",
+                    now_ms,
+                );
+                self.completed.push_back(id.to_string());
+                Ok(DriverState::Killed)
+            }
+        }
+    }
+
+    /// Stops a running driver because its application failed; it ends FAILED, not relaunched.
+    pub(super) fn fail_driver(&mut self, id: &str, reason: String, effects: &mut Vec<Effect>) {
+        let Some(d) = self.drivers.get_mut(id) else {
+            return;
+        };
+        if d.state != DriverState::Running || d.stop_requested() {
+            return;
+        }
+        let d = Arc::make_mut(d);
+        d.failed_because = Some(reason.clone());
+        if let Some(worker_id) = d.worker_id.clone() {
+            effects.push(Effect::send(
+                &worker_id,
+                Msg::KillDriver(proto::KillDriver {
+                    driver_id: id.to_string(),
+                    attempt: d.attempt,
+                    reason,
+                }),
+            ));
+        }
+    }
+
+    /// A report from a worker about one of its drivers. Reports about an attempt the master does
+    /// not run there (late, duplicate, or from a fenced worker) change nothing.
+    pub fn driver_status(
+        &mut self,
+        worker_id: &str,
+        status: DriverStatus,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let state = hearth_common::states::driver_state(status.state);
+        let current = self.drivers.get(&status.driver_id).is_some_and(|d| {
+            d.state == DriverState::Running
+                && d.worker_id.as_deref() == Some(worker_id)
+                && d.attempt == status.attempt
+        });
+        if !current {
+            tracing::debug!(worker_id, driver_id = %status.driver_id, attempt = status.attempt,
+                "ignoring a report about an attempt the master does not run there");
+            return;
+        }
+        if !state.is_terminal() {
+            return;
+        }
+        let driver_id = status.driver_id;
+        self.release_driver(worker_id, &driver_id);
+        let Some(d) = self.drivers.get_mut(&driver_id) else {
+            return;
+        };
+        let d = Arc::make_mut(d);
+        d.exit_code = status.exit_code;
+        let relaunch = d.spec.supervise
+            && !d.stop_requested()
+            && matches!(state, DriverState::Failed | DriverState::Error)
+            && d.relaunches < d.spec.max_retries;
+        let message = if status.message.is_empty() {
+            match status.exit_code {
+                Some(code) => format!("exited with code {code}"),
+                None => String::new(),
+            }
+        } else {
+            status.message
+        };
+        if relaunch {
+            d.record(state, message.clone(), now_ms);
+            self.end_driver_apps(&driver_id, state, &message, now_ms, effects);
+            self.relaunch(&driver_id, message, now_ms);
+        } else {
+            let (state, message) = if state == DriverState::Finished {
+                (state, message)
+            } else if let Some(why) = d.failed_because.clone() {
+                (DriverState::Failed, why)
+            } else if d.kill_requested {
+                (DriverState::Killed, message)
+            } else {
+                (state, message)
+            };
+            d.record(state, message.clone(), now_ms);
+            self.completed.push_back(driver_id.clone());
+            self.end_driver_apps(&driver_id, state, &message, now_ms, effects);
+        }
+    }
+
+    /// A running driver's worker went away.
+    pub(super) fn driver_lost(
+        &mut self,
+        driver_id: &str,
+        reason: String,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(d) = self.drivers.get_mut(driver_id) else {
+            return;
+        };
+        if d.state != DriverState::Running {
+            return;
+        }
+        let d = Arc::make_mut(d);
+        if d.spec.supervise && !d.stop_requested() && d.relaunches < d.spec.max_retries {
+            self.end_driver_apps(driver_id, DriverState::Error, &reason, now_ms, effects);
+            self.relaunch(driver_id, reason, now_ms);
+        } else {
+            let (state, why) = if let Some(why) = d.failed_because.clone() {
+                (DriverState::Failed, why)
+            } else if d.kill_requested {
+                (DriverState::Killed, reason)
+            } else if d.spec.supervise {
+                (
+                    DriverState::Error,
+                    format!("{reason}; no relaunches left of {}", d.spec.max_retries),
+                )
+            } else {
+                (DriverState::Error, format!("{reason}; not supervised"))
+            };
+            d.worker_id = None;
+            d.record(state, why.clone(), now_ms);
+            self.completed.push_back(driver_id.to_string());
+            self.end_driver_apps(driver_id, state, &why, now_ms, effects);
+        }
+    }
+
+    /// The driver's attempt ended: so do the applications bound to it.
+    fn end_driver_apps(
+        &mut self,
+        driver_id: &str,
+        driver_state: DriverState,
+        message: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(d) = self.drivers.get_mut(driver_id) else {
+            return;
+        };
+        let apps = std::mem::take(&mut Arc::make_mut(d).apps);
+        let why = format!("its driver {driver_id} ended {}", driver_state.name());
+        let why = if message.is_empty() {
+            why
+        } else {
+            format!("{why}: {message}")
+        };
+        for app_id in apps {
+            self.end_app(
+                &app_id,
+                app_end_for(driver_state),
+                why.clone(),
+                now_ms,
+                effects,
+            );
+        }
+    }
+
+    fn relaunch(&mut self, driver_id: &str, reason: String, now_ms: i64) {
+        if let Some(d) = self.drivers.get_mut(driver_id) {
+            let d = Arc::make_mut(d);
+            d.relaunches += 1;
+            d.worker_id = None;
+            d.waiting_reason = Some("waiting for the scheduler".into());
+            let message = format!(
+                "relaunch {} of {}: {reason}",
+                d.relaunches, d.spec.max_retries
+            );
+            d.record(DriverState::Relaunching, message, now_ms);
+            self.waiting.push_back(driver_id.to_string());
+        }
+    }
+
+    fn driver_mut(&mut self, id: &str) -> Result<&mut DriverInfo> {
+        self.drivers
+            .get_mut(id)
+            .map(Arc::make_mut)
+            .ok_or_else(|| Error::NotFound(format!("no driver {id}")))
+    }
+
+    /// Gives back a driver's slot, if it holds one there.
+    fn release_driver(&mut self, worker_id: &str, driver_id: &str) {
+        let Some(d) = self.drivers.get(driver_id) else {
+            return;
+        };
+        let (cores, memory_mb) = (d.spec.cores, d.spec.memory_mb);
+        if let Some(w) = self.workers.get_mut(worker_id)
+            && w.drivers.contains(driver_id)
+        {
+            let w = Arc::make_mut(w);
+            w.drivers.remove(driver_id);
+            Self::give_back(w, cores, memory_mb);
+        }
+    }
+
+    /// Starts a placed driver on its worker, registering its application first if it has one.
+    pub(super) fn launch(
+        &mut self,
+        driver_id: &str,
+        worker_id: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> Result<()> {
+        let d = self.driver(driver_id)?;
+        let (cores, memory_mb) = (d.spec.cores, d.spec.memory_mb);
+        let app_spec = d.app_spec.clone();
+        self.take_slot(worker_id, driver_id, cores, memory_mb)?
+            .drivers
+            .insert(driver_id.to_string());
+        let d = self.driver_mut(driver_id)?;
+        d.attempt += 1;
+        d.worker_id = Some(worker_id.to_string());
+        d.waiting_reason = None;
+        d.exit_code = None;
+        d.record(
+            DriverState::Running,
+            format!("launched on {worker_id}"),
+            now_ms,
+        );
+        let app_id = match app_spec {
+            Some(spec) => Some(self.register_app(spec, Some(driver_id), "", now_ms)?),
+            None => None,
+        };
+        let d = self.driver_mut(driver_id)?;
+        d.app_id = app_id.clone();
+        tracing::info!(
+            driver_id,
+            worker_id,
+            attempt = d.attempt,
+            app_id = app_id.as_deref().unwrap_or(""),
+            "launching driver"
+        );
+        effects.push(Effect::send(
+            worker_id,
+            Msg::LaunchDriver(proto::LaunchDriver {
+                driver_id: driver_id.to_string(),
+                attempt: d.attempt,
+                spec: Some(d.spec.clone()),
+                app_id: app_id.unwrap_or_default(),
+            }),
+        ));
+        Ok(())
+    }
+}

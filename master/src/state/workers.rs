@@ -1,0 +1,348 @@
+//! Workers: registration (and the fencing a reconnect implies), heartbeats, loss and expiry.
+
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
+
+use hearth_common::proto::{
+    self, DriverState, ExecutorState, Register, WorkerState, master_message::Msg,
+};
+use tokio::time::Instant;
+
+use super::{Effect, ExecKey, State};
+
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub web_port: u32,
+    pub state: WorkerState,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub cores_used: u32,
+    pub memory_used_mb: u64,
+    pub registered_at_ms: i64,
+    pub last_heartbeat_ms: i64,
+    /// When the master last heard from it, on the (pausable) tokio clock the timeout uses.
+    pub last_seen: Instant,
+    /// The stream this worker is attached by; reports from an older stream are ignored.
+    pub conn_id: u64,
+    /// Its stream is open. A DECOMMISSIONED worker stays listed as such after it has gone.
+    pub connected: bool,
+    pub drivers: BTreeSet<String>,
+    pub executors: BTreeSet<ExecKey>,
+}
+
+impl WorkerInfo {
+    pub fn free_cores(&self) -> u32 {
+        self.cores.saturating_sub(self.cores_used)
+    }
+
+    pub fn free_memory_mb(&self) -> u64 {
+        self.memory_mb.saturating_sub(self.memory_used_mb)
+    }
+
+    pub fn to_proto(&self) -> proto::Worker {
+        proto::Worker {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            host: self.host.clone(),
+            web_port: self.web_port,
+            state: self.state as i32,
+            cores: self.cores,
+            cores_used: self.cores_used,
+            memory_mb: self.memory_mb,
+            memory_used_mb: self.memory_used_mb,
+            last_heartbeat_ms: self.last_heartbeat_ms,
+            registered_at_ms: self.registered_at_ms,
+            driver_ids: self.drivers.iter().cloned().collect(),
+            executor_ids: self.executors.iter().map(ToString::to_string).collect(),
+        }
+    }
+}
+
+fn kill_driver_order(worker_id: &str, driver_id: String, attempt: u32, reason: &str) -> Effect {
+    Effect::send(
+        worker_id,
+        Msg::KillDriver(proto::KillDriver {
+            driver_id,
+            attempt,
+            reason: reason.into(),
+        }),
+    )
+}
+
+impl State {
+    /// A worker (re)registers. A new worker is added; a known one is reconciled with what it
+    /// reports: drivers and executors the master no longer expects there are killed (fencing),
+    /// those the master expected but the worker no longer runs are treated as lost. Never fails:
+    /// whatever a worker reports, the master ends up with a consistent view.
+    pub fn register_worker(
+        &mut self,
+        reg: Register,
+        host: String,
+        conn_id: u64,
+        now: Instant,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let id = reg.worker_id.clone();
+        let previous = self.workers.get(&id).cloned();
+        let expected: BTreeSet<String> = previous
+            .as_ref()
+            .map(|w| w.drivers.clone())
+            .unwrap_or_default();
+        let expected_executors: BTreeSet<ExecKey> = previous
+            .as_ref()
+            .map(|w| w.executors.clone())
+            .unwrap_or_default();
+        let worker = WorkerInfo {
+            id: id.clone(),
+            name: reg.name.clone(),
+            host,
+            web_port: reg.web_port,
+            state: WorkerState::Alive,
+            cores: reg.cores,
+            memory_mb: reg.memory_mb,
+            cores_used: 0,
+            memory_used_mb: 0,
+            registered_at_ms: previous.as_ref().map_or(now_ms, |w| w.registered_at_ms),
+            last_heartbeat_ms: now_ms,
+            last_seen: now,
+            conn_id,
+            connected: true,
+            drivers: BTreeSet::new(),
+            executors: BTreeSet::new(),
+        };
+        self.workers.insert(id.clone(), Arc::new(worker));
+
+        // Terminal reports it could not deliver while disconnected. The worker's sets are empty
+        // now, so these only record how things ended; slots are rebuilt below.
+        for status in reg.completed {
+            self.driver_status(&id, status, now_ms, effects);
+        }
+        for status in reg.completed_executors {
+            self.executor_status(&id, status, now_ms, effects);
+        }
+
+        let mut still_running = BTreeSet::new();
+        for running in reg.running {
+            let ours = self.drivers.get(&running.driver_id).is_some_and(|d| {
+                d.state == DriverState::Running
+                    && d.worker_id.as_deref() == Some(id.as_str())
+                    && d.attempt == running.attempt
+                    && expected.contains(&d.id)
+            });
+            if ours {
+                still_running.insert(running.driver_id);
+            } else {
+                tracing::warn!(worker_id = %id, driver_id = %running.driver_id, attempt = running.attempt,
+                    "fencing: worker runs a driver the master has not placed there; killing it");
+                effects.push(kill_driver_order(
+                    &id,
+                    running.driver_id,
+                    running.attempt,
+                    "fenced: the master no longer runs this attempt here",
+                ));
+            }
+        }
+        for driver_id in expected {
+            let Some(d) = self.drivers.get(&driver_id) else {
+                continue;
+            };
+            if still_running.contains(&driver_id) {
+                let (cores, memory, attempt) = (d.spec.cores, d.spec.memory_mb, d.attempt);
+                match self.take_slot(&id, &driver_id, cores, memory) {
+                    Ok(w) => {
+                        w.drivers.insert(driver_id);
+                    }
+                    Err(e) => {
+                        // It came back offering less than its drivers hold: fence this one off.
+                        tracing::warn!(worker_id = %id, driver_id, error = %e, "driver no longer fits its worker");
+                        effects.push(kill_driver_order(
+                            &id,
+                            driver_id.clone(),
+                            attempt,
+                            "no longer fits the worker's offer",
+                        ));
+                        self.driver_lost(
+                            &driver_id,
+                            format!("{id} came back offering less"),
+                            now_ms,
+                            effects,
+                        );
+                    }
+                }
+            } else if d.state == DriverState::Running && d.worker_id.as_deref() == Some(&id) {
+                self.driver_lost(
+                    &driver_id,
+                    format!("{id} reconnected without it"),
+                    now_ms,
+                    effects,
+                );
+            }
+        }
+
+        let mut executors_running = BTreeSet::new();
+        for running in reg.running_executors {
+            let key = ExecKey::new(&running.app_id, running.executor_id);
+            let ours = expected_executors.contains(&key)
+                && self
+                    .executor(&key)
+                    .is_some_and(|e| e.state.is_live() && e.worker_id == id);
+            if ours {
+                executors_running.insert(key);
+            } else {
+                tracing::warn!(worker_id = %id, executor = %key,
+                    "fencing: worker runs an executor the master has not placed there; killing it");
+                effects.push(Effect::send(
+                    &id,
+                    Msg::KillExecutor(proto::KillExecutor {
+                        app_id: key.app_id,
+                        executor_id: key.executor_id,
+                        reason: "fenced: the master no longer runs this executor here".into(),
+                    }),
+                ));
+            }
+        }
+        for key in expected_executors {
+            let Some(e) = self.executor(&key) else {
+                continue;
+            };
+            if !e.state.is_live() || e.worker_id != id {
+                continue;
+            }
+            let (cores, memory) = (e.cores, e.memory_mb);
+            let kept = executors_running.contains(&key)
+                && match self.take_slot(&id, &key.to_string(), cores, memory) {
+                    Ok(w) => {
+                        w.executors.insert(key.clone());
+                        true
+                    }
+                    Err(_) => {
+                        effects.push(Effect::send(
+                            &id,
+                            Msg::KillExecutor(proto::KillExecutor {
+                                app_id: key.app_id.clone(),
+                                executor_id: key.executor_id,
+                                reason: "no longer fits the worker's offer".into(),
+                            }),
+                        ));
+                        false
+                    }
+                };
+            if !kept {
+                self.executor_gone(
+                    &key,
+                    ExecutorState::Lost,
+                    None,
+                    format!("{id} reconnected without it"),
+                    now_ms,
+                    effects,
+                );
+            }
+        }
+    }
+
+    /// The worker is leaving: it stays connected while its drivers end, but nothing new is
+    /// placed on it.
+    pub fn decommission_worker(&mut self, worker_id: &str, conn_id: u64, reason: &str) {
+        if let Some(w) = self.workers.get_mut(worker_id)
+            && w.conn_id == conn_id
+            && w.state == WorkerState::Alive
+        {
+            tracing::info!(worker_id, reason, "worker decommissioning");
+            Arc::make_mut(w).state = WorkerState::Decommissioned;
+        }
+    }
+
+    pub fn heartbeat(&mut self, worker_id: &str, conn_id: u64, now: Instant, now_ms: i64) {
+        if let Some(w) = self.workers.get_mut(worker_id)
+            && w.conn_id == conn_id
+            && w.connected
+        {
+            let w = Arc::make_mut(w);
+            w.last_seen = now;
+            w.last_heartbeat_ms = now_ms;
+        }
+    }
+
+    /// The worker's stream on `conn_id` ended or timed out: it is DEAD (or stays DECOMMISSIONED
+    /// if it was leaving), its drivers are lost and its executors LOST. Returns whether anything
+    /// changed (a stale connection id changes nothing).
+    pub fn worker_lost(
+        &mut self,
+        worker_id: &str,
+        conn_id: u64,
+        reason: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return false;
+        };
+        if w.conn_id != conn_id || !w.connected {
+            return false;
+        }
+        let w = Arc::make_mut(w);
+        w.connected = false;
+        if w.state != WorkerState::Decommissioned {
+            w.state = WorkerState::Dead;
+        }
+        w.cores_used = 0;
+        w.memory_used_mb = 0;
+        let drivers = std::mem::take(&mut w.drivers);
+        let executors = std::mem::take(&mut w.executors);
+        tracing::warn!(
+            worker_id,
+            reason,
+            drivers = drivers.len(),
+            executors = executors.len(),
+            "worker lost"
+        );
+        for driver_id in drivers {
+            self.driver_lost(
+                &driver_id,
+                format!("{worker_id} lost: {reason}"),
+                now_ms,
+                effects,
+            );
+        }
+        for key in executors {
+            self.executor_gone(
+                &key,
+                ExecutorState::Lost,
+                None,
+                format!("{worker_id} lost: {reason}"),
+                now_ms,
+                effects,
+            );
+        }
+        true
+    }
+
+    /// Declares DEAD every connected worker not heard from within `timeout`.
+    pub fn expire_workers(
+        &mut self,
+        now: Instant,
+        timeout: Duration,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) -> bool {
+        let expired: Vec<(String, u64)> = self
+            .workers
+            .values()
+            .filter(|w| w.connected)
+            .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
+            .map(|w| (w.id.clone(), w.conn_id))
+            .collect();
+        for (worker_id, conn_id) in &expired {
+            let reason = format!("no heartbeat for more than {} ms", timeout.as_millis());
+            self.worker_lost(worker_id, *conn_id, &reason, now_ms, effects);
+            effects.push(Effect::Disconnect {
+                worker_id: worker_id.clone(),
+                conn_id: *conn_id,
+            });
+        }
+        !expired.is_empty()
+    }
+}

@@ -1,0 +1,204 @@
+//! Translation between the wire and the runner: the master's launch orders become [`Launch`]es
+//! with the environment each kind of process gets, and the runner's [`Report`]s become the
+//! driver or executor status messages the master reads.
+
+use hearth_common::{
+    ids::ProcessRef,
+    proto::{
+        DriverState, DriverStatus, ExecutorState, ExecutorStatus, LaunchDriver, LaunchExecutor,
+        RunningDriver, RunningExecutor, worker_message::Msg,
+    },
+};
+
+use crate::runner::{Launch, Outcome, Report};
+
+/// A driver's attempt. It can reach the master (`HEARTH_MASTER_URL` and the secret) to register
+/// applications; `driver_host` is where this worker is seen, for its executors to connect to.
+pub fn driver_launch(order: LaunchDriver, driver_host: &str) -> Launch {
+    let spec = order.spec.unwrap_or_default();
+    let mut identity = vec![
+        ("HEARTH_DRIVER_ID", order.driver_id.clone()),
+        ("HEARTH_ATTEMPT", order.attempt.to_string()),
+        ("HEARTH_DRIVER_HOST", driver_host.to_string()),
+    ];
+    if !order.app_id.is_empty() {
+        identity.push(("HEARTH_APP_ID", order.app_id));
+    }
+    Launch {
+        process: ProcessRef::Driver(order.driver_id),
+        attempt: order.attempt,
+        command: spec.command,
+        env: spec.env,
+        cores: spec.cores,
+        memory_mb: spec.memory_mb,
+        identity,
+        with_secret: true,
+    }
+}
+
+/// An executor: it knows its application, its number and where its driver is, but not the
+/// cluster secret.
+pub fn executor_launch(order: LaunchExecutor) -> Launch {
+    let mut identity = vec![
+        ("HEARTH_APP_ID", order.app_id.clone()),
+        ("HEARTH_EXECUTOR_ID", order.executor_id.to_string()),
+        ("HEARTH_DRIVER_HOST", order.driver_host),
+    ];
+    if !order.driver_id.is_empty() {
+        identity.push(("HEARTH_DRIVER_ID", order.driver_id));
+    }
+    Launch {
+        process: ProcessRef::Executor {
+            app_id: order.app_id,
+            executor_id: order.executor_id,
+        },
+        attempt: 0,
+        command: order.command,
+        env: order.env,
+        cores: order.cores,
+        memory_mb: order.memory_mb,
+        identity,
+        with_secret: false,
+    }
+}
+
+fn driver_state(outcome: Outcome) -> DriverState {
+    match outcome {
+        Outcome::Running => DriverState::Running,
+        Outcome::Finished => DriverState::Finished,
+        Outcome::Failed => DriverState::Failed,
+        Outcome::Killed => DriverState::Killed,
+        // ERROR: the master relaunches a supervised driver elsewhere.
+        Outcome::Stopped | Outcome::NotStarted => DriverState::Error,
+    }
+}
+
+fn executor_state(outcome: Outcome) -> ExecutorState {
+    match outcome {
+        Outcome::Running => ExecutorState::Running,
+        Outcome::Finished => ExecutorState::Exited,
+        Outcome::Failed | Outcome::NotStarted => ExecutorState::Failed,
+        Outcome::Killed => ExecutorState::Killed,
+        // LOST: replaced elsewhere without counting as a failure.
+        Outcome::Stopped => ExecutorState::Lost,
+    }
+}
+
+/// The status message a report becomes.
+pub fn status_message(report: Report) -> Msg {
+    match report.process {
+        ProcessRef::Driver(driver_id) => Msg::DriverStatus(DriverStatus {
+            driver_id,
+            attempt: report.attempt,
+            state: driver_state(report.outcome) as i32,
+            exit_code: report.exit_code,
+            message: report.message,
+        }),
+        ProcessRef::Executor {
+            app_id,
+            executor_id,
+        } => Msg::ExecutorStatus(ExecutorStatus {
+            app_id,
+            executor_id,
+            state: executor_state(report.outcome) as i32,
+            exit_code: report.exit_code,
+            message: report.message,
+        }),
+    }
+}
+
+/// What a registration lists: the processes running here and the terminal reports the master
+/// may have missed, split by kind.
+#[derive(Debug, Default)]
+pub struct Inventory {
+    pub running: Vec<RunningDriver>,
+    pub running_executors: Vec<RunningExecutor>,
+    pub completed: Vec<DriverStatus>,
+    pub completed_executors: Vec<ExecutorStatus>,
+}
+
+impl Inventory {
+    pub fn new<'a>(
+        running: Vec<(ProcessRef, u32)>,
+        unconfirmed: impl Iterator<Item = &'a Report>,
+    ) -> Self {
+        let mut inventory = Self::default();
+        for (process, attempt) in running {
+            match process {
+                ProcessRef::Driver(driver_id) => {
+                    inventory.running.push(RunningDriver { driver_id, attempt })
+                }
+                ProcessRef::Executor {
+                    app_id,
+                    executor_id,
+                } => inventory.running_executors.push(RunningExecutor {
+                    app_id,
+                    executor_id,
+                }),
+            }
+        }
+        for report in unconfirmed {
+            match status_message(report.clone()) {
+                Msg::DriverStatus(s) => inventory.completed.push(s),
+                Msg::ExecutorStatus(s) => inventory.completed_executors.push(s),
+                _ => {}
+            }
+        }
+        inventory
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn executors_learn_where_their_driver_is_but_not_the_secret() {
+        let launch = executor_launch(LaunchExecutor {
+            app_id: "app-1".into(),
+            executor_id: 3,
+            command: vec!["run".into()],
+            cores: 2,
+            memory_mb: 512,
+            driver_id: "driver-1".into(),
+            driver_host: "10.0.0.5".into(),
+            ..Default::default()
+        });
+        assert!(!launch.with_secret);
+        assert_eq!(launch.process.to_string(), "app-1/3");
+        for (key, value) in [
+            ("HEARTH_APP_ID", "app-1"),
+            ("HEARTH_EXECUTOR_ID", "3"),
+            ("HEARTH_DRIVER_HOST", "10.0.0.5"),
+            ("HEARTH_DRIVER_ID", "driver-1"),
+        ] {
+            assert!(
+                launch.identity.iter().any(|(k, v)| *k == key && v == value),
+                "{key}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_leaving_worker_reports_lost_executors_and_erroring_drivers() {
+        let report = |process| Report {
+            process,
+            attempt: 1,
+            outcome: Outcome::Stopped,
+            exit_code: None,
+            message: "stopping".into(),
+        };
+        match status_message(report(ProcessRef::Driver("driver-1".into()))) {
+            Msg::DriverStatus(s) => assert_eq!(s.state, DriverState::Error as i32),
+            other => panic!("{other:?}"),
+        }
+        let exec = ProcessRef::Executor {
+            app_id: "app-1".into(),
+            executor_id: 0,
+        };
+        match status_message(report(exec)) {
+            Msg::ExecutorStatus(s) => assert_eq!(s.state, ExecutorState::Lost as i32),
+            other => panic!("{other:?}"),
+        }
+    }
+}
