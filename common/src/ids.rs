@@ -211,7 +211,7 @@ mod tests {
             "app-1",
             "../etc",
             "driver-1/2",
-            "app-../1",
+            "app-1/-1",
         ] {
             let err = ProcessRef::parse("id", bad).unwrap_err();
             assert_eq!(err.field, "id", "{bad}");

@@ -107,6 +107,7 @@ mod tests {
         std::fs::create_dir_all(&exec).unwrap();
         std::fs::write(exec.join("stdout"), b"from an executor").unwrap();
         r.process = "app-20261121143000-0001/2".into();
+        r.max_bytes = 100;
         assert_eq!(read_chunk(dir.path(), &r).data, b"from an executor");
     }
 }
