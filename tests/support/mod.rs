@@ -325,6 +325,33 @@ impl Cluster {
         http_get(&self.web, path)
     }
 
+    /// GETs `path` from the web port and parses its JSON body.
+    pub fn json(&self, path: &str) -> serde_json::Value {
+        let (code, body) = self.http_get(path);
+        assert_eq!(code, 200, "{path}: {body}");
+        serde_json::from_str(&body).expect("JSON body")
+    }
+
+    /// Waits until `/api/v1/apps/{id}` satisfies `check`, returning it.
+    pub async fn wait_app(
+        &self,
+        id: &str,
+        what: &str,
+        limit: Duration,
+        check: impl Fn(&serde_json::Value) -> bool,
+    ) -> serde_json::Value {
+        let check = &check;
+        wait_for(&format!("{id}: {what}"), limit, || {
+            let (code, body) = self.http_get(&format!("/api/v1/apps/{id}"));
+            let app = (code == 200)
+                .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+                .flatten()
+                .filter(|a| check(a));
+            async move { app }
+        })
+        .await
+    }
+
     /// The master's log, for failure messages.
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
