@@ -1,4 +1,5 @@
-//! `hearth local`: the embedded cluster the README starts with, and clean shutdown on SIGTERM.
+//! `hearth local`: the embedded cluster the README starts with, the Pi example on it, and clean
+//! shutdown on SIGTERM.
 
 mod support;
 
@@ -22,7 +23,7 @@ fn local_cluster_runs_the_readme_example_and_stops_on_sigterm() {
             "--webui-port",
             "0",
             "--cores",
-            "2",
+            "3",
             "--memory",
             "1g",
         ])
@@ -91,6 +92,66 @@ fn local_cluster_runs_the_readme_example_and_stops_on_sigterm() {
     assert_eq!(stdout(&hearth(&["logs", &id])), "hello\n");
     let status = stdout(&hearth(&["status", &id]));
     assert!(status.contains("state:      FAILED"), "{status}");
+
+    // The README's Pi: the same digits with 4 executors and with 1.
+    let pi = std::path::Path::new(HEARTH)
+        .parent()
+        .expect("target directory")
+        .join("examples")
+        .join("pi");
+    assert!(pi.exists(), "the pi example is built: {}", pi.display());
+    let pi = pi.display().to_string();
+    let mut answers = Vec::new();
+    for executors in ["4", "1"] {
+        let out = hearth(&[
+            "submit",
+            "--wait",
+            "--memory",
+            "256m",
+            "--",
+            &pi,
+            "--executors",
+            executors,
+            "--samples",
+            "16000000",
+            "--seed",
+            "7",
+        ]);
+        assert!(
+            out.status.success(),
+            "pi with {executors}: {}",
+            stderr(&out)
+        );
+        let id = stdout(&out).lines().next().unwrap_or_default().to_string();
+        let printed = stdout(&hearth(&["logs", &id]));
+        let value: f64 = printed
+            .trim()
+            .strip_prefix("Pi is roughly ")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("pi printed {printed:?}"));
+        assert_eq!(format!("{value:.3}"), "3.142", "{printed}");
+        // Its application had that many executors, and the work went through them.
+        let driver: serde_json::Value =
+            serde_json::from_str(&stdout(&hearth(&["status", "--json", &id]))).unwrap();
+        let app_id = driver["appId"]
+            .as_str()
+            .expect("the driver registered an application");
+        let app: serde_json::Value =
+            serde_json::from_str(&stdout(&hearth(&["status", "--json", app_id]))).unwrap();
+        assert_eq!(app["state"], "FINISHED", "{app}");
+        assert_eq!(
+            app["executors"].as_array().unwrap().len().to_string(),
+            executors,
+            "{app}"
+        );
+        let log = stdout(&hearth(&["logs", "--stderr", &id]));
+        assert!(log.contains(" connected from "), "{log}");
+        answers.push(printed);
+    }
+    assert_eq!(
+        answers[0], answers[1],
+        "the same seed gives the same digits"
+    );
 
     // A long driver is killed when the cluster stops.
     let out = hearth(&["submit", "--", "sh", "-c", "echo $$; exec sleep 300"]);

@@ -245,7 +245,9 @@ impl State {
         if let Some(driver_id) = driver_id
             && let Some(d) = self.drivers.get_mut(driver_id)
         {
-            Arc::make_mut(d).apps.push(id.clone());
+            let d = Arc::make_mut(d);
+            d.apps.push(id.clone());
+            d.app_id = Some(id.clone());
         }
         Ok(id)
     }

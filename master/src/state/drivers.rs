@@ -36,7 +36,7 @@ pub struct DriverInfo {
     /// Set when the master stops it because its application failed: it ends FAILED with this
     /// message, and is not relaunched.
     pub failed_because: Option<String>,
-    /// The application registered at its current (or last) launch from `app_spec`.
+    /// The application most recently registered for its current (or last) attempt.
     pub app_id: Option<String>,
     /// Applications bound to the current attempt and not yet ended.
     pub apps: Vec<String>,
