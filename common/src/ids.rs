@@ -79,10 +79,10 @@ pub enum IdKind {
 
 /// Checks that `id` looks like an id of `kind`, naming `field` when it does not.
 pub fn check_id(field: &str, id: &str, kind: IdKind) -> Result<(), InvalidInput> {
-    let (prefix, example) = match kind {
-        IdKind::Driver => ("driver-", "driver-20261121143000-0000"),
-        IdKind::App => ("app-", "app-20261121143000-0001"),
-        IdKind::Worker => ("worker-", "worker-20261121143000-10.1.2.3-8081"),
+    let (prefix, what, example) = match kind {
+        IdKind::Driver => ("driver-", "a driver", "driver-20261121143000-0000"),
+        IdKind::App => ("app-", "an application", "app-20261121143000-0001"),
+        IdKind::Worker => ("worker-", "a worker", "worker-20261121143000-10.1.2.3-8081"),
     };
     if id.is_empty() {
         return Err(InvalidInput::new(field, "must not be empty"));
@@ -95,10 +95,7 @@ pub fn check_id(field: &str, id: &str, kind: IdKind) -> Result<(), InvalidInput>
     if !well_formed {
         return Err(InvalidInput::new(
             field,
-            format!(
-                "{id:?} is not a {} id (like {example})",
-                &prefix[..prefix.len() - 1]
-            ),
+            format!("{id:?} is not {what} id (like {example})"),
         ));
     }
     Ok(())
