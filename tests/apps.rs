@@ -40,6 +40,17 @@ fn per_worker(app: &Value, workers: &[String]) -> Vec<usize> {
         .collect()
 }
 
+/// Cores in use over all workers, as the API says.
+fn cores_used(cluster: &Cluster) -> u64 {
+    cluster
+        .json("/api/v1/workers")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["coresUsed"].as_u64().unwrap())
+        .sum()
+}
+
 fn sleeper(name: &str, executors: u32, max_cores: u32) -> ApplicationSpec {
     ApplicationSpec {
         name: name.into(),
@@ -99,13 +110,7 @@ async fn place_on_three_workers(spread_out: bool) -> (Vec<usize>, Vec<usize>) {
     assert_eq!(executors(&app, "RUNNING").len(), 3);
     let mut capped_counts = per_worker(&app, &workers);
 
-    let used: u64 = cluster
-        .json("/api/v1/workers")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["coresUsed"].as_u64().unwrap())
-        .sum();
+    let used = cores_used(&cluster);
     assert_eq!(used, 9, "the API's accounting matches the executors");
     wide_counts.sort_unstable_by(|a, b| b.cmp(a));
     capped_counts.sort_unstable_by(|a, b| b.cmp(a));
@@ -197,6 +202,21 @@ async fn submitted_executors_know_their_driver_and_end_with_it() {
     assert_eq!(json["activeapps"][0]["id"], app_id.as_str());
     assert_eq!(json["activeapps"][0]["cores"], 3);
     assert_eq!(json["coresused"], 4);
+    let (code, page) = cluster.http_get("/");
+    assert_eq!(code, 200);
+    let title = format!("<title>Hearth master {}</title>", cluster.url);
+    assert!(page.contains(&title), "{page}");
+    assert_eq!(
+        page.matches("<h2>Running applications (1)</h2>").count(),
+        1,
+        "{page}"
+    );
+    assert_eq!(
+        page.matches("<h2>Completed applications (0)</h2>").count(),
+        1,
+        "{page}"
+    );
+    assert!(page.contains(&format!("href=\"/apps/{app_id}\"")), "{page}");
     let (code, page) = cluster.http_get(&format!("/apps/{app_id}"));
     assert_eq!(code, 200);
     assert!(page.contains("id=\"state\">RUNNING<"), "{page}");
@@ -317,13 +337,7 @@ async fn a_running_driver_grows_and_shrinks_its_application() {
     );
     let err = client.request_executors(&app_id, 1).await.unwrap_err();
     assert!(err.to_string().contains("already ended"), "{err}");
-    let used: u64 = cluster
-        .json("/api/v1/workers")
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|w| w["coresUsed"].as_u64().unwrap())
-        .sum();
+    let used = cores_used(&cluster);
     assert_eq!(used, 1 + 4, "the driver and the other application");
     let d = cluster.client().await.driver(&driver).await.unwrap();
     assert_eq!(d.state, hearth_common::proto::DriverState::Running as i32);

@@ -88,15 +88,14 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
         writeln!(out, "{}", to_json(&view)?)?;
         return Ok(0);
     }
-    writeln!(out, "id:         {}", view.id)?;
-    writeln!(out, "state:      {}", view.state)?;
-    if let Some(reason) = &view.waiting_reason {
-        writeln!(out, "waiting:    {reason}")?;
-    }
-    if let Some(message) = &view.message {
-        writeln!(out, "message:    {message}")?;
-    }
-    writeln!(out, "name:       {}", view.name)?;
+    write_header(
+        &mut out,
+        &view.id,
+        view.state,
+        view.waiting_reason.as_deref(),
+        view.message.as_deref(),
+        &view.name,
+    )?;
     writeln!(out, "command:    {}", view.command.join(" "))?;
     writeln!(
         out,
@@ -127,6 +126,27 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
     Ok(0)
 }
 
+/// The first lines of `hearth status`, the same for drivers and applications.
+fn write_header(
+    out: &mut impl Write,
+    id: &str,
+    state: &str,
+    waiting: Option<&str>,
+    message: Option<&str>,
+    name: &str,
+) -> Result<()> {
+    writeln!(out, "id:         {id}")?;
+    writeln!(out, "state:      {state}")?;
+    if let Some(reason) = waiting {
+        writeln!(out, "waiting:    {reason}")?;
+    }
+    if let Some(message) = message {
+        writeln!(out, "message:    {message}")?;
+    }
+    writeln!(out, "name:       {name}")?;
+    Ok(())
+}
+
 async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
     let app = client.app(id).await?;
     let view = AppView::from(&app);
@@ -135,15 +155,14 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
         writeln!(out, "{}", to_json(&view)?)?;
         return Ok(0);
     }
-    writeln!(out, "id:         {}", view.id)?;
-    writeln!(out, "state:      {}", view.state)?;
-    if let Some(reason) = &view.waiting_reason {
-        writeln!(out, "waiting:    {reason}")?;
-    }
-    if let Some(message) = &view.message {
-        writeln!(out, "message:    {message}")?;
-    }
-    writeln!(out, "name:       {}", view.name)?;
+    write_header(
+        &mut out,
+        &view.id,
+        view.state,
+        view.waiting_reason.as_deref(),
+        view.message.as_deref(),
+        &view.name,
+    )?;
     writeln!(
         out,
         "driver:     {}",

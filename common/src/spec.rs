@@ -16,24 +16,7 @@ pub const MAX_RETRIES_LIMIT: u32 = 100;
 
 /// Checks a driver submission, naming the first field that is wrong and why.
 pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
-    if spec.command.is_empty() || spec.command[0].trim().is_empty() {
-        return Err(InvalidInput::new(
-            "command",
-            "must not be empty: give the program to run and its arguments",
-        ));
-    }
-    if spec.command.len() > MAX_COMMAND_ARGS {
-        return Err(InvalidInput::new(
-            "command",
-            format!(
-                "has {} arguments; at most {MAX_COMMAND_ARGS}",
-                spec.command.len()
-            ),
-        ));
-    }
-    if spec.command.iter().any(|a| a.contains('\0')) {
-        return Err(InvalidInput::new("command", "must not contain NUL bytes"));
-    }
+    validate_command("command", &spec.command)?;
     if spec.cores == 0 {
         return Err(InvalidInput::new("cores", "must be at least 1, got 0"));
     }
@@ -88,6 +71,29 @@ pub const MAX_EXECUTOR_RETRIES: u32 = 1000;
 /// Failed executors replaced before an application fails, unless it says otherwise (Spark's).
 pub const DEFAULT_EXECUTOR_RETRIES: u32 = 10;
 
+/// An argv: a program, not too many arguments, no NUL bytes.
+fn validate_command(field: &str, command: &[String]) -> Result<(), InvalidInput> {
+    if command.is_empty() || command[0].trim().is_empty() {
+        return Err(InvalidInput::new(
+            field,
+            "must not be empty: give the program to run and its arguments",
+        ));
+    }
+    if command.len() > MAX_COMMAND_ARGS {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "has {} arguments; at most {MAX_COMMAND_ARGS}",
+                command.len()
+            ),
+        ));
+    }
+    if command.iter().any(|a| a.contains('\0')) {
+        return Err(InvalidInput::new(field, "must not contain NUL bytes"));
+    }
+    Ok(())
+}
+
 fn validate_env(env: &HashMap<String, String>) -> Result<(), InvalidInput> {
     for (key, value) in env {
         let valid_key = !key.is_empty()
@@ -129,27 +135,7 @@ pub fn max_executors(spec: &ApplicationSpec) -> u32 {
 /// Checks an application's executor request, naming the first field that is wrong and why.
 /// Field names are those of the `hearth submit --executor-*` options.
 pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
-    if spec.command.is_empty() || spec.command[0].trim().is_empty() {
-        return Err(InvalidInput::new(
-            "executor_command",
-            "must not be empty: give the program each executor runs",
-        ));
-    }
-    if spec.command.len() > MAX_COMMAND_ARGS {
-        return Err(InvalidInput::new(
-            "executor_command",
-            format!(
-                "has {} arguments; at most {MAX_COMMAND_ARGS}",
-                spec.command.len()
-            ),
-        ));
-    }
-    if spec.command.iter().any(|a| a.contains('\0')) {
-        return Err(InvalidInput::new(
-            "executor_command",
-            "must not contain NUL bytes",
-        ));
-    }
+    validate_command("executor_command", &spec.command)?;
     if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
         return Err(InvalidInput::new(
             "executor_cores",

@@ -209,12 +209,7 @@ impl Actor {
                 conn_id,
                 status,
             } => {
-                let current = self
-                    .state
-                    .workers
-                    .get(&worker_id)
-                    .is_some_and(|w| w.conn_id == conn_id);
-                if current {
+                if self.on_current_stream(&worker_id, conn_id) {
                     self.state
                         .driver_status(&worker_id, status, now_ms, effects);
                 }
@@ -224,12 +219,7 @@ impl Actor {
                 conn_id,
                 status,
             } => {
-                let current = self
-                    .state
-                    .workers
-                    .get(&worker_id)
-                    .is_some_and(|w| w.conn_id == conn_id);
-                if current {
+                if self.on_current_stream(&worker_id, conn_id) {
                     self.state
                         .executor_status(&worker_id, status, now_ms, effects);
                 }
@@ -309,6 +299,14 @@ impl Actor {
                 replies.push(reply(tx, result));
             }
         }
+    }
+
+    /// Whether a report came on the worker's current stream (not an older, replaced one).
+    fn on_current_stream(&self, worker_id: &str, conn_id: u64) -> bool {
+        self.state
+            .workers
+            .get(worker_id)
+            .is_some_and(|w| w.conn_id == conn_id)
     }
 
     fn deliver(&self, effect: Effect) {

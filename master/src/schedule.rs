@@ -350,6 +350,16 @@ mod tests {
         assert!(reason_of(&decisions, "d1").starts_with("no alive workers"));
     }
 
+    /// A worker of random size, partly used.
+    fn random_offer(rng: &mut StdRng, i: usize) -> Offer {
+        let cores = rng.random_range(1..=16);
+        let memory = rng.random_range(1..=64) * 256;
+        let mut o = offer(&format!("w{i}"), cores, memory);
+        o.free_cores = rng.random_range(0..=cores);
+        o.free_memory_mb = rng.random_range(0..=memory);
+        o
+    }
+
     fn app(id: &str, cores: u32, memory_mb: u64, wanted: u32) -> AppAsk {
         AppAsk {
             app_id: id.into(),
@@ -449,12 +459,7 @@ mod tests {
                     if equal {
                         offer(&format!("w{i}"), eq_cores, eq_mem)
                     } else {
-                        let cores = rng.random_range(1..=16);
-                        let memory = rng.random_range(1..=64) * 256;
-                        let mut o = offer(&format!("w{i}"), cores, memory);
-                        o.free_cores = rng.random_range(0..=cores);
-                        o.free_memory_mb = rng.random_range(0..=memory);
-                        o
+                        random_offer(&mut rng, i)
                     }
                 })
                 .collect();
@@ -537,16 +542,7 @@ mod tests {
         let mut rng = StdRng::seed_from_u64(0x4ea47);
         for round in 0..2000 {
             let workers = rng.random_range(0..8);
-            let mut offers: Vec<Offer> = (0..workers)
-                .map(|i| {
-                    let cores = rng.random_range(1..=16);
-                    let memory = rng.random_range(1..=64) * 256;
-                    let mut o = offer(&format!("w{i}"), cores, memory);
-                    o.free_cores = rng.random_range(0..=cores);
-                    o.free_memory_mb = rng.random_range(0..=memory);
-                    o
-                })
-                .collect();
+            let mut offers: Vec<Offer> = (0..workers).map(|i| random_offer(&mut rng, i)).collect();
             let before = offers.clone();
             let asks: Vec<Ask> = (0..rng.random_range(0..40))
                 .map(|i| {
