@@ -245,12 +245,12 @@ struct AppArgs {
     /// Executors to run (needs --executor-command).
     #[arg(long)]
     executors: Option<u32>,
-    /// Cores per executor.
-    #[arg(long, default_value = "1", value_parser = cores_arg, allow_negative_numbers = true)]
-    executor_cores: u32,
-    /// Memory per executor, e.g. 1g or 512m.
-    #[arg(long, default_value = "1g", value_parser = memory_arg)]
-    executor_memory: u64,
+    /// Cores per executor [default: 1].
+    #[arg(long, value_parser = cores_arg, allow_negative_numbers = true)]
+    executor_cores: Option<u32>,
+    /// Memory per executor, e.g. 1g or 512m [default: 1g].
+    #[arg(long, value_parser = memory_arg)]
+    executor_memory: Option<u64>,
     /// What each executor runs, through `sh -c` (so $HEARTH_DRIVER_HOST expands at launch).
     #[arg(long)]
     executor_command: Option<String>,
@@ -260,9 +260,9 @@ struct AppArgs {
     /// Cap on the cores of all executors together (default: executors x executor cores).
     #[arg(long)]
     max_cores: Option<u32>,
-    /// Failed executors replaced before the application is FAILED.
-    #[arg(long, default_value_t = hearth_common::spec::DEFAULT_EXECUTOR_RETRIES)]
-    executor_retries: u32,
+    /// Failed executors replaced before the application is FAILED [default: 10].
+    #[arg(long)]
+    executor_retries: Option<u32>,
     /// A name for the application (default: the driver's name).
     #[arg(long)]
     app_name: Option<String>,
@@ -271,9 +271,17 @@ struct AppArgs {
 impl AppArgs {
     fn spec(self, driver_name: &str) -> Result<Option<ApplicationSpec>> {
         let Some(command) = self.executor_command else {
-            if self.executors.is_some() || self.max_cores.is_some() {
+            let executor_flags = self.executors.is_some()
+                || self.max_cores.is_some()
+                || self.executor_cores.is_some()
+                || self.executor_memory.is_some()
+                || self.executor_retries.is_some()
+                || self.app_name.is_some()
+                || !self.executor_env.is_empty();
+            if executor_flags {
                 return Err(anyhow!(
-                    "executor_command: required with --executors or --max-cores (what each executor runs)"
+                    "executor_command: required with any --executor-* option, --executors, \
+                     --max-cores or --app-name (what each executor runs)"
                 ));
             }
             return Ok(None);
@@ -282,11 +290,14 @@ impl AppArgs {
             name: self.app_name.unwrap_or_else(|| driver_name.to_string()),
             command: vec!["sh".into(), "-c".into(), command],
             env: self.executor_env.into_iter().collect(),
-            executor_cores: self.executor_cores,
-            executor_memory_mb: self.executor_memory,
+            executor_cores: self.executor_cores.unwrap_or(1),
+            executor_memory_mb: self.executor_memory.unwrap_or(1024),
             executors: self.executors.unwrap_or(0),
             max_cores: self.max_cores.unwrap_or(0),
-            executor_retries: Some(self.executor_retries),
+            executor_retries: Some(
+                self.executor_retries
+                    .unwrap_or(hearth_common::spec::DEFAULT_EXECUTOR_RETRIES),
+            ),
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))

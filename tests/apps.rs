@@ -68,7 +68,7 @@ async fn register(client: &Client, spec: ApplicationSpec, driver_id: &str) -> St
         .register_app(RegisterApplicationRequest {
             spec: Some(spec),
             driver_id: driver_id.into(),
-            driver_host: String::new(),
+            ..Default::default()
         })
         .await
         .expect("register the application")
@@ -433,6 +433,7 @@ async fn bad_application_requests_are_refused_with_the_field_and_change_nothing(
             "max_cores",
         ),
         (vec!["--executors", "2"], "executor_command"),
+        (vec!["--executor-cores", "2"], "executor_command"),
         (
             vec![
                 "--executors",
@@ -468,7 +469,7 @@ async fn bad_application_requests_are_refused_with_the_field_and_change_nothing(
         .register_app(RegisterApplicationRequest {
             spec: Some(sleeper("orphan", 1, 0)),
             driver_id: "driver-20000101000000-0042".into(),
-            driver_host: String::new(),
+            ..Default::default()
         })
         .await
         .unwrap_err();

@@ -40,13 +40,17 @@ pub const MASTER_URL_ENV: &str = "HEARTH_MASTER_URL";
 pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7077";
 
 /// An application for the driver this process is: it belongs to the driver named by
-/// `HEARTH_DRIVER_ID` (so it ends when the driver ends) and its executors reach the driver at
-/// `HEARTH_DRIVER_HOST`. Outside Hearth both are empty and the application stands alone.
+/// `HEARTH_DRIVER_ID`, attempt `HEARTH_ATTEMPT` (so it ends when that attempt ends), and its
+/// executors reach the driver at `HEARTH_DRIVER_HOST`. Outside Hearth both are empty and the application stands alone.
 pub fn app_for_this_driver(spec: ApplicationSpec) -> RegisterApplicationRequest {
     RegisterApplicationRequest {
         spec: Some(spec),
         driver_id: std::env::var("HEARTH_DRIVER_ID").unwrap_or_default(),
         driver_host: std::env::var("HEARTH_DRIVER_HOST").unwrap_or_default(),
+        driver_attempt: std::env::var("HEARTH_ATTEMPT")
+            .ok()
+            .and_then(|a| a.parse().ok())
+            .unwrap_or(0),
     }
 }
 

@@ -261,13 +261,16 @@ impl Actor {
             }
             Command::RegisterApp {
                 spec,
-                driver_id,
+                driver,
                 driver_host,
                 reply: tx,
             } => {
-                let result =
-                    self.state
-                        .register_app(spec, driver_id.as_deref(), &driver_host, now_ms);
+                let result = self.state.register_app(
+                    spec,
+                    driver.as_ref().map(|(id, a)| (id.as_str(), *a)),
+                    &driver_host,
+                    now_ms,
+                );
                 replies.push(reply(tx, result));
             }
             Command::RequestExecutors {

@@ -57,7 +57,8 @@ pub enum Command {
     /// Replies with the new application's id.
     RegisterApp {
         spec: ApplicationSpec,
-        driver_id: Option<String>,
+        /// The owning driver and the attempt that asks (0: whichever runs now).
+        driver: Option<(String, u32)>,
         driver_host: String,
         reply: oneshot::Sender<Result<String>>,
     },

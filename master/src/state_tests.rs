@@ -113,7 +113,7 @@ fn app_step(state: &mut State, rng: &mut StdRng, now_ms: i64, effects: &mut Vec<
             );
             if hearth_common::spec::validate_app_spec(&spec).is_ok() {
                 state
-                    .register_app(spec, driver.as_deref(), "", now_ms)
+                    .register_app(spec, driver.as_deref().map(|d| (d, 0)), "", now_ms)
                     .unwrap();
             }
         }
@@ -463,7 +463,7 @@ fn failed_executors_are_replaced_until_the_limit_then_the_application_fails() {
 }
 
 #[test]
-fn executors_of_a_lost_worker_are_replaced_and_end_with_their_driver() {
+fn executors_of_a_lost_worker_are_replaced_and_freed_when_unregistered() {
     let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
     let mut effects = Vec::new();
     let now = Instant::now();
@@ -569,7 +569,7 @@ fn bad_requests_change_nothing() {
     // A driver that is not running cannot own an application.
     let d = state.submit(spec(64, 100, false), None, 0);
     let err = state
-        .register_app(app_spec(1, 1, 1, 0), Some(&d), "", 0)
+        .register_app(app_spec(1, 1, 1, 0), Some((&d, 0)), "", 0)
         .unwrap_err()
         .to_string();
     assert!(err.contains("only a running driver"), "{err}");
@@ -611,6 +611,55 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
     assert_eq!(
         (d.state, d.attempt, d.worker_id.as_deref()),
         (DriverState::Running, 2, Some("worker-b"))
+    );
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut effects = Vec::new();
+    let now = Instant::now();
+    state.register_worker(
+        register("worker-a", 4, 4096),
+        "h".into(),
+        1,
+        now,
+        0,
+        &mut effects,
+    );
+    let driver = state.submit(spec(1, 100, true), Some(app_spec(1, 256, 1, 0)), 0);
+    state.schedule(0, &mut effects);
+    let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
+    // An older attempt may not bind an application to the current one.
+    let err = state
+        .register_app(app_spec(1, 1, 1, 0), Some((&driver, 7)), "", 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("attempt 7 has ended"), "{err}");
+    state.kill_driver(&driver, 1, &mut effects).unwrap();
+
+    // The stream breaks before the kill or the executor's RUNNING report got through; the
+    // worker comes back on a new stream, still running both.
+    effects.clear();
+    let mut reg = register("worker-a", 4, 4096);
+    reg.running.push(RunningDriver {
+        driver_id: driver.clone(),
+        attempt: 1,
+    });
+    reg.running_executors.push(RunningExecutor {
+        app_id: app_id.clone(),
+        executor_id: 0,
+    });
+    state.register_worker(reg, "h".into(), 2, now, 2, &mut effects);
+    let executor = &state.app(&app_id).unwrap().executors[&0];
+    assert_eq!(executor.state, ExecutorState::Running);
+    assert!(
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send { message, .. }
+            if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == driver))),
+        "the kill is ordered again: {effects:?}"
     );
     state.check_invariants().unwrap();
 }

@@ -180,11 +180,11 @@ impl ClientService for ClientApi {
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         validate_app_spec(&spec).map_err(Error::from)?;
-        let driver_id = if request.driver_id.is_empty() {
+        let driver = if request.driver_id.is_empty() {
             None
         } else {
             check_id("driver_id", &request.driver_id, IdKind::Driver).map_err(Error::from)?;
-            Some(request.driver_id)
+            Some((request.driver_id, request.driver_attempt))
         };
         if request.driver_host.len() > 256 || request.driver_host.chars().any(char::is_control) {
             return Err(Status::invalid_argument(
@@ -196,7 +196,7 @@ impl ClientService for ClientApi {
             .master
             .ask(|reply| Command::RegisterApp {
                 spec,
-                driver_id,
+                driver,
                 driver_host,
                 reply,
             })

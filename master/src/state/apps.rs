@@ -195,17 +195,25 @@ impl State {
     pub fn register_app(
         &mut self,
         spec: ApplicationSpec,
-        driver_id: Option<&str>,
+        driver: Option<(&str, u32)>,
         driver_host: &str,
         now_ms: i64,
     ) -> Result<String> {
         let mut host = driver_host.to_string();
-        if let Some(driver_id) = driver_id {
+        let driver_id = driver.map(|(id, _)| id);
+        if let Some((driver_id, attempt)) = driver {
             let d = self.driver(driver_id)?;
             if d.state != DriverState::Running {
                 return Err(Error::FailedPrecondition(format!(
                     "{driver_id} is {}: only a running driver can own an application",
                     d.state.name()
+                )));
+            }
+            // An old attempt still winding down must not bind an application to the new one.
+            if attempt != 0 && attempt != d.attempt {
+                return Err(Error::FailedPrecondition(format!(
+                    "{driver_id} attempt {attempt} has ended; attempt {} runs now",
+                    d.attempt
                 )));
             }
             if host.is_empty()
@@ -512,6 +520,16 @@ impl State {
                 self.executor_gone(&key, state, status.exit_code, message, now_ms, effects);
             }
             ExecutorState::Launching | ExecutorState::Unspecified => {}
+        }
+    }
+
+    /// A reconnecting worker says this live executor runs there.
+    pub(super) fn executor_confirmed_running(&mut self, key: &ExecKey) {
+        if let Ok(app) = self.app_mut(&key.app_id)
+            && let Some(e) = app.executors.get_mut(&key.executor_id)
+            && e.state == ExecutorState::Launching
+        {
+            e.state = ExecutorState::Running;
         }
     }
 

@@ -72,7 +72,7 @@ impl DriverInfo {
     }
 
     /// Stopped on purpose (by a user, or because its application failed): never relaunched.
-    fn stop_requested(&self) -> bool {
+    pub(super) fn stop_requested(&self) -> bool {
         self.kill_requested || self.failed_because.is_some()
     }
 
@@ -400,8 +400,9 @@ impl State {
             format!("launched on {worker_id}"),
             now_ms,
         );
+        let attempt = self.driver(driver_id)?.attempt;
         let app_id = match app_spec {
-            Some(spec) => Some(self.register_app(spec, Some(driver_id), "", now_ms)?),
+            Some(spec) => Some(self.register_app(spec, Some((driver_id, attempt)), "", now_ms)?),
             None => None,
         };
         let d = self.driver_mut(driver_id)?;

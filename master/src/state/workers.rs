@@ -151,9 +151,14 @@ impl State {
             };
             if still_running.contains(&driver_id) {
                 let (cores, memory, attempt) = (d.spec.cores, d.spec.memory_mb, d.attempt);
+                // A kill ordered before the stream broke may have been lost: order it again.
+                let kill_again = d.stop_requested().then(|| d.message.clone());
                 match self.take_slot(&id, &driver_id, cores, memory) {
                     Ok(w) => {
-                        w.drivers.insert(driver_id);
+                        w.drivers.insert(driver_id.clone());
+                        if let Some(reason) = kill_again {
+                            effects.push(kill_driver_order(&id, driver_id, attempt, &reason));
+                        }
                     }
                     Err(e) => {
                         // It came back offering less than its drivers hold: fence this one off.
@@ -230,7 +235,10 @@ impl State {
                         false
                     }
                 };
-            if !kept {
+            if kept {
+                // It runs, whether or not its RUNNING report got through before the break.
+                self.executor_confirmed_running(&key);
+            } else {
                 self.executor_gone(
                     &key,
                     ExecutorState::Lost,
