@@ -9,8 +9,23 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let fds = protox::compile(["hearth.proto"], ["proto"])?;
     let out = PathBuf::from(env::var("OUT_DIR")?);
     fs::write(out.join("hearth_descriptor.bin"), fds.encode_to_vec())?;
-    tonic_prost_build::configure()
-        .emit_rerun_if_changed(false)
-        .compile_fds(fds)?;
+    // The master keeps these in its state file.
+    let stored = [
+        "hearth.v1.DriverSpec",
+        "hearth.v1.ApplicationSpec",
+        "hearth.v1.DriverStateChange",
+        "hearth.v1.DriverState",
+        "hearth.v1.ApplicationState",
+        "hearth.v1.ExecutorState",
+        "hearth.v1.WorkerState",
+    ];
+    let mut builder = tonic_prost_build::configure().emit_rerun_if_changed(false);
+    for path in stored {
+        builder = builder.type_attribute(
+            format!(".{path}"),
+            "#[derive(serde::Serialize, serde::Deserialize)]",
+        );
+    }
+    builder.compile_fds(fds)?;
     Ok(())
 }

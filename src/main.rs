@@ -111,6 +111,9 @@ struct MasterArgs {
     /// Deal executors round-robin over workers (true) or fill one worker before the next.
     #[arg(long, env = "HEARTH_SPREAD_OUT", default_value_t = true, action = clap::ArgAction::Set)]
     spread_out: bool,
+    /// Most drivers waiting for a slot; more submissions are refused until some run.
+    #[arg(long, env = "HEARTH_MAX_WAITING", default_value_t = 10_000)]
+    max_waiting: usize,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     public_url: Option<String>,
@@ -381,6 +384,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         retained_drivers: args.retained_drivers,
         retained_apps: args.retained_apps,
         spread_out: args.spread_out,
+        max_waiting: args.max_waiting,
         public_url: args.public_url,
     };
     let shutdown = Shutdown::new();

@@ -52,7 +52,7 @@ async fn workers_register_with_their_offers_and_show_in_cli_api_json_and_ui() {
     assert_eq!(code, 200);
     assert!(page.contains(&small) && page.contains(&big), "{page}");
     assert_eq!(
-        page.matches("class=\"state-ALIVE\">ALIVE<").count(),
+        page.matches("class=\"state-ALIVE\">ALIVE</td>").count(),
         2,
         "{page}"
     );

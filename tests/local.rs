@@ -67,7 +67,7 @@ fn local_cluster_runs_the_readme_example_and_stops_on_sigterm() {
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     loop {
         let (_, page) = http_get(&web, "/");
-        if page.matches("class=\"state-ALIVE\">ALIVE<").count() == 2 {
+        if page.matches("class=\"state-ALIVE\">ALIVE</td>").count() == 2 {
             break;
         }
         assert!(

@@ -35,6 +35,18 @@ use crate::{
     },
 };
 
+/// Tries of one submission before giving up (about 15 s of back-off in all).
+const SUBMIT_ATTEMPTS: u32 = 6;
+
+/// Whether a failed call may have failed before the master acted, so repeating it is the
+/// way to find out (with a submission id, repeating is always safe).
+fn retryable(status: &tonic::Status) -> bool {
+    matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::DeadlineExceeded | tonic::Code::Unknown
+    )
+}
+
 /// Where drivers find their master.
 pub const MASTER_URL_ENV: &str = "HEARTH_MASTER_URL";
 pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7077";
@@ -135,19 +147,37 @@ impl Client {
     }
 
     /// Submits a driver whose every launch registers an application with these executors.
+    /// The submission carries a fresh submission id, so the retries made here when the master
+    /// cannot be reached (or restarts) never create a second driver.
     pub async fn submit_with_app(
         &self,
         spec: DriverSpec,
         application: Option<ApplicationSpec>,
     ) -> Result<String> {
-        let resp = self
-            .inner
-            .clone()
-            .submit_driver(proto::SubmitDriverRequest {
-                spec: Some(spec),
-                application,
-            })
-            .await?;
+        let request = proto::SubmitDriverRequest {
+            spec: Some(spec),
+            application,
+            submission_id: crate::spec::new_submission_id(),
+        };
+        let mut delay = Duration::from_millis(200);
+        for _ in 1..SUBMIT_ATTEMPTS {
+            match self.submit_request(request.clone()).await {
+                Err(Error::Status(status)) if retryable(&status) => {
+                    tracing::warn!(error = %status.message(), retry_in_ms = delay.as_millis() as u64,
+                        "submission not confirmed; retrying with the same submission id");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+                other => return other,
+            }
+        }
+        self.submit_request(request).await
+    }
+
+    /// Sends one submission as it is; with a submission id the master has seen, it answers
+    /// with the driver that id made.
+    pub async fn submit_request(&self, request: proto::SubmitDriverRequest) -> Result<String> {
+        let resp = self.inner.clone().submit_driver(request).await?;
         Ok(resp.into_inner().driver_id)
     }
 

@@ -216,6 +216,28 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// Checks a client's submission id: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.
+pub fn validate_submission_id(id: &str) -> Result<(), InvalidInput> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'));
+    if ok {
+        Ok(())
+    } else {
+        Err(InvalidInput::new(
+            "submission_id",
+            "must be 1 to 128 letters, digits, '-', '_', '.' or ':'",
+        ))
+    }
+}
+
+/// A fresh random submission id (128 bits, hex).
+pub fn new_submission_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
 /// Parses `K=V` for `--env`.
 pub fn parse_env_pair(text: &str) -> Result<(String, String), InvalidInput> {
     match text.split_once('=') {

@@ -2,7 +2,8 @@
 //! schedules, publishes an immutable snapshot for readers, then delivers orders and replies.
 //!
 //! Everything queued when a turn starts is applied in that turn, so a burst of submissions
-//! costs one scheduling pass and one snapshot.
+//! costs one scheduling pass, one write to the store (fsync'd) and one snapshot. Nobody is
+//! answered before what the turn changed is on disk.
 
 use std::sync::Arc;
 
@@ -21,6 +22,7 @@ use crate::{
     events::Command,
     links::Links,
     state::{Effect, State},
+    store::{Loaded, Store},
 };
 
 /// Commands queued between handlers and the actor; senders wait when it is full.
@@ -67,15 +69,40 @@ impl MasterHandle {
     }
 }
 
-/// Starts the actor; it runs until `shutdown` is cancelled.
+/// Starts the actor on the state `store` held; it runs until `shutdown` is cancelled, or
+/// fails when the store cannot be written (the master stops rather than answer for state it
+/// cannot keep).
 pub fn spawn(
     config: Arc<MasterConfig>,
     master_url: String,
+    store: Store,
+    loaded: Loaded,
     shutdown: Shutdown,
-) -> (MasterHandle, tokio::task::JoinHandle<()>) {
-    let mut state = State::new(master_url, ids::now_ms(), config.retained_drivers);
+) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
+    let now_ms = ids::now_ms();
+    let mut state = State::recover(
+        loaded,
+        master_url,
+        Instant::now(),
+        now_ms,
+        config.retained_drivers,
+    );
     state.retained_apps = config.retained_apps;
     state.spread_out = config.spread_out;
+    // What the file holds, as a state: the first turn writes only what differs from it.
+    let persisted = state.clone();
+    let mut settle = Vec::new();
+    state.settle_orphans(now_ms, &mut settle);
+    if state.recovering {
+        tracing::info!(
+            workers = state.workers.len(),
+            drivers = state.drivers.len(),
+            apps = state.apps.len(),
+            timeout_ms = config.worker_timeout.as_millis() as u64,
+            "recovering: waiting for known workers to come back"
+        );
+    }
+    let recovery_deadline = Instant::now() + config.worker_timeout;
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();
@@ -88,6 +115,9 @@ pub fn spawn(
     };
     let actor = Actor {
         state,
+        persisted,
+        store: Arc::new(store),
+        recovery_deadline,
         rx,
         snapshot_tx,
         links,
@@ -99,24 +129,33 @@ pub fn spawn(
 
 struct Actor {
     state: State,
+    /// The state as last written to the store.
+    persisted: State,
+    store: Arc<Store>,
+    recovery_deadline: Instant,
     rx: mpsc::Receiver<Command>,
     snapshot_tx: watch::Sender<Arc<State>>,
     links: Links,
     config: Arc<MasterConfig>,
 }
 
-/// A reply held back until the turn's changes are published.
-type Reply = Box<dyn FnOnce() + Send>;
+/// A reply held back until the turn's changes are durable and published. Given the store's
+/// error instead when they could not be written.
+type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
 
 fn reply<T: Send + 'static>(tx: oneshot::Sender<Result<T>>, value: Result<T>) -> Reply {
-    Box::new(move || {
+    Box::new(move |failure| {
+        let value = match failure {
+            Some(e) => Err(Error::Unavailable(format!("not recorded: {e}"))),
+            None => value,
+        };
         // The asker may have given up (client went away); nothing to do then.
         let _ = tx.send(value);
     })
 }
 
 impl Actor {
-    async fn run(mut self, shutdown: Shutdown) {
+    async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         let period = (self.config.worker_timeout / 4).min(std::time::Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
         tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -138,29 +177,64 @@ impl Actor {
                     true
                 }
                 _ = tick.tick() => {
-                    self.state.expire_workers(
+                    let expired = self.state.expire_workers(
                         Instant::now(),
                         self.config.worker_timeout,
                         ids::now_ms(),
                         &mut effects,
-                    )
+                    );
+                    expired || self.state.recovering
                 }
             };
             if !changed {
                 continue;
             }
+            if self.state.recovering
+                && (self.state.all_workers_back() || Instant::now() >= self.recovery_deadline)
+            {
+                self.state.finish_recovery(ids::now_ms(), &mut effects);
+            }
             self.state.schedule(ids::now_ms(), &mut effects);
             self.state.prune();
+            let failure = self.persist().await.err();
             self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
+            if let Some(e) = &failure {
+                tracing::error!(error = %e, "cannot write the state file; stopping the master");
+                for r in replies {
+                    r(Some(e));
+                }
+                self.links.clear();
+                return Err(failure.unwrap_or(Error::ShuttingDown));
+            }
             for effect in effects {
                 self.deliver(effect);
             }
             for r in replies {
-                r();
+                r(None);
             }
         }
         self.links.clear();
         tracing::info!("master state actor stopped");
+        Ok(())
+    }
+
+    /// Writes what changed since the last write, in one transaction, off the async threads.
+    async fn persist(&mut self) -> Result<()> {
+        let changes = crate::store::diff(&self.persisted, &self.state);
+        if changes.is_empty() {
+            return Ok(());
+        }
+        let store = self.store.clone();
+        let records = changes.records();
+        tokio::task::spawn_blocking(move || store.save(&changes))
+            .await
+            .map_err(|e| crate::store::StoreError::Write {
+                path: self.store.path().display().to_string(),
+                reason: format!("the writer stopped: {e}"),
+            })??;
+        tracing::debug!(records, "state written");
+        self.persisted = self.state.clone();
+        Ok(())
     }
 
     fn apply(&mut self, command: Command, effects: &mut Vec<Effect>, replies: &mut Vec<Reply>) {
@@ -243,9 +317,26 @@ impl Actor {
             Command::Submit {
                 spec,
                 application,
+                submission_id,
                 reply: tx,
             } => {
-                let id = self.state.submit(spec, application, now_ms);
+                if submission_id
+                    .as_ref()
+                    .is_none_or(|s| !self.state.submissions.contains_key(s))
+                    && self.state.waiting.len() >= self.config.max_waiting
+                {
+                    replies.push(reply(
+                        tx,
+                        Err(Error::ResourceExhausted(format!(
+                            "{} drivers are waiting already, the most this master queues (--max-waiting); try again later",
+                            self.state.waiting.len()
+                        ))),
+                    ));
+                    return;
+                }
+                let id = self
+                    .state
+                    .submit_once(spec, application, submission_id, now_ms);
                 tracing::info!(driver_id = %id, "driver submitted");
                 replies.push(reply(tx, Ok(id)));
             }

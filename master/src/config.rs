@@ -22,6 +22,8 @@ pub struct MasterConfig {
     pub retained_drivers: usize,
     /// Ended applications kept for the UI and API.
     pub retained_apps: usize,
+    /// Most drivers waiting for a slot; submissions beyond it are refused (RESOURCE_EXHAUSTED).
+    pub max_waiting: usize,
     /// Deal executors round-robin over workers (Spark's `spreadOut`); false fills each worker
     /// before the next.
     pub spread_out: bool,
@@ -41,6 +43,7 @@ impl Default for MasterConfig {
             retained_drivers: 1000,
             retained_apps: 1000,
             spread_out: true,
+            max_waiting: 10_000,
             public_url: None,
         }
     }
@@ -64,6 +67,9 @@ impl MasterConfig {
         }
         if self.retained_drivers == 0 {
             return Err(Error::Config("retained drivers: must be at least 1".into()));
+        }
+        if self.max_waiting == 0 {
+            return Err(Error::Config("max waiting: must be at least 1".into()));
         }
         if self.retained_apps == 0 {
             return Err(Error::Config("retained apps: must be at least 1".into()));

@@ -12,6 +12,10 @@ pub enum Error {
     FailedPrecondition(String),
     #[error("{0}")]
     Unavailable(String),
+    #[error("{0}")]
+    ResourceExhausted(String),
+    #[error("{0}")]
+    Store(#[from] crate::store::StoreError),
     #[error("the master is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -39,6 +43,7 @@ impl From<Error> for tonic::Status {
             Error::NotFound(_) => tonic::Status::not_found(message),
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) | Error::ShuttingDown => tonic::Status::unavailable(message),
+            Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             _ => tonic::Status::internal(message),
         }
     }

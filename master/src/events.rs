@@ -48,6 +48,8 @@ pub enum Command {
     Submit {
         spec: DriverSpec,
         application: Option<ApplicationSpec>,
+        /// The client's id for this submission, so a retry returns the same driver.
+        submission_id: Option<String>,
         reply: oneshot::Sender<Result<String>>,
     },
     Kill {

@@ -4,6 +4,7 @@
 //! - [`config`]: settings as a plain struct with `validate()`.
 //! - [`state`]: all cluster state and every transition of it, free of I/O.
 //! - [`schedule`]: placement as a pure function.
+//! - [`store`]: the durable state file (redb) the actor writes before it answers.
 //! - [`events`]: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
@@ -20,6 +21,7 @@ pub mod links;
 pub mod schedule;
 pub mod server;
 pub mod state;
+pub mod store;
 #[cfg(test)]
 mod state_tests;
 pub mod web;

@@ -56,13 +56,11 @@ async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
 /// Validates `config`, binds both ports and starts the actor, gRPC and web servers.
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMaster> {
     config.validate()?;
-    // Made now so an unwritable volume fails at start, not at the first write.
-    std::fs::create_dir_all(&config.state_dir).map_err(|e| {
-        Error::Config(format!(
-            "state directory {}: {e}",
-            config.state_dir.display()
-        ))
-    })?;
+    // Opened (and read) before the ports are bound: a master that cannot keep its state, or
+    // cannot read it, does not start.
+    let (store, loaded) = crate::store::Store::open(&config.state_dir)?;
+    tracing::info!(path = %store.path().display(), drivers = loaded.drivers.len(),
+        apps = loaded.apps.len(), workers = loaded.workers.len(), "state file opened");
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
     let web_listener = bind("web UI", config.web_addr).await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
@@ -89,12 +87,13 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         );
     }
     let config = Arc::new(config);
-    let (handle, actor_task) = actor::spawn(config, url.clone(), shutdown.clone());
+    let (handle, actor_task) =
+        actor::spawn(config, url.clone(), store, loaded, shutdown.clone());
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
     tasks.push(tokio::spawn(async move {
         actor_task
             .await
-            .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))
+            .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))?
     }));
     {
         let handle = handle.clone();

@@ -78,11 +78,19 @@ impl ClientService for ClientApi {
         if let Some(app) = &application {
             validate_app_spec(app).map_err(Error::from)?;
         }
+        let submission_id = if request.submission_id.is_empty() {
+            None
+        } else {
+            hearth_common::spec::validate_submission_id(&request.submission_id)
+                .map_err(Error::from)?;
+            Some(request.submission_id)
+        };
         let driver_id = self
             .master
             .ask(|reply| Command::Submit {
                 spec,
                 application,
+                submission_id,
                 reply,
             })
             .await?;

@@ -23,7 +23,9 @@ use crate::error::{Error, Result};
 const MAX_ENDED_EXECUTORS: usize = 100;
 
 /// One executor, named across the cluster by its application and its number.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 pub struct ExecKey {
     pub app_id: String,
     pub executor_id: u32,
@@ -44,7 +46,7 @@ impl fmt::Display for ExecKey {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct ExecutorInfo {
     pub id: u32,
     pub worker_id: String,
@@ -73,7 +75,7 @@ impl ExecutorInfo {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct AppInfo {
     pub id: String,
     pub spec: ApplicationSpec,

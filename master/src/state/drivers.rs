@@ -16,9 +16,12 @@ use crate::error::{Error, Result};
 /// Most state changes kept per driver.
 const MAX_HISTORY: usize = 64;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct DriverInfo {
     pub id: String,
+    /// The client's id for this submission: a resubmission with it returns this driver.
+    #[serde(default)]
+    pub submission_id: Option<String>,
     pub spec: DriverSpec,
     /// Executors it asked for at submit time: an application registered at each launch.
     pub app_spec: Option<ApplicationSpec>,
@@ -112,10 +115,32 @@ impl State {
         app_spec: Option<ApplicationSpec>,
         now_ms: i64,
     ) -> String {
+        self.submit_once(spec, app_spec, None, now_ms)
+    }
+
+    /// Accepts a (validated) driver unless `submission_id` was seen before, in which case the
+    /// driver it made is returned and nothing changes (a client retrying after a lost answer).
+    pub fn submit_once(
+        &mut self,
+        spec: DriverSpec,
+        app_spec: Option<ApplicationSpec>,
+        submission_id: Option<String>,
+        now_ms: i64,
+    ) -> String {
+        if let Some(existing) = submission_id
+            .as_ref()
+            .and_then(|s| self.submissions.get(s))
+        {
+            return existing.clone();
+        }
         let id = hearth_common::ids::driver_id(self.started_ms, self.next_driver_seq);
         self.next_driver_seq += 1;
+        if let Some(s) = &submission_id {
+            self.submissions.insert(s.clone(), id.clone());
+        }
         let mut driver = DriverInfo {
             id: id.clone(),
+            submission_id,
             spec,
             app_spec,
             state: DriverState::Submitted,

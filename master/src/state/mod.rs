@@ -7,9 +7,11 @@
 //! - [`workers`]: registration (with fencing), heartbeats, loss and expiry.
 //! - [`drivers`]: submissions, kills, reports, relaunches.
 //! - [`apps`]: applications and their executors.
+//! - [`recovery`]: rebuilding the state from the store after a restart.
 
 mod apps;
 mod drivers;
+mod recovery;
 mod workers;
 
 use std::sync::Arc;
@@ -70,6 +72,11 @@ pub struct State {
     pub retained_apps: usize,
     /// Deal executors round-robin over workers (true) or fill one worker first (false).
     pub spread_out: bool,
+    /// Client submission ids of retained drivers, to answer a resubmission with its driver.
+    pub submissions: OrdMap<String, String>,
+    /// Set after a restart until the workers it knew have come back (or the timeout passed):
+    /// nothing is placed meanwhile, so nothing a returning worker still runs is started twice.
+    pub recovering: bool,
 }
 
 impl State {
@@ -89,6 +96,8 @@ impl State {
             next_app_seq: 0,
             retained_apps: retained,
             spread_out: true,
+            submissions: OrdMap::new(),
+            recovering: false,
         }
     }
 
@@ -155,6 +164,9 @@ impl State {
 
     /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
     pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        if self.recovering {
+            return;
+        }
         let apps_want = self.active_apps.iter().any(|id| {
             self.apps
                 .get(id)
@@ -247,8 +259,11 @@ impl State {
     /// Forgets the oldest completed drivers and applications beyond the retention limits.
     pub fn prune(&mut self) {
         while self.completed.len() > self.retained_drivers {
-            if let Some(id) = self.completed.pop_front() {
-                self.drivers.remove(&id);
+            if let Some(id) = self.completed.pop_front()
+                && let Some(d) = self.drivers.remove(&id)
+                && let Some(s) = &d.submission_id
+            {
+                self.submissions.remove(s);
             }
         }
         while self.completed_apps.len() > self.retained_apps {
@@ -291,7 +306,7 @@ impl State {
                     w.id
                 ));
             }
-            if !w.connected && (!w.drivers.is_empty() || !w.executors.is_empty()) {
+            if !w.holds_slots() && (!w.drivers.is_empty() || !w.executors.is_empty()) {
                 return Err(format!("{} is gone but holds slots", w.id));
             }
             if w.cores_used > w.cores || w.memory_used_mb > w.memory_mb {
@@ -304,7 +319,7 @@ impl State {
                     .worker_id
                     .as_ref()
                     .and_then(|w| self.workers.get(w))
-                    .is_some_and(|w| w.drivers.contains(&d.id) && w.connected);
+                    .is_some_and(|w| w.drivers.contains(&d.id) && w.holds_slots());
                 if !on {
                     return Err(format!("{} RUNNING but not held by an alive worker", d.id));
                 }
@@ -335,7 +350,7 @@ impl State {
                 let held = self
                     .workers
                     .get(&e.worker_id)
-                    .is_some_and(|w| w.executors.contains(&key) && w.connected);
+                    .is_some_and(|w| w.executors.contains(&key) && w.holds_slots());
                 if !held {
                     return Err(format!("{key} is live but not held by an alive worker"));
                 }

@@ -33,6 +33,11 @@ pub struct WorkerInfo {
 }
 
 impl WorkerInfo {
+    /// Connected, or not yet back after a master restart (its slots are kept until then).
+    pub fn holds_slots(&self) -> bool {
+        self.connected || self.state == WorkerState::Unknown
+    }
+
     pub fn free_cores(&self) -> u32 {
         self.cores.saturating_sub(self.cores_used)
     }
@@ -291,6 +296,22 @@ impl State {
         if w.conn_id != conn_id || !w.connected {
             return false;
         }
+        self.declare_gone(worker_id, reason, now_ms, effects);
+        true
+    }
+
+    /// The worker is gone: DEAD (or still DECOMMISSIONED if it was leaving); its drivers are
+    /// lost and its executors LOST.
+    pub(super) fn declare_gone(
+        &mut self,
+        worker_id: &str,
+        reason: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return;
+        };
         let w = Arc::make_mut(w);
         w.connected = false;
         if w.state != WorkerState::Decommissioned {
@@ -325,7 +346,6 @@ impl State {
                 effects,
             );
         }
-        true
     }
 
     /// Declares DEAD every connected worker not heard from within `timeout`.

@@ -167,6 +167,6 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         "completedapps": completed_apps,
         "activedrivers": active,
         "completeddrivers": completed,
-        "status": "ALIVE",
+        "status": if snap.recovering { "RECOVERING" } else { "ALIVE" },
     }))
 }

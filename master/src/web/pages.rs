@@ -134,6 +134,8 @@ impl From<&DriverInfo> for DriverRow {
 struct Overview {
     base: String,
     url: String,
+    /// ALIVE, or RECOVERING after a restart until the known workers are back.
+    status: &'static str,
     alive_workers: usize,
     cores: u32,
     cores_used: u32,
@@ -226,6 +228,11 @@ pub async fn overview(State(master): State<MasterHandle>) -> Response {
     render(Overview {
         base: String::new(),
         url: snap.master_url.clone(),
+        status: if snap.recovering {
+            "RECOVERING"
+        } else {
+            "ALIVE"
+        },
         alive_workers: alive.len(),
         cores: alive.iter().map(|w| w.cores).sum(),
         cores_used: alive.iter().map(|w| w.cores_used).sum(),

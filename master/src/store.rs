@@ -1,0 +1,321 @@
+//! The master's durable state: one redb file, `hearth.redb`, in the state directory.
+//!
+//! Drivers (with their specs and any application spec), applications (with their executors),
+//! workers (what they offer and what they hold) and the id counters are kept as JSON records
+//! keyed by id. The actor writes what a turn changed in one transaction, committed with fsync,
+//! before it answers anyone, so an acknowledged submission is on disk. What changed is found by
+//! comparing the state with the last one written: every change to a record makes a new `Arc`,
+//! so unchanged records are skipped by pointer.
+
+use std::{
+    collections::BTreeSet,
+    path::{Path, PathBuf},
+    sync::Arc,
+};
+
+use hearth_common::proto::WorkerState;
+use redb::{ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::state::{AppInfo, DriverInfo, ExecKey, State, WorkerInfo};
+
+/// Bumped when a record's meaning changes so an older master refuses a newer file.
+const FORMAT: u32 = 1;
+pub const FILE_NAME: &str = "hearth.redb";
+
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const DRIVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("drivers");
+const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
+const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state file {path} cannot be opened: {reason}. It may be damaged; the master does not start on state it cannot read (move the file away to start empty, losing what it held)"
+    )]
+    Open { path: String, reason: String },
+    #[error(
+        "the state file {path} holds an unreadable {table} record {key:?}: {reason}. The master does not start on state it cannot read"
+    )]
+    Record {
+        path: String,
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "the state file {path} was written by a newer master (format {found}, this one reads {FORMAT})"
+    )]
+    Format { path: String, found: u32 },
+    #[error("writing the state file {path}: {reason}")]
+    Write { path: String, reason: String },
+}
+
+/// The id counters and the cluster's start time, which ids are made from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Meta {
+    pub format: u32,
+    pub started_ms: i64,
+    pub next_driver_seq: u64,
+    pub next_app_seq: u64,
+}
+
+/// What is kept of a worker: its offer and the slots it held, not its connection.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoredWorker {
+    pub id: String,
+    pub name: String,
+    pub host: String,
+    pub web_port: u32,
+    pub state: WorkerState,
+    pub cores: u32,
+    pub memory_mb: u64,
+    pub registered_at_ms: i64,
+    pub drivers: BTreeSet<String>,
+    pub executors: BTreeSet<ExecKey>,
+}
+
+impl From<&WorkerInfo> for StoredWorker {
+    fn from(w: &WorkerInfo) -> Self {
+        Self {
+            id: w.id.clone(),
+            name: w.name.clone(),
+            host: w.host.clone(),
+            web_port: w.web_port,
+            state: w.state,
+            cores: w.cores,
+            memory_mb: w.memory_mb,
+            registered_at_ms: w.registered_at_ms,
+            drivers: w.drivers.clone(),
+            executors: w.executors.clone(),
+        }
+    }
+}
+
+/// Everything a restarted master reads back.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub meta: Option<Meta>,
+    pub drivers: Vec<DriverInfo>,
+    pub apps: Vec<AppInfo>,
+    pub workers: Vec<StoredWorker>,
+}
+
+/// Records to write (`Some`) or delete (`None`), by table.
+#[derive(Debug, Default)]
+pub struct Changes {
+    meta: Option<Vec<u8>>,
+    drivers: Vec<(String, Option<Vec<u8>>)>,
+    apps: Vec<(String, Option<Vec<u8>>)>,
+    workers: Vec<(String, Option<Vec<u8>>)>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.meta.is_none()
+            && self.drivers.is_empty()
+            && self.apps.is_empty()
+            && self.workers.is_empty()
+    }
+
+    pub fn records(&self) -> usize {
+        usize::from(self.meta.is_some()) + self.drivers.len() + self.apps.len() + self.workers.len()
+    }
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    // Plain data of strings, numbers and maps with string keys: serializing cannot fail.
+    serde_json::to_vec(value).unwrap_or_default()
+}
+
+/// What changed between the state last written (`old`) and `new`.
+pub fn diff(old: &State, new: &State) -> Changes {
+    let mut changes = Changes::default();
+    let meta = |s: &State| Meta {
+        format: FORMAT,
+        started_ms: s.started_ms,
+        next_driver_seq: s.next_driver_seq,
+        next_app_seq: s.next_app_seq,
+    };
+    if meta(old) != meta(new) {
+        changes.meta = Some(encode(&meta(new)));
+    }
+    changes.drivers = diff_map(&old.drivers, &new.drivers, |d| Some(encode(d.as_ref())));
+    changes.apps = diff_map(&old.apps, &new.apps, |a| Some(encode(a.as_ref())));
+    // Heartbeats change a worker's record in memory but not what is kept of it.
+    changes.workers = diff_map(&old.workers, &new.workers, |w| {
+        let stored = StoredWorker::from(w.as_ref());
+        let before = old.workers.get(&w.id).map(|o| StoredWorker::from(o.as_ref()));
+        (before.as_ref() != Some(&stored)).then(|| encode(&stored))
+    });
+    changes
+}
+
+/// Changed and removed entries; `encode` may say an entry changed in no way that is kept.
+fn diff_map<T>(
+    old: &imbl::OrdMap<String, Arc<T>>,
+    new: &imbl::OrdMap<String, Arc<T>>,
+    encode: impl Fn(&Arc<T>) -> Option<Vec<u8>>,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    if old.ptr_eq(new) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for (id, value) in new {
+        let same = old.get(id).is_some_and(|o| Arc::ptr_eq(o, value));
+        if !same && let Some(bytes) = encode(value) {
+            out.push((id.clone(), Some(bytes)));
+        }
+    }
+    for id in old.keys() {
+        if !new.contains_key(id) {
+            out.push((id.clone(), None));
+        }
+    }
+    out
+}
+
+pub struct Store {
+    db: redb::Database,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the state file in `dir` and reads everything in it.
+    pub fn open(dir: &Path) -> Result<(Self, Loaded), StoreError> {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
+            path: dir.display().to_string(),
+            source,
+        })?;
+        let path = dir.join(FILE_NAME);
+        let shown = path.display().to_string();
+        let open_error = |reason: String| StoreError::Open {
+            path: shown.clone(),
+            reason,
+        };
+        let mut db = redb::Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        // A file that fails its checksums is refused, never half-read.
+        match db.check_integrity() {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(path = %shown, "state file repaired after an unclean stop"),
+            Err(e) => return Err(open_error(e.to_string())),
+        }
+        let store = Self { db, path };
+        let loaded = store.load()?;
+        Ok((store, loaded))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn load(&self) -> Result<Loaded, StoreError> {
+        let shown = self.path.display().to_string();
+        let io = |e: &dyn std::fmt::Display| StoreError::Open {
+            path: shown.clone(),
+            reason: e.to_string(),
+        };
+        let txn = self.db.begin_read().map_err(|e| io(&e))?;
+        let mut loaded = Loaded::default();
+        let read_all = |def: TableDefinition<&str, &[u8]>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+            let table = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                Err(e) => return Err(io(&e)),
+            };
+            let mut rows = Vec::new();
+            for row in table.iter().map_err(|e| io(&e))? {
+                let (k, v) = row.map_err(|e| io(&e))?;
+                rows.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(rows)
+        };
+        let record = |table: &'static str, key: &str, e: serde_json::Error| StoreError::Record {
+            path: shown.clone(),
+            table,
+            key: key.to_string(),
+            reason: e.to_string(),
+        };
+        for (key, bytes) in read_all(META)? {
+            if key == "meta" {
+                let meta: Meta =
+                    serde_json::from_slice(&bytes).map_err(|e| record("meta", &key, e))?;
+                if meta.format > FORMAT {
+                    return Err(StoreError::Format {
+                        path: shown.clone(),
+                        found: meta.format,
+                    });
+                }
+                loaded.meta = Some(meta);
+            }
+        }
+        for (key, bytes) in read_all(DRIVERS)? {
+            loaded
+                .drivers
+                .push(serde_json::from_slice(&bytes).map_err(|e| record("driver", &key, e))?);
+        }
+        for (key, bytes) in read_all(APPS)? {
+            loaded
+                .apps
+                .push(serde_json::from_slice(&bytes).map_err(|e| record("application", &key, e))?);
+        }
+        for (key, bytes) in read_all(WORKERS)? {
+            loaded
+                .workers
+                .push(serde_json::from_slice(&bytes).map_err(|e| record("worker", &key, e))?);
+        }
+        Ok(loaded)
+    }
+
+    /// Writes `changes` in one transaction and returns once it is durable (fsync'd).
+    pub fn save(&self, changes: &Changes) -> Result<(), StoreError> {
+        let fail = |e: &dyn std::fmt::Display| StoreError::Write {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let txn = self.db.begin_write().map_err(|e| fail(&e))?;
+        {
+            if let Some(meta) = &changes.meta {
+                let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
+                table
+                    .insert("meta", meta.as_slice())
+                    .map_err(|e| fail(&e))?;
+            }
+            for (def, rows) in [
+                (DRIVERS, &changes.drivers),
+                (APPS, &changes.apps),
+                (WORKERS, &changes.workers),
+            ] {
+                if rows.is_empty() {
+                    continue;
+                }
+                let mut table = txn.open_table(def).map_err(|e| fail(&e))?;
+                for (key, value) in rows {
+                    match value {
+                        Some(bytes) => {
+                            table
+                                .insert(key.as_str(), bytes.as_slice())
+                                .map_err(|e| fail(&e))?;
+                        }
+                        None => {
+                            table.remove(key.as_str()).map_err(|e| fail(&e))?;
+                        }
+                    }
+                }
+            }
+        }
+        txn.commit().map_err(|e| fail(&e))
+    }
+}
