@@ -222,6 +222,8 @@ impl Actor {
     async fn persist(&mut self) -> Result<()> {
         let changes = crate::store::diff(&self.persisted, &self.state);
         if changes.is_empty() {
+            // Nothing kept changed (heartbeats): compare with this state from now on.
+            self.persisted = self.state.clone();
             return Ok(());
         }
         let store = self.store.clone();

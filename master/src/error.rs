@@ -4,7 +4,7 @@ use hearth_common::error::InvalidInput;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{0}")]
+    #[error(transparent)]
     Invalid(#[from] InvalidInput),
     #[error("{0}")]
     NotFound(String),
@@ -14,7 +14,7 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     ResourceExhausted(String),
-    #[error("{0}")]
+    #[error(transparent)]
     Store(#[from] crate::store::StoreError),
     #[error("the master is shutting down")]
     ShuttingDown,

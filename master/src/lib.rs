@@ -21,9 +21,9 @@ pub mod links;
 pub mod schedule;
 pub mod server;
 pub mod state;
-pub mod store;
 #[cfg(test)]
 mod state_tests;
+pub mod store;
 pub mod web;
 
 pub use config::MasterConfig;

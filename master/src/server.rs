@@ -87,8 +87,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         );
     }
     let config = Arc::new(config);
-    let (handle, actor_task) =
-        actor::spawn(config, url.clone(), store, loaded, shutdown.clone());
+    let (handle, actor_task) = actor::spawn(config, url.clone(), store, loaded, shutdown.clone());
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
     tasks.push(tokio::spawn(async move {
         actor_task

@@ -151,7 +151,10 @@ pub fn diff(old: &State, new: &State) -> Changes {
     // Heartbeats change a worker's record in memory but not what is kept of it.
     changes.workers = diff_map(&old.workers, &new.workers, |w| {
         let stored = StoredWorker::from(w.as_ref());
-        let before = old.workers.get(&w.id).map(|o| StoredWorker::from(o.as_ref()));
+        let before = old
+            .workers
+            .get(&w.id)
+            .map(|o| StoredWorker::from(o.as_ref()));
         (before.as_ref() != Some(&stored)).then(|| encode(&stored))
     });
     changes
@@ -229,19 +232,20 @@ impl Store {
         };
         let txn = self.db.begin_read().map_err(|e| io(&e))?;
         let mut loaded = Loaded::default();
-        let read_all = |def: TableDefinition<&str, &[u8]>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-            let table = match txn.open_table(def) {
-                Ok(t) => t,
-                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                Err(e) => return Err(io(&e)),
+        let read_all =
+            |def: TableDefinition<&str, &[u8]>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+                let table = match txn.open_table(def) {
+                    Ok(t) => t,
+                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+                    Err(e) => return Err(io(&e)),
+                };
+                let mut rows = Vec::new();
+                for row in table.iter().map_err(|e| io(&e))? {
+                    let (k, v) = row.map_err(|e| io(&e))?;
+                    rows.push((k.value().to_string(), v.value().to_vec()));
+                }
+                Ok(rows)
             };
-            let mut rows = Vec::new();
-            for row in table.iter().map_err(|e| io(&e))? {
-                let (k, v) = row.map_err(|e| io(&e))?;
-                rows.push((k.value().to_string(), v.value().to_vec()));
-            }
-            Ok(rows)
-        };
         let record = |table: &'static str, key: &str, e: serde_json::Error| StoreError::Record {
             path: shown.clone(),
             table,

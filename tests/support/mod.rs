@@ -85,8 +85,12 @@ pub struct Cluster {
     pub web: String,
     pub secret: Option<String>,
     pub workers: Vec<(String, Proc)>,
+    /// How the master was started, to start it again on the same ports and state.
+    options: MasterOptions,
+    ports: (u16, u16),
 }
 
+#[derive(Clone)]
 pub struct MasterOptions {
     pub secret: Option<String>,
     pub extra: Vec<String>,
@@ -103,13 +107,26 @@ impl Default for MasterOptions {
 
 /// `hearth master` on free loopback ports with no secret in its environment.
 pub fn master_command(state_dir: &Path) -> Command {
+    master_command_on(state_dir, 0, 0)
+}
+
+/// A port nobody listens on now (the master binds it right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// `hearth master` on the given loopback ports with no secret in its environment.
+pub fn master_command_on(state_dir: &Path, grpc_port: u16, web_port: u16) -> Command {
     let mut cmd = Command::new(HEARTH);
     cmd.args([
         "master",
         "--port",
-        "0",
+        &grpc_port.to_string(),
         "--webui-port",
-        "0",
+        &web_port.to_string(),
         "--bind",
         "127.0.0.1",
     ])
@@ -128,26 +145,8 @@ impl Cluster {
 
     pub fn start_with(options: MasterOptions) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let mut cmd = master_command(&dir.path().join("state"));
-        cmd.args(&options.extra)
-            .env("RUST_LOG", "info")
-            .stdout(Stdio::piped())
-            .stderr(log_file(dir.path(), "master.log"));
-        match &options.secret {
-            Some(s) => {
-                cmd.env("HEARTH_SECRET", s);
-            }
-            None => {
-                cmd.arg("--insecure");
-            }
-        }
-        let mut child = cmd.spawn().expect("spawn hearth master");
-        let line = first_line(&mut child, "hearth master:", Duration::from_secs(20));
-        let url = between(&line, "(", ")");
-        let web = line
-            .rsplit_once("web UI on ")
-            .map(|(_, w)| w.trim().trim_start_matches("http://").to_string())
-            .expect("web address in the master's first line");
+        let ports = (free_port(), free_port());
+        let (child, url, web) = spawn_master(dir.path(), &options, ports, "master.log");
         Self {
             dir,
             master: Proc {
@@ -156,9 +155,43 @@ impl Cluster {
             },
             url,
             web,
-            secret: options.secret,
+            secret: options.secret.clone(),
             workers: Vec::new(),
+            options,
+            ports,
         }
+    }
+
+    /// SIGKILLs the master and starts it again on the same ports and state directory, with
+    /// `extra` arguments added. The new master's log is `master-N.log`.
+    pub fn restart_master(&mut self, extra: &[&str]) {
+        self.master.kill();
+        let mut options = self.options.clone();
+        options.extra.extend(extra.iter().map(|s| s.to_string()));
+        let n = self.restarts();
+        let (child, url, web) = spawn_master(
+            self.dir.path(),
+            &options,
+            self.ports,
+            &format!("master-{n}.log"),
+        );
+        self.master = Proc {
+            child,
+            name: "master".into(),
+        };
+        self.url = url;
+        self.web = web;
+    }
+
+    fn restarts(&self) -> usize {
+        (1..)
+            .find(|n| !self.dir.path().join(format!("master-{n}.log")).exists())
+            .unwrap_or(1)
+    }
+
+    /// The master's state directory.
+    pub fn state_dir(&self) -> std::path::PathBuf {
+        self.dir.path().join("state")
     }
 
     /// Starts a worker offering `cores` and `memory` and returns its id once it printed it.
@@ -356,6 +389,37 @@ impl Cluster {
     pub fn master_log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("master.log")).unwrap_or_default()
     }
+}
+
+/// Starts `hearth master` on `ports` with its state under `dir` and waits for its first line:
+/// the child, its URL and its web address.
+fn spawn_master(
+    dir: &Path,
+    options: &MasterOptions,
+    ports: (u16, u16),
+    log: &str,
+) -> (std::process::Child, String, String) {
+    let mut cmd = master_command_on(&dir.join("state"), ports.0, ports.1);
+    cmd.args(&options.extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(log_file(dir, log));
+    match &options.secret {
+        Some(s) => {
+            cmd.env("HEARTH_SECRET", s);
+        }
+        None => {
+            cmd.arg("--insecure");
+        }
+    }
+    let mut child = cmd.spawn().expect("spawn hearth master");
+    let line = first_line(&mut child, "hearth master:", Duration::from_secs(20));
+    let url = between(&line, "(", ")");
+    let web = line
+        .rsplit_once("web UI on ")
+        .map(|(_, w)| w.trim().trim_start_matches("http://").to_string())
+        .expect("web address in the master's first line");
+    (child, url, web)
 }
 
 fn log_file(dir: &Path, name: &str) -> Stdio {

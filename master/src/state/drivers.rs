@@ -127,10 +127,7 @@ impl State {
         submission_id: Option<String>,
         now_ms: i64,
     ) -> String {
-        if let Some(existing) = submission_id
-            .as_ref()
-            .and_then(|s| self.submissions.get(s))
-        {
+        if let Some(existing) = submission_id.as_ref().and_then(|s| self.submissions.get(s)) {
             return existing.clone();
         }
         let id = hearth_common::ids::driver_id(self.started_ms, self.next_driver_seq);
