@@ -323,3 +323,111 @@ impl Store {
         txn.commit().map_err(|e| fail(&e))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hearth_common::proto::{ApplicationSpec, DriverSpec, DriverState, Register};
+    use tokio::time::Instant;
+
+    fn cluster() -> State {
+        let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let mut effects = Vec::new();
+        let register = Register {
+            worker_id: "worker-a".into(),
+            name: "a".into(),
+            cores: 4,
+            memory_mb: 4096,
+            ..Default::default()
+        };
+        state.register_worker(
+            register,
+            "10.0.0.1".into(),
+            1,
+            Instant::now(),
+            0,
+            &mut effects,
+        );
+        let spec = DriverSpec {
+            command: vec!["run".into()],
+            cores: 1,
+            memory_mb: 256,
+            ..Default::default()
+        };
+        let app = ApplicationSpec {
+            command: vec!["exec".into()],
+            executor_cores: 1,
+            executor_memory_mb: 128,
+            executors: 2,
+            ..Default::default()
+        };
+        state.submit_once(spec.clone(), Some(app), Some("sub-1".into()), 1);
+        state.submit(DriverSpec { cores: 64, ..spec }, None, 2);
+        state.schedule(3, &mut effects);
+        state
+    }
+
+    #[test]
+    fn what_is_written_is_what_a_restarted_master_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let state = cluster();
+        {
+            let (store, loaded) = Store::open(dir.path()).unwrap();
+            assert!(loaded.meta.is_none() && loaded.drivers.is_empty());
+            let changes = diff(&empty, &state);
+            assert_eq!(
+                changes.records(),
+                1 + 2 + 1 + 1,
+                "meta, 2 drivers, 1 app, 1 worker"
+            );
+            store.save(&changes).unwrap();
+            // Nothing changed since: nothing to write.
+            assert!(diff(&state, &state.clone()).is_empty());
+        }
+        let (_, loaded) = Store::open(dir.path()).unwrap();
+        let back = State::recover(loaded, "http://new".into(), Instant::now(), 10, 50);
+        assert!(back.recovering, "the worker must come back first");
+        assert_eq!(back.next_driver_seq, 2);
+        assert_eq!(back.waiting.len(), 1, "the 64-core driver still waits");
+        assert_eq!(
+            back.submissions.get("sub-1").map(String::as_str),
+            Some("driver-20261121143000-0000")
+        );
+        let running = back.driver("driver-20261121143000-0000").unwrap();
+        assert_eq!(running.state, DriverState::Running);
+        let w = back.worker("worker-a").unwrap();
+        assert_eq!(w.state, WorkerState::Unknown);
+        assert_eq!((w.cores_used, w.memory_used_mb), (3, 256 + 2 * 128));
+        assert_eq!(
+            back.app(running.app_id.as_deref().unwrap()).unwrap().live(),
+            2
+        );
+        back.check_invariants().unwrap();
+
+        // While recovering, nothing is placed; afterwards the lost worker's work is settled.
+        let mut back = back;
+        let mut effects = Vec::new();
+        back.schedule(11, &mut effects);
+        assert!(effects.is_empty());
+        back.finish_recovery(12, &mut effects);
+        assert_eq!(back.worker("worker-a").unwrap().state, WorkerState::Dead);
+        assert_eq!(
+            back.driver("driver-20261121143000-0000").unwrap().state,
+            DriverState::Error
+        );
+        back.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn heartbeats_alone_write_nothing() {
+        let mut state = cluster();
+        let before = state.clone();
+        state.heartbeat("worker-a", 1, Instant::now(), 99);
+        assert!(!Arc::ptr_eq(
+            &before.workers["worker-a"],
+            &state.workers["worker-a"]
+        ));
+        assert!(diff(&before, &state).is_empty());
+    }
+}
