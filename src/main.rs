@@ -111,6 +111,10 @@ struct MasterArgs {
     /// Deal executors round-robin over workers (true) or fill one worker before the next.
     #[arg(long, env = "HEARTH_SPREAD_OUT", default_value_t = true, action = clap::ArgAction::Set)]
     spread_out: bool,
+    /// After a restart, how long to wait for the workers the master knew before declaring the
+    /// missing ones DEAD.
+    #[arg(long, env = "HEARTH_RECOVERY_TIMEOUT", default_value = "20s", value_parser = duration_arg)]
+    recovery_timeout: Duration,
     /// Most drivers waiting for a slot; more submissions are refused until some run.
     #[arg(long, env = "HEARTH_MAX_WAITING", default_value_t = 10_000)]
     max_waiting: usize,
@@ -385,6 +389,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         retained_apps: args.retained_apps,
         spread_out: args.spread_out,
         max_waiting: args.max_waiting,
+        recovery_timeout: args.recovery_timeout,
         public_url: args.public_url,
     };
     let shutdown = Shutdown::new();

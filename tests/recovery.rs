@@ -158,7 +158,12 @@ async fn running_drivers_and_executors_are_adopted_not_relaunched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_never_returns_is_dead_once_recovery_times_out() {
-    let mut cluster = Cluster::start_with(options(&["--worker-timeout", "2s"]));
+    let mut cluster = Cluster::start_with(options(&[
+        "--worker-timeout",
+        "2s",
+        "--recovery-timeout",
+        "2s",
+    ]));
     let gone = cluster.add_worker(2, "1g").await;
     let supervised = cluster.submit(&["--memory", "64m", "--supervise", "--", "sleep", "600"]);
     let plain = cluster.submit(&["--memory", "64m", "--", "sleep", "600"]);

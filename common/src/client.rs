@@ -35,7 +35,7 @@ use crate::{
     },
 };
 
-/// Tries of one submission before giving up (about 15 s of back-off in all).
+/// Tries of one submission before giving up (about 6 s of back-off in all).
 const SUBMIT_ATTEMPTS: u32 = 6;
 
 /// Whether a failed call may have failed before the master acted, so repeating it is the

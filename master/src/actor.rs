@@ -98,11 +98,11 @@ pub fn spawn(
             workers = state.workers.len(),
             drivers = state.drivers.len(),
             apps = state.apps.len(),
-            timeout_ms = config.worker_timeout.as_millis() as u64,
+            timeout_ms = config.recovery_timeout.as_millis() as u64,
             "recovering: waiting for known workers to come back"
         );
     }
-    let recovery_deadline = Instant::now() + config.worker_timeout;
+    let recovery_deadline = Instant::now() + config.recovery_timeout;
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();

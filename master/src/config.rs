@@ -22,6 +22,9 @@ pub struct MasterConfig {
     pub retained_drivers: usize,
     /// Ended applications kept for the UI and API.
     pub retained_apps: usize,
+    /// After a restart, how long the master waits for the workers it knew before declaring
+    /// the missing ones DEAD. Longer than a worker's longest reconnect back-off (10 s).
+    pub recovery_timeout: Duration,
     /// Most drivers waiting for a slot; submissions beyond it are refused (RESOURCE_EXHAUSTED).
     pub max_waiting: usize,
     /// Deal executors round-robin over workers (Spark's `spreadOut`); false fills each worker
@@ -44,6 +47,7 @@ impl Default for MasterConfig {
             retained_apps: 1000,
             spread_out: true,
             max_waiting: 10_000,
+            recovery_timeout: Duration::from_secs(20),
             public_url: None,
         }
     }

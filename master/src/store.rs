@@ -41,6 +41,10 @@ pub enum StoreError {
     )]
     Open { path: String, reason: String },
     #[error(
+        "the state file {path} is in use by another process (is another master running on this state directory?)"
+    )]
+    InUse { path: String },
+    #[error(
         "the state file {path} holds an unreadable {table} record {key:?}: {reason}. The master does not start on state it cannot read"
     )]
     Record {
@@ -77,6 +81,8 @@ pub struct StoredWorker {
     pub cores: u32,
     pub memory_mb: u64,
     pub registered_at_ms: i64,
+    /// Its stream was open: a DECOMMISSIONED worker that has left is not waited for.
+    pub connected: bool,
     pub drivers: BTreeSet<String>,
     pub executors: BTreeSet<ExecKey>,
 }
@@ -92,6 +98,7 @@ impl From<&WorkerInfo> for StoredWorker {
             cores: w.cores,
             memory_mb: w.memory_mb,
             registered_at_ms: w.registered_at_ms,
+            connected: w.connected,
             drivers: w.drivers.clone(),
             executors: w.executors.clone(),
         }
@@ -184,6 +191,14 @@ fn diff_map<T>(
     out
 }
 
+/// Narrows a path's permissions; a failure (another owner, a read-only mount) is only logged.
+fn restrict(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Err(e) = std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        tracing::warn!(path = %path.display(), error = %e, "cannot restrict permissions");
+    }
+}
+
 pub struct Store {
     db: redb::Database,
     path: PathBuf,
@@ -208,7 +223,15 @@ impl Store {
             path: shown.clone(),
             reason,
         };
-        let mut db = redb::Database::create(&path).map_err(|e| open_error(e.to_string()))?;
+        // Specs carry environment values (often credentials): only the master's user reads them.
+        restrict(dir, 0o700);
+        let mut db = redb::Database::create(&path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
+                path: shown.clone(),
+            },
+            e => open_error(e.to_string()),
+        })?;
+        restrict(&path, 0o600);
         // A file that fails its checksums is refused, never half-read.
         match db.check_integrity() {
             Ok(true) => {}
@@ -415,6 +438,27 @@ mod tests {
         assert_eq!(
             back.driver("driver-20261121143000-0000").unwrap().state,
             DriverState::Error
+        );
+        back.check_invariants().unwrap();
+    }
+
+    #[test]
+    fn a_worker_that_left_is_not_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut state = cluster();
+        let mut effects = Vec::new();
+        state.decommission_worker("worker-a", 1, "scaled down");
+        assert!(state.worker_lost("worker-a", 1, "stream closed", 5, &mut effects));
+        let (store, _) = Store::open(dir.path()).unwrap();
+        let empty = State::new("http://m".into(), 1_795_271_400_000, 50);
+        store.save(&diff(&empty, &state)).unwrap();
+        drop(store);
+        let (_, loaded) = Store::open(dir.path()).unwrap();
+        let back = State::recover(loaded, "http://m".into(), Instant::now(), 10, 50);
+        assert!(!back.recovering);
+        assert_eq!(
+            back.worker("worker-a").unwrap().state,
+            WorkerState::Decommissioned
         );
         back.check_invariants().unwrap();
     }

@@ -77,10 +77,13 @@ impl State {
         state.completed_apps = ended.into_iter().map(|(_, id)| id).collect();
 
         for stored in loaded.workers {
-            let was_connected = matches!(
-                stored.state,
-                WorkerState::Alive | WorkerState::Decommissioned | WorkerState::Unknown
-            );
+            // UNKNOWN: a restart during a recovery; it has not come back since the one before.
+            let was_connected = stored.state == WorkerState::Unknown
+                || (stored.connected
+                    && matches!(
+                        stored.state,
+                        WorkerState::Alive | WorkerState::Decommissioned
+                    ));
             let mut w = WorkerInfo {
                 id: stored.id,
                 name: stored.name,
@@ -110,8 +113,8 @@ impl State {
                         && d.state == DriverState::Running
                         && d.worker_id.as_deref() == Some(w.id.as_str())
                     {
-                        w.cores_used += d.spec.cores;
-                        w.memory_used_mb += d.spec.memory_mb;
+                        w.cores_used = w.cores_used.saturating_add(d.spec.cores);
+                        w.memory_used_mb = w.memory_used_mb.saturating_add(d.spec.memory_mb);
                         w.drivers.insert(id);
                     }
                 }
@@ -120,8 +123,8 @@ impl State {
                         && e.state.is_live()
                         && e.worker_id == w.id
                     {
-                        w.cores_used += e.cores;
-                        w.memory_used_mb += e.memory_mb;
+                        w.cores_used = w.cores_used.saturating_add(e.cores);
+                        w.memory_used_mb = w.memory_used_mb.saturating_add(e.memory_mb);
                         w.executors.insert(key);
                     }
                 }
