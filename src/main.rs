@@ -444,6 +444,8 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
             state_dir: args.state_dir,
             worker_timeout: args.worker_timeout,
             spread_out: args.spread_out,
+            // Its workers are new processes with new ids: the old ones never come back.
+            recovery_timeout: Duration::from_secs(2),
             ..Default::default()
         },
         shutdown.clone(),
