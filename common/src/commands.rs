@@ -11,7 +11,7 @@ use crate::{
     ids::display_time,
     proto::{Application, ApplicationSpec, Driver, DriverSpec, DriverState, LogStream},
     resources::format_mb,
-    states::{StateName, driver_state, worker_state},
+    states::{StateName, driver_state},
     views::{AppView, DriverView, WorkerView},
 };
 
@@ -240,41 +240,34 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     match what {
         ListWhat::Workers => {
-            let workers = client.workers().await?;
-            let views: Vec<WorkerView> = workers.iter().map(WorkerView::from).collect();
-            if json {
-                writeln!(out, "{}", to_json(&views)?)?;
-                return Ok(0);
-            }
-            let rows = workers
-                .iter()
-                .map(|w| {
+            let views: Vec<WorkerView> = client.workers().await?.iter().map(Into::into).collect();
+            print_list(
+                &mut out,
+                json,
+                &views,
+                &["ID", "HOST", "STATE", "CORES", "MEMORY", "DRIVERS"],
+                |w| {
                     vec![
                         w.id.clone(),
                         w.host.clone(),
-                        worker_state(w.state).name().to_string(),
+                        w.state.to_string(),
                         format!("{}/{}", w.cores_used, w.cores),
                         format!("{}/{}", format_mb(w.memory_used_mb), format_mb(w.memory_mb)),
-                        w.driver_ids.len().to_string(),
+                        w.drivers.len().to_string(),
                     ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                &["ID", "HOST", "STATE", "CORES", "MEMORY", "DRIVERS"],
-                rows,
+                },
             )?;
         }
         ListWhat::Drivers => {
-            let drivers = client.drivers().await?;
-            let views: Vec<DriverView> = drivers.iter().map(DriverView::from).collect();
-            if json {
-                writeln!(out, "{}", to_json(&views)?)?;
-                return Ok(0);
-            }
-            let rows = views
-                .iter()
-                .map(|d| {
+            let views: Vec<DriverView> = client.drivers().await?.iter().map(Into::into).collect();
+            print_list(
+                &mut out,
+                json,
+                &views,
+                &[
+                    "ID", "NAME", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "WAITING",
+                ],
+                |d| {
                     vec![
                         d.id.clone(),
                         d.name.clone(),
@@ -285,26 +278,26 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                         d.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                         d.waiting_reason.clone().unwrap_or_default(),
                     ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                &[
-                    "ID", "NAME", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "WAITING",
-                ],
-                rows,
+                },
             )?;
         }
         ListWhat::Apps => {
-            let apps = client.apps().await?;
-            let views: Vec<AppView> = apps.iter().map(AppView::from).collect();
-            if json {
-                writeln!(out, "{}", to_json(&views)?)?;
-                return Ok(0);
-            }
-            let rows = views
-                .iter()
-                .map(|a| {
+            let views: Vec<AppView> = client.apps().await?.iter().map(Into::into).collect();
+            print_list(
+                &mut out,
+                json,
+                &views,
+                &[
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "DRIVER",
+                    "EXECUTORS",
+                    "CORES",
+                    "MEM/EXECUTOR",
+                    "WAITING",
+                ],
+                |a| {
                     let live = a
                         .executors
                         .iter()
@@ -320,25 +313,26 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                         format_mb(a.executor_memory_mb),
                         a.waiting_reason.clone().unwrap_or_default(),
                     ]
-                })
-                .collect();
-            write_table(
-                &mut out,
-                &[
-                    "ID",
-                    "NAME",
-                    "STATE",
-                    "DRIVER",
-                    "EXECUTORS",
-                    "CORES",
-                    "MEM/EXECUTOR",
-                    "WAITING",
-                ],
-                rows,
+                },
             )?;
         }
     }
     Ok(0)
+}
+
+/// A list as JSON, or as a table of one row per item.
+fn print_list<V: serde::Serialize>(
+    out: &mut impl Write,
+    json: bool,
+    views: &[V],
+    header: &[&str],
+    row: impl Fn(&V) -> Vec<String>,
+) -> Result<()> {
+    if json {
+        writeln!(out, "{}", to_json(&views)?)?;
+        return Ok(());
+    }
+    write_table(out, header, views.iter().map(row).collect())
 }
 
 /// Copies a driver's or executor's log to stdout; with `follow`, until it ends.

@@ -16,7 +16,6 @@ pub const MAX_RETRIES_LIMIT: u32 = 100;
 
 /// Checks a driver submission, naming the first field that is wrong and why.
 pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
-    validate_command("command", &spec.command)?;
     if spec.cores == 0 {
         return Err(InvalidInput::new("cores", "must be at least 1, got 0"));
     }
@@ -41,27 +40,16 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             format!("{} is more than {MAX_RETRIES_LIMIT}", spec.max_retries),
         ));
     }
-    if spec.name.len() > 256 || spec.name.chars().any(char::is_control) {
-        return Err(InvalidInput::new(
-            "name",
-            "must be at most 256 characters, without control characters",
-        ));
-    }
-    validate_env(&spec.env)?;
-    let bytes = spec.name.len()
-        + spec.command.iter().map(String::len).sum::<usize>()
-        + spec
-            .env
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if bytes > MAX_SPEC_BYTES {
-        return Err(InvalidInput::new(
-            "command",
-            format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
-        ));
-    }
-    Ok(())
+    validate_program(
+        Fields {
+            name: "name",
+            command: "command",
+            env: "env",
+        },
+        &spec.name,
+        &spec.command,
+        &spec.env,
+    )
 }
 
 /// Most executors an application may ask for.
@@ -70,6 +58,41 @@ pub const MAX_EXECUTORS: u32 = 10_000;
 pub const MAX_EXECUTOR_RETRIES: u32 = 1000;
 /// Failed executors replaced before an application fails, unless it says otherwise (Spark's).
 pub const DEFAULT_EXECUTOR_RETRIES: u32 = 10;
+
+/// What the fields of a program are called in a driver's or an application's spec.
+struct Fields {
+    name: &'static str,
+    command: &'static str,
+    env: &'static str,
+}
+
+/// The parts drivers and executors share: a name for people, an argv and an environment, all
+/// bounded in size.
+fn validate_program(
+    fields: Fields,
+    name: &str,
+    command: &[String],
+    env: &HashMap<String, String>,
+) -> Result<(), InvalidInput> {
+    validate_command(fields.command, command)?;
+    if name.len() > 256 || name.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            fields.name,
+            "must be at most 256 characters, without control characters",
+        ));
+    }
+    validate_env(fields.env, env)?;
+    let bytes = name.len()
+        + command.iter().map(String::len).sum::<usize>()
+        + env.iter().map(|(k, v)| k.len() + v.len()).sum::<usize>();
+    if bytes > MAX_SPEC_BYTES {
+        return Err(InvalidInput::new(
+            fields.command,
+            format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
+        ));
+    }
+    Ok(())
+}
 
 /// An argv: a program, not too many arguments, no NUL bytes.
 fn validate_command(field: &str, command: &[String]) -> Result<(), InvalidInput> {
@@ -94,14 +117,14 @@ fn validate_command(field: &str, command: &[String]) -> Result<(), InvalidInput>
     Ok(())
 }
 
-fn validate_env(env: &HashMap<String, String>) -> Result<(), InvalidInput> {
+fn validate_env(field: &str, env: &HashMap<String, String>) -> Result<(), InvalidInput> {
     for (key, value) in env {
         let valid_key = !key.is_empty()
             && !key.starts_with(|c: char| c.is_ascii_digit())
             && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
         if !valid_key {
             return Err(InvalidInput::new(
-                "env",
+                field,
                 format!(
                     "{key:?} is not a variable name (letters, digits and _, not starting with a digit)"
                 ),
@@ -109,13 +132,13 @@ fn validate_env(env: &HashMap<String, String>) -> Result<(), InvalidInput> {
         }
         if key.starts_with("HEARTH_") {
             return Err(InvalidInput::new(
-                "env",
+                field,
                 format!("{key} is set by the worker; HEARTH_* names are reserved"),
             ));
         }
         if value.contains('\0') {
             return Err(InvalidInput::new(
-                "env",
+                field,
                 format!("the value of {key} contains a NUL byte"),
             ));
         }
@@ -135,7 +158,6 @@ pub fn max_executors(spec: &ApplicationSpec) -> u32 {
 /// Checks an application's executor request, naming the first field that is wrong and why.
 /// Field names are those of the `hearth submit --executor-*` options.
 pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
-    validate_command("executor_command", &spec.command)?;
     if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
         return Err(InvalidInput::new(
             "executor_cores",
@@ -193,27 +215,16 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
             format!("at most {MAX_EXECUTOR_RETRIES}"),
         ));
     }
-    if spec.name.len() > 256 || spec.name.chars().any(char::is_control) {
-        return Err(InvalidInput::new(
-            "app_name",
-            "must be at most 256 characters, without control characters",
-        ));
-    }
-    validate_env(&spec.env).map_err(|e| InvalidInput::new("executor_env", e.reason))?;
-    let bytes = spec.name.len()
-        + spec.command.iter().map(String::len).sum::<usize>()
-        + spec
-            .env
-            .iter()
-            .map(|(k, v)| k.len() + v.len())
-            .sum::<usize>();
-    if bytes > MAX_SPEC_BYTES {
-        return Err(InvalidInput::new(
-            "executor_command",
-            format!("command, name and environment take {bytes} bytes; at most {MAX_SPEC_BYTES}"),
-        ));
-    }
-    Ok(())
+    validate_program(
+        Fields {
+            name: "app_name",
+            command: "executor_command",
+            env: "executor_env",
+        },
+        &spec.name,
+        &spec.command,
+        &spec.env,
+    )
 }
 
 /// Checks a client's submission id: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.

@@ -29,6 +29,17 @@ fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
     }
 }
 
+/// A fresh state with these workers registered, one stream each.
+fn with_workers(workers: &[(&str, u32, u64)]) -> (State, Vec<Effect>) {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut effects = Vec::new();
+    for (conn, (id, cores, memory_mb)) in (1..).zip(workers) {
+        let reg = register(id, *cores, *memory_mb);
+        state.register_worker(reg, "h".into(), conn, Instant::now(), 0, &mut effects);
+    }
+    (state, effects)
+}
+
 fn app_spec(cores: u32, memory_mb: u64, executors: u32, max_cores: u32) -> ApplicationSpec {
     ApplicationSpec {
         name: "app".into(),
@@ -396,16 +407,7 @@ fn live_executors(state: &State, app_id: &str) -> Vec<(u32, String)> {
 
 #[test]
 fn failed_executors_are_replaced_until_the_limit_then_the_application_fails() {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
-    let mut effects = Vec::new();
-    state.register_worker(
-        register("worker-a", 4, 4096),
-        "h".into(),
-        1,
-        Instant::now(),
-        0,
-        &mut effects,
-    );
+    let (mut state, mut effects) = with_workers(&[("worker-a", 4, 4096)]);
     let driver = state.submit(spec(1, 100, false), Some(app_spec(1, 256, 2, 0)), 0);
     state.schedule(0, &mut effects);
     let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
@@ -464,25 +466,7 @@ fn failed_executors_are_replaced_until_the_limit_then_the_application_fails() {
 
 #[test]
 fn executors_of_a_lost_worker_are_replaced_and_freed_when_unregistered() {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
-    let mut effects = Vec::new();
-    let now = Instant::now();
-    state.register_worker(
-        register("worker-a", 4, 4096),
-        "h".into(),
-        1,
-        now,
-        0,
-        &mut effects,
-    );
-    state.register_worker(
-        register("worker-b", 4, 4096),
-        "h".into(),
-        2,
-        now,
-        0,
-        &mut effects,
-    );
+    let (mut state, mut effects) = with_workers(&[("worker-a", 4, 4096), ("worker-b", 4, 4096)]);
     let app_id = state
         .register_app(app_spec(1, 256, 4, 0), None, "10.0.0.9", 0)
         .unwrap();
@@ -529,16 +513,7 @@ fn executors_of_a_lost_worker_are_replaced_and_freed_when_unregistered() {
 
 #[test]
 fn bad_requests_change_nothing() {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
-    let mut effects = Vec::new();
-    state.register_worker(
-        register("worker-a", 8, 8192),
-        "h".into(),
-        1,
-        Instant::now(),
-        0,
-        &mut effects,
-    );
+    let (mut state, mut effects) = with_workers(&[("worker-a", 8, 8192)]);
     let a = state
         .register_app(app_spec(2, 256, 1, 4), None, "", 0)
         .unwrap();
@@ -617,17 +592,7 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
 
 #[test]
 fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
-    let mut effects = Vec::new();
-    let now = Instant::now();
-    state.register_worker(
-        register("worker-a", 4, 4096),
-        "h".into(),
-        1,
-        now,
-        0,
-        &mut effects,
-    );
+    let (mut state, mut effects) = with_workers(&[("worker-a", 4, 4096)]);
     let driver = state.submit(spec(1, 100, true), Some(app_spec(1, 256, 1, 0)), 0);
     state.schedule(0, &mut effects);
     let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
@@ -651,7 +616,7 @@ fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
         app_id: app_id.clone(),
         executor_id: 0,
     });
-    state.register_worker(reg, "h".into(), 2, now, 2, &mut effects);
+    state.register_worker(reg, "h".into(), 2, Instant::now(), 2, &mut effects);
     let executor = &state.app(&app_id).unwrap().executors[&0];
     assert_eq!(executor.state, ExecutorState::Running);
     assert!(

@@ -502,14 +502,7 @@ impl State {
         }
         let state = executor_state(status.state);
         match state {
-            ExecutorState::Running => {
-                if let Ok(app) = self.app_mut(&key.app_id)
-                    && let Some(e) = app.executors.get_mut(&key.executor_id)
-                {
-                    e.state = ExecutorState::Running;
-                    e.message = status.message;
-                }
-            }
+            ExecutorState::Running => self.executor_running(&key, Some(status.message)),
             ExecutorState::Exited
             | ExecutorState::Failed
             | ExecutorState::Killed
@@ -525,13 +518,16 @@ impl State {
         }
     }
 
-    /// A reconnecting worker says this live executor runs there.
-    pub(super) fn executor_confirmed_running(&mut self, key: &ExecKey) {
+    /// Its worker says this live executor runs (a report, or a reconnect listing it).
+    pub(super) fn executor_running(&mut self, key: &ExecKey, message: Option<String>) {
         if let Ok(app) = self.app_mut(&key.app_id)
             && let Some(e) = app.executors.get_mut(&key.executor_id)
-            && e.state == ExecutorState::Launching
+            && e.state.is_live()
         {
             e.state = ExecutorState::Running;
+            if let Some(message) = message {
+                e.message = message;
+            }
         }
     }
 

@@ -242,7 +242,7 @@ impl State {
                 };
             if kept {
                 // It runs, whether or not its RUNNING report got through before the break.
-                self.executor_confirmed_running(&key);
+                self.executor_running(&key, None);
             } else {
                 self.executor_gone(
                     &key,
