@@ -59,6 +59,28 @@ fn memory_arg(s: &str) -> Result<u64, String> {
     parse_memory_mb("memory", s).map_err(|e| e.reason)
 }
 
+fn base_path_arg(text: &str) -> Result<String, String> {
+    hearth_master::config::ui_base_path(text).map_err(|e| e.to_string())
+}
+
+fn label_arg(text: &str) -> Result<(String, String), String> {
+    hearth_common::spec::parse_label(text).map_err(|e| e.to_string())
+}
+
+/// The labels given, plus the pod's own (which a `--label` of the same key overrides).
+fn worker_labels<const N: usize>(
+    given: Vec<(String, String)>,
+    pod: [(&str, Option<String>); N],
+) -> Result<std::collections::BTreeMap<String, String>> {
+    let mut labels: std::collections::BTreeMap<String, String> = pod
+        .into_iter()
+        .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
+        .collect();
+    labels.extend(given);
+    hearth_common::spec::validate_labels(&labels)?;
+    Ok(labels)
+}
+
 fn duration_arg(s: &str) -> Result<Duration, String> {
     parse_duration("duration", s).map_err(|e| e.reason)
 }
@@ -121,6 +143,16 @@ struct MasterArgs {
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     public_url: Option<String>,
+    /// Show kill buttons for drivers and applications on the UI (a kill asks for the secret).
+    #[arg(long, env = "HEARTH_UI_KILL")]
+    ui_kill: bool,
+    /// Every page and JSON endpoint asks for the secret (HTTP basic auth, any user name, or a
+    /// bearer token); /healthz and /readyz stay open.
+    #[arg(long, env = "HEARTH_UI_AUTH")]
+    ui_auth: bool,
+    /// Path prefix the UI is served under behind a proxy or ingress, e.g. /hearth.
+    #[arg(long, env = "HEARTH_UI_BASE_PATH", default_value = "", value_parser = base_path_arg)]
+    ui_base_path: String,
 }
 
 #[derive(Args)]
@@ -158,6 +190,19 @@ struct WorkerArgs {
     /// Time between SIGTERM and SIGKILL when a driver is killed.
     #[arg(long, env = "HEARTH_KILL_GRACE", default_value = "10s", value_parser = duration_arg)]
     kill_grace: Duration,
+    /// A label shown on the master's worker page, KEY=VALUE (repeatable; comma-separated in
+    /// the variable).
+    #[arg(long = "label", env = "HEARTH_WORKER_LABELS", value_delimiter = ',', value_parser = label_arg)]
+    labels: Vec<(String, String)>,
+    /// The pod's name (downward API), shown as the label `pod`.
+    #[arg(long, env = "HEARTH_POD_NAME")]
+    pod_name: Option<String>,
+    /// The pod's namespace (downward API), shown as the label `namespace`.
+    #[arg(long, env = "HEARTH_POD_NAMESPACE")]
+    pod_namespace: Option<String>,
+    /// The node the pod runs on (downward API), shown as the label `node`.
+    #[arg(long, env = "HEARTH_NODE_NAME")]
+    node_name: Option<String>,
 }
 
 #[derive(Args)]
@@ -391,6 +436,12 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         max_waiting: args.max_waiting,
         recovery_timeout: args.recovery_timeout,
         public_url: args.public_url,
+        ui: hearth_master::config::UiConfig {
+            kill: args.ui_kill,
+            auth: args.ui_auth,
+            base_path: args.ui_base_path,
+        },
+        ..Default::default()
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -414,6 +465,14 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         web_addr: SocketAddr::new(args.bind, args.webui_port),
         work_dir: args.work_dir,
         kill_grace: args.kill_grace,
+        labels: worker_labels(
+            args.labels,
+            [
+                ("pod", args.pod_name),
+                ("namespace", args.pod_namespace),
+                ("node", args.node_name),
+            ],
+        )?,
         ..Default::default()
     };
     let shutdown = Shutdown::new();

@@ -30,6 +30,19 @@ pub fn display_time(ms: i64) -> String {
     format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
 }
 
+/// `EEE MMM dd HH:mm:ss zzz yyyy` in UTC, the way Java's `Date.toString` prints, as Spark's
+/// `/json/` shows `submitdate`.
+pub fn java_date(ms: i64) -> String {
+    const DAYS: [&str; 7] = ["Thu", "Fri", "Sat", "Sun", "Mon", "Tue", "Wed"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (y, mo, d, h, mi, s) = civil(ms);
+    let weekday = DAYS[ms.div_euclid(86_400_000).rem_euclid(7) as usize];
+    let month = MONTHS[(mo as usize).saturating_sub(1) % 12];
+    format!("{weekday} {month} {d:02} {h:02}:{mi:02}:{s:02} UTC {y}")
+}
+
 /// Splits epoch milliseconds into UTC calendar fields (Howard Hinnant's `civil_from_days`).
 fn civil(ms: i64) -> (i64, u32, u32, u32, u32, u32) {
     let secs = ms.div_euclid(1000);
@@ -165,6 +178,14 @@ impl std::fmt::Display for ProcessRef {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn java_dates_read_like_spark_shows_them() {
+        // 2026-11-21 16:40:09 UTC was a Saturday; the epoch a Thursday.
+        assert_eq!(java_date(1_795_279_209_000), "Sat Nov 21 16:40:09 UTC 2026");
+        assert_eq!(java_date(0), "Thu Jan 01 00:00:00 UTC 1970");
+        assert_eq!(java_date(951_782_400_000), "Tue Feb 29 00:00:00 UTC 2000");
+    }
 
     #[test]
     fn timestamps_are_utc_calendar_dates() {

@@ -260,9 +260,81 @@ pub fn parse_env_pair(text: &str) -> Result<(String, String), InvalidInput> {
     }
 }
 
+/// Most labels a worker may carry.
+pub const MAX_LABELS: usize = 32;
+
+/// Checks a worker's labels: short keys of letters, digits and `._-/`, values of printable
+/// text, so they show as they are on the UI.
+pub fn validate_labels<'a>(
+    labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+) -> Result<(), InvalidInput> {
+    let mut n = 0;
+    for (key, value) in labels {
+        n += 1;
+        if n > MAX_LABELS {
+            return Err(InvalidInput::new(
+                "labels",
+                format!("more than {MAX_LABELS}"),
+            ));
+        }
+        let key_ok = !key.is_empty()
+            && key.len() <= 63
+            && key
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-' | b'/'));
+        if !key_ok {
+            return Err(InvalidInput::new(
+                "labels",
+                format!("key {key:?}: 1 to 63 letters, digits, '.', '_', '-' or '/'"),
+            ));
+        }
+        if value.len() > 253 || value.chars().any(char::is_control) {
+            return Err(InvalidInput::new(
+                "labels",
+                format!("value of {key:?}: at most 253 bytes, no control characters"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Reads `KEY=VALUE`, as `--label` takes it.
+pub fn parse_label(text: &str) -> Result<(String, String), InvalidInput> {
+    let (key, value) = text
+        .split_once('=')
+        .ok_or_else(|| InvalidInput::new("label", format!("{text:?} is not KEY=VALUE")))?;
+    let (key, value) = (key.trim().to_string(), value.trim().to_string());
+    validate_labels([(&key, &value)])?;
+    Ok((key, value))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn labels_are_checked_by_key_and_value() {
+        assert_eq!(
+            parse_label("node=kind-worker-2").ok(),
+            Some(("node".into(), "kind-worker-2".into()))
+        );
+        for (text, why) in [
+            ("node", "not KEY=VALUE"),
+            ("=x", "key \"\""),
+            ("a b=x", "key \"a b\""),
+            ("k=a\u{7}b", "control characters"),
+        ] {
+            let err = parse_label(text)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(why), "{text}: {err}");
+        }
+        let many: HashMap<String, String> = (0..=MAX_LABELS)
+            .map(|i| (format!("k{i}"), String::new()))
+            .collect();
+        assert!(validate_labels(&many).is_err());
+    }
 
     fn spec() -> DriverSpec {
         DriverSpec {

@@ -25,6 +25,7 @@ pub struct WorkerView {
     pub registered_at_ms: i64,
     pub drivers: Vec<String>,
     pub executors: Vec<String>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl From<&Worker> for WorkerView {
@@ -43,6 +44,7 @@ impl From<&Worker> for WorkerView {
             registered_at_ms: w.registered_at_ms,
             drivers: w.driver_ids.clone(),
             executors: w.executor_ids.clone(),
+            labels: w.labels.clone().into_iter().collect(),
         }
     }
 }

@@ -23,6 +23,7 @@ use crate::{
     links::Links,
     state::{Effect, State},
     store::{Loaded, Store},
+    telemetry::Telemetry,
 };
 
 /// Commands queued between handlers and the actor; senders wait when it is full.
@@ -38,6 +39,7 @@ pub struct MasterHandle {
     pub links: Links,
     pub config: Arc<MasterConfig>,
     pub shutdown: Shutdown,
+    pub telemetry: Arc<Telemetry>,
 }
 
 impl MasterHandle {
@@ -106,12 +108,14 @@ pub fn spawn(
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();
+    let telemetry = Arc::new(Telemetry::new(config.samples_kept()));
     let handle = MasterHandle {
         commands,
         snapshot,
         links: links.clone(),
         config: config.clone(),
         shutdown: shutdown.clone(),
+        telemetry: telemetry.clone(),
     };
     let actor = Actor {
         state,
@@ -122,6 +126,7 @@ pub fn spawn(
         snapshot_tx,
         links,
         config,
+        telemetry,
     };
     let task = tokio::spawn(actor.run(shutdown));
     (handle, task)
@@ -137,6 +142,7 @@ struct Actor {
     snapshot_tx: watch::Sender<Arc<State>>,
     links: Links,
     config: Arc<MasterConfig>,
+    telemetry: Arc<Telemetry>,
 }
 
 /// A reply held back until the turn's changes are durable and published. Given the store's
@@ -194,7 +200,9 @@ impl Actor {
             {
                 self.state.finish_recovery(ids::now_ms(), &mut effects);
             }
+            let started = Instant::now();
             self.state.schedule(ids::now_ms(), &mut effects);
+            self.telemetry.schedule.observe(started.elapsed());
             self.state.prune();
             let failure = self.persist().await.err();
             self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
@@ -228,12 +236,14 @@ impl Actor {
         }
         let store = self.store.clone();
         let records = changes.records();
+        let started = Instant::now();
         tokio::task::spawn_blocking(move || store.save(&changes))
             .await
             .map_err(|e| crate::store::StoreError::Write {
                 path: self.store.path().display().to_string(),
                 reason: format!("the writer stopped: {e}"),
             })??;
+        self.telemetry.store_write.observe(started.elapsed());
         tracing::debug!(records, "state written");
         self.persisted = self.state.clone();
         Ok(())

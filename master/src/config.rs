@@ -32,7 +32,26 @@ pub struct MasterConfig {
     pub spread_out: bool,
     /// The URL clients use, shown in the UI and `/json/`; derived from the gRPC address if unset.
     pub public_url: Option<String>,
+    pub ui: UiConfig,
+    /// How often cluster use is sampled for the UI's chart; the last hour is kept.
+    pub sample_interval: Duration,
 }
+
+/// How the web UI behaves for people who reach port 8080.
+#[derive(Debug, Clone, Default)]
+pub struct UiConfig {
+    /// Show kill buttons; a kill still needs the shared secret typed in.
+    pub kill: bool,
+    /// Every page and JSON endpoint asks for the secret (basic auth or bearer token); the
+    /// probes stay open.
+    pub auth: bool,
+    /// Prefix of every link, for an ingress that serves the UI under a sub-path: empty, or
+    /// `/a/b` without a trailing slash.
+    pub base_path: String,
+}
+
+/// The chart covers this much time.
+pub const CHART_WINDOW: Duration = Duration::from_secs(3600);
 
 impl Default for MasterConfig {
     fn default() -> Self {
@@ -49,6 +68,8 @@ impl Default for MasterConfig {
             max_waiting: 10_000,
             recovery_timeout: Duration::from_secs(20),
             public_url: None,
+            ui: UiConfig::default(),
+            sample_interval: Duration::from_secs(10),
         }
     }
 }
@@ -78,11 +99,93 @@ impl MasterConfig {
         if self.retained_apps == 0 {
             return Err(Error::Config("retained apps: must be at least 1".into()));
         }
+        if self.secret.is_none() && (self.ui.kill || self.ui.auth) {
+            return Err(Error::Config(
+                "ui kill / ui auth: both check the shared secret, and none is set".into(),
+            ));
+        }
+        if self.sample_interval < Duration::from_millis(100) || self.sample_interval > CHART_WINDOW
+        {
+            return Err(Error::Config(format!(
+                "sample interval: {} ms is outside 100 ms to one hour",
+                self.sample_interval.as_millis()
+            )));
+        }
         Ok(())
+    }
+
+    /// Samples the chart keeps: an hour's worth.
+    pub fn samples_kept(&self) -> usize {
+        let n = CHART_WINDOW.as_millis() / self.sample_interval.as_millis().max(1);
+        usize::try_from(n).unwrap_or(usize::MAX).max(1) + 1
     }
 
     /// How often workers are told to send a heartbeat: a quarter of the timeout, like Spark.
     pub fn heartbeat_interval(&self) -> Duration {
         self.worker_timeout / 4
+    }
+}
+
+/// Checks and normalises a base path for the UI: `""` and `"/"` mean none; otherwise it
+/// starts with `/`, has no trailing `/`, and holds only characters safe in a URL path and
+/// in HTML unescaped.
+pub fn ui_base_path(raw: &str) -> Result<String> {
+    let trimmed = raw.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Ok(String::new());
+    }
+    let bad = |why: &str| Err(Error::Config(format!("ui base path {raw:?}: {why}")));
+    if !trimmed.starts_with('/') {
+        return bad("must start with /");
+    }
+    if trimmed.contains("//") {
+        return bad("has an empty segment (//)");
+    }
+    if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
+        return bad("has a . or .. segment");
+    }
+    if let Some(c) = trimmed
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~')))
+    {
+        return bad(&format!(
+            "{c:?} is not allowed (letters, digits, / - _ . ~ only)"
+        ));
+    }
+    if trimmed.len() > 200 {
+        return bad("longer than 200 characters");
+    }
+    Ok(trimmed.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths_are_normalised_or_refused_with_the_reason() {
+        assert_eq!(ui_base_path("").ok(), Some(String::new()));
+        assert_eq!(ui_base_path("/").ok(), Some(String::new()));
+        assert_eq!(ui_base_path("/a/b/").ok(), Some("/a/b".into()));
+        assert_eq!(
+            ui_base_path("/hearth-ui_1.x~").ok(),
+            Some("/hearth-ui_1.x~".into())
+        );
+        for (raw, why) in [
+            ("hearth", "must start with /"),
+            ("/a//b", "empty segment"),
+            ("/a/../b", ".. segment"),
+            ("/a\"b", "is not allowed"),
+            ("/a?x=1", "is not allowed"),
+        ] {
+            let err = ui_base_path(raw)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(
+                err.contains("ui base path") && err.contains(why),
+                "{raw}: {err}"
+            );
+        }
     }
 }

@@ -10,6 +10,7 @@
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
 //! - [`grpc`]: the worker and client services, plus health and reflection.
 //! - [`web`]: pages, JSON, probes and metrics on port 8080.
+//! - [`telemetry`]: latency histograms and the utilisation samples behind the UI's chart.
 //! - [`server`]: binds the ports and runs it all until shutdown.
 
 pub mod actor;
@@ -24,6 +25,7 @@ pub mod state;
 #[cfg(test)]
 mod state_tests;
 pub mod store;
+pub mod telemetry;
 pub mod web;
 
 pub use config::MasterConfig;

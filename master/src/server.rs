@@ -101,6 +101,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
             grpc::serve(handle, grpc_listener, shutdown).await
         }));
     }
+    tasks.push(tokio::spawn(sample_use(handle.clone(), shutdown.clone())));
     {
         let handle = handle.clone();
         let shutdown = shutdown.clone();
@@ -118,4 +119,19 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         handle,
         tasks,
     })
+}
+
+/// Records cluster use every sample interval for the UI's chart, from the first moment on.
+async fn sample_use(handle: MasterHandle, shutdown: Shutdown) -> Result<()> {
+    let mut tick = tokio::time::interval(handle.config.sample_interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {
+                let sample = crate::telemetry::Sample::of(&handle.snapshot(), hearth_common::ids::now_ms());
+                handle.telemetry.push_sample(sample);
+            }
+        }
+    }
 }

@@ -26,6 +26,7 @@ fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
         completed: vec![],
         running_executors: vec![],
         completed_executors: vec![],
+        labels: Default::default(),
     }
 }
 

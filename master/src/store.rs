@@ -85,6 +85,8 @@ pub struct StoredWorker {
     pub connected: bool,
     pub drivers: BTreeSet<String>,
     pub executors: BTreeSet<ExecKey>,
+    #[serde(default)]
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl From<&WorkerInfo> for StoredWorker {
@@ -101,6 +103,7 @@ impl From<&WorkerInfo> for StoredWorker {
             connected: w.connected,
             drivers: w.drivers.clone(),
             executors: w.executors.clone(),
+            labels: w.labels.clone(),
         }
     }
 }

@@ -453,15 +453,32 @@ where
 
 /// A plain HTTP/1.1 GET: status code and body.
 pub fn http_get(host_port: &str, path: &str) -> (u16, String) {
+    let (status, _, body) = http_request(host_port, "GET", path, &[], "");
+    (status, body)
+}
+
+/// A plain HTTP/1.1 request with extra headers and a body: status code, head and body.
+pub fn http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (u16, String, String) {
     let mut stream = TcpStream::connect(host_port).expect("connect to the web port");
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
-    )
-    .expect("send request");
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (name, value) in headers {
+        request.push_str(&format!("{name}: {value}\r\n"));
+    }
+    request.push_str("\r\n");
+    request.push_str(body);
+    stream.write_all(request.as_bytes()).expect("send request");
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).expect("read response");
     let text = String::from_utf8_lossy(&raw).to_string();
@@ -479,7 +496,7 @@ pub fn http_get(host_port: &str, path: &str) -> (u16, String) {
     } else {
         body.to_string()
     };
-    (status, body)
+    (status, head.to_string(), body)
 }
 
 fn dechunk(mut body: &str) -> String {

@@ -24,6 +24,8 @@ pub struct WorkerConfig {
     pub kill_grace: Duration,
     /// Where the cgroup file system is mounted.
     pub cgroup_root: PathBuf,
+    /// Shown on the master's worker page: pod, node, namespace, and any the operator adds.
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for WorkerConfig {
@@ -39,6 +41,7 @@ impl Default for WorkerConfig {
             work_dir: PathBuf::from("./hearth-work"),
             kill_grace: Duration::from_secs(10),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            labels: Default::default(),
         }
     }
 }

@@ -44,6 +44,7 @@ pub struct Identity {
     pub web_port: u32,
     pub cores: u32,
     pub memory_mb: u64,
+    pub labels: std::collections::HashMap<String, String>,
 }
 
 /// Jittered exponential back-off: 100 ms doubling up to 10 s, each delay drawn from
@@ -140,6 +141,7 @@ impl Connection {
                 completed: inventory.completed,
                 running_executors: inventory.running_executors,
                 completed_executors: inventory.completed_executors,
+                labels: self.identity.labels.clone(),
             })),
         }
     }

@@ -105,6 +105,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
         web_port: u32::from(web_addr.port()),
         cores,
         memory_mb,
+        labels: config.labels.clone().into_iter().collect(),
     };
     tracing::info!(worker_id, cores, cores_from = %if config.cores.is_some() { "setting".to_string() } else { detected.cores_source.clone() },
         memory_mb, memory_from = %if config.memory_mb.is_some() { "setting".to_string() } else { detected.memory_source.clone() },

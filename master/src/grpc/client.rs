@@ -41,26 +41,6 @@ fn app_proto(state: &State, id: &str) -> Result<Application, Error> {
     Ok(state.app(id)?.to_proto())
 }
 
-/// Where a process's logs are: its worker (if it was ever placed) and whether it has ended.
-fn log_source(state: &State, process: &ProcessRef) -> Result<(Option<String>, bool), Error> {
-    match process {
-        ProcessRef::Driver(id) => {
-            let d = state.driver(id)?;
-            Ok((d.worker_id.clone(), d.state.is_terminal()))
-        }
-        ProcessRef::Executor {
-            app_id,
-            executor_id,
-        } => {
-            let app = state.app(app_id)?;
-            let e = app.executors.get(executor_id).ok_or_else(|| {
-                Error::NotFound(format!("{app_id} has no executor {executor_id}"))
-            })?;
-            Ok((Some(e.worker_id.clone()), !e.state.is_live()))
-        }
-    }
-}
-
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -305,7 +285,7 @@ impl ClientService for ClientApi {
             .map_err(|_| Status::invalid_argument("stream: must be STDOUT or STDERR"))?;
         let process = ProcessRef::parse("id", &req.id).map_err(Error::from)?;
         let snapshot = self.master.snapshot();
-        let (worker_id, ended) = log_source(&snapshot, &process)?;
+        let (worker_id, ended) = snapshot.log_source(&process)?;
         if worker_id.is_none() && (!req.follow || ended) {
             let d = snapshot.driver(&req.id)?;
             return Err(Status::failed_precondition(format!(
@@ -351,7 +331,7 @@ async fn copy_log(
         }
         let (worker_id, ended) = {
             let snap: Arc<State> = snapshots.borrow_and_update().clone();
-            log_source(&snap, process)?
+            snap.log_source(process)?
         };
         let Some(worker_id) = worker_id else {
             if !follow || ended {

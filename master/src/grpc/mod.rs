@@ -2,6 +2,7 @@
 //! health and reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
 
 mod client;
+mod timing;
 mod worker;
 
 use hearth_common::{
@@ -39,6 +40,9 @@ pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdo
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     Server::builder()
+        .layer(timing::TimeRpcs {
+            telemetry: handle.telemetry.clone(),
+        })
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))

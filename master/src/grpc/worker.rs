@@ -43,6 +43,7 @@ impl WorkerApi {
 
 fn validate(reg: &Register) -> Result<(), InvalidInput> {
     check_id("worker_id", &reg.worker_id, IdKind::Worker)?;
+    hearth_common::spec::validate_labels(&reg.labels)?;
     if reg.cores == 0 || reg.cores > MAX_CORES {
         return Err(InvalidInput::new(
             "cores",

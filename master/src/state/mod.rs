@@ -119,6 +119,30 @@ impl State {
             .ok_or_else(|| Error::NotFound(format!("no application {id}")))
     }
 
+    /// Where a process's logs are: its worker (if it was ever placed) and whether it has ended.
+    pub fn log_source(
+        &self,
+        process: &hearth_common::ids::ProcessRef,
+    ) -> Result<(Option<String>, bool)> {
+        use hearth_common::ids::ProcessRef;
+        match process {
+            ProcessRef::Driver(id) => {
+                let d = self.driver(id)?;
+                Ok((d.worker_id.clone(), d.state.is_terminal()))
+            }
+            ProcessRef::Executor {
+                app_id,
+                executor_id,
+            } => {
+                let app = self.app(app_id)?;
+                let e = app.executors.get(executor_id).ok_or_else(|| {
+                    Error::NotFound(format!("{app_id} has no executor {executor_id}"))
+                })?;
+                Ok((Some(e.worker_id.clone()), !e.state.is_live()))
+            }
+        }
+    }
+
     pub fn alive_workers(&self) -> impl Iterator<Item = &Arc<WorkerInfo>> {
         self.workers
             .values()

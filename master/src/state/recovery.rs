@@ -105,6 +105,7 @@ impl State {
                 connected: false,
                 drivers: BTreeSet::new(),
                 executors: BTreeSet::new(),
+                labels: stored.labels,
             };
             if was_connected {
                 // Only slots the records agree on are held again.

@@ -30,6 +30,7 @@ pub struct WorkerInfo {
     pub connected: bool,
     pub drivers: BTreeSet<String>,
     pub executors: BTreeSet<ExecKey>,
+    pub labels: std::collections::BTreeMap<String, String>,
 }
 
 impl WorkerInfo {
@@ -61,6 +62,7 @@ impl WorkerInfo {
             registered_at_ms: self.registered_at_ms,
             driver_ids: self.drivers.iter().cloned().collect(),
             executor_ids: self.executors.iter().map(ToString::to_string).collect(),
+            labels: self.labels.clone().into_iter().collect(),
         }
     }
 }
@@ -117,6 +119,7 @@ impl State {
             connected: true,
             drivers: BTreeSet::new(),
             executors: BTreeSet::new(),
+            labels: reg.labels.clone().into_iter().collect(),
         };
         self.workers.insert(id.clone(), Arc::new(worker));
 

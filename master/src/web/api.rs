@@ -5,6 +5,7 @@ use axum::{
     extract::{Path, State},
 };
 use hearth_common::{
+    ids::{java_date, now_ms},
     states::StateName,
     views::{AppView, DriverView, WorkerView},
 };
@@ -66,9 +67,47 @@ pub async fn app(
     Ok(Json(AppView::from(&snap.app(&id)?.to_proto())))
 }
 
-/// The summary Spark's master serves at `/json/`, so tools written for Spark read it.
+/// The summary Spark's master serves at `/json/`, field for field, so tools written for
+/// Spark read it: memory in MiB, times in epoch milliseconds, dates as Java prints them.
 pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
+    Json(Value::Object(spark_state(&master.snapshot())))
+}
+
+/// `/json/<field>`, as Spark 4 serves it: `{"<field>": value}`, `""` for a name it does not
+/// have, and `clusterutilization` as percentages.
+pub async fn spark_json_field(
+    State(master): State<MasterHandle>,
+    Path(field): Path<String>,
+) -> Json<Value> {
     let snap = master.snapshot();
+    if field == "clusterutilization" {
+        return Json(cluster_utilisation(&snap));
+    }
+    let mut all = spark_state(&snap);
+    let value = all.remove(&field).unwrap_or_else(|| json!(""));
+    Json(json!({ field: value }))
+}
+
+fn cluster_utilisation(snap: &crate::state::State) -> Value {
+    let alive: Vec<_> = snap.alive_workers().collect();
+    let cores: u64 = alive.iter().map(|w| u64::from(w.cores)).sum();
+    let cores_used: u64 = alive.iter().map(|w| u64::from(w.cores_used)).sum();
+    let memory: u64 = alive.iter().map(|w| w.memory_mb).sum();
+    let memory_used: u64 = alive.iter().map(|w| w.memory_used_mb).sum();
+    // Spark reports 100 when nothing is offered.
+    let pct = |used: u64, total: u64| (used * 100).checked_div(total).unwrap_or(100);
+    json!({
+        "waitingDrivers": snap.waiting.len(),
+        "cores": cores,
+        "coresused": cores_used,
+        "coresutilization": pct(cores_used, cores),
+        "memory": memory,
+        "memoryused": memory_used,
+        "memoryutilization": pct(memory_used, memory),
+    })
+}
+
+fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
     let alive: Vec<_> = snap.alive_workers().collect();
     let workers: Vec<Value> = snap
         .workers
@@ -85,6 +124,9 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
                 "memory": w.memory_mb,
                 "memoryused": w.memory_used_mb,
                 "memoryfree": w.free_memory_mb(),
+                "resources": {},
+                "resourcesused": {},
+                "resourcesfree": {},
                 "state": w.state.name(),
                 "lastheartbeat": w.last_heartbeat_ms,
             })
@@ -97,10 +139,10 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
             "state": d.state.name(),
             "cores": d.spec.cores,
             "memory": d.spec.memory_mb,
-            "submitdate": hearth_common::ids::display_time(d.submitted_at_ms),
+            "resources": {},
+            "submitdate": java_date(d.submitted_at_ms),
             "worker": d.worker_id.clone().unwrap_or_else(|| "None".into()),
             "mainclass": d.spec.command.first().cloned().unwrap_or_default(),
-            "name": d.spec.name,
         })
     };
     let active: Vec<Value> = snap
@@ -110,16 +152,17 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         .map(|d| driver_json(d))
         .collect();
     let completed: Vec<Value> = snap
-        .drivers
-        .values()
-        .filter(|d| d.state.is_terminal())
+        .completed
+        .iter()
+        .filter_map(|id| snap.drivers.get(id))
         .map(|d| driver_json(d))
         .collect();
+    let now = now_ms();
     let app_json = |a: &crate::state::AppInfo| {
-        let duration = if a.ended_at_ms > 0 {
-            a.ended_at_ms - a.registered_at_ms
+        let end = if a.ended_at_ms > 0 {
+            a.ended_at_ms
         } else {
-            hearth_common::ids::now_ms() - a.registered_at_ms
+            now
         };
         json!({
             "id": a.id,
@@ -131,11 +174,9 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
             "memoryperslave": a.spec.executor_memory_mb,
             "resourcesperexecutor": [],
             "resourcesperslave": [],
-            "submitdate": hearth_common::ids::display_time(a.registered_at_ms),
+            "submitdate": java_date(a.registered_at_ms),
             "state": a.state.name(),
-            "duration": duration.max(0),
-            "driver": a.driver_id.clone().unwrap_or_default(),
-            "executors": a.live(),
+            "duration": (end - a.registered_at_ms).max(0),
         })
     };
     let active_apps: Vec<Value> = snap
@@ -144,29 +185,30 @@ pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
         .filter_map(|id| snap.apps.get(id))
         .map(|a| app_json(a))
         .collect();
-    // Most recent first, as Spark lists them.
     let completed_apps: Vec<Value> = snap
         .completed_apps
         .iter()
-        .rev()
         .filter_map(|id| snap.apps.get(id))
         .map(|a| app_json(a))
         .collect();
-    let alive_count = alive.len();
-    Json(json!({
+    let fields = json!({
         "url": snap.master_url,
         "workers": workers,
-        "aliveworkers": alive_count,
+        "aliveworkers": alive.len(),
         "cores": alive.iter().map(|w| w.cores).sum::<u32>(),
         "coresused": alive.iter().map(|w| w.cores_used).sum::<u32>(),
         "memory": alive.iter().map(|w| w.memory_mb).sum::<u64>(),
         "memoryused": alive.iter().map(|w| w.memory_used_mb).sum::<u64>(),
-        "resources": [],
-        "resourcesused": [],
+        "resources": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
+        "resourcesused": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
         "activeapps": active_apps,
         "completedapps": completed_apps,
         "activedrivers": active,
         "completeddrivers": completed,
         "status": if snap.recovering { "RECOVERING" } else { "ALIVE" },
-    }))
+    });
+    match fields {
+        Value::Object(map) => map,
+        _ => serde_json::Map::new(),
+    }
 }

@@ -8,7 +8,7 @@ use hearth_common::{
     states::StateName,
 };
 
-use crate::actor::MasterHandle;
+use crate::{actor::MasterHandle, telemetry::HistogramSnapshot};
 
 pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     let snap = master.snapshot();
@@ -125,6 +125,37 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         out,
         "# HELP hearth_executors_waiting Executors wanted but not placed.\n# TYPE hearth_executors_waiting gauge\nhearth_executors_waiting {wanted}"
     );
+    let _ = writeln!(
+        out,
+        "# HELP hearth_master_recovering 1 while a restarted master waits for its workers.\n# TYPE hearth_master_recovering gauge\nhearth_master_recovering {}",
+        u8::from(snap.recovering)
+    );
+    let t = &master.telemetry;
+    write_histogram(
+        &mut out,
+        "hearth_schedule_seconds",
+        "Time of one scheduling pass of the master.",
+        &[("", t.schedule.snapshot())],
+    );
+    write_histogram(
+        &mut out,
+        "hearth_store_write_seconds",
+        "Time to write one turn's changes to the state file, fsync included.",
+        &[("", t.store_write.snapshot())],
+    );
+    let rpcs: Vec<(String, HistogramSnapshot)> = t
+        .rpc_snapshots()
+        .into_iter()
+        .map(|(name, h)| (format!("method=\"{name}\""), h))
+        .collect();
+    let rpcs: Vec<(&str, HistogramSnapshot)> =
+        rpcs.iter().map(|(l, h)| (l.as_str(), h.clone())).collect();
+    write_histogram(
+        &mut out,
+        "hearth_rpc_seconds",
+        "gRPC call latency until the response headers (a unary call's whole time), by method.",
+        &rpcs,
+    );
     (
         [(
             header::CONTENT_TYPE,
@@ -132,4 +163,23 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         )],
         out,
     )
+}
+
+/// One histogram family; each entry is `(labels without braces, figures)`.
+fn write_histogram(out: &mut String, name: &str, help: &str, series: &[(&str, HistogramSnapshot)]) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    for (labels, h) in series {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (bound, count) in &h.cumulative {
+            let le = bound.map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{le}\"}} {count}");
+        }
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_seconds);
+        let _ = writeln!(out, "{name}_count{braces} {}", h.count);
+    }
 }

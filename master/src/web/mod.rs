@@ -1,40 +1,87 @@
 //! The master's HTTP side on port 8080: pages for people, JSON for programs, probes and metrics.
+//!
+//! - [`pages`]: the overview and the worker, driver and application pages.
+//! - [`logs`]: a driver's or executor's stdout/stderr, read from its worker.
+//! - [`actions`]: kill buttons (POST, off unless `--ui-kill`, secret required).
+//! - [`auth`]: `--ui-auth`, the secret asked of every request but the probes.
+//! - [`api`], [`metrics`]: JSON and Prometheus text.
+//! - [`rows`], [`paging`], [`chart`]: what pages are made of.
 
+mod actions;
 mod api;
+mod auth;
+mod chart;
+mod logs;
 mod metrics;
 mod pages;
+mod paging;
+mod rows;
 
 use axum::{
     Router,
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::get,
+    routing::{get, post},
 };
 use hearth_common::Shutdown;
 use tokio::net::TcpListener;
 
 use crate::{actor::MasterHandle, error::Error};
 
+pub use pages::{OverviewQuery, overview_html};
+
 /// Largest request body the web side reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;
 
+/// Everything but the probes, at `prefix` (empty, or the UI's base path).
+fn ui_routes(prefix: &str) -> Router<MasterHandle> {
+    let at = |path: &str| format!("{prefix}{path}");
+    let mut router = Router::new()
+        .route(&at("/"), get(pages::overview))
+        .route(&at("/workers/{id}"), get(pages::worker))
+        .route(&at("/drivers/{id}"), get(pages::driver))
+        .route(&at("/drivers/{id}/logs/{stream}"), get(logs::driver_log))
+        .route(&at("/drivers/{id}/kill"), post(actions::kill_driver))
+        .route(&at("/apps/{id}"), get(pages::app))
+        .route(
+            &at("/apps/{id}/executors/{executor}/logs/{stream}"),
+            get(logs::executor_log),
+        )
+        .route(&at("/apps/{id}/kill"), post(actions::kill_app))
+        .route(&at("/json"), get(api::spark_json))
+        .route(&at("/json/"), get(api::spark_json))
+        .route(&at("/json/{field}"), get(api::spark_json_field))
+        .route(&at("/api/v1/workers"), get(api::workers))
+        .route(&at("/api/v1/workers/{id}"), get(api::worker))
+        .route(&at("/api/v1/drivers"), get(api::drivers))
+        .route(&at("/api/v1/drivers/{id}"), get(api::driver))
+        .route(&at("/api/v1/apps"), get(api::apps))
+        .route(&at("/api/v1/apps/{id}"), get(api::app))
+        .route(&at("/metrics"), get(metrics::metrics));
+    if !prefix.is_empty() {
+        router = router.route(prefix, get(pages::overview));
+    }
+    router
+}
+
 pub fn router(master: MasterHandle) -> Router {
+    let base = master.config.ui.base_path.clone();
+    // Served at the root and under the base path, so the UI works whether or not the proxy
+    // in front strips the prefix; links always carry it.
+    let mut ui = ui_routes("");
+    if !base.is_empty() {
+        ui = ui.merge(ui_routes(&base));
+    }
+    if master.config.ui.auth {
+        ui = ui.layer(axum::middleware::from_fn_with_state(
+            master.clone(),
+            auth::require_secret,
+        ));
+    }
     Router::new()
-        .route("/", get(pages::overview))
-        .route("/workers/{id}", get(pages::worker))
-        .route("/drivers/{id}", get(pages::driver))
-        .route("/apps/{id}", get(pages::app))
-        .route("/json", get(api::spark_json))
-        .route("/json/", get(api::spark_json))
-        .route("/api/v1/workers", get(api::workers))
-        .route("/api/v1/workers/{id}", get(api::worker))
-        .route("/api/v1/drivers", get(api::drivers))
-        .route("/api/v1/drivers/{id}", get(api::driver))
-        .route("/api/v1/apps", get(api::apps))
-        .route("/api/v1/apps/{id}", get(api::app))
-        .route("/metrics", get(metrics::metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .merge(ui)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
         .with_state(master)
 }
@@ -59,16 +106,21 @@ pub async fn serve(
         .await
 }
 
+/// The HTTP status an error answers with.
+fn status_of(error: &Error) -> StatusCode {
+    match error {
+        Error::Invalid(_) => StatusCode::BAD_REQUEST,
+        Error::NotFound(_) => StatusCode::NOT_FOUND,
+        Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+        Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+        Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = match &self {
-            Error::Invalid(_) => StatusCode::BAD_REQUEST,
-            Error::NotFound(_) => StatusCode::NOT_FOUND,
-            Error::FailedPrecondition(_) => StatusCode::CONFLICT,
-            Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
-            Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
-            _ => StatusCode::INTERNAL_SERVER_ERROR,
-        };
+        let status = status_of(&self);
         let body = serde_json::json!({ "error": self.to_string(), "status": status.as_u16() });
         (status, axum::Json(body)).into_response()
     }

@@ -2,131 +2,68 @@
 
 use askama::Template;
 use axum::{
-    extract::{Path, State},
+    extract::{Path, Query, State as Axum},
+    http::StatusCode,
     response::{Html, IntoResponse, Response},
 };
 use hearth_common::{ids::display_time, resources::format_mb, states::StateName};
+use serde::Deserialize;
 
+use super::{
+    chart::utilisation_svg,
+    paging::Pager,
+    rows::{AppRow, DriverRow, ExecutorRow, WorkerRow},
+    status_of,
+};
 use crate::{
     actor::MasterHandle,
+    config::{CHART_WINDOW, UiConfig},
     error::Error,
-    state::{AppInfo, DriverInfo, ExecutorInfo, WorkerInfo},
+    state::State,
+    telemetry::Sample,
 };
 
-/// An application as a table row.
-struct AppRow {
-    id: String,
-    name: String,
-    state: &'static str,
-    driver: String,
-    executors: String,
-    cores_granted: u32,
-    memory_per_executor: String,
-    registered: String,
-    waiting_reason: String,
-    message: String,
+/// Which page of each long table the overview shows (1-based; absent means the first).
+#[derive(Debug, Default, Clone, Deserialize)]
+pub struct OverviewQuery {
+    pub workers_page: Option<usize>,
+    pub running_page: Option<usize>,
+    pub completed_page: Option<usize>,
+    pub apps_page: Option<usize>,
+    pub completed_apps_page: Option<usize>,
 }
 
-impl From<&AppInfo> for AppRow {
-    fn from(a: &AppInfo) -> Self {
-        Self {
-            id: a.id.clone(),
-            name: a.spec.name.clone(),
-            state: a.state.name(),
-            driver: a.driver_id.clone().unwrap_or_default(),
-            executors: format!("{} / {}", a.live(), a.target),
-            cores_granted: a.cores_granted(),
-            memory_per_executor: format_mb(a.spec.executor_memory_mb),
-            registered: display_time(a.registered_at_ms),
-            waiting_reason: a.waiting_reason.clone().unwrap_or_default(),
-            message: a.message.clone(),
-        }
+impl OverviewQuery {
+    /// The overview's URL with one table moved to `page`, the others kept where they are.
+    fn href(&self, base: &str, table: &str, page: usize) -> String {
+        let params = [
+            ("workers_page", self.workers_page),
+            ("running_page", self.running_page),
+            ("completed_page", self.completed_page),
+            ("apps_page", self.apps_page),
+            ("completed_apps_page", self.completed_apps_page),
+        ];
+        let query: Vec<String> = params
+            .iter()
+            .filter_map(|(name, current)| {
+                let value = if *name == table { Some(page) } else { *current };
+                value.filter(|&v| v > 1).map(|v| format!("{name}={v}"))
+            })
+            .collect();
+        let anchor = match table {
+            "running_page" => "running-drivers",
+            "completed_page" => "completed-drivers",
+            "apps_page" => "running-apps",
+            "completed_apps_page" => "completed-apps",
+            _ => "workers",
+        };
+        format!("{base}/?{}#{anchor}", query.join("&"))
     }
 }
 
-/// An executor as a table row.
-struct ExecutorRow {
-    app_id: String,
-    id: u32,
-    worker: String,
-    state: &'static str,
-    cores: u32,
-    memory: String,
-    exit_code: String,
-    message: String,
-}
-
-impl ExecutorRow {
-    fn new(app_id: &str, e: &ExecutorInfo) -> Self {
-        Self {
-            app_id: app_id.to_string(),
-            id: e.id,
-            worker: e.worker_id.clone(),
-            state: e.state.name(),
-            cores: e.cores,
-            memory: format_mb(e.memory_mb),
-            exit_code: e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            message: e.message.clone(),
-        }
-    }
-}
-
-/// A worker as a table row.
-struct WorkerRow {
-    id: String,
-    host: String,
-    state: &'static str,
-    cores: u32,
-    cores_used: u32,
-    memory: String,
-    memory_used: String,
-    last_heartbeat: String,
-}
-
-impl From<&WorkerInfo> for WorkerRow {
-    fn from(w: &WorkerInfo) -> Self {
-        Self {
-            id: w.id.clone(),
-            host: w.host.clone(),
-            state: w.state.name(),
-            cores: w.cores,
-            cores_used: w.cores_used,
-            memory: format_mb(w.memory_mb),
-            memory_used: format_mb(w.memory_used_mb),
-            last_heartbeat: display_time(w.last_heartbeat_ms),
-        }
-    }
-}
-
-/// A driver as a table row.
-struct DriverRow {
-    id: String,
-    name: String,
-    state: &'static str,
-    worker: String,
-    cores: u32,
-    memory: String,
-    submitted: String,
-    waiting_reason: String,
-    exit_code: String,
-    message: String,
-}
-
-impl From<&DriverInfo> for DriverRow {
-    fn from(d: &DriverInfo) -> Self {
-        Self {
-            id: d.id.clone(),
-            name: d.spec.name.clone(),
-            state: d.state.name(),
-            worker: d.worker_id.clone().unwrap_or_default(),
-            cores: d.spec.cores,
-            memory: format_mb(d.spec.memory_mb),
-            submitted: display_time(d.submitted_at_ms),
-            waiting_reason: d.waiting_reason.clone().unwrap_or_default(),
-            exit_code: d.exit_code.map(|c| c.to_string()).unwrap_or_default(),
-            message: d.message.clone(),
-        }
-    }
+/// A bar's share, 0 to 100, for its width.
+fn share(used: u64, total: u64) -> u64 {
+    (used * 100).checked_div(total).unwrap_or(0).min(100)
 }
 
 #[derive(Template)]
@@ -137,15 +74,150 @@ struct Overview {
     /// ALIVE, or RECOVERING after a restart until the known workers are back.
     status: &'static str,
     alive_workers: usize,
+    dead_workers: usize,
+    other_workers: usize,
     cores: u32,
     cores_used: u32,
+    cores_share: u64,
     memory: String,
     memory_used: String,
+    memory_share: u64,
+    waiting_drivers: usize,
+    chart: String,
     workers: Vec<WorkerRow>,
+    workers_pager: Pager,
     running: Vec<DriverRow>,
+    running_pager: Pager,
     completed: Vec<DriverRow>,
+    completed_pager: Pager,
     running_apps: Vec<AppRow>,
+    apps_pager: Pager,
     completed_apps: Vec<AppRow>,
+    completed_apps_pager: Pager,
+}
+
+/// The overview of `state` as HTML; `samples` feed the chart. Public so the benchmark can
+/// time it without a network in between.
+pub fn overview_html(
+    state: &State,
+    ui: &UiConfig,
+    samples: &[Sample],
+    now_ms: i64,
+    query: &OverviewQuery,
+) -> Result<String, askama::Error> {
+    let base = ui.base_path.clone();
+    let pager = |table: &str, total: usize, requested: Option<usize>| {
+        Pager::new(total, requested, |n| query.href(&base, table, n))
+    };
+    let alive: Vec<_> = state.alive_workers().collect();
+    let dead_workers = state
+        .workers
+        .values()
+        .filter(|w| w.state == hearth_common::proto::WorkerState::Dead)
+        .count();
+
+    let workers_pager = pager("workers_page", state.workers.len(), query.workers_page);
+    let workers = state
+        .workers
+        .values()
+        .skip(workers_pager.range().start)
+        .take(workers_pager.range().len())
+        .map(|w| WorkerRow::from(w.as_ref()))
+        .collect();
+
+    let running_total = state.drivers.len() - state.completed.len().min(state.drivers.len());
+    let running_pager = pager("running_page", running_total, query.running_page);
+    let running = state
+        .drivers
+        .values()
+        .filter(|d| !d.state.is_terminal())
+        .skip(running_pager.range().start)
+        .take(running_pager.range().len())
+        .map(|d| DriverRow::from(d.as_ref()))
+        .collect();
+
+    // Most recent first.
+    let completed_pager = pager(
+        "completed_page",
+        state.completed.len(),
+        query.completed_page,
+    );
+    let completed = state
+        .completed
+        .iter()
+        .rev()
+        .skip(completed_pager.range().start)
+        .take(completed_pager.range().len())
+        .filter_map(|id| state.drivers.get(id))
+        .map(|d| DriverRow::from(d.as_ref()))
+        .collect();
+
+    let apps_pager = pager("apps_page", state.active_apps.len(), query.apps_page);
+    let running_apps = state
+        .active_apps
+        .iter()
+        .skip(apps_pager.range().start)
+        .take(apps_pager.range().len())
+        .filter_map(|id| state.apps.get(id))
+        .map(|a| AppRow::from(a.as_ref()))
+        .collect();
+
+    let completed_apps_pager = pager(
+        "completed_apps_page",
+        state.completed_apps.len(),
+        query.completed_apps_page,
+    );
+    let completed_apps = state
+        .completed_apps
+        .iter()
+        .rev()
+        .skip(completed_apps_pager.range().start)
+        .take(completed_apps_pager.range().len())
+        .filter_map(|id| state.apps.get(id))
+        .map(|a| AppRow::from(a.as_ref()))
+        .collect();
+
+    let cores: u32 = alive.iter().map(|w| w.cores).sum();
+    let cores_used: u32 = alive.iter().map(|w| w.cores_used).sum();
+    let memory: u64 = alive.iter().map(|w| w.memory_mb).sum();
+    let memory_used: u64 = alive.iter().map(|w| w.memory_used_mb).sum();
+    let window_ms = i64::try_from(CHART_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    Overview {
+        url: state.master_url.clone(),
+        status: if state.recovering {
+            "RECOVERING"
+        } else {
+            "ALIVE"
+        },
+        alive_workers: alive.len(),
+        dead_workers,
+        other_workers: state.workers.len() - alive.len() - dead_workers,
+        cores,
+        cores_used,
+        cores_share: share(u64::from(cores_used), u64::from(cores)),
+        memory: format_mb(memory),
+        memory_used: format_mb(memory_used),
+        memory_share: share(memory_used, memory),
+        waiting_drivers: state.waiting.len(),
+        chart: {
+            // The line ends at the present, not at the last sample.
+            let mut points = samples.to_vec();
+            points.push(Sample::of(state, now_ms));
+            utilisation_svg(&points, now_ms, window_ms)
+        },
+        workers,
+        workers_pager,
+        running,
+        running_pager,
+        completed,
+        completed_pager,
+        running_apps,
+        apps_pager,
+        completed_apps,
+        completed_apps_pager,
+        base,
+    }
+    .render()
 }
 
 #[derive(Template)]
@@ -154,6 +226,8 @@ struct WorkerPage {
     base: String,
     w: WorkerRow,
     name: String,
+    registered: String,
+    labels: Vec<(String, String)>,
     drivers: Vec<DriverRow>,
     executors: Vec<ExecutorRow>,
 }
@@ -163,9 +237,12 @@ struct WorkerPage {
 struct AppPage {
     base: String,
     a: AppRow,
+    live: bool,
+    ui_kill: bool,
     command: String,
     env_names: String,
     executor_cores: u32,
+    cores_requested: u32,
     max_executors: u32,
     failures: String,
     driver_host: String,
@@ -178,6 +255,9 @@ struct AppPage {
 struct DriverPage {
     base: String,
     d: DriverRow,
+    live: bool,
+    placed: bool,
+    ui_kill: bool,
     attempt: u32,
     supervise: String,
     command: String,
@@ -194,77 +274,73 @@ struct HistoryRow {
     message: String,
 }
 
-fn render(page: impl Template) -> Response {
-    match page.render() {
+#[derive(Template)]
+#[template(path = "error.html")]
+struct ErrorPage {
+    base: String,
+    status: u16,
+    message: String,
+}
+
+/// A page, or the error as a page with its status.
+pub(super) fn render(base: &str, page: Result<impl Template, Error>) -> Response {
+    let rendered = page.and_then(|p| {
+        p.render()
+            .map_err(|e| Error::Internal(format!("rendering a page: {e}")))
+    });
+    match rendered {
         Ok(html) => Html(html).into_response(),
-        Err(e) => Error::Internal(format!("rendering a page: {e}")).into_response(),
+        Err(e) => error_page(base, status_of(&e), e.to_string()),
     }
 }
 
-pub async fn overview(State(master): State<MasterHandle>) -> Response {
-    let snap = master.snapshot();
-    let alive: Vec<_> = snap.alive_workers().collect();
-    let mut completed: Vec<DriverRow> = snap
-        .completed
-        .iter()
-        .rev()
-        .filter_map(|id| snap.drivers.get(id))
-        .map(|d| DriverRow::from(d.as_ref()))
-        .collect();
-    completed.truncate(snap.retained_drivers);
-    let running_apps = snap
-        .active_apps
-        .iter()
-        .filter_map(|id| snap.apps.get(id))
-        .map(|a| AppRow::from(a.as_ref()))
-        .collect();
-    let completed_apps = snap
-        .completed_apps
-        .iter()
-        .rev()
-        .filter_map(|id| snap.apps.get(id))
-        .map(|a| AppRow::from(a.as_ref()))
-        .collect();
-    render(Overview {
-        base: String::new(),
-        url: snap.master_url.clone(),
-        status: if snap.recovering {
-            "RECOVERING"
-        } else {
-            "ALIVE"
-        },
-        alive_workers: alive.len(),
-        cores: alive.iter().map(|w| w.cores).sum(),
-        cores_used: alive.iter().map(|w| w.cores_used).sum(),
-        memory: format_mb(alive.iter().map(|w| w.memory_mb).sum()),
-        memory_used: format_mb(alive.iter().map(|w| w.memory_used_mb).sum()),
-        workers: snap
-            .workers
-            .values()
-            .map(|w| WorkerRow::from(w.as_ref()))
-            .collect(),
-        running: snap
-            .drivers
-            .values()
-            .filter(|d| !d.state.is_terminal())
-            .map(|d| DriverRow::from(d.as_ref()))
-            .collect(),
-        completed,
-        running_apps,
-        completed_apps,
-    })
+pub(super) fn error_page(base: &str, status: StatusCode, message: String) -> Response {
+    let page = ErrorPage {
+        base: base.to_string(),
+        status: status.as_u16(),
+        message,
+    };
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(_) => status.into_response(),
+    }
 }
 
-pub async fn worker(State(master): State<MasterHandle>, Path(id): Path<String>) -> Response {
+pub async fn overview(
+    Axum(master): Axum<MasterHandle>,
+    Query(query): Query<OverviewQuery>,
+) -> Response {
     let snap = master.snapshot();
-    let w = match snap.worker(&id) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    render(WorkerPage {
-        base: String::new(),
+    let now_ms = hearth_common::ids::now_ms();
+    let window_ms = i64::try_from(CHART_WINDOW.as_millis()).unwrap_or(i64::MAX);
+    let samples = master.telemetry.samples_since(now_ms - window_ms);
+    match overview_html(&snap, &master.config.ui, &samples, now_ms, &query) {
+        Ok(html) => Html(html).into_response(),
+        Err(e) => error_page(
+            &master.config.ui.base_path,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering the overview: {e}"),
+        ),
+    }
+}
+
+fn env_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
+    names.cloned().collect::<Vec<_>>().join(", ")
+}
+
+pub async fn worker(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
+    let snap = master.snapshot();
+    let base = master.config.ui.base_path.clone();
+    let page = snap.worker(&id).map(|w| WorkerPage {
+        base: base.clone(),
         w: WorkerRow::from(w.as_ref()),
         name: w.name.clone(),
+        registered: display_time(w.registered_at_ms),
+        labels: w
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         drivers: w
             .drivers
             .iter()
@@ -276,21 +352,22 @@ pub async fn worker(State(master): State<MasterHandle>, Path(id): Path<String>) 
             .iter()
             .filter_map(|k| snap.executor(k).map(|e| ExecutorRow::new(&k.app_id, e)))
             .collect(),
-    })
+    });
+    render(&base, page)
 }
 
-pub async fn app(State(master): State<MasterHandle>, Path(id): Path<String>) -> Response {
+pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let snap = master.snapshot();
-    let a = match snap.app(&id) {
-        Ok(a) => a,
-        Err(e) => return e.into_response(),
-    };
-    render(AppPage {
-        base: String::new(),
+    let base = master.config.ui.base_path.clone();
+    let page = snap.app(&id).map(|a| AppPage {
+        base: base.clone(),
         a: AppRow::from(a.as_ref()),
+        live: !a.state.is_terminal(),
+        ui_kill: master.config.ui.kill,
         command: a.spec.command.join(" "),
-        env_names: a.spec.env.keys().cloned().collect::<Vec<_>>().join(", "),
+        env_names: env_names(a.spec.env.keys()),
         executor_cores: a.spec.executor_cores,
+        cores_requested: a.target.saturating_mul(a.spec.executor_cores),
         max_executors: a.max_executors,
         failures: format!("{} of {} allowed", a.failures, a.retries),
         driver_host: a.driver_host.clone(),
@@ -305,18 +382,19 @@ pub async fn app(State(master): State<MasterHandle>, Path(id): Path<String>) -> 
             .rev()
             .map(|e| ExecutorRow::new(&a.id, e))
             .collect(),
-    })
+    });
+    render(&base, page)
 }
 
-pub async fn driver(State(master): State<MasterHandle>, Path(id): Path<String>) -> Response {
+pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let snap = master.snapshot();
-    let d = match snap.driver(&id) {
-        Ok(d) => d,
-        Err(e) => return e.into_response(),
-    };
-    render(DriverPage {
-        base: String::new(),
+    let base = master.config.ui.base_path.clone();
+    let page = snap.driver(&id).map(|d| DriverPage {
+        base: base.clone(),
         d: DriverRow::from(d.as_ref()),
+        live: !d.state.is_terminal(),
+        placed: d.worker_id.is_some(),
+        ui_kill: master.config.ui.kill,
         attempt: d.attempt,
         supervise: if d.spec.supervise {
             format!(
@@ -327,7 +405,7 @@ pub async fn driver(State(master): State<MasterHandle>, Path(id): Path<String>) 
             "no".into()
         },
         command: d.spec.command.join(" "),
-        env_names: d.spec.env.keys().cloned().collect::<Vec<_>>().join(", "),
+        env_names: env_names(d.spec.env.keys()),
         app_id: d.app_id.clone().unwrap_or_default(),
         history: d
             .history
@@ -340,5 +418,32 @@ pub async fn driver(State(master): State<MasterHandle>, Path(id): Path<String>) 
                 message: h.message.clone(),
             })
             .collect(),
-    })
+    });
+    render(&base, page)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn page_links_keep_the_other_tables_where_they_are() {
+        let q = OverviewQuery {
+            workers_page: Some(3),
+            completed_page: Some(2),
+            ..Default::default()
+        };
+        assert_eq!(
+            q.href("/ui", "completed_page", 4),
+            "/ui/?workers_page=3&completed_page=4#completed-drivers"
+        );
+        assert_eq!(q.href("", "workers_page", 1), "/?completed_page=2#workers");
+    }
+
+    #[test]
+    fn bars_are_bounded_shares() {
+        assert_eq!(share(0, 0), 0);
+        assert_eq!(share(3, 4), 75);
+        assert_eq!(share(9, 4), 100);
+    }
 }

@@ -1,0 +1,238 @@
+//! Log pages: the tail of a driver's or executor's stdout/stderr, read through the master from
+//! its worker over the worker's own stream, so a browser never needs to reach a worker pod.
+
+use askama::Template;
+use axum::{
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{Html, IntoResponse, Response},
+};
+use hearth_common::{
+    ids::{IdKind, ProcessRef, check_id},
+    proto::LogStream,
+};
+use serde::Deserialize;
+
+use super::{pages::error_page, status_of};
+use crate::{actor::MasterHandle, error::Error};
+
+/// Bytes shown when the page is opened.
+const TAIL_BYTES: u64 = 64 * 1024;
+/// Most bytes one page shows.
+const MAX_BYTES: u64 = 16 * 1024 * 1024;
+/// Bytes asked of the worker per read (well under the stream's message limit).
+const READ_CHUNK: u64 = 1024 * 1024;
+
+#[derive(Debug, Deserialize)]
+pub struct LogQuery {
+    /// How much of the end of the log to show.
+    bytes: Option<u64>,
+}
+
+#[derive(Template)]
+#[template(path = "logs.html")]
+struct LogPage {
+    base: String,
+    process: String,
+    stream: &'static str,
+    back: String,
+    other: &'static str,
+    other_href: String,
+    unavailable: Option<String>,
+    start: u64,
+    end: u64,
+    size: u64,
+    shown: String,
+    more: Option<String>,
+    more_label: String,
+    text: String,
+}
+
+fn format_bytes(n: u64) -> String {
+    if n >= 1024 * 1024 && n % (1024 * 1024) == 0 {
+        format!("{} MiB", n / (1024 * 1024))
+    } else if n >= 1024 && n % 1024 == 0 {
+        format!("{} KiB", n / 1024)
+    } else {
+        format!("{n} bytes")
+    }
+}
+
+fn parse_stream(text: &str) -> Result<(LogStream, &'static str), Error> {
+    match text {
+        "stdout" => Ok((LogStream::Stdout, "stdout")),
+        "stderr" => Ok((LogStream::Stderr, "stderr")),
+        other => Err(Error::NotFound(format!(
+            "stream {other:?}: a process has stdout and stderr"
+        ))),
+    }
+}
+
+pub async fn driver_log(
+    State(master): State<MasterHandle>,
+    Path((id, stream)): Path<(String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let base = master.config.ui.base_path.clone();
+    if let Err(e) = check_id("driver", &id, IdKind::Driver) {
+        let e = Error::from(e);
+        return error_page(&base, status_of(&e), e.to_string());
+    }
+    let page = format!("{base}/drivers/{id}");
+    log_page(&master, ProcessRef::Driver(id), &stream, query, page).await
+}
+
+pub async fn executor_log(
+    State(master): State<MasterHandle>,
+    Path((id, executor, stream)): Path<(String, String, String)>,
+    Query(query): Query<LogQuery>,
+) -> Response {
+    let base = master.config.ui.base_path.clone();
+    let process = match ProcessRef::parse("executor", &format!("{id}/{executor}")) {
+        Ok(p) => p,
+        Err(e) => {
+            let e = Error::from(e);
+            return error_page(&base, status_of(&e), e.to_string());
+        }
+    };
+    let page = format!("{base}/apps/{id}");
+    log_page(&master, process, &stream, query, page).await
+}
+
+async fn log_page(
+    master: &MasterHandle,
+    process: ProcessRef,
+    stream: &str,
+    query: LogQuery,
+    back: String,
+) -> Response {
+    let base = master.config.ui.base_path.clone();
+    let (stream, stream_name) = match parse_stream(stream) {
+        Ok(s) => s,
+        Err(e) => return error_page(&base, status_of(&e), e.to_string()),
+    };
+    let bytes = query.bytes.unwrap_or(TAIL_BYTES).clamp(1, MAX_BYTES);
+    let here = match &process {
+        ProcessRef::Driver(id) => format!("{base}/drivers/{id}/logs"),
+        ProcessRef::Executor {
+            app_id,
+            executor_id,
+        } => format!("{base}/apps/{app_id}/executors/{executor_id}/logs"),
+    };
+    let other = if stream_name == "stdout" {
+        "stderr"
+    } else {
+        "stdout"
+    };
+    let mut page = LogPage {
+        base: base.clone(),
+        process: process.to_string(),
+        stream: stream_name,
+        back,
+        other,
+        other_href: format!("{here}/{other}"),
+        unavailable: None,
+        start: 0,
+        end: 0,
+        size: 0,
+        shown: format_bytes(bytes),
+        more: None,
+        more_label: String::new(),
+        text: String::new(),
+    };
+    let snap = master.snapshot();
+    let mut status = StatusCode::OK;
+    match snap.log_source(&process) {
+        Err(e) => return error_page(&base, status_of(&e), e.to_string()),
+        Ok((None, _)) => {
+            page.unavailable = Some(format!(
+                "{process} has no logs yet: it has not been placed on a worker."
+            ));
+        }
+        Ok((Some(worker_id), _)) => {
+            match read_tail(master, &worker_id, &process, stream, bytes).await {
+                Ok((start, size, data)) => {
+                    page.start = start;
+                    page.end = start + data.len() as u64;
+                    page.size = size;
+                    page.text = String::from_utf8_lossy(&data).into_owned();
+                    if start > 0 && bytes < MAX_BYTES {
+                        let more = (bytes * 2).min(MAX_BYTES);
+                        page.more = Some(format!("{here}/{stream_name}?bytes={more}"));
+                        page.more_label = format_bytes(more - bytes);
+                    }
+                }
+                Err(e) => {
+                    status = status_of(&e);
+                    page.unavailable = Some(e.to_string());
+                }
+            }
+        }
+    }
+    match page.render() {
+        Ok(html) => (status, Html(html)).into_response(),
+        Err(e) => error_page(
+            &base,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("rendering a log page: {e}"),
+        ),
+    }
+}
+
+/// The last `bytes` of the log as `(offset of the first byte, file size, data)`, read in
+/// chunks; a log that grows meanwhile is cut where it ended at the first read.
+async fn read_tail(
+    master: &MasterHandle,
+    worker_id: &str,
+    process: &ProcessRef,
+    stream: LogStream,
+    bytes: u64,
+) -> Result<(u64, u64, Vec<u8>), Error> {
+    let chunk = |n: u64| u32::try_from(n.min(READ_CHUNK)).unwrap_or(u32::MAX);
+    let back = i64::try_from(bytes).unwrap_or(i64::MAX);
+    let first = master
+        .links
+        .read_log(worker_id, process, stream, -back, chunk(bytes))
+        .await?;
+    let (start, size) = (first.offset, first.size);
+    let end = start.saturating_add(bytes).min(size);
+    let mut data = first.data;
+    while start + (data.len() as u64) < end {
+        let at = start + data.len() as u64;
+        let next = master
+            .links
+            .read_log(
+                worker_id,
+                process,
+                stream,
+                i64::try_from(at).unwrap_or(i64::MAX),
+                chunk(end - at),
+            )
+            .await?;
+        if next.data.is_empty() {
+            break;
+        }
+        data.extend_from_slice(&next.data);
+    }
+    data.truncate(usize::try_from(end - start).unwrap_or(usize::MAX));
+    Ok((start, size, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_read_as_people_say_them() {
+        assert_eq!(format_bytes(65_536), "64 KiB");
+        assert_eq!(format_bytes(2 * 1024 * 1024), "2 MiB");
+        assert_eq!(format_bytes(1000), "1000 bytes");
+    }
+
+    #[test]
+    fn only_stdout_and_stderr_are_streams() {
+        assert!(parse_stream("stdout").is_ok() && parse_stream("stderr").is_ok());
+        let err = parse_stream("../etc").err().map(|e| e.to_string());
+        assert!(err.unwrap_or_default().contains("stdout and stderr"));
+    }
+}
