@@ -208,12 +208,14 @@ async fn submitted_executors_know_their_driver_and_end_with_it() {
     let title = format!("<title>Hearth master {}</title>", cluster.url);
     assert!(page.contains(&title), "{page}");
     assert_eq!(
-        page.matches("<h2>Running applications (1)</h2>").count(),
+        page.matches("<h2 id=\"running-apps\">Running applications (1)</h2>")
+            .count(),
         1,
         "{page}"
     );
     assert_eq!(
-        page.matches("<h2>Completed applications (0)</h2>").count(),
+        page.matches("<h2 id=\"completed-apps\">Completed applications (0)</h2>")
+            .count(),
         1,
         "{page}"
     );
