@@ -258,3 +258,103 @@ async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
     let _ = follower.kill();
     let _ = follower.wait();
 }
+
+/// A worker that registers and then stops reading its stream (hung, or its network buffer
+/// full) while the master keeps placing work on it: the master closes that stream once the
+/// worker's order queue is full, declares it DEAD, and answers everyone else meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_that_stops_reading_its_orders_is_cut_off_without_stalling_the_master() {
+    use hearth_common::{
+        auth::{Secret, SendSecret},
+        proto::{
+            DriverSpec, Register, WorkerMessage, worker_message::Msg,
+            worker_service_client::WorkerServiceClient,
+        },
+    };
+
+    // A long timeout: only the full queue may end this worker's stream.
+    let cluster = Cluster::start_with(support::MasterOptions {
+        extra: vec!["--worker-timeout".into(), "120s".into()],
+        ..Default::default()
+    });
+    let secret = Secret::new(cluster.secret.as_deref().expect("secret")).expect("secret");
+    // A small receive window, so the master's sends stop as soon as this worker stops
+    // reading, instead of after megabytes of buffering.
+    let channel = tonic::transport::Endpoint::from_shared(cluster.url.clone())
+        .expect("url")
+        .initial_stream_window_size(1024)
+        .connect()
+        .await
+        .expect("connect");
+    let mut raw = WorkerServiceClient::with_interceptor(
+        channel,
+        SendSecret::new(Some(&secret)).expect("header"),
+    );
+    let worker_id = "worker-20261121000000-127.0.0.9-9999".to_string();
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    tx.send(WorkerMessage {
+        msg: Some(Msg::Register(Register {
+            worker_id: worker_id.clone(),
+            name: "stuck".into(),
+            host: "127.0.0.9".into(),
+            web_port: 9999,
+            cores: 1 << 16,
+            memory_mb: 1 << 30,
+            ..Default::default()
+        })),
+    })
+    .await
+    .expect("queue Register");
+    // The response stream is held and never read; `tx` keeps the request stream open.
+    let _orders = raw
+        .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await
+        .expect("session accepted");
+    cluster
+        .wait_worker(&worker_id, WorkerState::Alive, LIMIT)
+        .await;
+
+    let client = cluster.client().await;
+    let spec = DriverSpec {
+        command: vec!["sleep".into(), "600".into()],
+        cores: 1,
+        memory_mb: 1,
+        ..Default::default()
+    };
+    // More launches than the flow-control window plus the order queue can hold, from 10
+    // clients at once.
+    let started = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..10 {
+        let (client, spec) = (client.clone(), spec.clone());
+        tasks.spawn(async move {
+            let mut slowest = Duration::ZERO;
+            for _ in 0..150 {
+                let t = Instant::now();
+                client.submit(spec.clone()).await.expect("submit");
+                slowest = slowest.max(t.elapsed());
+            }
+            slowest
+        });
+    }
+    let mut slowest = Duration::ZERO;
+    while let Some(done) = tasks.join_next().await {
+        slowest = slowest.max(done.expect("submitter"));
+    }
+    let dead = cluster
+        .wait_worker(&worker_id, WorkerState::Dead, LIMIT)
+        .await;
+    assert_eq!(dead.cores_used, 0, "a dead worker holds no slots");
+    assert!(
+        cluster.master_log().contains("is not reading its orders"),
+        "{}",
+        cluster.master_log()
+    );
+    // Submissions were acknowledged throughout, none waited on the stuck stream.
+    assert!(
+        slowest < Duration::from_secs(2),
+        "a submission took {slowest:?} (all took {:?})",
+        started.elapsed()
+    );
+    drop(tx);
+}

@@ -67,6 +67,10 @@ pub fn app_for_this_driver(spec: ApplicationSpec) -> RegisterApplicationRequest 
 }
 
 /// Makes a channel to a master URL (`http://host:7077`), failing fast when it is unreachable.
+/// Longest wait for any call's answer; a master that takes longer is treated as unreachable
+/// (and a submission is retried with its submission id).
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 pub fn endpoint(url: &str) -> Result<Endpoint> {
     let url = url.trim();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
@@ -81,6 +85,8 @@ pub fn endpoint(url: &str) -> Result<Endpoint> {
             reason: e.to_string(),
         })?
         .connect_timeout(Duration::from_secs(5))
+        // Until the answer's headers: a whole unary call, or the opening of a stream.
+        .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))

@@ -266,7 +266,7 @@ impl Actor {
                 let worker_id = register.worker_id.clone();
                 let (cores, memory_mb) = (register.cores, register.memory_mb);
                 // Registered goes first on the stream, ahead of any order of this turn.
-                let _ = link.orders.send(MasterMessage {
+                let _ = link.send(MasterMessage {
                     msg: Some(Msg::Registered(Registered {
                         master_url: self.state.master_url.clone(),
                         heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,

@@ -23,15 +23,39 @@ use crate::error::{Error, Result};
 /// Log requests waiting for their chunk, by request id.
 pub type PendingLogs = Arc<Mutex<HashMap<u64, oneshot::Sender<LogData>>>>;
 
+/// Orders queued for one worker before it counts as stuck. A worker reads its stream
+/// continuously; this many unread orders means it stopped reading, and waiting for it would
+/// only grow the master's memory.
+pub const ORDER_QUEUE: usize = 1024;
+
 /// One worker's open stream.
 #[derive(Debug, Clone)]
 pub struct Link {
     pub worker_id: String,
     pub conn_id: u64,
-    /// Orders to the worker; the stream to it ends when the last sender is dropped.
-    pub orders: mpsc::UnboundedSender<MasterMessage>,
+    /// Orders to the worker, bounded by [`ORDER_QUEUE`].
+    pub orders: mpsc::Sender<MasterMessage>,
+    /// Ends the stream in both directions at once, even while the worker is not reading.
+    pub closed: tokio_util::sync::CancellationToken,
     /// Filled by the stream's reader task when `LogData` arrives.
     pub pending_logs: PendingLogs,
+}
+
+impl Link {
+    /// Queues `message` without waiting. A full queue closes the stream: the worker is stuck,
+    /// and its reader then reports it disconnected, so the master stops counting on it.
+    pub fn send(&self, message: MasterMessage) -> bool {
+        match self.orders.try_send(message) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::error!(worker_id = %self.worker_id, conn_id = self.conn_id,
+                    queued = ORDER_QUEUE, "worker is not reading its orders; closing its stream");
+                self.closed.cancel();
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default)]
@@ -54,24 +78,27 @@ impl Links {
         self.lock().insert(link.worker_id.clone(), link);
     }
 
-    /// Removes the link if it is still the one on `conn_id`; dropping it ends the stream.
+    /// Removes the link if it is still the one on `conn_id`, and ends its stream.
     pub fn remove(&self, worker_id: &str, conn_id: u64) {
         let mut map = self.lock();
         if map.get(worker_id).is_some_and(|l| l.conn_id == conn_id) {
-            map.remove(worker_id);
+            if let Some(link) = map.remove(worker_id) {
+                link.closed.cancel();
+            }
         }
     }
 
-    /// Drops every link, which ends every worker stream (the master is stopping).
+    /// Ends every worker stream (the master is stopping).
     pub fn clear(&self) {
-        self.lock().clear();
+        for (_, link) in self.lock().drain() {
+            link.closed.cancel();
+        }
     }
 
     pub fn send(&self, worker_id: &str, message: MasterMessage) -> bool {
-        match self.lock().get(worker_id) {
-            Some(link) => link.orders.send(message).is_ok(),
-            None => false,
-        }
+        // Cloned so the lock is not held while the queue is tried.
+        let link = self.lock().get(worker_id).cloned();
+        link.is_some_and(|l| l.send(message))
     }
 
     pub fn connected(&self) -> usize {
@@ -112,7 +139,11 @@ impl Links {
                 "{worker_id} went away while reading the logs of {process}"
             ))
         };
-        if link.orders.send(order).is_err() {
+        if !link.send(order) {
+            link.pending_logs
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&request_id);
             return Err(unavailable());
         }
         let answer = tokio::time::timeout(LOG_TIMEOUT, rx).await;

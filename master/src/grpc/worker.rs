@@ -20,7 +20,7 @@ use hearth_common::{
     resources::{MAX_CORES, MAX_MEMORY_MB},
 };
 use tokio::sync::mpsc;
-use tokio_stream::{Stream, StreamExt, wrappers::UnboundedReceiverStream};
+use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::{actor::MasterHandle, error::Error, events::Command, links::Link};
@@ -100,12 +100,14 @@ impl WorkerService for WorkerApi {
 
         let worker_id = register.worker_id.clone();
         let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let (orders, orders_rx) = mpsc::unbounded_channel();
+        let (orders, orders_rx) = mpsc::channel(crate::links::ORDER_QUEUE);
         let pending_logs = Arc::new(Mutex::new(HashMap::new()));
+        let closed = tokio_util::sync::CancellationToken::new();
         let link = Link {
             worker_id: worker_id.clone(),
             conn_id,
             orders,
+            closed: closed.clone(),
             pending_logs: pending_logs.clone(),
         };
         self.master
@@ -118,9 +120,12 @@ impl WorkerService for WorkerApi {
             .await?;
 
         let master = self.master.clone();
+        let reader_closed = closed.clone();
         tokio::spawn(async move {
-            let reason =
-                read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs).await;
+            let reason = tokio::select! {
+                reason = read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs) => reason,
+                _ = reader_closed.cancelled() => "closed by the master".to_string(),
+            };
             tracing::info!(worker_id, conn_id, reason, "worker stream ended");
             let _ = master
                 .send(Command::Disconnected {
@@ -131,8 +136,13 @@ impl WorkerService for WorkerApi {
                 .await;
         });
 
-        // Ends when the link is dropped: on disconnect, on timeout, or when the actor stops.
-        let stream = UnboundedReceiverStream::new(orders_rx).map(Ok);
+        // Ends when the link is closed (disconnect, timeout, a stuck worker, the master stopping)
+        // without waiting for queued orders to drain, or when the last sender is dropped.
+        let stream = futures_util::StreamExt::take_until(
+            ReceiverStream::new(orders_rx),
+            closed.cancelled_owned(),
+        )
+        .map(Ok);
         Ok(Response::new(Box::pin(stream)))
     }
 }
