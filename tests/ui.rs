@@ -8,7 +8,6 @@ mod support;
 use std::{path::PathBuf, process::Command, time::Duration};
 
 use fantoccini::{Client, ClientBuilder, Locator};
-use hearth_common::proto::DriverState;
 use serde_json::{Value, json};
 use support::*;
 
@@ -208,11 +207,13 @@ async fn the_ui_shows_the_cluster_its_logs_and_kills_a_driver_when_enabled() {
     assert_eq!(browser.count("#workers-table tbody tr").await, 2);
     assert_eq!(browser.count("#running-drivers-table tbody tr").await, 2);
     assert_eq!(browser.count("#completed-drivers-table tbody tr").await, 1);
+    // The chart ends at the present: every core is in use now.
     assert_eq!(browser.count("svg#utilisation polyline").await, 2);
+    let overview = c.source().await.expect("page source");
+    assert!(overview.contains("cores 100% and memory"), "{overview}");
     let shot = c.screenshot().await.expect("screenshot");
     std::fs::create_dir_all(target_dir()).expect("target dir");
     std::fs::write(target_dir().join("ui-overview.png"), &shot).expect("save screenshot");
-    assert!(shot.starts_with(b"\x89PNG"), "a PNG screenshot");
 
     // Worker page, reached by its link: it runs the driver.
     let worker_id = running.worker_id.clone();
@@ -266,10 +267,10 @@ async fn the_ui_shows_the_cluster_its_logs_and_kills_a_driver_when_enabled() {
         .expect("a confirmation before killing");
     let refused = browser.text("#error").await;
     assert!(refused.contains("nothing was killed"), "{refused}");
-    assert_eq!(
-        cluster.wait_state(&driver, "RUNNING", LIMIT).await.state,
-        DriverState::Running as i32
-    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = cluster.json(&format!("/api/v1/drivers/{driver}"));
+    assert_eq!(after["state"], "RUNNING", "{after}");
+    assert!(!after.to_string().contains("KILLED"), "{after}");
     c.goto(&format!("http://{}/drivers/{driver}", cluster.web))
         .await
         .expect("open driver page");
@@ -382,6 +383,14 @@ async fn ui_auth_asks_every_page_for_the_secret_but_not_the_probes() {
     for path in ["/healthz", "/readyz"] {
         assert_eq!(http_get(&cluster.web, path).0, 200, "{path} stays open");
     }
+    // No page can be framed by another site.
+    let (_, head, _) = http_request(&cluster.web, "GET", "/", &[], "");
+    let head = head.to_ascii_lowercase();
+    assert!(head.contains("x-frame-options: deny"), "{head}");
+    assert!(
+        head.contains("content-security-policy: frame-ancestors 'none'"),
+        "{head}"
+    );
     let bearer = format!("Bearer {secret}");
     let (status, _, body) = http_request(
         &cluster.web,

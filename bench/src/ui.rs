@@ -65,7 +65,7 @@ pub fn busy_state() -> (State, Vec<Sample>) {
     let samples = (0..360)
         .map(|i| Sample {
             at_ms: START_MS + i * 10_000,
-            cores_used: (i as u32 * 37) % 8000,
+            cores_used: (i as u64 * 37) % 8000,
             cores: 8000,
             memory_used_mb: (i as u64 * 911) % (32 * 1024 * 1000),
             memory_mb: 32 * 1024 * 1000,

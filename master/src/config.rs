@@ -104,6 +104,13 @@ impl MasterConfig {
                 "ui kill / ui auth: both check the shared secret, and none is set".into(),
             ));
         }
+        if ui_base_path(&self.ui.base_path)? != self.ui.base_path {
+            return Err(Error::Config(format!(
+                "ui base path {:?}: write it as {:?}",
+                self.ui.base_path,
+                ui_base_path(&self.ui.base_path)?
+            )));
+        }
         if self.sample_interval < Duration::from_millis(100) || self.sample_interval > CHART_WINDOW
         {
             return Err(Error::Config(format!(
@@ -125,6 +132,12 @@ impl MasterConfig {
         self.worker_timeout / 4
     }
 }
+
+/// First segments of the paths the master serves at its root: a base path may not start
+/// with one, or its routes would shadow them.
+const RESERVED_PATHS: [&str; 8] = [
+    "json", "api", "metrics", "healthz", "readyz", "workers", "drivers", "apps",
+];
 
 /// Checks and normalises a base path for the UI: `""` and `"/"` mean none; otherwise it
 /// starts with `/`, has no trailing `/`, and holds only characters safe in a URL path and
@@ -155,6 +168,12 @@ pub fn ui_base_path(raw: &str) -> Result<String> {
     if trimmed.len() > 200 {
         return bad("longer than 200 characters");
     }
+    let first = trimmed.split('/').nth(1).unwrap_or_default();
+    if RESERVED_PATHS.contains(&first) {
+        return bad(&format!(
+            "/{first} is a path the master serves itself; choose another prefix"
+        ));
+    }
     Ok(trimmed.to_string())
 }
 
@@ -177,6 +196,9 @@ mod tests {
             ("/a/../b", ".. segment"),
             ("/a\"b", "is not allowed"),
             ("/a?x=1", "is not allowed"),
+            ("/json", "serves itself"),
+            ("/api/v1", "serves itself"),
+            ("/metrics/", "serves itself"),
         ] {
             let err = ui_base_path(raw)
                 .err()

@@ -23,10 +23,23 @@ use crate::error::{Error, Result};
 /// Log requests waiting for their chunk, by request id.
 pub type PendingLogs = Arc<Mutex<HashMap<u64, oneshot::Sender<LogData>>>>;
 
-/// Orders queued for one worker before it counts as stuck. A worker reads its stream
-/// continuously; this many unread orders means it stopped reading, and waiting for it would
-/// only grow the master's memory.
+/// Orders queued for one worker before it counts as stuck (at least; a worker with more cores
+/// gets room for one launch per core and some, so a pass that fills it always fits). A worker
+/// reads its stream continuously; this many unread orders means it stopped reading, and
+/// waiting for it would only grow the master's memory.
 pub const ORDER_QUEUE: usize = 1024;
+
+/// Log reads in flight to one worker; more are refused until one is answered, so readers
+/// cannot crowd out its orders.
+const LOG_READS_IN_FLIGHT: usize = 8;
+
+/// The order queue for a worker offering `cores`.
+pub fn order_queue(cores: u32) -> usize {
+    usize::try_from(cores)
+        .unwrap_or(usize::MAX)
+        .saturating_add(64)
+        .max(ORDER_QUEUE)
+}
 
 /// One worker's open stream.
 #[derive(Debug, Clone)]
@@ -39,9 +52,26 @@ pub struct Link {
     pub closed: tokio_util::sync::CancellationToken,
     /// Filled by the stream's reader task when `LogData` arrives.
     pub pending_logs: PendingLogs,
+    pub log_reads: Arc<tokio::sync::Semaphore>,
 }
 
 impl Link {
+    pub fn new(
+        worker_id: String,
+        conn_id: u64,
+        orders: mpsc::Sender<MasterMessage>,
+        pending_logs: PendingLogs,
+    ) -> Self {
+        Self {
+            worker_id,
+            conn_id,
+            orders,
+            closed: tokio_util::sync::CancellationToken::new(),
+            pending_logs,
+            log_reads: Arc::new(tokio::sync::Semaphore::new(LOG_READS_IN_FLIGHT)),
+        }
+    }
+
     /// Queues `message` without waiting. A full queue closes the stream: the worker is stuck,
     /// and its reader then reports it disconnected, so the master stops counting on it.
     pub fn send(&self, message: MasterMessage) -> bool {
@@ -119,6 +149,11 @@ impl Links {
                 "the logs of {process} are on {worker_id}, which is not connected"
             ))
         })?;
+        let Ok(_permit) = link.log_reads.clone().try_acquire_owned() else {
+            return Err(Error::Unavailable(format!(
+                "{worker_id} is answering {LOG_READS_IN_FLIGHT} log reads already; try again"
+            )));
+        };
         let request_id = self.next_request.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
         link.pending_logs
@@ -139,7 +174,8 @@ impl Links {
                 "{worker_id} went away while reading the logs of {process}"
             ))
         };
-        if !link.send(order) {
+        // Not `Link::send`: a full queue refuses this read but does not cut the worker off.
+        if link.orders.try_send(order).is_err() {
             link.pending_logs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())

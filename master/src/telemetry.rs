@@ -70,8 +70,8 @@ impl Histogram {
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Sample {
     pub at_ms: i64,
-    pub cores_used: u32,
-    pub cores: u32,
+    pub cores_used: u64,
+    pub cores: u64,
     pub memory_used_mb: u64,
     pub memory_mb: u64,
 }
@@ -87,8 +87,8 @@ impl Sample {
             memory_mb: 0,
         };
         for w in state.alive_workers() {
-            s.cores += w.cores;
-            s.cores_used += w.cores_used;
+            s.cores += u64::from(w.cores);
+            s.cores_used += u64::from(w.cores_used);
             s.memory_mb += w.memory_mb;
             s.memory_used_mb += w.memory_used_mb;
         }

@@ -34,9 +34,18 @@ pub struct Timed<S> {
     telemetry: Arc<Telemetry>,
 }
 
-impl<S, B> tower::Service<http::Request<B>> for Timed<S>
+/// Answers that never reached a service: no such method, or no secret. Not timed, so
+/// callers without the secret cannot fill the metrics with made-up method names.
+fn refused<R>(response: &http::Response<R>) -> bool {
+    response
+        .headers()
+        .get("grpc-status")
+        .is_some_and(|s| s == "12" || s == "16")
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Timed<S>
 where
-    S: tower::Service<http::Request<B>>,
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
     S::Future: Send + 'static,
 {
     type Response = S::Response;
@@ -54,7 +63,9 @@ where
         let call = self.inner.call(request);
         Box::pin(async move {
             let response = call.await;
-            telemetry.observe_rpc(&path, started.elapsed());
+            if response.as_ref().is_ok_and(|r| !refused(r)) {
+                telemetry.observe_rpc(&path, started.elapsed());
+            }
             response
         })
     }

@@ -100,16 +100,10 @@ impl WorkerService for WorkerApi {
 
         let worker_id = register.worker_id.clone();
         let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);
-        let (orders, orders_rx) = mpsc::channel(crate::links::ORDER_QUEUE);
+        let (orders, orders_rx) = mpsc::channel(crate::links::order_queue(register.cores));
         let pending_logs = Arc::new(Mutex::new(HashMap::new()));
-        let closed = tokio_util::sync::CancellationToken::new();
-        let link = Link {
-            worker_id: worker_id.clone(),
-            conn_id,
-            orders,
-            closed: closed.clone(),
-            pending_logs: pending_logs.clone(),
-        };
+        let link = Link::new(worker_id.clone(), conn_id, orders, pending_logs.clone());
+        let closed = link.closed.clone();
         self.master
             .ask(|reply| Command::Register {
                 register,

@@ -36,7 +36,7 @@ pub fn utilisation_svg(samples: &[Sample], now_ms: i64, window_ms: i64) -> Strin
         }
         points.trim_end().to_string()
     };
-    let cores = |s: &Sample| percent(u64::from(s.cores_used), u64::from(s.cores));
+    let cores = |s: &Sample| percent(s.cores_used, s.cores);
     let memory = |s: &Sample| percent(s.memory_used_mb, s.memory_mb);
     let summary = match samples.last() {
         Some(s) => format!(
@@ -95,7 +95,7 @@ pub fn utilisation_svg(samples: &[Sample], now_ms: i64, window_ms: i64) -> Strin
 mod tests {
     use super::*;
 
-    fn sample(at_ms: i64, cores_used: u32, memory_used_mb: u64) -> Sample {
+    fn sample(at_ms: i64, cores_used: u64, memory_used_mb: u64) -> Sample {
         Sample {
             at_ms,
             cores_used,

@@ -153,7 +153,7 @@ async fn log_page(
             match read_tail(master, &worker_id, &process, stream, bytes).await {
                 Ok((start, size, data)) => {
                     page.start = start;
-                    page.end = start + data.len() as u64;
+                    page.end = start.saturating_add(data.len() as u64);
                     page.size = size;
                     page.text = String::from_utf8_lossy(&data).into_owned();
                     if start > 0 && bytes < MAX_BYTES {
@@ -195,10 +195,21 @@ async fn read_tail(
         .read_log(worker_id, process, stream, -back, chunk(bytes))
         .await?;
     let (start, size) = (first.offset, first.size);
+    let odd = |what: String| {
+        Error::Unavailable(format!(
+            "{worker_id} answered a log read for {process} with {what}"
+        ))
+    };
+    if start > size {
+        return Err(odd(format!("offset {start} past the file's size {size}")));
+    }
     let end = start.saturating_add(bytes).min(size);
     let mut data = first.data;
-    while start + (data.len() as u64) < end {
-        let at = start + data.len() as u64;
+    loop {
+        let at = start.saturating_add(data.len() as u64);
+        if at >= end {
+            break;
+        }
         let next = master
             .links
             .read_log(
@@ -209,12 +220,16 @@ async fn read_tail(
                 chunk(end - at),
             )
             .await?;
+        if next.offset != at {
+            // The file was truncated or replaced between reads: do not stitch pieces.
+            return Err(odd(format!("offset {} where {at} was asked", next.offset)));
+        }
         if next.data.is_empty() {
             break;
         }
         data.extend_from_slice(&next.data);
     }
-    data.truncate(usize::try_from(end - start).unwrap_or(usize::MAX));
+    data.truncate(usize::try_from(end.saturating_sub(start)).unwrap_or(usize::MAX));
     Ok((start, size, data))
 }
 

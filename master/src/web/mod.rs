@@ -83,7 +83,25 @@ pub fn router(master: MasterHandle) -> Router {
         .route("/readyz", get(readyz))
         .merge(ui)
         .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(guard_headers))
         .with_state(master)
+}
+
+/// No page may be framed by another site (a kill button under someone else's overlay), and
+/// no answer is sniffed into another type.
+async fn guard_headers(mut response: Response) -> Response {
+    use axum::http::{HeaderValue, header};
+    let headers = response.headers_mut();
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static("frame-ancestors 'none'"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
 }
 
 /// Ready while serving: the ports are bound and the state actor started before this router

@@ -76,8 +76,8 @@ struct Overview {
     alive_workers: usize,
     dead_workers: usize,
     other_workers: usize,
-    cores: u32,
-    cores_used: u32,
+    cores: u64,
+    cores_used: u64,
     cores_share: u64,
     memory: String,
     memory_used: String,
@@ -177,8 +177,8 @@ pub fn overview_html(
         .map(|a| AppRow::from(a.as_ref()))
         .collect();
 
-    let cores: u32 = alive.iter().map(|w| w.cores).sum();
-    let cores_used: u32 = alive.iter().map(|w| w.cores_used).sum();
+    let cores: u64 = alive.iter().map(|w| u64::from(w.cores)).sum();
+    let cores_used: u64 = alive.iter().map(|w| u64::from(w.cores_used)).sum();
     let memory: u64 = alive.iter().map(|w| w.memory_mb).sum();
     let memory_used: u64 = alive.iter().map(|w| w.memory_used_mb).sum();
     let window_ms = i64::try_from(CHART_WINDOW.as_millis()).unwrap_or(i64::MAX);
@@ -194,7 +194,7 @@ pub fn overview_html(
         other_workers: state.workers.len() - alive.len() - dead_workers,
         cores,
         cores_used,
-        cores_share: share(u64::from(cores_used), u64::from(cores)),
+        cores_share: share(cores_used, cores),
         memory: format_mb(memory),
         memory_used: format_mb(memory_used),
         memory_share: share(memory_used, memory),
