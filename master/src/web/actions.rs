@@ -48,27 +48,21 @@ pub async fn kill_driver(
     Path(id): Path<String>,
     Form(form): Form<KillForm>,
 ) -> Response {
-    let base = master.config.ui.base_path.clone();
-    if let Err((status, message)) = allowed(&master, &form) {
-        return error_page(&base, status, message);
-    }
-    let result = match check_id("driver", &id, IdKind::Driver) {
-        Ok(()) => {
-            let driver_id = id.clone();
-            master
+    let handle = master.clone();
+    kill_from_ui(
+        &master,
+        &form,
+        &id,
+        IdKind::Driver,
+        "drivers",
+        |driver_id| async move {
+            handle
                 .ask(|reply| Command::Kill { driver_id, reply })
                 .await
                 .map(|_| ())
-        }
-        Err(e) => Err(Error::from(e)),
-    };
-    match result {
-        Ok(()) => {
-            tracing::info!(driver_id = %id, "driver killed from the UI");
-            see_other(format!("{base}/drivers/{id}"))
-        }
-        Err(e) => error_page(&base, status_of(&e), e.to_string()),
-    }
+        },
+    )
+    .await
 }
 
 pub async fn kill_app(
@@ -76,22 +70,44 @@ pub async fn kill_app(
     Path(id): Path<String>,
     Form(form): Form<KillForm>,
 ) -> Response {
-    let base = master.config.ui.base_path.clone();
-    if let Err((status, message)) = allowed(&master, &form) {
-        return error_page(&base, status, message);
+    let handle = master.clone();
+    kill_from_ui(
+        &master,
+        &form,
+        &id,
+        IdKind::App,
+        "apps",
+        |app_id| async move { handle.ask(|reply| Command::KillApp { app_id, reply }).await },
+    )
+    .await
+}
+
+/// Checks the form, then kills `id` and goes back to its page (`{base}/{pages}/{id}`).
+async fn kill_from_ui<F, Fut>(
+    master: &MasterHandle,
+    form: &KillForm,
+    id: &str,
+    kind: IdKind,
+    pages: &str,
+    kill: F,
+) -> Response
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let base = &master.config.ui.base_path;
+    if let Err((status, message)) = allowed(master, form) {
+        return error_page(base, status, message);
     }
-    let result = match check_id("app", &id, IdKind::App) {
-        Ok(()) => {
-            let app_id = id.clone();
-            master.ask(|reply| Command::KillApp { app_id, reply }).await
-        }
+    let result = match check_id("id", id, kind) {
+        Ok(()) => kill(id.to_string()).await,
         Err(e) => Err(Error::from(e)),
     };
     match result {
         Ok(()) => {
-            tracing::info!(app_id = %id, "application killed from the UI");
-            see_other(format!("{base}/apps/{id}"))
+            tracing::info!(id, "killed from the UI");
+            see_other(format!("{base}/{pages}/{id}"))
         }
-        Err(e) => error_page(&base, status_of(&e), e.to_string()),
+        Err(e) => error_page(base, status_of(&e), e.to_string()),
     }
 }
