@@ -115,6 +115,10 @@ struct MasterArgs {
     bind: IpAddr,
     #[command(flatten)]
     secret: SecretArgs,
+    /// File holding the secret being replaced (else $HEARTH_PREVIOUS_SECRET): accepted too,
+    /// so workers and clients can move to the new secret one by one.
+    #[arg(long, env = "HEARTH_PREVIOUS_SECRET_FILE")]
+    previous_secret_file: Option<PathBuf>,
     /// Run without a shared secret (anyone who reaches the ports can run commands).
     #[arg(long, env = "HEARTH_INSECURE")]
     insecure: bool,
@@ -427,6 +431,10 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         grpc_addr: SocketAddr::new(args.bind, args.port),
         web_addr: SocketAddr::new(args.bind, args.webui_port),
         secret: args.secret.load()?,
+        previous_secret: Secret::resolve_from(
+            args.previous_secret_file.as_deref(),
+            hearth_common::auth::PREVIOUS_SECRET_ENV,
+        )?,
         insecure: args.insecure,
         state_dir: args.state_dir,
         worker_timeout: args.worker_timeout,

@@ -326,3 +326,60 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
         "nothing was created"
     );
 }
+
+/// Rotating the secret without downtime: a master given the new secret and the previous one
+/// accepts both (gRPC, the UI's `--ui-auth`, its kill form), so workers and clients move over
+/// one by one; any other secret is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn during_a_rotation_the_old_and_the_new_secret_both_work() {
+    let old = "old-secret-7c1e";
+    let dir = tempfile::tempdir().expect("temp dir");
+    let previous = dir.path().join("previous");
+    std::fs::write(&previous, format!("{old}\n")).expect("write the previous secret");
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        secret: Some("new-secret-52ab".into()),
+        extra: vec![
+            "--previous-secret-file".into(),
+            previous.display().to_string(),
+            "--ui-auth".into(),
+        ],
+    });
+    // A worker still on the old secret registers.
+    let current = cluster.secret.replace(old.to_string());
+    let worker = cluster.spawn_worker(1, "256m", &[]);
+    cluster.secret = current;
+    cluster
+        .wait_worker(
+            &worker,
+            hearth_common::proto::WorkerState::Alive,
+            Duration::from_secs(10),
+        )
+        .await;
+    let run = |secret: &str| {
+        Command::new(HEARTH)
+            .args(["list", "workers", "--master", &cluster.url])
+            .env_remove("HEARTH_SECRET_FILE")
+            .env("HEARTH_SECRET", secret)
+            .output()
+            .expect("run hearth")
+    };
+    for secret in [old, "new-secret-52ab"] {
+        let out = run(secret);
+        assert!(out.status.success(), "{secret}: {}", stderr(&out));
+    }
+    let out = run("neither");
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("wrong secret"), "{}", stderr(&out));
+
+    for (secret, status) in [(old, 200), ("new-secret-52ab", 200), ("neither", 401)] {
+        let bearer = format!("Bearer {secret}");
+        let (code, _, _) = support::http_request(
+            &cluster.web,
+            "GET",
+            "/json/",
+            &[("Authorization", &bearer)],
+            "",
+        );
+        assert_eq!(code, status, "UI with {secret}");
+    }
+}

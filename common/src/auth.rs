@@ -46,6 +46,11 @@ impl Secret {
 
     /// The secret from `file` if given, else from `$HEARTH_SECRET`; `None` when neither is set.
     pub fn resolve(file: Option<&Path>) -> Result<Option<Self>> {
+        Self::resolve_from(file, SECRET_ENV)
+    }
+
+    /// The secret from `file` if given, else from the variable `env`.
+    pub fn resolve_from(file: Option<&Path>, env: &str) -> Result<Option<Self>> {
         if let Some(path) = file {
             let text = std::fs::read_to_string(path).map_err(|source| Error::SecretFile {
                 path: path.display().to_string(),
@@ -53,7 +58,7 @@ impl Secret {
             })?;
             return Self::new(&text).map(Some);
         }
-        match std::env::var(SECRET_ENV) {
+        match std::env::var(env) {
             Ok(value) if !value.is_empty() => Self::new(&value).map(Some),
             _ => Ok(None),
         }
@@ -65,29 +70,57 @@ impl Secret {
     }
 }
 
-/// Server side: refuses calls whose bearer token is not the secret. `None` means insecure.
+/// Environment variable holding the secret being replaced, accepted during a rotation.
+pub const PREVIOUS_SECRET_ENV: &str = "HEARTH_PREVIOUS_SECRET";
+/// Environment variable naming a file that holds the secret being replaced.
+pub const PREVIOUS_SECRET_FILE_ENV: &str = "HEARTH_PREVIOUS_SECRET_FILE";
+
+/// Server side: refuses calls whose bearer token is not the secret (or, during a rotation,
+/// the previous one). No secret means insecure.
 #[derive(Clone, Debug)]
 pub struct CheckSecret {
     secret: Option<Secret>,
+    previous: Option<Secret>,
 }
 
 impl CheckSecret {
     pub fn new(secret: Option<Secret>) -> Self {
-        Self { secret }
+        Self {
+            secret,
+            previous: None,
+        }
+    }
+
+    /// Also accepts `previous`, so workers and clients can move to the new secret one by one.
+    pub fn with_previous(secret: Option<Secret>, previous: Option<Secret>) -> Self {
+        Self { secret, previous }
+    }
+
+    /// Whether `presented` is the secret or the previous one (always true when insecure).
+    pub fn accepts(&self, presented: &[u8]) -> bool {
+        match &self.secret {
+            None => true,
+            Some(secret) => {
+                // Both compared, so timing does not tell which one matched.
+                let current = secret.matches(presented);
+                let previous = self.previous.as_ref().is_some_and(|p| p.matches(presented));
+                current | previous
+            }
+        }
     }
 
     /// Checks an `Authorization` header value; used by the web UI's state-changing requests too.
     pub fn check_header(&self, header: Option<&[u8]>) -> Result<(), Status> {
-        let Some(secret) = &self.secret else {
+        if self.secret.is_none() {
             return Ok(());
-        };
+        }
         let Some(value) = header else {
             return Err(Status::unauthenticated(
                 "missing authorization: this master requires the shared secret (HEARTH_SECRET)",
             ));
         };
         let token = value.strip_prefix(b"Bearer ").unwrap_or(b"");
-        if secret.matches(token) {
+        if self.accepts(token) {
             Ok(())
         } else {
             Err(Status::unauthenticated(
@@ -140,6 +173,20 @@ impl Interceptor for SendSecret {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_accepts_the_current_and_the_previous_secret_only() {
+        let new = Secret::new("new").ok();
+        let old = Secret::new("old").ok();
+        let check = CheckSecret::with_previous(new.clone(), old);
+        assert!(check.accepts(b"new") && check.accepts(b"old"));
+        assert!(!check.accepts(b"other") && !check.accepts(b""));
+        assert!(check.check_header(Some(b"Bearer old")).is_ok());
+        assert!(check.check_header(Some(b"Bearer other")).is_err());
+        let plain = CheckSecret::new(new);
+        assert!(!plain.accepts(b"old"));
+        assert!(CheckSecret::new(None).accepts(b"anything"));
+    }
 
     #[test]
     fn secrets_are_trimmed_and_never_printed() {

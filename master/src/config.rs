@@ -13,6 +13,8 @@ pub struct MasterConfig {
     /// Web UI and JSON; port 8080 by default.
     pub web_addr: SocketAddr,
     pub secret: Option<Secret>,
+    /// The secret being replaced: accepted too until the master restarts without it.
+    pub previous_secret: Option<Secret>,
     /// Run without a secret; refused unless set on purpose.
     pub insecure: bool,
     pub state_dir: PathBuf,
@@ -59,6 +61,7 @@ impl Default for MasterConfig {
             grpc_addr: SocketAddr::from(([0, 0, 0, 0], 7077)),
             web_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
             secret: None,
+            previous_secret: None,
             insecure: false,
             state_dir: PathBuf::from("./hearth-state"),
             worker_timeout: Duration::from_secs(10),
@@ -99,6 +102,11 @@ impl MasterConfig {
         if self.retained_apps == 0 {
             return Err(Error::Config("retained apps: must be at least 1".into()));
         }
+        if self.secret.is_none() && self.previous_secret.is_some() {
+            return Err(Error::Config(
+                "previous secret: only accepted beside a current secret".into(),
+            ));
+        }
         if self.secret.is_none() && (self.ui.kill || self.ui.auth) {
             return Err(Error::Config(
                 "ui kill / ui auth: both check the shared secret, and none is set".into(),
@@ -125,6 +133,14 @@ impl MasterConfig {
     pub fn samples_kept(&self) -> usize {
         let n = CHART_WINDOW.as_millis() / self.sample_interval.as_millis().max(1);
         usize::try_from(n).unwrap_or(usize::MAX).max(1) + 1
+    }
+
+    /// What checks a presented secret: the current one, and the previous one during a rotation.
+    pub fn secret_check(&self) -> hearth_common::auth::CheckSecret {
+        hearth_common::auth::CheckSecret::with_previous(
+            self.secret.clone(),
+            self.previous_secret.clone(),
+        )
     }
 
     /// How often workers are told to send a heartbeat: a quarter of the timeout, like Spark.

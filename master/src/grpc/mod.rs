@@ -7,7 +7,6 @@ mod worker;
 
 use hearth_common::{
     MAX_MESSAGE_BYTES, Shutdown,
-    auth::CheckSecret,
     proto::{
         FILE_DESCRIPTOR_SET, client_service_server::ClientServiceServer,
         worker_service_server::WorkerServiceServer,
@@ -24,7 +23,7 @@ pub use worker::WorkerApi;
 
 /// Serves gRPC on `listener` until `shutdown`.
 pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
-    let check = CheckSecret::new(handle.config.secret.clone());
+    let check = handle.config.secret_check();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClientServiceServer<ClientApi>>().await;
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
