@@ -406,33 +406,17 @@ async fn ui_auth_asks_every_page_for_the_secret_but_not_the_probes() {
         "",
     );
     assert_eq!(status, 200, "{body}");
-    let basic = format!("Basic {}", base64_encode(&format!("anyone:{secret}")));
+    let basic = format!(
+        "Basic {}",
+        base64::Engine::encode(
+            &base64::engine::general_purpose::STANDARD,
+            format!("anyone:{secret}"),
+        )
+    );
     let (status, _, body) =
         http_request(&cluster.web, "GET", "/", &[("Authorization", &basic)], "");
     assert_eq!(status, 200);
     assert!(body.contains("id=\"status\""));
-}
-
-/// Standard base64, enough for a basic-auth header in a test.
-fn base64_encode(text: &str) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for chunk in text.as_bytes().chunks(3) {
-        let b = [
-            chunk[0],
-            *chunk.get(1).unwrap_or(&0),
-            *chunk.get(2).unwrap_or(&0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -52,8 +52,9 @@ pub struct UiConfig {
     pub base_path: String,
 }
 
-/// The chart covers this much time.
-pub const CHART_WINDOW: Duration = Duration::from_secs(3600);
+/// The chart covers this much time: an hour, in milliseconds as timestamps are.
+pub const CHART_WINDOW_MS: i64 = 3_600_000;
+const CHART_WINDOW: Duration = Duration::from_millis(CHART_WINDOW_MS as u64);
 
 impl Default for MasterConfig {
     fn default() -> Self {
@@ -112,11 +113,11 @@ impl MasterConfig {
                 "ui kill / ui auth: both check the shared secret, and none is set".into(),
             ));
         }
-        if ui_base_path(&self.ui.base_path)? != self.ui.base_path {
+        let base_path = ui_base_path(&self.ui.base_path)?;
+        if base_path != self.ui.base_path {
             return Err(Error::Config(format!(
-                "ui base path {:?}: write it as {:?}",
-                self.ui.base_path,
-                ui_base_path(&self.ui.base_path)?
+                "ui base path {:?}: write it as {base_path:?}",
+                self.ui.base_path
             )));
         }
         if self.sample_interval < Duration::from_millis(100) || self.sample_interval > CHART_WINDOW

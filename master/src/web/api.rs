@@ -11,7 +11,7 @@ use hearth_common::{
 };
 use serde_json::{Value, json};
 
-use crate::{actor::MasterHandle, error::Error};
+use crate::{actor::MasterHandle, error::Error, telemetry::Sample};
 
 pub async fn workers(State(master): State<MasterHandle>) -> Json<Vec<WorkerView>> {
     let snap = master.snapshot();
@@ -89,21 +89,17 @@ pub async fn spark_json_field(
 }
 
 fn cluster_utilisation(snap: &crate::state::State) -> Value {
-    let alive: Vec<_> = snap.alive_workers().collect();
-    let cores: u64 = alive.iter().map(|w| u64::from(w.cores)).sum();
-    let cores_used: u64 = alive.iter().map(|w| u64::from(w.cores_used)).sum();
-    let memory: u64 = alive.iter().map(|w| w.memory_mb).sum();
-    let memory_used: u64 = alive.iter().map(|w| w.memory_used_mb).sum();
+    let now = Sample::of(snap, now_ms());
     // Spark reports 100 when nothing is offered.
     let pct = |used: u64, total: u64| (used * 100).checked_div(total).unwrap_or(100);
     json!({
         "waitingDrivers": snap.waiting.len(),
-        "cores": cores,
-        "coresused": cores_used,
-        "coresutilization": pct(cores_used, cores),
-        "memory": memory,
-        "memoryused": memory_used,
-        "memoryutilization": pct(memory_used, memory),
+        "cores": now.cores,
+        "coresused": now.cores_used,
+        "coresutilization": pct(now.cores_used, now.cores),
+        "memory": now.memory_mb,
+        "memoryused": now.memory_used_mb,
+        "memoryutilization": pct(now.memory_used_mb, now.memory_mb),
     })
 }
 
@@ -158,6 +154,7 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
         .map(|d| driver_json(d))
         .collect();
     let now = now_ms();
+    let in_use = Sample::of(snap, now);
     let app_json = |a: &crate::state::AppInfo| {
         let end = if a.ended_at_ms > 0 {
             a.ended_at_ms
@@ -195,10 +192,10 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
         "url": snap.master_url,
         "workers": workers,
         "aliveworkers": alive.len(),
-        "cores": alive.iter().map(|w| u64::from(w.cores)).sum::<u64>(),
-        "coresused": alive.iter().map(|w| u64::from(w.cores_used)).sum::<u64>(),
-        "memory": alive.iter().map(|w| w.memory_mb).sum::<u64>(),
-        "memoryused": alive.iter().map(|w| w.memory_used_mb).sum::<u64>(),
+        "cores": in_use.cores,
+        "coresused": in_use.cores_used,
+        "memory": in_use.memory_mb,
+        "memoryused": in_use.memory_used_mb,
         "resources": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
         "resourcesused": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
         "activeapps": active_apps,

@@ -8,7 +8,10 @@ use hearth_common::{
     states::StateName,
 };
 
-use crate::{actor::MasterHandle, telemetry::HistogramSnapshot};
+use crate::{
+    actor::MasterHandle,
+    telemetry::{HistogramSnapshot, Sample},
+};
 
 pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     let snap = master.snapshot();
@@ -26,27 +29,27 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         let n = snap.workers.values().filter(|w| w.state == state).count();
         let _ = writeln!(out, "hearth_workers{{state=\"{}\"}} {n}", state.name());
     }
-    let alive: Vec<_> = snap.alive_workers().collect();
+    let in_use = Sample::of(&snap, hearth_common::ids::now_ms());
     let gauges = [
         (
             "hearth_cores_total",
             "Cores offered by alive workers.",
-            alive.iter().map(|w| u64::from(w.cores)).sum::<u64>(),
+            in_use.cores,
         ),
         (
             "hearth_cores_used",
             "Cores in use on alive workers.",
-            alive.iter().map(|w| u64::from(w.cores_used)).sum(),
+            in_use.cores_used,
         ),
         (
             "hearth_memory_mb_total",
             "Memory offered by alive workers, MiB.",
-            alive.iter().map(|w| w.memory_mb).sum(),
+            in_use.memory_mb,
         ),
         (
             "hearth_memory_mb_used",
             "Memory in use on alive workers, MiB.",
-            alive.iter().map(|w| w.memory_used_mb).sum(),
+            in_use.memory_used_mb,
         ),
         (
             "hearth_drivers_waiting",

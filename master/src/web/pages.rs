@@ -17,7 +17,7 @@ use super::{
 };
 use crate::{
     actor::MasterHandle,
-    config::{CHART_WINDOW, UiConfig},
+    config::{CHART_WINDOW_MS, UiConfig},
     error::Error,
     state::State,
     telemetry::Sample,
@@ -109,7 +109,9 @@ pub fn overview_html(
     let pager = |table: &str, total: usize, requested: Option<usize>| {
         Pager::new(total, requested, |n| query.href(&base, table, n))
     };
-    let alive: Vec<_> = state.alive_workers().collect();
+    let alive_workers = state.alive_workers().count();
+    // Alive workers' offer and use now: the summary's figures and the chart's last point.
+    let now = Sample::of(state, now_ms);
     let dead_workers = state
         .workers
         .values()
@@ -177,11 +179,6 @@ pub fn overview_html(
         .map(|a| AppRow::from(a.as_ref()))
         .collect();
 
-    let cores: u64 = alive.iter().map(|w| u64::from(w.cores)).sum();
-    let cores_used: u64 = alive.iter().map(|w| u64::from(w.cores_used)).sum();
-    let memory: u64 = alive.iter().map(|w| w.memory_mb).sum();
-    let memory_used: u64 = alive.iter().map(|w| w.memory_used_mb).sum();
-    let window_ms = i64::try_from(CHART_WINDOW.as_millis()).unwrap_or(i64::MAX);
     Overview {
         url: state.master_url.clone(),
         status: if state.recovering {
@@ -189,21 +186,21 @@ pub fn overview_html(
         } else {
             "ALIVE"
         },
-        alive_workers: alive.len(),
+        alive_workers,
         dead_workers,
-        other_workers: state.workers.len() - alive.len() - dead_workers,
-        cores,
-        cores_used,
-        cores_share: share(cores_used, cores),
-        memory: format_mb(memory),
-        memory_used: format_mb(memory_used),
-        memory_share: share(memory_used, memory),
+        other_workers: state.workers.len() - alive_workers - dead_workers,
+        cores: now.cores,
+        cores_used: now.cores_used,
+        cores_share: share(now.cores_used, now.cores),
+        memory: format_mb(now.memory_mb),
+        memory_used: format_mb(now.memory_used_mb),
+        memory_share: share(now.memory_used_mb, now.memory_mb),
         waiting_drivers: state.waiting.len(),
         chart: {
             // The line ends at the present, not at the last sample.
             let mut points = samples.to_vec();
-            points.push(Sample::of(state, now_ms));
-            utilisation_svg(&points, now_ms, window_ms)
+            points.push(now);
+            utilisation_svg(&points, now_ms, CHART_WINDOW_MS)
         },
         workers,
         workers_pager,
@@ -312,8 +309,7 @@ pub async fn overview(
 ) -> Response {
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
-    let window_ms = i64::try_from(CHART_WINDOW.as_millis()).unwrap_or(i64::MAX);
-    let samples = master.telemetry.samples_since(now_ms - window_ms);
+    let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
     match overview_html(&snap, &master.config.ui, &samples, now_ms, &query) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
