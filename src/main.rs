@@ -194,6 +194,11 @@ struct WorkerArgs {
     /// Time between SIGTERM and SIGKILL when a driver is killed.
     #[arg(long, env = "HEARTH_KILL_GRACE", default_value = "10s", value_parser = duration_arg)]
     kill_grace: Duration,
+    /// After SIGTERM, how long running drivers and executors may go on before the rest are
+    /// killed and moved elsewhere. Kubernetes' terminationGracePeriodSeconds must cover this
+    /// plus --kill-grace.
+    #[arg(long, env = "HEARTH_DECOMMISSION_GRACE", default_value = "30s", value_parser = duration_arg)]
+    decommission_grace: Duration,
     /// A label shown on the master's worker page, KEY=VALUE (repeatable; comma-separated in
     /// the variable).
     #[arg(long = "label", env = "HEARTH_WORKER_LABELS", value_delimiter = ',', value_parser = label_arg)]
@@ -473,6 +478,7 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         web_addr: SocketAddr::new(args.bind, args.webui_port),
         work_dir: args.work_dir,
         kill_grace: args.kill_grace,
+        decommission_grace: args.decommission_grace,
         labels: worker_labels(
             args.labels,
             [
@@ -530,6 +536,8 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
                 name: Some(format!("local-worker-{n}")),
                 web_addr: SocketAddr::new(loopback, 0),
                 work_dir: args.work_dir.join(format!("worker-{n}")),
+                // Ctrl-C on a local cluster means now.
+                decommission_grace: Duration::ZERO,
                 ..Default::default()
             },
             shutdown.clone(),

@@ -195,9 +195,17 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sigterm_stops_a_worker_cleanly_and_its_supervised_driver_moves() {
+async fn sigterm_with_no_decommission_grace_stops_a_worker_at_once_and_its_supervised_driver_moves()
+{
     let mut cluster = Cluster::start();
-    let leaving = cluster.add_worker(1, "512m").await;
+    let leaving = cluster.spawn_worker(
+        1,
+        "512m",
+        &["--kill-grace", "1s", "--decommission-grace", "0s"],
+    );
+    cluster
+        .wait_worker(&leaving, WorkerState::Alive, LIMIT)
+        .await;
     let driver = cluster.submit(&[
         "--supervise",
         "--memory",

@@ -22,6 +22,9 @@ pub struct WorkerConfig {
     pub work_dir: PathBuf,
     /// Between SIGTERM and SIGKILL when a driver is killed.
     pub kill_grace: Duration,
+    /// After SIGTERM, how long running drivers and executors may go on before the rest are
+    /// killed (and relaunched or replaced elsewhere by the master).
+    pub decommission_grace: Duration,
     /// Where the cgroup file system is mounted.
     pub cgroup_root: PathBuf,
     /// Shown on the master's worker page: pod, node, namespace, and any the operator adds.
@@ -40,6 +43,7 @@ impl Default for WorkerConfig {
             web_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
             work_dir: PathBuf::from("./hearth-work"),
             kill_grace: Duration::from_secs(10),
+            decommission_grace: Duration::from_secs(30),
             cgroup_root: PathBuf::from("/sys/fs/cgroup"),
             labels: Default::default(),
         }

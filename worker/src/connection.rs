@@ -89,6 +89,8 @@ pub struct Connection {
     pub work_dir: PathBuf,
     /// How long leaving may wait for the processes to die.
     pub kill_limit: Duration,
+    /// How long running processes may go on after SIGTERM before the rest are killed.
+    pub decommission_grace: Duration,
     /// True while registered; read by `/readyz`.
     pub registered: Arc<AtomicBool>,
     pub shutdown: Shutdown,
@@ -214,18 +216,23 @@ impl Connection {
         }
     }
 
-    /// Leaves the cluster in order: tells the master (so nothing new is placed here), kills the
-    /// drivers while still connected so their ends are reported (and supervised ones relaunched
-    /// elsewhere), then closes the stream and waits briefly for the master to close its side,
-    /// which it does after handling everything sent before.
+    /// Leaves the cluster in order: tells the master (so nothing new is placed here), lets
+    /// running drivers and executors finish for up to the decommission grace while still
+    /// obeying the master (kills, log reads), kills what is left while still connected so
+    /// their ends are reported (and supervised drivers relaunched elsewhere), then closes the
+    /// stream and waits briefly for the master to close its side, which it does after handling
+    /// everything sent before.
     async fn leave(
         &mut self,
         up: mpsc::Sender<WorkerMessage>,
         mut inbound: tonic::Streaming<MasterMessage>,
         heartbeat: &mut tokio::time::Interval,
     ) {
-        tracing::info!(worker_id = %self.identity.worker_id, "decommissioning");
-        let reason = format!("{} stopping", self.identity.worker_id);
+        let worker_id = self.identity.worker_id.clone();
+        let running = self.runner.count();
+        tracing::info!(worker_id = %worker_id, running,
+            grace_ms = self.decommission_grace.as_millis() as u64, "decommissioning");
+        let reason = format!("{worker_id} stopping");
         let _ = up
             .send(WorkerMessage {
                 msg: Some(Msg::Decommission(Decommission {
@@ -233,6 +240,37 @@ impl Connection {
                 })),
             })
             .await;
+
+        let deadline = tokio::time::Instant::now() + self.decommission_grace;
+        let mut poll = tokio::time::interval(Duration::from_millis(50));
+        // When the master goes away meanwhile, the processes still get their grace.
+        let mut master_open = true;
+        while self.runner.count() > 0 {
+            tokio::select! {
+                _ = tokio::time::sleep_until(deadline) => break,
+                _ = poll.tick() => {}
+                _ = heartbeat.tick() => {
+                    let _ = up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) }).await;
+                }
+                Some(report) = self.reports.recv() => {
+                    let _ = up.send(WorkerMessage { msg: Some(orders::status_message(report)) }).await;
+                }
+                message = inbound.message(), if master_open => match message {
+                    Ok(Some(MasterMessage { msg: Some(order) })) => self.obey(order, &up),
+                    Ok(Some(MasterMessage { msg: None })) => {}
+                    Ok(None) | Err(_) => {
+                        tracing::warn!(worker_id = %worker_id,
+                            "the master closed the stream while decommissioning");
+                        master_open = false;
+                    }
+                },
+            }
+        }
+        let left = self.runner.count();
+        if left > 0 {
+            tracing::info!(worker_id = %worker_id, left, "decommission grace over; killing the rest");
+        }
+
         let runner = self.runner.clone();
         let kill_all = runner.kill_all(&reason, self.kill_limit);
         tokio::pin!(kill_all);
@@ -252,10 +290,12 @@ impl Connection {
                 .await;
         }
         drop(up);
-        let _ = tokio::time::timeout(Duration::from_secs(2), async {
-            while let Ok(Some(_)) = inbound.message().await {}
-        })
-        .await;
+        if master_open {
+            let _ = tokio::time::timeout(Duration::from_secs(2), async {
+                while let Ok(Some(_)) = inbound.message().await {}
+            })
+            .await;
+        }
     }
 
     fn obey(&self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {

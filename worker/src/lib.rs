@@ -137,6 +137,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
         driver_host: id_host,
         work_dir,
         kill_limit: config.kill_grace + std::time::Duration::from_secs(1),
+        decommission_grace: config.decommission_grace,
         registered,
         shutdown: shutdown.clone(),
     };
