@@ -465,10 +465,24 @@ pub fn http_request(
     headers: &[(&str, &str)],
     body: &str,
 ) -> (u16, String, String) {
-    let mut stream = TcpStream::connect(host_port).expect("connect to the web port");
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .expect("timeout");
+    try_http_request(host_port, method, path, headers, body)
+        .unwrap_or_else(|e| panic!("{method} http://{host_port}{path}: {e}"))
+}
+
+/// A plain HTTP/1.1 GET that reports a refused connection instead of failing the test.
+pub fn try_http_get(host_port: &str, path: &str) -> std::io::Result<(u16, String)> {
+    try_http_request(host_port, "GET", path, &[], "").map(|(status, _, body)| (status, body))
+}
+
+fn try_http_request(
+    host_port: &str,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> std::io::Result<(u16, String, String)> {
+    let mut stream = TcpStream::connect(host_port)?;
+    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
@@ -478,9 +492,9 @@ pub fn http_request(
     }
     request.push_str("\r\n");
     request.push_str(body);
-    stream.write_all(request.as_bytes()).expect("send request");
+    stream.write_all(request.as_bytes())?;
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw).expect("read response");
+    stream.read_to_end(&mut raw)?;
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
     let status = head
@@ -496,7 +510,7 @@ pub fn http_request(
     } else {
         body.to_string()
     };
-    (status, head.to_string(), body)
+    Ok((status, head.to_string(), body))
 }
 
 fn dechunk(mut body: &str) -> String {
