@@ -199,6 +199,9 @@ struct WorkerArgs {
     /// plus --kill-grace.
     #[arg(long, env = "HEARTH_DECOMMISSION_GRACE", default_value = "30s", value_parser = duration_arg)]
     decommission_grace: Duration,
+    /// Where the cgroup file system is mounted; the offer defaults to the limits found there.
+    #[arg(long, env = "HEARTH_CGROUP_ROOT", default_value = "/sys/fs/cgroup")]
+    cgroup_root: PathBuf,
     /// A label shown on the master's worker page, KEY=VALUE (repeatable; comma-separated in
     /// the variable).
     #[arg(long = "label", env = "HEARTH_WORKER_LABELS", value_delimiter = ',', value_parser = label_arg)]
@@ -479,6 +482,7 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         work_dir: args.work_dir,
         kill_grace: args.kill_grace,
         decommission_grace: args.decommission_grace,
+        cgroup_root: args.cgroup_root,
         labels: worker_labels(
             args.labels,
             [

@@ -61,7 +61,7 @@ impl Drop for Proc {
 }
 
 /// Reads the child's stdout until a line starting with `prefix`, within `limit`.
-fn first_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
+pub fn first_line(child: &mut Child, prefix: &str, limit: Duration) -> String {
     let stdout = child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
     let wanted = prefix.to_string();
