@@ -491,7 +491,6 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
                 ("node", args.node_name),
             ],
         )?,
-        ..Default::default()
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
