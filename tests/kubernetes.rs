@@ -437,6 +437,19 @@ fn the_pods_are_configured_with_what_the_binary_reads() {
                 );
             }
         }
+        // The image's own defaults too.
+        let dockerfile =
+            std::fs::read_to_string(Path::new(ROOT).join(format!("images/{role}/Dockerfile")))
+                .expect("Dockerfile");
+        for line in dockerfile.lines().filter(|l| l.starts_with("ENV ")) {
+            for pair in line["ENV ".len()..].split_whitespace() {
+                let name = pair.split('=').next().unwrap_or_default();
+                assert!(
+                    !name.starts_with("HEARTH_") || read.contains(name),
+                    "images/{role}/Dockerfile: {name} is not read by `hearth {role}`"
+                );
+            }
+        }
         // The web port the binary listens on is the one the probes and Services use.
         assert_eq!(help_default(role, "--webui-port"), web_default);
         let web = env_value(c, "HEARTH_WEBUI_PORT").unwrap_or(web_default.to_string());
