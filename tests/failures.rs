@@ -373,3 +373,58 @@ async fn a_worker_that_stops_reading_its_orders_is_cut_off_without_stalling_the_
     );
     drop(tx);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_while_launching_loses_nothing_and_runs_nothing_twice() {
+    let mut cluster = Cluster::start();
+    let doomed = cluster.add_worker(8, "4g").await;
+    // Submitted in one burst so the worker is killed with launches on the wire and processes
+    // half started.
+    let client = cluster.client().await;
+    let mut drivers = Vec::new();
+    for n in 0..16 {
+        let spec = hearth_common::proto::DriverSpec {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                format!("echo {n}; exec sleep 300"),
+            ],
+            cores: 1,
+            memory_mb: 64,
+            supervise: true,
+            max_retries: 3,
+            ..Default::default()
+        };
+        drivers.push(client.submit(spec).await.expect("submit acknowledged"));
+        if n == 7 {
+            cluster.worker_proc(&doomed).kill();
+        }
+    }
+    let spare = cluster.add_worker(16, "4g").await;
+    for id in &drivers {
+        let d = cluster
+            .wait_driver(id, "running on the spare worker", LIMIT, |d| {
+                driver_state(d.state).name() == "RUNNING" && d.worker_id == spare
+            })
+            .await;
+        assert!(d.attempt <= 2, "{id}: attempt {}", d.attempt);
+    }
+    // Exactly one live copy of each, all on the spare worker's watch: the killed worker's
+    // children died with it.
+    for id in &drivers {
+        let copies = support::wait_for(&format!("one copy of {id}"), LIMIT, || {
+            let p = support::driver_processes(id);
+            async move { (p.len() == 1).then_some(p) }
+        })
+        .await;
+        assert_eq!(copies[0].1, "sleep", "{id}: {copies:?}");
+    }
+    let listed = client.drivers().await.expect("list");
+    assert_eq!(listed.len(), drivers.len(), "nothing lost, nothing added");
+    let spare_now = cluster.wait_worker(&spare, WorkerState::Alive, LIMIT).await;
+    assert_eq!(
+        (spare_now.cores_used, spare_now.memory_used_mb),
+        (16, 16 * 64),
+        "resources accounted exactly"
+    );
+}

@@ -343,6 +343,7 @@ async fn during_a_rotation_the_old_and_the_new_secret_both_work() {
             previous.display().to_string(),
             "--ui-auth".into(),
         ],
+        ..Default::default()
     });
     // A worker still on the old secret registers.
     let current = cluster.secret.replace(old.to_string());

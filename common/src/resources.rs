@@ -18,7 +18,8 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
         return Err(bad());
     }
     let value: f64 = number.parse().map_err(|_| bad())?;
-    let unit = unit.to_ascii_lowercase();
+    // "512 MiB", as the UI and `hearth list` print it, reads back.
+    let unit = unit.trim().to_ascii_lowercase();
     let unit = unit
         .strip_suffix("ib")
         .or_else(|| unit.strip_suffix('b'))
@@ -32,8 +33,11 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
         _ => return Err(bad()),
     };
     let mb = value * mb_per_unit;
-    if !mb.is_finite() || mb > 1e12 {
-        return Err(InvalidInput::new(field, format!("{text:?} is too large")));
+    if !mb.is_finite() || mb > MAX_MEMORY_MB as f64 {
+        return Err(InvalidInput::new(
+            field,
+            format!("{text:?} is too large; at most {MAX_MEMORY_MB}m"),
+        ));
     }
     let mb = mb.floor() as u64;
     if mb == 0 {

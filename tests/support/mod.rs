@@ -94,6 +94,8 @@ pub struct Cluster {
 pub struct MasterOptions {
     pub secret: Option<String>,
     pub extra: Vec<String>,
+    /// The address the master listens on (loopback unless a test needs other hosts to reach it).
+    pub bind: String,
 }
 
 impl Default for MasterOptions {
@@ -101,6 +103,7 @@ impl Default for MasterOptions {
         Self {
             secret: Some("test-secret-4f9a".into()),
             extra: Vec::new(),
+            bind: "127.0.0.1".into(),
         }
     }
 }
@@ -120,6 +123,16 @@ pub fn free_port() -> u16 {
 
 /// `hearth master` on the given loopback ports with no secret in its environment.
 pub fn master_command_on(state_dir: &Path, grpc_port: u16, web_port: u16) -> Command {
+    master_command_bound(state_dir, "127.0.0.1", grpc_port, web_port)
+}
+
+/// `hearth master` listening on `bind`.
+pub fn master_command_bound(
+    state_dir: &Path,
+    bind: &str,
+    grpc_port: u16,
+    web_port: u16,
+) -> Command {
     let mut cmd = Command::new(HEARTH);
     cmd.args([
         "master",
@@ -128,7 +141,7 @@ pub fn master_command_on(state_dir: &Path, grpc_port: u16, web_port: u16) -> Com
         "--webui-port",
         &web_port.to_string(),
         "--bind",
-        "127.0.0.1",
+        bind,
     ])
     .arg("--state-dir")
     .arg(state_dir)
@@ -196,12 +209,33 @@ impl Cluster {
 
     /// Starts a worker offering `cores` and `memory` and returns its id once it printed it.
     pub fn spawn_worker(&mut self, cores: u32, memory: &str, extra: &[&str]) -> String {
+        let url = self.url.clone();
+        self.spawn_worker_via(&[], &url, cores, memory, extra)
+    }
+
+    /// [`Cluster::spawn_worker`] run through `wrapper` (e.g. `ip netns exec NS`), dialling the
+    /// master at `master_url`.
+    pub fn spawn_worker_via(
+        &mut self,
+        wrapper: &[&str],
+        master_url: &str,
+        cores: u32,
+        memory: &str,
+        extra: &[&str],
+    ) -> String {
         let n = self.workers.len();
-        let mut cmd = Command::new(HEARTH);
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut cmd = Command::new(program);
+                cmd.args(args).arg(HEARTH);
+                cmd
+            }
+            None => Command::new(HEARTH),
+        };
         cmd.args([
             "worker",
             "--master",
-            &self.url,
+            master_url,
             "--webui-port",
             "0",
             "--bind",
@@ -399,7 +433,7 @@ fn spawn_master(
     ports: (u16, u16),
     log: &str,
 ) -> (std::process::Child, String, String) {
-    let mut cmd = master_command_on(&dir.join("state"), ports.0, ports.1);
+    let mut cmd = master_command_bound(&dir.join("state"), &options.bind, ports.0, ports.1);
     cmd.args(&options.extra)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
@@ -544,4 +578,32 @@ pub fn process_alive(pid: i32) -> bool {
             .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
         Err(_) => false,
     }
+}
+
+/// The live processes (not zombies) whose environment names driver `id`, with their command
+/// names: every copy of that driver on this machine, whichever worker started it.
+pub fn driver_processes(id: &str) -> Vec<(i32, String)> {
+    let marker = format!("HEARTH_DRIVER_ID={id}\0");
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if !String::from_utf8_lossy(&environ).contains(&marker) || !process_alive(pid) {
+            continue;
+        }
+        let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();
+        found.push((pid, comm.trim().to_string()));
+    }
+    found
 }

@@ -1,0 +1,173 @@
+//! A real network partition: a worker in its own network namespace, reaching the master over a
+//! veth pair whose link is taken down. Open connections stall without a reset, as when a
+//! switch or a node's network fails, so only the heartbeat timeout notices.
+
+mod support;
+
+use std::{process::Command, time::Duration};
+
+use hearth_common::{proto::WorkerState, states::StateName, states::driver_state};
+use support::{Cluster, stdout};
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A network namespace joined to the host by a veth pair: host side 198.18.0.1, namespace side
+/// 198.18.0.2. Removed with its links when dropped, whatever happened.
+struct Netns {
+    name: String,
+    host_link: String,
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("ip {args:?}: {e} (the iproute2 package is needed)"));
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+impl Netns {
+    fn create() -> Self {
+        let tag = std::process::id() % 100_000;
+        let ns = Self {
+            name: format!("hearth-part-{tag}"),
+            host_link: format!("hpart{tag}h"),
+        };
+        let inner = format!("hpart{tag}n");
+        ip(&["netns", "add", &ns.name]);
+        ip(&[
+            "link",
+            "add",
+            &ns.host_link,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            &inner,
+        ]);
+        ip(&["link", "set", &inner, "netns", &ns.name]);
+        ip(&["addr", "add", "198.18.0.1/30", "dev", &ns.host_link]);
+        ip(&["link", "set", &ns.host_link, "up"]);
+        let exec = ["netns", "exec", &ns.name, "ip"];
+        let in_ns = |args: &[&str]| {
+            let mut all = exec.to_vec();
+            all.extend_from_slice(args);
+            ip(&all);
+        };
+        in_ns(&["addr", "add", "198.18.0.2/30", "dev", &inner]);
+        in_ns(&["link", "set", &inner, "up"]);
+        in_ns(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    fn set_link(&self, up: bool) {
+        ip(&[
+            "link",
+            "set",
+            &self.host_link,
+            if up { "up" } else { "down" },
+        ]);
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .status();
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.host_link])
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
+
+fn pids(cluster: &Cluster, driver: &str) -> Vec<i32> {
+    stdout(&cluster.hearth(&["logs", driver]))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
+    let netns = Netns::create();
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        bind: "0.0.0.0".into(),
+        extra: vec!["--worker-timeout".into(), "2s".into()],
+        ..Default::default()
+    });
+    let port = cluster.url.rsplit(':').next().expect("port").to_string();
+    let url = format!("http://198.18.0.1:{port}");
+
+    // The worker across the link runs a supervised driver.
+    let far = cluster.spawn_worker_via(
+        &["ip", "netns", "exec", &netns.name],
+        &url,
+        1,
+        "512m",
+        &["--kill-grace", "1s"],
+    );
+    cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    let driver = cluster.submit(&[
+        "--supervise",
+        "--memory",
+        "128m",
+        "--",
+        "sh",
+        "-c",
+        "echo $$; exec sleep 300",
+    ]);
+    let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+    assert_eq!(d.worker_id, far);
+    let first_pid = support::wait_for("the first pid", LIMIT, || {
+        let p = pids(&cluster, &driver);
+        async move { p.first().copied() }
+    })
+    .await;
+    let near = cluster.add_worker(1, "512m").await;
+
+    // The link goes down: nothing is reset, the stream just stalls.
+    netns.set_link(false);
+    let gone = cluster.wait_worker(&far, WorkerState::Dead, LIMIT).await;
+    assert!(!gone.id.is_empty());
+    let d = cluster
+        .wait_driver(&driver, "relaunched on the near worker", LIMIT, |d| {
+            d.attempt == 2 && driver_state(d.state).name() == "RUNNING"
+        })
+        .await;
+    assert_eq!(d.worker_id, near);
+    let second_pid = support::wait_for("the second pid", LIMIT, || {
+        let p = pids(&cluster, &driver);
+        async move { p.first().copied().filter(|&p| p != first_pid) }
+    })
+    .await;
+    // Across the partition the far worker cannot be told anything: its copy still runs.
+    assert!(support::process_alive(first_pid));
+
+    // The link comes back: the far worker reconnects, is told the driver now runs elsewhere,
+    // and kills its copy before it is accepted again.
+    netns.set_link(true);
+    cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    support::wait_for("the stale copy fenced", LIMIT, || async move {
+        (!support::process_alive(first_pid)).then_some(())
+    })
+    .await;
+    assert!(support::process_alive(second_pid), "exactly one copy runs");
+    let d = cluster
+        .client()
+        .await
+        .driver(&driver)
+        .await
+        .expect("driver");
+    assert_eq!((d.attempt, d.worker_id.as_str()), (2, near.as_str()));
+    let drivers = cluster.client().await.drivers().await.expect("drivers");
+    assert_eq!(drivers.len(), 1, "{drivers:?}");
+    // The far worker holds nothing now.
+    let far_now = cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    assert_eq!((far_now.cores_used, far_now.memory_used_mb), (0, 0));
+}
