@@ -155,12 +155,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
         "echo $$; exec sleep 300",
     ]);
     cluster.wait_state(&driver, "RUNNING", LIMIT).await;
-    let pids = |cluster: &Cluster| -> Vec<i32> {
-        stdout(&cluster.hearth(&["logs", &driver]))
-            .lines()
-            .filter_map(|l| l.trim().parse().ok())
-            .collect()
-    };
+    let pids = |cluster: &Cluster| support::driver_pids(cluster, &driver);
     let first_pid = support::wait_for("the driver's pid", LIMIT, || {
         let p = pids(&cluster);
         async move { p.first().copied() }

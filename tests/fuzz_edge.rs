@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use hearth_common::spec::validate_driver_spec;
-use prost::Message;
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use support::Cluster;
 use tonic::{
@@ -59,25 +58,6 @@ impl Decoder for RawCodec {
         src.copy_to_slice(&mut out);
         Ok(Some(out))
     }
-}
-
-fn every_rpc() -> Vec<String> {
-    let set = prost_types::FileDescriptorSet::decode(hearth_common::proto::FILE_DESCRIPTOR_SET)
-        .expect("the protocol's descriptor");
-    let mut paths = Vec::new();
-    for file in set.file {
-        let package = file.package.unwrap_or_default();
-        for service in file.service {
-            for method in service.method {
-                paths.push(format!(
-                    "/{package}.{}/{}",
-                    service.name.as_deref().unwrap_or_default(),
-                    method.name.unwrap_or_default()
-                ));
-            }
-        }
-    }
-    paths
 }
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
@@ -171,7 +151,7 @@ async fn call(url: &str, secret: &str, path: &str, body: Vec<u8>) -> Status {
 async fn random_and_hostile_messages_to_every_rpc_get_proper_answers_and_change_nothing_wrongly() {
     let mut cluster = Cluster::start();
     let secret = cluster.secret.clone().expect("secret");
-    let rpcs = every_rpc();
+    let rpcs = support::every_rpc();
     assert!(rpcs.len() >= 15);
     let mut rng = StdRng::seed_from_u64(0x4ea7_f022);
     let mut seen = std::collections::BTreeMap::<String, usize>::new();

@@ -7,7 +7,7 @@ mod support;
 use std::{process::Command, time::Duration};
 
 use hearth_common::{proto::WorkerState, states::StateName, states::driver_state};
-use support::{Cluster, stdout};
+use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -86,13 +86,6 @@ impl Drop for Netns {
     }
 }
 
-fn pids(cluster: &Cluster, driver: &str) -> Vec<i32> {
-    stdout(&cluster.hearth(&["logs", driver]))
-        .lines()
-        .filter_map(|l| l.trim().parse().ok())
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
     let netns = Netns::create();
@@ -125,7 +118,7 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, far);
     let first_pid = support::wait_for("the first pid", LIMIT, || {
-        let p = pids(&cluster, &driver);
+        let p = support::driver_pids(&cluster, &driver);
         async move { p.first().copied() }
     })
     .await;
@@ -142,7 +135,7 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
         .await;
     assert_eq!(d.worker_id, near);
     let second_pid = support::wait_for("the second pid", LIMIT, || {
-        let p = pids(&cluster, &driver);
+        let p = support::driver_pids(&cluster, &driver);
         async move { p.first().copied().filter(|&p| p != first_pid) }
     })
     .await;

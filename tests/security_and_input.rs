@@ -127,27 +127,6 @@ async fn a_wrong_or_missing_secret_is_refused() {
     }
 }
 
-/// Every method of every Hearth service, read from the protocol's own descriptor.
-fn every_rpc() -> Vec<String> {
-    use prost::Message;
-    let set = prost_types::FileDescriptorSet::decode(hearth_common::proto::FILE_DESCRIPTOR_SET)
-        .expect("the protocol's descriptor");
-    let mut paths = Vec::new();
-    for file in set.file {
-        let package = file.package.unwrap_or_default();
-        for service in file.service {
-            for method in service.method {
-                paths.push(format!(
-                    "/{package}.{}/{}",
-                    service.name.as_deref().unwrap_or_default(),
-                    method.name.unwrap_or_default()
-                ));
-            }
-        }
-    }
-    paths
-}
-
 /// Calls `path` with one empty message (valid for any request type) and the given
 /// authorization header; returns the status the master answered with.
 async fn call_raw(url: &str, path: &str, authorization: Option<&str>) -> tonic::Status {
@@ -181,7 +160,7 @@ async fn call_raw(url: &str, path: &str, authorization: Option<&str>) -> tonic::
 async fn every_rpc_of_every_service_refuses_a_missing_or_wrong_secret() {
     let mut cluster = Cluster::start();
     let worker = cluster.add_worker(1, "512m").await;
-    let rpcs = every_rpc();
+    let rpcs = support::every_rpc();
     assert!(rpcs.len() >= 15, "{rpcs:?}");
     assert!(rpcs.iter().any(|p| p == "/hearth.v1.WorkerService/Session"));
     assert!(

@@ -607,3 +607,33 @@ pub fn driver_processes(id: &str) -> Vec<(i32, String)> {
     }
     found
 }
+
+/// Every method of every Hearth service, read from the protocol's own descriptor (so a new RPC
+/// is covered without anyone listing it).
+pub fn every_rpc() -> Vec<String> {
+    use prost::Message;
+    let set = prost_types::FileDescriptorSet::decode(hearth_common::proto::FILE_DESCRIPTOR_SET)
+        .expect("the protocol's descriptor");
+    let mut paths = Vec::new();
+    for file in set.file {
+        let package = file.package.unwrap_or_default();
+        for service in file.service {
+            for method in service.method {
+                paths.push(format!(
+                    "/{package}.{}/{}",
+                    service.name.as_deref().unwrap_or_default(),
+                    method.name.unwrap_or_default()
+                ));
+            }
+        }
+    }
+    paths
+}
+
+/// The pids a driver printed on its stdout (`echo $$` first thing), read through the master.
+pub fn driver_pids(cluster: &Cluster, id: &str) -> Vec<i32> {
+    stdout(&cluster.hearth(&["logs", id]))
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
