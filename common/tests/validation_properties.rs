@@ -86,7 +86,6 @@ fn driver_spec() -> impl Strategy<Value = DriverSpec> {
                 max_retries,
                 name,
                 env,
-                ..Default::default()
             },
         )
 }
@@ -122,7 +121,6 @@ fn app_spec() -> impl Strategy<Value = ApplicationSpec> {
                     executor_retries: retries,
                     name,
                     env,
-                    ..Default::default()
                 }
             },
         )
