@@ -5,12 +5,11 @@ mod support;
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Stdio},
     time::Duration,
 };
 
 use hearth_common::proto::{Worker, WorkerState};
-use support::{Cluster, HEARTH, Proc};
+use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
@@ -47,41 +46,12 @@ fn own_v1_cgroup(controller: &str) -> String {
         .unwrap_or_else(|| panic!("this test needs the cgroup v1 {controller} controller"))
 }
 
-/// Starts `hearth worker` through `sh -c <prelude>; exec hearth worker ...` with no offer
-/// given, so it detects one, and waits until the master lists it ALIVE.
+/// Starts `hearth worker` after `prelude` in a shell, with no offer given so it detects one,
+/// and waits until the master lists it ALIVE.
 async fn start_detecting_worker(cluster: &mut Cluster, prelude: &str, extra: &[&str]) -> Worker {
-    let n = cluster.workers.len();
-    let work = cluster.dir.path().join(format!("work-{n}"));
-    let log = cluster.dir.path().join(format!("worker-{n}.log"));
-    let mut cmd = Command::new("sh");
-    cmd.arg("-c")
-        .arg(format!("{prelude}\nexec \"$0\" \"$@\""))
-        .arg(HEARTH)
-        .args(["worker", "--master", &cluster.url, "--webui-port", "0"])
-        .args(["--bind", "127.0.0.1", "--host", "127.0.0.1"])
-        .arg("--work-dir")
-        .arg(&work)
-        .args(extra)
-        .env_remove("HEARTH_WORKER_CORES")
-        .env_remove("HEARTH_WORKER_MEMORY")
-        .env("HEARTH_SECRET", cluster.secret.as_deref().expect("secret"))
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(std::fs::File::create(&log).expect("log")));
-    let mut child = cmd.spawn().expect("spawn the worker");
-    let line = support::first_line(&mut child, "hearth worker:", LIMIT);
-    let id = line
-        .split_whitespace()
-        .nth(2)
-        .expect("worker id")
-        .to_string();
-    cluster.workers.push((
-        id.clone(),
-        Proc {
-            child,
-            name: format!("worker-{n}"),
-        },
-    ));
+    let script = format!("{prelude}\nexec \"$0\" \"$@\"");
+    let url = cluster.url.clone();
+    let id = cluster.spawn_worker_via(&["sh", "-c", &script], &url, None, extra);
     cluster.wait_worker(&id, WorkerState::Alive, LIMIT).await
 }
 

@@ -145,15 +145,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
         ..Default::default()
     });
     let id = cluster.add_worker(1, "512m").await;
-    let driver = cluster.submit(&[
-        "--supervise",
-        "--memory",
-        "128m",
-        "--",
-        "sh",
-        "-c",
-        "echo $$; exec sleep 300",
-    ]);
+    let driver = cluster.submit_pid_sleeper("128m");
     cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     let pids = |cluster: &Cluster| support::driver_pids(cluster, &driver);
     let first_pid = support::wait_for("the driver's pid", LIMIT, || {
@@ -201,15 +193,7 @@ async fn sigterm_with_no_decommission_grace_stops_a_worker_at_once_and_its_super
     cluster
         .wait_worker(&leaving, WorkerState::Alive, LIMIT)
         .await;
-    let driver = cluster.submit(&[
-        "--supervise",
-        "--memory",
-        "128m",
-        "--",
-        "sh",
-        "-c",
-        "echo $$; exec sleep 300",
-    ]);
+    let driver = cluster.submit_pid_sleeper("128m");
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, leaving);
     let pid = cluster.wait_pids(&driver, 1).await[0];

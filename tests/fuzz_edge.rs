@@ -121,9 +121,13 @@ fn random_message(rng: &mut StdRng, depth: u32) -> Vec<u8> {
 }
 
 /// One call with `body`: the status the master answered (OK once a first reply came).
-async fn call(url: &str, secret: &str, path: &str, body: Vec<u8>) -> Status {
-    let channel = hearth_common::client::channel(url).await.expect("channel");
-    let mut grpc = tonic::client::Grpc::new(channel);
+async fn call(
+    channel: &tonic::transport::Channel,
+    secret: &str,
+    path: &str,
+    body: Vec<u8>,
+) -> Status {
+    let mut grpc = tonic::client::Grpc::new(channel.clone());
     grpc.ready().await.expect("ready");
     let mut request = tonic::Request::new(tokio_stream::once(body));
     request.metadata_mut().insert(
@@ -154,6 +158,9 @@ async fn random_and_hostile_messages_to_every_rpc_get_proper_answers_and_change_
     let rpcs = support::every_rpc();
     assert!(rpcs.len() >= 15);
     let mut rng = StdRng::seed_from_u64(0x4ea7_f022);
+    let channel = hearth_common::client::channel(&cluster.url)
+        .await
+        .expect("channel");
     let mut seen = std::collections::BTreeMap::<String, usize>::new();
     for path in &rpcs {
         for n in 0..60 {
@@ -164,7 +171,7 @@ async fn random_and_hostile_messages_to_every_rpc_get_proper_answers_and_change_
             } else {
                 random_message(&mut rng, 0)
             };
-            let status = call(&cluster.url, &secret, path, body.clone()).await;
+            let status = call(&channel, &secret, path, body.clone()).await;
             let fine = match status.code() {
                 Code::Ok
                 | Code::InvalidArgument

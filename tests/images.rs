@@ -165,18 +165,13 @@ impl Drop for Daemon {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Leftover mounts (overlays, netns) would keep the directory from being removed.
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg("--lazy")
-            .arg(self.dir.join("exec"))
-            .stderr(Stdio::null())
-            .status();
-        let _ = Command::new("umount")
-            .arg("-R")
-            .arg("--lazy")
-            .arg(self.dir.join("data"))
-            .stderr(Stdio::null())
-            .status();
+        for dir in ["exec", "data"] {
+            let _ = Command::new("umount")
+                .args(["-R", "--lazy"])
+                .arg(self.dir.join(dir))
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -144,14 +144,19 @@ fn env_value(container: &Value, name: &str) -> Option<String> {
         })
 }
 
-/// The `HEARTH_*` variables `hearth <role>` reads, from its own `--help`.
-fn variables_read_by(role: &str) -> BTreeSet<String> {
+/// `hearth <role> --help`.
+fn help_text(role: &str) -> String {
     let out = Command::new(HEARTH)
         .args([role, "--help"])
         .output()
         .expect("run hearth --help");
     assert!(out.status.success());
-    let help = String::from_utf8_lossy(&out.stdout);
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
+/// The `HEARTH_*` variables `hearth <role>` reads, from its own `--help`.
+fn variables_read_by(role: &str) -> BTreeSet<String> {
+    let help = help_text(role);
     let mut names = BTreeSet::new();
     for marker in ["[env: ", "$"] {
         for (i, _) in help.match_indices(marker) {
@@ -174,11 +179,7 @@ fn variables_read_by(role: &str) -> BTreeSet<String> {
 
 /// A `--help` default, e.g. the worker's web port.
 fn help_default(role: &str, flag: &str) -> String {
-    let out = Command::new(HEARTH)
-        .args([role, "--help"])
-        .output()
-        .expect("run hearth --help");
-    let help = String::from_utf8_lossy(&out.stdout).to_string();
+    let help = help_text(role);
     let at = help
         .find(flag)
         .unwrap_or_else(|| panic!("{flag} in the help of {role}"));

@@ -101,20 +101,11 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     let far = cluster.spawn_worker_via(
         &["ip", "netns", "exec", &netns.name],
         &url,
-        1,
-        "512m",
+        Some((1, "512m")),
         &["--kill-grace", "1s"],
     );
     cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
-    let driver = cluster.submit(&[
-        "--supervise",
-        "--memory",
-        "128m",
-        "--",
-        "sh",
-        "-c",
-        "echo $$; exec sleep 300",
-    ]);
+    let driver = cluster.submit_pid_sleeper("128m");
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, far);
     let first_pid = support::wait_for("the first pid", LIMIT, || {

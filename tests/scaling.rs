@@ -47,15 +47,7 @@ async fn scaling_down_decommissions_a_worker_within_its_grace_and_loses_nothing(
         "-c",
         "echo $$; while [ ! -e \"$FLAG\" ]; do sleep 0.05; done; echo finished",
     ]);
-    let endless = cluster.submit(&[
-        "--supervise",
-        "--memory",
-        "64m",
-        "--",
-        "sh",
-        "-c",
-        "echo $$; exec sleep 300",
-    ]);
+    let endless = cluster.submit_pid_sleeper("64m");
     for id in [&finishing, &endless] {
         let d = cluster.wait_state(id, "RUNNING", LIMIT).await;
         assert_eq!(d.worker_id, leaving);

@@ -210,17 +210,17 @@ impl Cluster {
     /// Starts a worker offering `cores` and `memory` and returns its id once it printed it.
     pub fn spawn_worker(&mut self, cores: u32, memory: &str, extra: &[&str]) -> String {
         let url = self.url.clone();
-        self.spawn_worker_via(&[], &url, cores, memory, extra)
+        self.spawn_worker_via(&[], &url, Some((cores, memory)), extra)
     }
 
-    /// [`Cluster::spawn_worker`] run through `wrapper` (e.g. `ip netns exec NS`), dialling the
-    /// master at `master_url`.
+    /// [`Cluster::spawn_worker`] run through `wrapper` (e.g. `ip netns exec NS`, or `sh -c`
+    /// with a script ending in `exec "$0" "$@"`), dialling the master at `master_url`; with no
+    /// `offer` the worker detects its own.
     pub fn spawn_worker_via(
         &mut self,
         wrapper: &[&str],
         master_url: &str,
-        cores: u32,
-        memory: &str,
+        offer: Option<(u32, &str)>,
         extra: &[&str],
     ) -> String {
         let n = self.workers.len();
@@ -241,14 +241,7 @@ impl Cluster {
             "--bind",
             "127.0.0.1",
         ])
-        .args([
-            "--host",
-            "127.0.0.1",
-            "--cores",
-            &cores.to_string(),
-            "--memory",
-            memory,
-        ])
+        .args(["--host", "127.0.0.1"])
         .args(["--name", &format!("w{n}")])
         .arg("--work-dir")
         .arg(self.dir.path().join(format!("work-{n}")))
@@ -258,6 +251,9 @@ impl Cluster {
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(log_file(self.dir.path(), &format!("worker-{n}.log")));
+        if let Some((cores, memory)) = offer {
+            cmd.args(["--cores", &cores.to_string(), "--memory", memory]);
+        }
         if let Some(s) = &self.secret {
             cmd.env("HEARTH_SECRET", s);
         }
@@ -345,6 +341,20 @@ impl Cluster {
             .next()
             .expect("the id on the first line")
             .to_string()
+    }
+
+    /// Submits a supervised driver that prints its pid and sleeps: the usual subject of the
+    /// failure tests.
+    pub fn submit_pid_sleeper(&self, memory: &str) -> String {
+        self.submit(&[
+            "--supervise",
+            "--memory",
+            memory,
+            "--",
+            "sh",
+            "-c",
+            "echo $$; exec sleep 300",
+        ])
     }
 
     /// Waits until driver `id`'s stdout holds at least `n` lines that are pids, returning them.
