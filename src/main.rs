@@ -157,6 +157,26 @@ struct MasterArgs {
     /// Path prefix the UI is served under behind a proxy or ingress, e.g. /hearth.
     #[arg(long, env = "HEARTH_UI_BASE_PATH", default_value = "", value_parser = base_path_arg)]
     ui_base_path: String,
+    /// Serve gRPC and the web UI over TLS with this certificate chain (PEM); reloaded when
+    /// the file changes.
+    #[arg(long, env = "HEARTH_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "HEARTH_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct TlsCaArgs {
+    /// CA certificate (PEM) to check an https:// master against (default: the system's roots).
+    #[arg(long, env = "HEARTH_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsCaArgs {
+    fn client_tls(&self) -> hearth_common::client::ClientTls {
+        hearth_common::client::ClientTls::with_ca(self.tls_ca.clone())
+    }
 }
 
 #[derive(Args)]
@@ -170,6 +190,8 @@ struct WorkerArgs {
     master: String,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    tls: TlsCaArgs,
     /// Cores to offer (default: the container's CPU limit, else the host's CPUs).
     #[arg(long, env = "HEARTH_WORKER_CORES", value_parser = cores_arg, allow_negative_numbers = true)]
     cores: Option<u32>,
@@ -262,12 +284,14 @@ struct ClientArgs {
     master: String,
     #[command(flatten)]
     secret: SecretArgs,
+    #[command(flatten)]
+    tls: TlsCaArgs,
 }
 
 impl ClientArgs {
     async fn connect(&self) -> Result<Client> {
         let secret = self.secret.load()?;
-        Ok(Client::connect(&self.master, secret.as_ref()).await?)
+        Ok(Client::connect_with(&self.master, secret.as_ref(), &self.tls.client_tls()).await?)
     }
 }
 
@@ -454,6 +478,10 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         max_waiting: args.max_waiting,
         recovery_timeout: args.recovery_timeout,
         public_url: args.public_url,
+        tls: args
+            .tls_cert
+            .zip(args.tls_key)
+            .map(|(cert, key)| hearth_master::tls::TlsFiles { cert, key }),
         ui: hearth_master::config::UiConfig {
             kill: args.ui_kill,
             auth: args.ui_auth,
@@ -465,8 +493,11 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
     on_signals(shutdown.clone())?;
     let master = hearth_master::start(config, shutdown).await?;
     println!(
-        "hearth master: gRPC on {} ({}), web UI on http://{}",
-        master.grpc_addr, master.url, master.web_addr
+        "hearth master: gRPC on {} ({}), web UI on {}://{}",
+        master.grpc_addr,
+        master.url,
+        if master.tls { "https" } else { "http" },
+        master.web_addr
     );
     master.wait().await?;
     Ok(0)
@@ -476,6 +507,7 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
     let config = hearth_worker::WorkerConfig {
         master_url: args.master,
         secret: args.secret.load()?,
+        tls: args.tls.client_tls(),
         cores: args.cores,
         memory_mb: args.memory,
         host: args.host,

@@ -158,7 +158,7 @@ async fn random_and_hostile_messages_to_every_rpc_get_proper_answers_and_change_
     let rpcs = support::every_rpc();
     assert!(rpcs.len() >= 15);
     let mut rng = StdRng::seed_from_u64(0x4ea7_f022);
-    let channel = hearth_common::client::channel(&cluster.url)
+    let channel = hearth_common::client::channel(&cluster.url, &Default::default())
         .await
         .expect("channel");
     let mut seen = std::collections::BTreeMap::<String, usize>::new();

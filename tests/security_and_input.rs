@@ -85,7 +85,9 @@ async fn a_wrong_or_missing_secret_is_refused() {
     assert_eq!(workers.len(), 1);
 
     // The gRPC health service stays open for Kubernetes probes.
-    let channel = hearth_common::client::channel(&cluster.url).await.unwrap();
+    let channel = hearth_common::client::channel(&cluster.url, &Default::default())
+        .await
+        .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let resp = health
         .check(tonic_health::pb::HealthCheckRequest {
@@ -100,7 +102,9 @@ async fn a_wrong_or_missing_secret_is_refused() {
         ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
         server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
     };
-    let channel = hearth_common::client::channel(&cluster.url).await.unwrap();
+    let channel = hearth_common::client::channel(&cluster.url, &Default::default())
+        .await
+        .unwrap();
     let request = ServerReflectionRequest {
         host: String::new(),
         message_request: Some(MessageRequest::ListServices(String::new())),
@@ -130,7 +134,9 @@ async fn a_wrong_or_missing_secret_is_refused() {
 /// Calls `path` with one empty message (valid for any request type) and the given
 /// authorization header; returns the status the master answered with.
 async fn call_raw(url: &str, path: &str, authorization: Option<&str>) -> tonic::Status {
-    let channel = hearth_common::client::channel(url).await.unwrap();
+    let channel = hearth_common::client::channel(url, &Default::default())
+        .await
+        .unwrap();
     let mut grpc = tonic::client::Grpc::new(channel);
     grpc.ready().await.unwrap();
     let mut request = tonic::Request::new(tokio_stream::once(()));

@@ -16,12 +16,12 @@
 //! # Ok(()) }
 //! ```
 
-use std::time::Duration;
+use std::{path::PathBuf, time::Duration};
 
 use tonic::{
     Streaming,
     codegen::InterceptedService,
-    transport::{Channel, Endpoint},
+    transport::{Certificate, Channel, ClientTlsConfig, Endpoint},
 };
 
 use crate::{
@@ -66,20 +66,80 @@ pub fn app_for_this_driver(spec: ApplicationSpec) -> RegisterApplicationRequest 
     }
 }
 
-/// Makes a channel to a master URL (`http://host:7077`), failing fast when it is unreachable.
 /// Longest wait for any call's answer; a master that takes longer is treated as unreachable
 /// (and a submission is retried with its submission id).
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub fn endpoint(url: &str) -> Result<Endpoint> {
+/// The certificate authority (PEM) that signed the master's certificate, for `https://` URLs.
+pub const TLS_CA_ENV: &str = "HEARTH_TLS_CA";
+
+/// How a client checks an `https://` master: against one CA file, or the system's roots.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    /// PEM file of the CA to trust; read again at every connect, so a renewed CA file is
+    /// picked up by the next reconnection.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl ClientTls {
+    pub fn with_ca(ca_file: Option<PathBuf>) -> Self {
+        Self { ca_file }
+    }
+
+    /// The CA named by `HEARTH_TLS_CA`, as a worker passes it to the drivers it runs.
+    pub fn from_env() -> Self {
+        Self::with_ca(std::env::var_os(TLS_CA_ENV).map(PathBuf::from))
+    }
+
+    /// Reads and checks the CA file: at least one certificate, all of them well formed.
+    fn ca_certificate(&self) -> Result<Option<Certificate>> {
+        let Some(path) = &self.ca_file else {
+            return Ok(None);
+        };
+        let error = |reason: String| Error::TlsCa {
+            path: path.display().to_string(),
+            reason,
+        };
+        let pem = std::fs::read(path).map_err(|e| error(format!("cannot read: {e}")))?;
+        use rustls::pki_types::{CertificateDer, pem::PemObject};
+        let count = CertificateDer::pem_slice_iter(&pem)
+            .try_fold(0usize, |n, cert| cert.map(|_| n + 1))
+            .map_err(|e| error(format!("not a PEM certificate: {e}")))?;
+        if count == 0 {
+            return Err(error("holds no CERTIFICATE block".into()));
+        }
+        Ok(Some(Certificate::from_pem(pem)))
+    }
+
+    /// The TLS settings for `url`, or none for `http://`.
+    fn config_for(&self, url: &str) -> Result<Option<ClientTlsConfig>> {
+        if !url.starts_with("https://") {
+            return match &self.ca_file {
+                Some(path) => Err(Error::TlsCa {
+                    path: path.display().to_string(),
+                    reason: format!("given, but the master URL {url} is not https://"),
+                }),
+                None => Ok(None),
+            };
+        }
+        Ok(Some(match self.ca_certificate()? {
+            Some(ca) => ClientTlsConfig::new().ca_certificate(ca),
+            None => ClientTlsConfig::new().with_native_roots(),
+        }))
+    }
+}
+
+/// The endpoint for a master URL (`http://host:7077`, or `https://` with `tls`), with the
+/// timeouts and keep-alives every Hearth connection uses.
+pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint> {
     let url = url.trim();
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::MasterUrl {
             url: url.to_string(),
-            reason: "must start with http:// (like http://127.0.0.1:7077)".into(),
+            reason: "must start with http:// or https:// (like http://127.0.0.1:7077)".into(),
         });
     }
-    Ok(Endpoint::from_shared(url.to_string())
+    let mut endpoint = Endpoint::from_shared(url.to_string())
         .map_err(|e| Error::MasterUrl {
             url: url.to_string(),
             reason: e.to_string(),
@@ -90,17 +150,24 @@ pub fn endpoint(url: &str) -> Result<Endpoint> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(10))
-        .keep_alive_while_idle(true))
+        .keep_alive_while_idle(true);
+    if let Some(config) = tls.config_for(url)? {
+        endpoint = endpoint.tls_config(config).map_err(|e| Error::MasterUrl {
+            url: url.to_string(),
+            reason: e.to_string(),
+        })?;
+    }
+    Ok(endpoint)
 }
 
-/// Connects to `url`.
-pub async fn channel(url: &str) -> Result<Channel> {
-    endpoint(url)?
+/// Connects to `url`, failing fast when it is unreachable.
+pub async fn channel(url: &str, tls: &ClientTls) -> Result<Channel> {
+    endpoint(url, tls)?
         .connect()
         .await
-        .map_err(|source| Error::Connect {
+        .map_err(|cause| Error::Connect {
             url: url.to_string(),
-            source,
+            cause,
         })
 }
 
@@ -125,9 +192,15 @@ pub struct Client {
 }
 
 impl Client {
-    /// Connects to the master at `url` (`http://host:7077`) with the shared secret, if any.
+    /// Connects to the master at `url` (`http://host:7077`) with the shared secret, if any;
+    /// an `https://` master is checked against the system's roots.
     pub async fn connect(url: &str, secret: Option<&Secret>) -> Result<Self> {
-        let channel = channel(url).await?;
+        Self::connect_with(url, secret, &ClientTls::default()).await
+    }
+
+    /// Connects with the TLS settings given (a CA file for a master with a private CA).
+    pub async fn connect_with(url: &str, secret: Option<&Secret>, tls: &ClientTls) -> Result<Self> {
+        let channel = channel(url, tls).await?;
         Self::from_channel(channel, secret)
     }
 
@@ -139,12 +212,13 @@ impl Client {
     }
 
     /// Connects the way a driver run by Hearth does: to `HEARTH_MASTER_URL` (default
-    /// `http://127.0.0.1:7077`) with the secret from `HEARTH_SECRET` or `HEARTH_SECRET_FILE`.
+    /// `http://127.0.0.1:7077`) with the secret from `HEARTH_SECRET` or `HEARTH_SECRET_FILE`,
+    /// trusting the CA in `HEARTH_TLS_CA` when set.
     pub async fn from_env() -> Result<Self> {
         let url = std::env::var(MASTER_URL_ENV).unwrap_or_else(|_| DEFAULT_MASTER_URL.into());
-        let file = std::env::var_os(crate::auth::SECRET_FILE_ENV).map(std::path::PathBuf::from);
+        let file = std::env::var_os(crate::auth::SECRET_FILE_ENV).map(PathBuf::from);
         let secret = Secret::resolve(file.as_deref())?;
-        Self::connect(&url, secret.as_ref()).await
+        Self::connect_with(&url, secret.as_ref(), &ClientTls::from_env()).await
     }
 
     /// Submits a driver; returns its id once the master has accepted it.

@@ -23,14 +23,18 @@ pub enum Error {
     Invalid(#[from] InvalidInput),
     #[error("invalid master URL {url:?}: {reason}")]
     MasterUrl { url: String, reason: String },
-    #[error("cannot connect to the master at {url}: {source}")]
+    /// The causes are in the message, and not a source, so that logs written with `%error`
+    /// show why (an untrusted certificate, a refused connection) and `{:#}` does not repeat it.
+    #[error("cannot connect to the master at {url}: {}", with_causes(.cause.to_string(), .cause))]
     Connect {
         url: String,
-        #[source]
-        source: tonic::transport::Error,
+        cause: tonic::transport::Error,
     },
+    #[error("tls ca {path}: {reason}")]
+    TlsCa { path: String, reason: String },
+    /// As with `Connect`, the causes are in the message.
     #[error("{}", status_text(.0))]
-    Status(#[from] tonic::Status),
+    Status(tonic::Status),
     #[error("cannot read the secret file {path}: {source}")]
     SecretFile {
         path: String,
@@ -49,6 +53,27 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        Self::Status(status)
+    }
+}
+
+/// `text` followed by the causes of `error` not already said: tonic's own message is only
+/// "transport error", and the cause is what a person needs.
+fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let said = cause.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// A gRPC status as a person reads it: the code's name in words, then the message.
 fn status_text(status: &tonic::Status) -> String {
     let what = match status.code() {
@@ -59,7 +84,7 @@ fn status_text(status: &tonic::Status) -> String {
         tonic::Code::ResourceExhausted => "too much",
         tonic::Code::Unavailable => "unavailable",
         tonic::Code::DeadlineExceeded => "timed out",
-        _ => "error",
+        _ => "failed",
     };
-    format!("{what}: {}", status.message())
+    with_causes(format!("{what}: {}", status.message()), status)
 }

@@ -34,6 +34,8 @@ pub struct MasterConfig {
     pub spread_out: bool,
     /// The URL clients use, shown in the UI and `/json/`; derived from the gRPC address if unset.
     pub public_url: Option<String>,
+    /// Serve gRPC and the web UI over TLS with this certificate; plain when unset.
+    pub tls: Option<crate::tls::TlsFiles>,
     pub ui: UiConfig,
     /// How often cluster use is sampled for the UI's chart; the last hour is kept.
     pub sample_interval: Duration,
@@ -72,6 +74,7 @@ impl Default for MasterConfig {
             max_waiting: 10_000,
             recovery_timeout: Duration::from_secs(20),
             public_url: None,
+            tls: None,
             ui: UiConfig::default(),
             sample_interval: Duration::from_secs(10),
         }

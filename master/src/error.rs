@@ -31,6 +31,8 @@ pub enum Error {
     Transport(#[from] tonic::transport::Error),
     #[error("{0}")]
     Config(String),
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -10,6 +10,7 @@
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
 //! - [`grpc`]: the worker and client services, plus health and reflection.
 //! - [`web`]: pages, JSON, probes and metrics on port 8080.
+//! - [`tls`]: the certificate both ports serve, reloaded when its files change.
 //! - [`telemetry`]: latency histograms and the utilisation samples behind the UI's chart.
 //! - [`server`]: binds the ports and runs it all until shutdown.
 
@@ -26,6 +27,7 @@ pub mod state;
 mod state_tests;
 pub mod store;
 pub mod telemetry;
+pub mod tls;
 pub mod web;
 
 pub use config::MasterConfig;

@@ -9,7 +9,7 @@ use crate::{
     actor::{self, MasterHandle},
     config::MasterConfig,
     error::{Error, Result},
-    grpc, web,
+    grpc, tls, web,
 };
 
 /// A started master: where it listens, a handle on its state, and its tasks.
@@ -19,6 +19,8 @@ pub struct RunningMaster {
     pub web_addr: SocketAddr,
     /// The URL workers and clients use.
     pub url: String,
+    /// Both ports serve TLS.
+    pub tls: bool,
     pub handle: MasterHandle,
     tasks: Vec<JoinHandle<Result<()>>>,
 }
@@ -47,6 +49,13 @@ impl RunningMaster {
     }
 }
 
+/// A bound port, with or without TLS in front.
+pub enum Listener {
+    Plain(TcpListener),
+    /// Connections whose TLS handshake is done.
+    Tls(tokio::sync::mpsc::Receiver<(tls::TlsStream, SocketAddr)>),
+}
+
 async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
     TcpListener::bind(addr)
         .await
@@ -61,6 +70,10 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
     let (store, loaded) = crate::store::Store::open(&config.state_dir)?;
     tracing::info!(path = %store.path().display(), drivers = loaded.drivers.len(),
         apps = loaded.apps.len(), workers = loaded.workers.len(), "state file opened");
+    let cert = match &config.tls {
+        Some(files) => Some(crate::tls::ReloadingCert::load(files.clone())?),
+        None => None,
+    };
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
     let web_listener = bind("web UI", config.web_addr).await?;
     let grpc_addr = grpc_listener.local_addr().map_err(|source| Error::Bind {
@@ -79,7 +92,8 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         } else {
             grpc_addr.ip().to_string()
         };
-        format!("http://{host}:{}", grpc_addr.port())
+        let scheme = if cert.is_some() { "https" } else { "http" };
+        format!("{scheme}://{host}:{}", grpc_addr.port())
     });
     if config.secret.is_none() {
         tracing::warn!(
@@ -94,6 +108,28 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
             .await
             .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))?
     }));
+    let (grpc_listener, web_listener) = match &cert {
+        Some(cert) => {
+            tasks.push(tokio::spawn({
+                let watch = cert.clone().watch(shutdown.clone());
+                async move {
+                    watch.await;
+                    Ok(())
+                }
+            }));
+            // gRPC clients insist on HTTP/2; browsers may pick either.
+            let grpc_tls = cert.acceptor(&[b"h2"])?;
+            let web_tls = cert.acceptor(&[b"h2", b"http/1.1"])?;
+            (
+                Listener::Tls(tls::incoming(grpc_listener, grpc_tls, shutdown.clone())),
+                Listener::Tls(tls::incoming(web_listener, web_tls, shutdown.clone())),
+            )
+        }
+        None => (
+            Listener::Plain(grpc_listener),
+            Listener::Plain(web_listener),
+        ),
+    };
     {
         let handle = handle.clone();
         let shutdown = shutdown.clone();
@@ -106,16 +142,17 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         let handle = handle.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            web::serve(handle, web_listener, shutdown)
+            web::serve(handle, web_listener, web_addr, shutdown)
                 .await
                 .map_err(|e| Error::Internal(format!("web server: {e}")))
         }));
     }
-    tracing::info!(%grpc_addr, %web_addr, url, "master started");
+    tracing::info!(%grpc_addr, %web_addr, url, tls = cert.is_some(), "master started");
     Ok(RunningMaster {
         grpc_addr,
         web_addr,
         url,
+        tls: cert.is_some(),
         handle,
         tasks,
     })

@@ -85,6 +85,8 @@ pub struct Cluster {
     pub web: String,
     pub secret: Option<String>,
     pub workers: Vec<(String, Proc)>,
+    /// The CA workers, clients and the `hearth` command trust, for a master serving TLS.
+    pub tls_ca: Option<std::path::PathBuf>,
     /// How the master was started, to start it again on the same ports and state.
     options: MasterOptions,
     ports: (u16, u16),
@@ -170,6 +172,7 @@ impl Cluster {
             web,
             secret: options.secret.clone(),
             workers: Vec::new(),
+            tls_ca: None,
             options,
             ports,
         }
@@ -257,6 +260,10 @@ impl Cluster {
         if let Some(s) = &self.secret {
             cmd.env("HEARTH_SECRET", s);
         }
+        match &self.tls_ca {
+            Some(ca) => cmd.env("HEARTH_TLS_CA", ca),
+            None => cmd.env_remove("HEARTH_TLS_CA"),
+        };
         let mut child = cmd.spawn().expect("spawn hearth worker");
         let line = first_line(&mut child, "hearth worker:", Duration::from_secs(20));
         let id = line
@@ -311,7 +318,8 @@ impl Cluster {
             .secret
             .as_deref()
             .map(|s| Secret::new(s).expect("secret"));
-        Client::connect(&self.url, secret.as_ref())
+        let tls = hearth_common::client::ClientTls::with_ca(self.tls_ca.clone());
+        Client::connect_with(&self.url, secret.as_ref(), &tls)
             .await
             .expect("connect to the master")
     }
@@ -327,6 +335,10 @@ impl Cluster {
         if let Some(s) = &self.secret {
             cmd.env("HEARTH_SECRET", s);
         }
+        match &self.tls_ca {
+            Some(ca) => cmd.env("HEARTH_TLS_CA", ca),
+            None => cmd.env_remove("HEARTH_TLS_CA"),
+        };
         cmd.output().expect("run hearth")
     }
 
@@ -461,7 +473,13 @@ fn spawn_master(
     let url = between(&line, "(", ")");
     let web = line
         .rsplit_once("web UI on ")
-        .map(|(_, w)| w.trim().trim_start_matches("http://").to_string())
+        .map(|(_, w)| {
+            let w = w.trim();
+            w.strip_prefix("https://")
+                .or_else(|| w.strip_prefix("http://"))
+                .unwrap_or(w)
+                .to_string()
+        })
         .expect("web address in the master's first line");
     (child, url, web)
 }

@@ -9,6 +9,8 @@ pub struct WorkerConfig {
     /// The master's gRPC URL; the worker always dials this, never an address echoed back.
     pub master_url: String,
     pub secret: Option<Secret>,
+    /// How an `https://` master is checked; passed on to drivers and executors.
+    pub tls: hearth_common::client::ClientTls,
     /// Cores offered; detected from the cgroup (else the host) when unset.
     pub cores: Option<u32>,
     /// Memory offered, MiB; detected from the cgroup (else the host) when unset.
@@ -36,6 +38,7 @@ impl Default for WorkerConfig {
         Self {
             master_url: "http://127.0.0.1:7077".into(),
             secret: None,
+            tls: Default::default(),
             cores: None,
             memory_mb: None,
             host: None,

@@ -81,6 +81,7 @@ pub struct Connection {
     pub identity: Identity,
     pub master_url: String,
     pub secret: Option<Secret>,
+    pub tls: client::ClientTls,
     pub runner: Runner,
     pub reports: mpsc::UnboundedReceiver<Report>,
     /// Where drivers here are reached (HEARTH_DRIVER_HOST): the advertised host, replaced by
@@ -157,7 +158,7 @@ impl Connection {
         let sent_in_register = unconfirmed.len();
         let (up, up_rx) = mpsc::channel::<WorkerMessage>(1024);
         let connect = async {
-            let channel = client::channel(&self.master_url).await?;
+            let channel = client::channel(&self.master_url, &self.tls).await?;
             let mut grpc = client::worker_client(channel, self.secret.as_ref())?;
             up.send(register).await.map_err(|_| Error::Closed)?;
             let mut inbound = grpc.session(ReceiverStream::new(up_rx)).await?.into_inner();

@@ -50,14 +50,20 @@ impl RunningWorker {
 }
 
 /// Detects the offer, binds the web port and starts the connection to the master.
-pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
+pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
     if config.cores == Some(0) {
         return Err(Error::Config("cores: must be at least 1, got 0".into()));
     }
     if config.memory_mb == Some(0) {
         return Err(Error::Config("memory: must be at least 1m, got 0".into()));
     }
-    hearth_common::client::endpoint(&config.master_url)?;
+    // Drivers run in their own directories: they get the CA file by a path that holds there.
+    if let Some(ca) = &config.tls.ca_file {
+        let absolute = std::path::absolute(ca)
+            .map_err(|e| Error::Config(format!("tls ca {}: {e}", ca.display())))?;
+        config.tls.ca_file = Some(absolute);
+    }
+    hearth_common::client::endpoint(&config.master_url, &config.tls)?;
     let detected = resources::detect(&config.cgroup_root);
     let cores = config.cores.unwrap_or(detected.cores);
     let memory_mb = config.memory_mb.unwrap_or(detected.memory_mb);
@@ -118,6 +124,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
             kill_grace: config.kill_grace,
             master_url: config.master_url.clone(),
             secret: config.secret.as_ref().map(|s| s.expose().to_string()),
+            tls_ca: config.tls.ca_file.clone(),
         },
         reports_tx,
     );
@@ -132,6 +139,7 @@ pub async fn start(config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWo
         identity,
         master_url: config.master_url.clone(),
         secret: config.secret.clone(),
+        tls: config.tls.clone(),
         runner: runner.clone(),
         reports,
         driver_host: id_host,

@@ -31,6 +31,8 @@ pub struct RunnerConfig {
     pub master_url: String,
     /// Given to drivers (not executors) so they can use the client library.
     pub secret: Option<String>,
+    /// The CA file for an `https://` master, as an absolute path.
+    pub tls_ca: Option<PathBuf>,
 }
 
 /// What to run: a driver's attempt or an executor, already translated from the master's order.
@@ -375,6 +377,9 @@ impl Runner {
             .env("HEARTH_MEMORY_MB", order.memory_mb.to_string())
             .env("HEARTH_MASTER_URL", &self.config.master_url)
             .env("HEARTH_WORK_DIR", dir);
+        if let Some(ca) = &self.config.tls_ca {
+            command.env(hearth_common::client::TLS_CA_ENV, ca);
+        }
         if order.with_secret
             && let Some(secret) = &self.config.secret
         {

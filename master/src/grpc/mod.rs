@@ -12,17 +12,19 @@ use hearth_common::{
         worker_service_server::WorkerServiceServer,
     },
 };
-use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tokio_stream::{
+    StreamExt,
+    wrappers::{ReceiverStream, TcpListenerStream},
+};
 use tonic::transport::Server;
 
-use crate::{actor::MasterHandle, error::Result};
+use crate::{actor::MasterHandle, error::Result, server::Listener};
 
 pub use client::ClientApi;
 pub use worker::WorkerApi;
 
 /// Serves gRPC on `listener` until `shutdown`.
-pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdown) -> Result<()> {
+pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> Result<()> {
     let check = handle.config.secret_check();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClientServiceServer<ClientApi>>().await;
@@ -38,7 +40,7 @@ pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdo
     let worker = WorkerServiceServer::new(WorkerApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
-    Server::builder()
+    let router = Server::builder()
         .layer(timing::TimeRpcs {
             telemetry: handle.telemetry.clone(),
         })
@@ -53,8 +55,23 @@ pub async fn serve(handle: MasterHandle, listener: TcpListener, shutdown: Shutdo
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             worker, check,
-        ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.cancelled_owned())
-        .await?;
+        ));
+    match listener {
+        Listener::Plain(listener) => {
+            router
+                .serve_with_incoming_shutdown(
+                    TcpListenerStream::new(listener),
+                    shutdown.cancelled_owned(),
+                )
+                .await?
+        }
+        Listener::Tls(accepted) => {
+            let accepted = ReceiverStream::new(accepted)
+                .map(|(tls, _peer)| Ok::<_, std::convert::Infallible>(tls));
+            router
+                .serve_with_incoming_shutdown(accepted, shutdown.cancelled_owned())
+                .await?
+        }
+    }
     Ok(())
 }

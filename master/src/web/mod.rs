@@ -24,9 +24,8 @@ use axum::{
     routing::{get, post},
 };
 use hearth_common::Shutdown;
-use tokio::net::TcpListener;
 
-use crate::{actor::MasterHandle, error::Error};
+use crate::{actor::MasterHandle, error::Error, server::Listener};
 
 pub use pages::{OverviewQuery, overview_html};
 
@@ -116,12 +115,26 @@ async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>
 
 pub async fn serve(
     master: MasterHandle,
-    listener: TcpListener,
+    listener: Listener,
+    local_addr: std::net::SocketAddr,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(master))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    match listener {
+        Listener::Plain(listener) => {
+            axum::serve(listener, router(master))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+        Listener::Tls(accepted) => {
+            let listener = crate::tls::TlsListener {
+                accepted,
+                local_addr,
+            };
+            axum::serve(listener, router(master))
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 /// The HTTP status an error answers with.
