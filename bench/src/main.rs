@@ -1,10 +1,22 @@
 //! `hearth-bench`: measures Hearth and prints one table of figures (median, p99, min, max,
-//! runs) beside each target. `--quick` runs every figure a few times so CI keeps it working;
-//! it asserts nothing about speed. The method behind each figure is in BENCHMARKS.md.
+//! runs) beside each target. Real `hearth master` and `hearth worker` processes are used where a
+//! figure is about them, simulated workers where it is about the master under a thousand, and
+//! the master's state in-process for the scheduler and the UI page. `--quick` runs every figure
+//! a few times so CI keeps it working; it asserts nothing about speed. The method behind each
+//! figure is in BENCHMARKS.md.
 
+mod durable;
+mod failure;
 mod figures;
+mod launch;
+mod procs;
+mod scheduler;
+mod sim;
+mod startup;
 mod stats;
 mod ui;
+
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -17,19 +29,85 @@ struct Args {
     /// A few runs per figure: checks that every figure still works, in seconds.
     #[arg(long)]
     quick: bool,
-    /// Only the figures whose name contains this text.
+    /// Only the figures whose key or name contains this text (keys: start, submit,
+    /// throughput, executors, kill, stop, scheduler, heartbeat, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
 
 fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    let runs = if args.quick { 5 } else { 200 };
-    let mut table = figures::Table::default();
-    let wanted = |name: &str| args.only.as_deref().is_none_or(|o| name.contains(o));
-    if wanted(ui::NAME) {
-        table.push(ui::overview_render(runs)?);
+    // As a driver of the submit figure, this binary only says it started, before anything else.
+    let argv: Vec<String> = std::env::args().collect();
+    if argv.get(1).map(String::as_str) == Some(launch::STAMP) {
+        return launch::stamp(&argv[2..]);
     }
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    let table = runtime.block_on(run(&args))?;
     table.print();
     Ok(())
+}
+
+async fn run(args: &Args) -> anyhow::Result<figures::Table> {
+    let quick = args.quick;
+    let pick = |full: usize, quick_runs: usize| if quick { quick_runs } else { full };
+    let wanted = |key: &str, name: &str| {
+        args.only
+            .as_deref()
+            .is_none_or(|o| key.contains(o) || name.contains(o))
+    };
+    let binary = procs::hearth_binary()?;
+    let mut table = figures::Table::default();
+    eprintln!(
+        "hearth-bench: {} run, {}",
+        if quick { "quick" } else { "full" },
+        binary.display()
+    );
+    if wanted("start", "worker process start") {
+        table.push(startup::worker_start(&binary, pick(20, 2)).await?);
+    }
+    if wanted("submit", "submit → driver") {
+        table.push(launch::submit_to_start(&binary, pick(200, 10)).await?);
+    }
+    if wanted("throughput", "end-to-end throughput") {
+        table.push(launch::throughput(&binary, pick(3, 1), pick(2000, 100)).await?);
+    }
+    if wanted("executors", "application registered") {
+        table.push(launch::app_to_executors(&binary, pick(50, 3)).await?);
+    }
+    if wanted("kill", "worker SIGKILL") {
+        table.push(failure::worker_kill(&binary, pick(20, 2)).await?);
+    }
+    if wanted("stop", "worker silently stopped") {
+        let timeout = Duration::from_secs(if quick { 1 } else { 10 });
+        table.push(failure::worker_stop(&binary, pick(2, 1), timeout).await?);
+    }
+    if wanted("scheduler", "scheduler alone") {
+        table.push(scheduler::place_all(pick(20, 2))?);
+    }
+    if wanted("heartbeat", "simulated workers") {
+        let (cpu, rss) = sim::heartbeating(
+            &binary,
+            pick(1000, 50),
+            pick(5, 1),
+            Duration::from_secs(pick(2, 1) as u64),
+        )
+        .await?;
+        table.push(cpu);
+        table.push(rss);
+    }
+    if wanted("idle", "master idle RSS") {
+        table.push(startup::idle_rss(&binary, pick(3, 1)).await?);
+    }
+    if wanted("durable", "durable submissions") {
+        let window = Duration::from_millis(if quick { 500 } else { 3000 });
+        table.push(durable::submissions(&binary, pick(3, 1), window).await?);
+    }
+    if wanted("ui", ui::NAME) {
+        table.push(ui::overview_render(pick(200, 5))?);
+    }
+    Ok(table)
 }

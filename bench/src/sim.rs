@@ -1,0 +1,199 @@
+//! Simulated workers: many worker connections in one process. Each registers an offer over
+//! its own connection, heartbeats at the rhythm the master asks for, and answers orders without
+//! forking (a launched driver reports RUNNING then FINISHED, an executor RUNNING, a kill
+//! KILLED), so one machine can show a master under a thousand workers.
+
+use std::{path::Path, time::Duration};
+
+use anyhow::{Result, anyhow};
+use hearth_common::{
+    auth::Secret,
+    client,
+    proto::{
+        DriverState, DriverStatus, ExecutorState, ExecutorStatus, Heartbeat, LogData,
+        MasterMessage, Register, WorkerMessage, WorkerState, master_message::Msg as Down,
+        worker_message::Msg as Up,
+    },
+};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::{
+    figures::Figure,
+    procs::{self, Master, SECRET},
+    stats::{Stats, Unit},
+};
+
+fn up(msg: Up) -> WorkerMessage {
+    WorkerMessage { msg: Some(msg) }
+}
+
+/// One simulated worker's life: connect, register, then heartbeat and answer until the
+/// connection ends or `stop` fires.
+async fn simulated_worker(url: String, n: usize, stop: hearth_common::Shutdown) -> Result<()> {
+    let channel = client::channel(&url, &Default::default()).await?;
+    let mut grpc = client::worker_client(channel, Some(&Secret::new(SECRET)?))?;
+    let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
+    let host = format!("10.{}.{}.{}", 200 + n / 65_000, (n / 250) % 250, n % 250);
+    tx.send(up(Up::Register(Register {
+        worker_id: hearth_common::ids::worker_id(hearth_common::ids::now_ms(), &host, 8081),
+        name: format!("sim-{n:04}"),
+        host,
+        web_port: 8081,
+        cores: 16,
+        memory_mb: 64 * 1024,
+        ..Default::default()
+    })))
+    .await?;
+    let mut down = grpc.session(ReceiverStream::new(rx)).await?.into_inner();
+    let interval = match down.message().await? {
+        Some(MasterMessage {
+            msg: Some(Down::Registered(r)),
+        }) => Duration::from_millis(r.heartbeat_interval_ms.max(50)),
+        other => {
+            return Err(anyhow!(
+                "simulated worker {n}: expected Registered, got {other:?}"
+            ));
+        }
+    };
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            _ = tick.tick() => tx.send(up(Up::Heartbeat(Heartbeat {}))).await?,
+            message = down.message() => {
+                let Some(MasterMessage { msg: Some(msg) }) = message? else {
+                    return Ok(());
+                };
+                for answer in answer(msg) {
+                    tx.send(up(answer)).await?;
+                }
+            }
+        }
+    }
+}
+
+/// What a worker reports for an order, at once.
+fn answer(msg: Down) -> Vec<Up> {
+    let driver = |driver_id: String, attempt, state: DriverState| {
+        Up::DriverStatus(DriverStatus {
+            driver_id,
+            attempt,
+            state: state as i32,
+            exit_code: (state == DriverState::Finished).then_some(0),
+            message: String::new(),
+        })
+    };
+    let executor = |app_id: String, executor_id, state: ExecutorState| {
+        Up::ExecutorStatus(ExecutorStatus {
+            app_id,
+            executor_id,
+            state: state as i32,
+            exit_code: None,
+            message: String::new(),
+        })
+    };
+    match msg {
+        Down::LaunchDriver(l) => vec![
+            driver(l.driver_id.clone(), l.attempt, DriverState::Running),
+            driver(l.driver_id, l.attempt, DriverState::Finished),
+        ],
+        Down::KillDriver(k) => vec![driver(k.driver_id, k.attempt, DriverState::Killed)],
+        Down::LaunchExecutor(l) => vec![executor(l.app_id, l.executor_id, ExecutorState::Running)],
+        Down::KillExecutor(k) => vec![executor(k.app_id, k.executor_id, ExecutorState::Killed)],
+        Down::ReadLog(r) => vec![Up::LogData(LogData {
+            request_id: r.request_id,
+            error: "a simulated worker keeps no logs".into(),
+            ..Default::default()
+        })],
+        Down::Registered(_) => Vec::new(),
+    }
+}
+
+/// A real master with `count` simulated workers heartbeating at the default rhythm (every
+/// 2.5 s for the 10 s timeout): once all are ALIVE and a few seconds have passed, the master's
+/// CPU use over `windows` windows of `window`, and its resident memory.
+pub async fn heartbeating(
+    binary: &Path,
+    count: usize,
+    windows: usize,
+    window: Duration,
+) -> Result<(Figure, Figure)> {
+    let master = Master::start(binary, &[])?;
+    let stop = hearth_common::Shutdown::new();
+    let mut sims = tokio::task::JoinSet::new();
+    for n in 0..count {
+        sims.spawn(simulated_worker(master.url.clone(), n, stop.clone()));
+    }
+    let client = master.client().await?;
+    procs::poll(
+        "simulated workers ALIVE",
+        Duration::from_millis(50),
+        Duration::from_secs(60),
+        || {
+            let client = client.clone();
+            async move {
+                let workers = client.workers().await.ok()?;
+                let alive = workers
+                    .iter()
+                    .filter(|w| w.state == WorkerState::Alive as i32)
+                    .count();
+                (alive == count).then_some(())
+            }
+        },
+    )
+    .await?;
+    // The registrations' own burst is over before measuring.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let pid = master.proc.pid();
+    let mut cpu = Vec::new();
+    let mut rss = Vec::new();
+    for _ in 0..windows {
+        let (before, t0) = (procs::cpu_time(pid)?, std::time::Instant::now());
+        tokio::time::sleep(window).await;
+        let used = procs::cpu_time(pid)? - before;
+        cpu.push(used.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0);
+        rss.push(procs::rss_mib(pid)?.0);
+        if let Some(done) = sims.try_join_next() {
+            done??;
+            anyhow::bail!("a simulated worker stopped early");
+        }
+    }
+    let alive = client
+        .workers()
+        .await?
+        .iter()
+        .filter(|w| w.state == WorkerState::Alive as i32)
+        .count();
+    anyhow::ensure!(
+        alive == count,
+        "only {alive} of {count} simulated workers stayed ALIVE"
+    );
+    let (_, peak) = procs::rss_mib(pid)?;
+    stop.cancel();
+    while let Some(done) = sims.join_next().await {
+        done??;
+    }
+    let cpu_figure = Figure::new(
+        "master with 1,000 simulated workers heartbeating: CPU",
+        Unit::CorePercent,
+        cpu,
+        "≤ 5 % of a core",
+        format!(
+            "{count} workers on their own connections; {windows} windows of {:.0} s",
+            window.as_secs_f64()
+        ),
+    )?;
+    let rss_stats = Stats::of(rss.clone()).ok_or_else(|| anyhow!("no samples"))?;
+    let rss_figure = Figure::new(
+        "master with 1,000 simulated workers heartbeating: RSS",
+        Unit::MiB,
+        rss,
+        "≤ 64 MiB",
+        format!(
+            "{count} workers; VmRSS at the end of each window (median {:.1}); peak (VmHWM) {peak:.1} MiB",
+            rss_stats.median
+        ),
+    )?;
+    Ok((cpu_figure, rss_figure))
+}
