@@ -20,6 +20,11 @@ use hearth_common::{
     spec::parse_env_pair,
 };
 
+/// The master's state is persistent maps of many small records, copied on change: mimalloc
+/// makes those allocations several times cheaper than the system allocator.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hearth",

@@ -20,6 +20,10 @@ use std::time::Duration;
 
 use clap::Parser;
 
+/// The same allocator as the `hearth` binary, so in-process figures cost what the master's do.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "hearth-bench",
@@ -93,7 +97,7 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
             &binary,
             pick(1000, 50),
             pick(5, 1),
-            Duration::from_secs(pick(2, 1) as u64),
+            Duration::from_secs(pick(5, 1) as u64),
         )
         .await?;
         table.push(cpu);

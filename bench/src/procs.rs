@@ -199,29 +199,24 @@ fn first_line(child: &mut Child, prefix: &str) -> Result<String> {
         .map_err(|_| anyhow!("no line starting with {prefix:?} within 20 s"))
 }
 
-/// CPU time (user + system) a process has used so far.
+/// CPU time a process has used so far, over all its threads, in nanoseconds as the scheduler
+/// counts it (`/proc/PID/task/*/schedstat`), not in 10 ms ticks. Threads that already ended
+/// are left out; the master's threads live as long as it does.
 pub fn cpu_time(pid: i32) -> Result<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, rest)| rest)
-        .ok_or_else(|| anyhow!("malformed /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    let ticks = |i: usize| -> Result<u64> {
-        fields
-            .get(i)
-            .and_then(|f| f.parse().ok())
-            .ok_or_else(|| anyhow!("field {i} of /proc/{pid}/stat"))
-    };
-    // utime and stime are fields 14 and 15 of the whole line, 12 and 13 after the name.
-    let total = ticks(11)? + ticks(12)?;
-    let per_second = nix::unistd::sysconf(nix::unistd::SysconfVar::CLK_TCK)
-        .ok()
-        .flatten()
-        .filter(|t| *t > 0)
-        .unwrap_or(100) as u64;
-    Ok(Duration::from_secs_f64(total as f64 / per_second as f64))
+    let mut total = 0u64;
+    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
+        let path = task?.path().join("schedstat");
+        // A thread may end between the listing and the read.
+        let Ok(text) = std::fs::read_to_string(&path) else {
+            continue;
+        };
+        total += text
+            .split_whitespace()
+            .next()
+            .and_then(|ns| ns.parse::<u64>().ok())
+            .ok_or_else(|| anyhow!("malformed {}", path.display()))?;
+    }
+    Ok(Duration::from_nanos(total))
 }
 
 /// Resident memory of a process, MiB: `VmRSS` (now) and `VmHWM` (its peak).

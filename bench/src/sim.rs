@@ -112,7 +112,8 @@ fn answer(msg: Down) -> Vec<Up> {
 
 /// A real master with `count` simulated workers heartbeating at the default rhythm (every
 /// 2.5 s for the 10 s timeout): once all are ALIVE and a few seconds have passed, the master's
-/// CPU use over `windows` windows of `window`, and its resident memory.
+/// CPU use over `windows` windows of `window` (5 s in the full run: two heartbeats of every
+/// worker in each, whatever their phase), and its resident memory.
 pub async fn heartbeating(
     binary: &Path,
     count: usize,

@@ -12,6 +12,11 @@
 //! workers with room, most free cores first; without it each worker is filled before the next
 //! (consolidation). An executor goes only where its cores and its memory both fit.
 
+use std::{
+    cmp::Reverse,
+    collections::{BTreeSet, HashMap},
+};
+
 use hearth_common::resources::format_mb;
 
 /// What one alive worker offers and has free.
@@ -47,30 +52,76 @@ pub enum Decision {
 
 /// Places `asks` (in FIFO order) on `offers`. The returned decisions are in the order of `asks`;
 /// `offers` are left with what remains free.
+///
+/// Offers are kept ordered by preference (most free cores, then memory, fewest drivers, id), so
+/// a placement costs a few steps down that order rather than a pass over every worker; the
+/// reason a driver waits is worked out once per size asked for until something is placed.
 pub fn place_drivers(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
     let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
     let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
-    let mut most_free = MostFree::of(offers);
+    let mut by_id: Vec<usize> = (0..offers.len()).collect();
+    by_id.sort_by(|&a, &b| offers[a].worker_id.cmp(&offers[b].worker_id));
+    let mut id_rank = vec![0; offers.len()];
+    for (rank, &i) in by_id.iter().enumerate() {
+        id_rank[i] = rank;
+    }
+    let rank = |o: &Offer, i: usize| {
+        (
+            Reverse(o.free_cores),
+            Reverse(o.free_memory_mb),
+            o.drivers,
+            id_rank[i],
+            i,
+        )
+    };
+    let mut preferred: BTreeSet<_> = offers.iter().enumerate().map(|(i, o)| rank(o, i)).collect();
+    let mut by_memory: BTreeSet<(Reverse<u64>, usize)> = offers
+        .iter()
+        .enumerate()
+        .map(|(i, o)| (Reverse(o.free_memory_mb), i))
+        .collect();
+    let mut reasons: HashMap<(u32, u64), String> = HashMap::new();
     asks.iter()
         .map(|ask| {
+            let most_free = MostFree {
+                cores: preferred.first().map_or(0, |r| r.0.0),
+                memory_mb: by_memory.first().map_or(0, |m| m.0.0),
+            };
             let fits = ask.cores <= most_free.cores && ask.memory_mb <= most_free.memory_mb;
-            let best = if fits { best_offer(offers, ask) } else { None };
+            let best = fits
+                .then(|| {
+                    preferred
+                        .iter()
+                        .take_while(|r| r.0.0 >= ask.cores)
+                        .find(|r| r.1.0 >= ask.memory_mb)
+                        .copied()
+                })
+                .flatten();
             match best {
-                Some(i) => {
+                Some(found) => {
+                    let i = found.4;
+                    preferred.remove(&found);
+                    by_memory.remove(&(Reverse(offers[i].free_memory_mb), i));
                     let offer = &mut offers[i];
                     offer.free_cores -= ask.cores;
                     offer.free_memory_mb -= ask.memory_mb;
                     offer.drivers += 1;
-                    let worker_id = offer.worker_id.clone();
-                    most_free = MostFree::of(offers);
+                    preferred.insert(rank(offer, i));
+                    by_memory.insert((Reverse(offer.free_memory_mb), i));
+                    reasons.clear();
                     Decision::Place {
                         driver_id: ask.driver_id.clone(),
-                        worker_id,
+                        worker_id: offer.worker_id.clone(),
                     }
                 }
                 None => Decision::Wait {
                     driver_id: ask.driver_id.clone(),
-                    reason: wait_reason(offers, ask, largest_cores, largest_memory, most_free),
+                    reason: reasons
+                        .entry((ask.cores, ask.memory_mb))
+                        .or_insert_with(|| {
+                            wait_reason(offers, ask, largest_cores, largest_memory, most_free)
+                        })
+                        .clone(),
                 },
             }
         })
@@ -182,21 +233,6 @@ impl MostFree {
     }
 }
 
-fn best_offer(offers: &[Offer], ask: &Ask) -> Option<usize> {
-    offers
-        .iter()
-        .enumerate()
-        .filter(|(_, o)| o.free_cores >= ask.cores && o.free_memory_mb >= ask.memory_mb)
-        .min_by(|(_, a), (_, b)| {
-            b.free_cores
-                .cmp(&a.free_cores)
-                .then(b.free_memory_mb.cmp(&a.free_memory_mb))
-                .then(a.drivers.cmp(&b.drivers))
-                .then(a.worker_id.cmp(&b.worker_id))
-        })
-        .map(|(i, _)| i)
-}
-
 fn plural(n: u32, one: &str) -> String {
     if n == 1 {
         format!("{n} {one}")
@@ -253,6 +289,78 @@ fn wait_reason(
 mod tests {
     use super::*;
     use rand::{Rng, SeedableRng, rngs::StdRng};
+
+    /// The placement rule written plainly, one pass over every offer per driver: the
+    /// reference the indexed `place_drivers` must agree with.
+    fn place_drivers_plainly(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
+        let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
+        let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
+        asks.iter()
+            .map(|ask| match best_offer(offers, ask) {
+                Some(i) => {
+                    let offer = &mut offers[i];
+                    offer.free_cores -= ask.cores;
+                    offer.free_memory_mb -= ask.memory_mb;
+                    offer.drivers += 1;
+                    Decision::Place {
+                        driver_id: ask.driver_id.clone(),
+                        worker_id: offer.worker_id.clone(),
+                    }
+                }
+                None => Decision::Wait {
+                    driver_id: ask.driver_id.clone(),
+                    reason: wait_reason(
+                        offers,
+                        ask,
+                        largest_cores,
+                        largest_memory,
+                        MostFree::of(offers),
+                    ),
+                },
+            })
+            .collect()
+    }
+
+    fn best_offer(offers: &[Offer], ask: &Ask) -> Option<usize> {
+        offers
+            .iter()
+            .enumerate()
+            .filter(|(_, o)| o.free_cores >= ask.cores && o.free_memory_mb >= ask.memory_mb)
+            .min_by(|(_, a), (_, b)| {
+                b.free_cores
+                    .cmp(&a.free_cores)
+                    .then(b.free_memory_mb.cmp(&a.free_memory_mb))
+                    .then(a.drivers.cmp(&b.drivers))
+                    .then(a.worker_id.cmp(&b.worker_id))
+            })
+            .map(|(i, _)| i)
+    }
+
+    #[test]
+    fn indexed_placement_decides_exactly_as_the_plain_rule() {
+        let mut rng = StdRng::seed_from_u64(11);
+        for round in 0..300 {
+            let workers = rng.random_range(0..12);
+            let mut offers: Vec<Offer> = (0..workers).map(|i| random_offer(&mut rng, i)).collect();
+            for o in &mut offers {
+                o.drivers = rng.random_range(0..3);
+            }
+            let asks: Vec<Ask> = (0..rng.random_range(0..40))
+                .map(|n| {
+                    ask(
+                        &format!("d{n}"),
+                        rng.random_range(1..6),
+                        rng.random_range(1..8) * 512,
+                    )
+                })
+                .collect();
+            let mut plain_offers = offers.clone();
+            let indexed = place_drivers(&mut offers, &asks);
+            let plain = place_drivers_plainly(&mut plain_offers, &asks);
+            assert_eq!(indexed, plain, "round {round}");
+            assert_eq!(offers, plain_offers, "round {round}");
+        }
+    }
 
     fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
         Offer {

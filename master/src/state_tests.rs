@@ -366,6 +366,17 @@ fn random_event_sequences_keep_accounting_exact() {
                     assert!(d.relaunches <= d.spec.max_retries);
                 }
             }
+            // Placement is complete: no waiting driver fits the room left on any alive worker
+            // (drivers are placed before executors take more of it).
+            if !state.recovering {
+                for id in &state.waiting {
+                    let d = state.driver(id).unwrap();
+                    let fits = state.alive_workers().any(|w| {
+                        w.free_cores() >= d.spec.cores && w.free_memory_mb() >= d.spec.memory_mb
+                    });
+                    assert!(!fits, "round {round} step {step}: {id} waits but fits");
+                }
+            }
             for a in state.apps.values() {
                 assert!(a.failures <= a.retries + 1, "round {round} step {step}");
                 if a.state == ApplicationState::Failed && a.failures > a.retries {
@@ -627,5 +638,39 @@ fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
             if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == driver))),
         "the kill is ordered again: {effects:?}"
     );
+    state.check_invariants().unwrap();
+}
+
+/// The queue in front of a full cluster is not tried again each turn, yet nothing behind it is
+/// ever skipped: not after a waiting driver leaves the queue, and not when room frees up.
+#[test]
+fn a_long_queue_is_tried_once_and_a_change_in_it_or_in_room_is_noticed() {
+    let (mut state, mut effects) = with_workers(&[("w", 4, 4096)]);
+    let big = state.submit(spec(3, 512, false), None, 1);
+    state.schedule(1, &mut effects);
+    assert_eq!(state.driver(&big).unwrap().state, DriverState::Running);
+    // Two 2-core drivers wait (1 core free); then one of them is killed while waiting.
+    let a = state.submit(spec(2, 512, false), None, 2);
+    let b = state.submit(spec(2, 512, false), None, 3);
+    state.schedule(3, &mut effects);
+    assert_eq!(state.waiting.len(), 2);
+    state.kill_driver(&a, 4, &mut effects).unwrap();
+    // A 1-core driver arrives behind the one left: it fits, and is placed.
+    let small = state.submit(spec(1, 256, false), None, 5);
+    state.schedule(5, &mut effects);
+    assert_eq!(state.driver(&small).unwrap().state, DriverState::Running);
+    assert_eq!(state.waiting.iter().collect::<Vec<_>>(), vec![&b]);
+    // Room frees up: the driver at the front, tried before, is tried again and placed.
+    let status = DriverStatus {
+        driver_id: big.clone(),
+        attempt: 1,
+        state: DriverState::Finished as i32,
+        exit_code: Some(0),
+        message: String::new(),
+    };
+    state.driver_status("w", status, 6, &mut effects);
+    state.schedule(6, &mut effects);
+    assert_eq!(state.driver(&b).unwrap().state, DriverState::Running);
+    assert!(state.waiting.is_empty());
     state.check_invariants().unwrap();
 }

@@ -171,27 +171,22 @@ pub fn diff(old: &State, new: &State) -> Changes {
 }
 
 /// Changed and removed entries; `encode` may say an entry changed in no way that is kept.
-fn diff_map<T>(
+/// The maps share structure with the last state written, and only the parts not shared are
+/// visited, so the cost follows what changed rather than how much is kept.
+fn diff_map<T: PartialEq>(
     old: &imbl::OrdMap<String, Arc<T>>,
     new: &imbl::OrdMap<String, Arc<T>>,
     encode: impl Fn(&Arc<T>) -> Option<Vec<u8>>,
 ) -> Vec<(String, Option<Vec<u8>>)> {
-    if old.ptr_eq(new) {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    for (id, value) in new {
-        let same = old.get(id).is_some_and(|o| Arc::ptr_eq(o, value));
-        if !same && let Some(bytes) = encode(value) {
-            out.push((id.clone(), Some(bytes)));
-        }
-    }
-    for id in old.keys() {
-        if !new.contains_key(id) {
-            out.push((id.clone(), None));
-        }
-    }
-    out
+    old.diff(new)
+        .filter_map(|item| match item {
+            imbl::ordmap::DiffItem::Add(id, value)
+            | imbl::ordmap::DiffItem::Update {
+                new: (id, value), ..
+            } => encode(value).map(|bytes| (id.clone(), Some(bytes))),
+            imbl::ordmap::DiffItem::Remove(id, _) => Some((id.clone(), None)),
+        })
+        .collect()
 }
 
 /// Narrows a path's permissions; a failure (another owner, a read-only mount) is only logged.

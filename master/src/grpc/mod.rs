@@ -60,7 +60,13 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
         Listener::Plain(listener) => {
             router
                 .serve_with_incoming_shutdown(
-                    TcpListenerStream::new(listener),
+                    // The builder's `tcp_nodelay` covers only the listeners it binds itself;
+                    // without it, small answers wait out Nagle and delayed ACKs (40 ms).
+                    TcpListenerStream::new(listener).map(|accepted| {
+                        accepted.inspect(|stream| {
+                            let _ = stream.set_nodelay(true);
+                        })
+                    }),
                     shutdown.cancelled_owned(),
                 )
                 .await?

@@ -46,7 +46,7 @@ impl fmt::Display for ExecKey {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ExecutorInfo {
     pub id: u32,
     pub worker_id: String,
@@ -75,7 +75,7 @@ impl ExecutorInfo {
     }
 }
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct AppInfo {
     pub id: String,
     pub spec: ApplicationSpec,

@@ -16,13 +16,15 @@ use crate::error::{Error, Result};
 /// Most state changes kept per driver.
 const MAX_HISTORY: usize = 64;
 
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct DriverInfo {
     pub id: String,
     /// The client's id for this submission: a resubmission with it returns this driver.
     #[serde(default)]
     pub submission_id: Option<String>,
-    pub spec: DriverSpec,
+    /// Shared, as it never changes after submission: a driver's record is copied at every
+    /// change while a published snapshot holds the old one.
+    pub spec: Arc<DriverSpec>,
     /// Executors it asked for at submit time: an application registered at each launch.
     pub app_spec: Option<ApplicationSpec>,
     pub state: DriverState,
@@ -48,7 +50,7 @@ pub struct DriverInfo {
 
 impl DriverInfo {
     pub fn to_proto(&self) -> proto::Driver {
-        let mut spec = self.spec.clone();
+        let mut spec = (*self.spec).clone();
         let env_names = spec.env.keys().cloned().collect();
         // Values of environment variables often carry credentials: they never leave the master
         // except in the launch order to the worker.
@@ -138,7 +140,7 @@ impl State {
         let mut driver = DriverInfo {
             id: id.clone(),
             submission_id,
-            spec,
+            spec: Arc::new(spec),
             app_spec,
             state: DriverState::Submitted,
             worker_id: None,
@@ -422,17 +424,22 @@ impl State {
             format!("launched on {worker_id}"),
             now_ms,
         );
-        let attempt = self.driver(driver_id)?.attempt;
+        let (attempt, spec) = (d.attempt, d.spec.clone());
         let app_id = match app_spec {
-            Some(spec) => Some(self.register_app(spec, Some((driver_id, attempt)), "", now_ms)?),
-            None => None,
+            Some(app_spec) => {
+                let app_id = self.register_app(app_spec, Some((driver_id, attempt)), "", now_ms)?;
+                self.driver_mut(driver_id)?.app_id = Some(app_id.clone());
+                Some(app_id)
+            }
+            None => {
+                d.app_id = None;
+                None
+            }
         };
-        let d = self.driver_mut(driver_id)?;
-        d.app_id = app_id.clone();
         tracing::info!(
             driver_id,
             worker_id,
-            attempt = d.attempt,
+            attempt,
             app_id = app_id.as_deref().unwrap_or(""),
             "launching driver"
         );
@@ -440,8 +447,8 @@ impl State {
             worker_id,
             Msg::LaunchDriver(proto::LaunchDriver {
                 driver_id: driver_id.to_string(),
-                attempt: d.attempt,
-                spec: Some(d.spec.clone()),
+                attempt,
+                spec: Some((*spec).clone()),
                 app_id: app_id.unwrap_or_default(),
             }),
         ));

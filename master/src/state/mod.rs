@@ -77,6 +77,35 @@ pub struct State {
     /// Set after a restart until the workers it knew have come back (or the timeout passed):
     /// nothing is placed meanwhile, so nothing a returning worker still runs is started twice.
     pub recovering: bool,
+    /// What the last placement of drivers left, so the next one need not try again the
+    /// drivers that would wait again.
+    tried: Option<Tried>,
+}
+
+/// The free room on each alive worker after the last placement of drivers, and how many
+/// drivers at the front of the queue (ending with `last`) were tried against room at least that
+/// large. While no worker's room grows (nothing ended, no worker came) and none of those
+/// drivers left the queue, they would wait again, so only the drivers behind them are tried.
+/// A long queue in front of a full cluster then costs nothing per turn.
+#[derive(Debug, Clone)]
+struct Tried {
+    room: Vec<(String, u32, u64)>,
+    count: usize,
+    last: String,
+}
+
+impl Tried {
+    /// Whether `offers` has room that `self` did not: a new worker, or more free somewhere.
+    fn grew(&self, offers: &[Offer]) -> bool {
+        self.room.len() != offers.len()
+            || self
+                .room
+                .iter()
+                .zip(offers)
+                .any(|((id, cores, memory), o)| {
+                    *id != o.worker_id || o.free_cores > *cores || o.free_memory_mb > *memory
+                })
+    }
 }
 
 impl State {
@@ -98,6 +127,7 @@ impl State {
             spread_out: true,
             submissions: OrdMap::new(),
             recovering: false,
+            tried: None,
         }
     }
 
@@ -216,41 +246,64 @@ impl State {
 
     fn schedule_drivers(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
         if self.waiting.is_empty() {
+            self.tried = None;
             return;
         }
-        let asks: Vec<Ask> = self
-            .waiting
-            .iter()
-            .filter_map(|id| self.drivers.get(id))
-            .map(|d| Ask {
-                driver_id: d.id.clone(),
-                cores: d.spec.cores,
-                memory_mb: d.spec.memory_mb,
-            })
-            .collect();
-        let mut still_waiting = Vector::new();
-        for decision in schedule::place_drivers(offers, &asks) {
-            match decision {
-                Decision::Place {
-                    driver_id,
-                    worker_id,
-                } => {
-                    if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
-                        tracing::error!(driver_id, worker_id, error = %e, "placement refused");
+        let still_tried = self.tried.as_ref().is_some_and(|t| {
+            !t.grew(offers)
+                && t.count <= self.waiting.len()
+                && t.count > 0
+                && self.waiting.get(t.count - 1) == Some(&t.last)
+        });
+        let skip = match (&self.tried, still_tried) {
+            (Some(t), true) => t.count,
+            _ => 0,
+        };
+        if skip < self.waiting.len() {
+            let asks: Vec<Ask> = self
+                .waiting
+                .iter()
+                .skip(skip)
+                .filter_map(|id| self.drivers.get(id))
+                .map(|d| Ask {
+                    driver_id: d.id.clone(),
+                    cores: d.spec.cores,
+                    memory_mb: d.spec.memory_mb,
+                })
+                .collect();
+            let mut still_waiting = self.waiting.clone();
+            still_waiting.truncate(skip);
+            for decision in schedule::place_drivers(offers, &asks) {
+                match decision {
+                    Decision::Place {
+                        driver_id,
+                        worker_id,
+                    } => {
+                        if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
+                            tracing::error!(driver_id, worker_id, error = %e, "placement refused");
+                            still_waiting.push_back(driver_id);
+                        }
+                    }
+                    Decision::Wait { driver_id, reason } => {
+                        if let Some(d) = self.drivers.get_mut(&driver_id)
+                            && d.waiting_reason.as_deref() != Some(reason.as_str())
+                        {
+                            Arc::make_mut(d).waiting_reason = Some(reason);
+                        }
                         still_waiting.push_back(driver_id);
                     }
                 }
-                Decision::Wait { driver_id, reason } => {
-                    if let Some(d) = self.drivers.get_mut(&driver_id)
-                        && d.waiting_reason.as_deref() != Some(reason.as_str())
-                    {
-                        Arc::make_mut(d).waiting_reason = Some(reason);
-                    }
-                    still_waiting.push_back(driver_id);
-                }
             }
+            self.waiting = still_waiting;
         }
-        self.waiting = still_waiting;
+        self.tried = self.waiting.last().map(|last| Tried {
+            room: offers
+                .iter()
+                .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
+                .collect(),
+            count: self.waiting.len(),
+            last: last.clone(),
+        });
     }
 
     fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 
 use super::{Effect, ExecKey, State};
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
     pub id: String,
     pub name: String,

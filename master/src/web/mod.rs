@@ -121,6 +121,9 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     match listener {
         Listener::Plain(listener) => {
+            let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
+                let _ = stream.set_nodelay(true);
+            });
             axum::serve(listener, router(master))
                 .with_graceful_shutdown(shutdown.cancelled_owned())
                 .await
