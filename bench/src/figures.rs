@@ -31,19 +31,31 @@ impl Figure {
     }
 }
 
-#[derive(Default)]
 pub struct Table {
     rows: Vec<Figure>,
+    /// When the last figure was done, to show how long each takes.
+    last: std::time::Instant,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Self {
+            rows: Vec::new(),
+            last: std::time::Instant::now(),
+        }
+    }
 }
 
 impl Table {
     pub fn push(&mut self, figure: Figure) {
         eprintln!(
-            "  {}: median {} ({} runs)",
+            "  {}: median {} ({} runs, {:.1} s)",
             figure.name,
             figure.unit.format(figure.stats.median),
-            figure.stats.runs
+            figure.stats.runs,
+            self.last.elapsed().as_secs_f64()
         );
+        self.last = std::time::Instant::now();
         self.rows.push(figure);
     }
 
