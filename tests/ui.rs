@@ -430,6 +430,9 @@ async fn json_speaks_sparks_shape_and_metrics_parse_as_prometheus_text() {
     cluster
         .wait_app(&app_id, "1 executor RUNNING", LIMIT, |a| {
             a["state"] == "RUNNING"
+                && a["executors"]
+                    .as_array()
+                    .is_some_and(|e| e.iter().any(|x| x["state"] == "RUNNING"))
         })
         .await;
 
