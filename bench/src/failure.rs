@@ -104,21 +104,9 @@ pub async fn worker_kill(binary: &Path, runs: usize) -> Result<Figure> {
 }
 
 async fn wait_alive(client: &hearth_common::client::Client, name: &str) -> Result<()> {
-    procs::poll(
-        "worker ALIVE",
-        Duration::from_millis(2),
-        Duration::from_secs(20),
-        || {
-            let client = client.clone();
-            async move {
-                let workers = client.workers().await.ok()?;
-                workers
-                    .iter()
-                    .any(|w| w.name == name && w.state == WorkerState::Alive as i32)
-                    .then_some(())
-            }
-        },
-    )
+    procs::wait_workers(client, "worker ALIVE", |w| {
+        procs::named_in(w, name, WorkerState::Alive)
+    })
     .await
 }
 
@@ -153,10 +141,7 @@ pub async fn worker_stop(binary: &Path, rounds: usize, timeout: Duration) -> Res
             );
             let list = client.workers().await?;
             for (i, (name, _)) in stopped.iter().enumerate() {
-                let is_dead = list
-                    .iter()
-                    .any(|w| &w.name == name && w.state == WorkerState::Dead as i32);
-                if is_dead && dead[i].is_none() {
+                if procs::named_in(&list, name, WorkerState::Dead) && dead[i].is_none() {
                     dead[i] = Some(t0.elapsed());
                 }
             }

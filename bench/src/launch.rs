@@ -11,7 +11,7 @@ use std::{
 
 use anyhow::{Context, Result, anyhow};
 use hearth_common::proto::{
-    ApplicationSpec, DriverSpec, ExecutorState, RegisterApplicationRequest, WorkerState,
+    ApplicationSpec, DriverSpec, ExecutorState, RegisterApplicationRequest,
 };
 
 use crate::{
@@ -36,23 +36,7 @@ pub fn stamp(args: &[String]) -> Result<()> {
 
 async fn wait_alive(master: &Master, count: usize) -> Result<()> {
     let client = master.client().await?;
-    procs::poll(
-        "workers ALIVE",
-        Duration::from_millis(2),
-        Duration::from_secs(20),
-        || {
-            let client = client.clone();
-            async move {
-                let workers = client.workers().await.ok()?;
-                let alive = workers
-                    .iter()
-                    .filter(|w| w.state == WorkerState::Alive as i32)
-                    .count();
-                (alive >= count).then_some(())
-            }
-        },
-    )
-    .await
+    procs::wait_workers(&client, "workers ALIVE", |w| procs::alive(w) >= count).await
 }
 
 /// `runs` drivers, one after another, on one real worker: from the start of the `submit` call

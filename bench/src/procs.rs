@@ -232,6 +232,48 @@ pub fn rss_mib(pid: i32) -> Result<(f64, f64)> {
     Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
 }
 
+/// Waits (polling `ListWorkers` every 2 ms, for at most 20 s) until `done` holds for the
+/// master's list of workers.
+pub async fn wait_workers(
+    client: &Client,
+    what: &str,
+    done: impl Fn(&[hearth_common::proto::Worker]) -> bool,
+) -> Result<()> {
+    let done = &done;
+    poll(
+        what,
+        Duration::from_millis(2),
+        Duration::from_secs(20),
+        || {
+            let client = client.clone();
+            async move {
+                let workers = client.workers().await.ok()?;
+                done(&workers).then_some(())
+            }
+        },
+    )
+    .await
+}
+
+/// How many of `workers` are ALIVE.
+pub fn alive(workers: &[hearth_common::proto::Worker]) -> usize {
+    workers
+        .iter()
+        .filter(|w| w.state == hearth_common::proto::WorkerState::Alive as i32)
+        .count()
+}
+
+/// Whether the worker named `name` is listed in `state`.
+pub fn named_in(
+    workers: &[hearth_common::proto::Worker],
+    name: &str,
+    state: hearth_common::proto::WorkerState,
+) -> bool {
+    workers
+        .iter()
+        .any(|w| w.name == name && w.state == state as i32)
+}
+
 /// Polls `probe` every `every` until it returns `Some`, for at most `limit`.
 pub async fn poll<T, F, Fut>(
     what: &str,

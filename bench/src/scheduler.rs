@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::Result;
 use hearth_common::proto::{DriverSpec, Register};
 use hearth_master::{
-    schedule::{Ask, Decision, Offer, place_drivers},
+    schedule::{Decision, place_drivers},
     state::{Effect, State},
 };
 
@@ -56,27 +56,8 @@ fn waiting_state() -> State {
 /// record updated, the launch orders made), each timed.
 pub fn place_all(runs: usize) -> Result<Figure> {
     let base = waiting_state();
-    let offers: Vec<Offer> = base
-        .alive_workers()
-        .map(|w| Offer {
-            worker_id: w.id.clone(),
-            cores: w.cores,
-            memory_mb: w.memory_mb,
-            free_cores: w.free_cores(),
-            free_memory_mb: w.free_memory_mb(),
-            drivers: w.drivers.len(),
-        })
-        .collect();
-    let asks: Vec<Ask> = base
-        .waiting
-        .iter()
-        .filter_map(|id| base.drivers.get(id))
-        .map(|d| Ask {
-            driver_id: d.id.clone(),
-            cores: d.spec.cores,
-            memory_mb: d.spec.memory_mb,
-        })
-        .collect();
+    let offers = base.offers();
+    let asks = base.asks(0);
     let mut decide = Vec::with_capacity(runs);
     let mut turn = Vec::with_capacity(runs);
     for _ in 0..runs {

@@ -11,7 +11,7 @@ use hearth_common::{
     client,
     proto::{
         DriverState, DriverStatus, ExecutorState, ExecutorStatus, Heartbeat, LogData,
-        MasterMessage, Register, WorkerMessage, WorkerState, master_message::Msg as Down,
+        MasterMessage, Register, WorkerMessage, master_message::Msg as Down,
         worker_message::Msg as Up,
     },
 };
@@ -133,14 +133,7 @@ pub async fn heartbeating(
         Duration::from_secs(60),
         || {
             let client = client.clone();
-            async move {
-                let workers = client.workers().await.ok()?;
-                let alive = workers
-                    .iter()
-                    .filter(|w| w.state == WorkerState::Alive as i32)
-                    .count();
-                (alive == count).then_some(())
-            }
+            async move { (procs::alive(&client.workers().await.ok()?) == count).then_some(()) }
         },
     )
     .await?;
@@ -160,12 +153,7 @@ pub async fn heartbeating(
             anyhow::bail!("a simulated worker stopped early");
         }
     }
-    let alive = client
-        .workers()
-        .await?
-        .iter()
-        .filter(|w| w.state == WorkerState::Alive as i32)
-        .count();
+    let alive = procs::alive(&client.workers().await?);
     anyhow::ensure!(
         alive == count,
         "only {alive} of {count} simulated workers stayed ALIVE"

@@ -40,10 +40,7 @@ pub async fn worker_start(binary: &std::path::Path, rounds: usize) -> Result<Fig
             let workers = client.workers().await?;
             let now = Instant::now();
             for (i, (name, at)) in started.iter().enumerate() {
-                let up = workers
-                    .iter()
-                    .any(|w| &w.name == name && w.state == WorkerState::Alive as i32);
-                if up && alive[i].is_none() {
+                if procs::named_in(&workers, name, WorkerState::Alive) && alive[i].is_none() {
                     alive[i] = Some(now - *at);
                 }
             }
@@ -59,19 +56,7 @@ pub async fn worker_start(binary: &std::path::Path, rounds: usize) -> Result<Fig
         each.extend(alive.into_iter().flatten());
         drop(procs);
         // The next round starts once these are DEAD, so it measures joining alone.
-        procs::poll(
-            "workers DEAD",
-            Duration::from_millis(5),
-            Duration::from_secs(20),
-            || {
-                let client = client.clone();
-                async move {
-                    let workers = client.workers().await.ok()?;
-                    (!workers.iter().any(|w| w.state == WorkerState::Alive as i32)).then_some(())
-                }
-            },
-        )
-        .await?;
+        procs::wait_workers(&client, "workers DEAD", |w| procs::alive(w) == 0).await?;
     }
     let each = crate::stats::Stats::of_durations(&each)
         .ok_or_else(|| anyhow::anyhow!("no worker started"))?;

@@ -229,8 +229,14 @@ impl State {
         if self.waiting.is_empty() && !apps_want {
             return;
         }
-        let mut offers: Vec<Offer> = self
-            .alive_workers()
+        let mut offers = self.offers();
+        self.schedule_drivers(&mut offers, now_ms, effects);
+        self.schedule_executors(&mut offers, now_ms, effects);
+    }
+
+    /// What each alive worker offers and has free, in the order of their ids.
+    pub fn offers(&self) -> Vec<Offer> {
+        self.alive_workers()
             .map(|w| Offer {
                 worker_id: w.id.clone(),
                 cores: w.cores,
@@ -239,9 +245,21 @@ impl State {
                 free_memory_mb: w.free_memory_mb(),
                 drivers: w.drivers.len(),
             })
-            .collect();
-        self.schedule_drivers(&mut offers, now_ms, effects);
-        self.schedule_executors(&mut offers, now_ms, effects);
+            .collect()
+    }
+
+    /// What the waiting drivers ask for, oldest first, leaving out the first `skip`.
+    pub fn asks(&self, skip: usize) -> Vec<Ask> {
+        self.waiting
+            .iter()
+            .skip(skip)
+            .filter_map(|id| self.drivers.get(id))
+            .map(|d| Ask {
+                driver_id: d.id.clone(),
+                cores: d.spec.cores,
+                memory_mb: d.spec.memory_mb,
+            })
+            .collect()
     }
 
     fn schedule_drivers(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
@@ -260,17 +278,7 @@ impl State {
             _ => 0,
         };
         if skip < self.waiting.len() {
-            let asks: Vec<Ask> = self
-                .waiting
-                .iter()
-                .skip(skip)
-                .filter_map(|id| self.drivers.get(id))
-                .map(|d| Ask {
-                    driver_id: d.id.clone(),
-                    cores: d.spec.cores,
-                    memory_mb: d.spec.memory_mb,
-                })
-                .collect();
+            let asks = self.asks(skip);
             let mut still_waiting = self.waiting.clone();
             still_waiting.truncate(skip);
             for decision in schedule::place_drivers(offers, &asks) {
