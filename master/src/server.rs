@@ -71,7 +71,13 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
     tracing::info!(path = %store.path().display(), drivers = loaded.drivers.len(),
         apps = loaded.apps.len(), workers = loaded.workers.len(), "state file opened");
     let cert = match &config.tls {
-        Some(files) => Some(crate::tls::ReloadingCert::load(files.clone())?),
+        Some(files) => {
+            let cert = tls::ReloadingCert::load(files.clone())?;
+            // gRPC clients insist on HTTP/2; browsers may pick either.
+            let grpc_tls = cert.acceptor(&[b"h2"])?;
+            let web_tls = cert.acceptor(&[b"h2", b"http/1.1"])?;
+            Some((cert, grpc_tls, web_tls))
+        }
         None => None,
     };
     let grpc_listener = bind("gRPC", config.grpc_addr).await?;
@@ -108,18 +114,16 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
             .await
             .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))?
     }));
-    let (grpc_listener, web_listener) = match &cert {
-        Some(cert) => {
+    let tls_on = cert.is_some();
+    let (grpc_listener, web_listener) = match cert {
+        Some((cert, grpc_tls, web_tls)) => {
             tasks.push(tokio::spawn({
-                let watch = cert.clone().watch(shutdown.clone());
+                let watch = cert.watch(shutdown.clone());
                 async move {
                     watch.await;
                     Ok(())
                 }
             }));
-            // gRPC clients insist on HTTP/2; browsers may pick either.
-            let grpc_tls = cert.acceptor(&[b"h2"])?;
-            let web_tls = cert.acceptor(&[b"h2", b"http/1.1"])?;
             (
                 Listener::Tls(tls::incoming(grpc_listener, grpc_tls, shutdown.clone())),
                 Listener::Tls(tls::incoming(web_listener, web_tls, shutdown.clone())),
@@ -147,12 +151,12 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
                 .map_err(|e| Error::Internal(format!("web server: {e}")))
         }));
     }
-    tracing::info!(%grpc_addr, %web_addr, url, tls = cert.is_some(), "master started");
+    tracing::info!(%grpc_addr, %web_addr, url, tls = tls_on, "master started");
     Ok(RunningMaster {
         grpc_addr,
         web_addr,
         url,
-        tls: cert.is_some(),
+        tls: tls_on,
         handle,
         tasks,
     })
