@@ -144,7 +144,16 @@ pub async fn throughput(binary: &Path, runs: usize, drivers: usize) -> Result<Fi
             },
         )
         .await
-        .with_context(|| format!("failed drivers: see {}", master.dir.path().display()))?;
+        .with_context(|| {
+            // The temporary directory goes with the master; its log tells why.
+            let log =
+                std::fs::read_to_string(master.dir.path().join("master.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(20).collect();
+            format!(
+                "the master's last log lines:\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            )
+        })?;
         let all = t0.elapsed();
         rates.push(drivers as f64 / all.as_secs_f64());
         submit_rates.push(drivers as f64 / submitted.as_secs_f64());

@@ -95,16 +95,35 @@ struct Tried {
 }
 
 impl Tried {
-    /// Whether `offers` has room that `self` did not: a new worker, or more free somewhere.
-    fn grew(&self, offers: &[Offer]) -> bool {
-        self.room.len() != offers.len()
-            || self
-                .room
-                .iter()
-                .zip(offers)
-                .any(|((id, cores, memory), o)| {
-                    *id != o.worker_id || o.free_cores > *cores || o.free_memory_mb > *memory
-                })
+    /// Whether `now` (each alive worker's id and free cores and memory, in id order) has room
+    /// that `self` did not: a worker added or gone, or more free somewhere.
+    fn grew<'a>(&self, now: impl Iterator<Item = (&'a str, u32, u64)>) -> bool {
+        let mut seen = 0;
+        for (id, cores, memory) in now {
+            match self.room.get(seen) {
+                Some((was_id, was_cores, was_memory))
+                    if was_id == id && cores <= *was_cores && memory <= *was_memory => {}
+                _ => return true,
+            }
+            seen += 1;
+        }
+        seen != self.room.len()
+    }
+
+    /// How many drivers at the front of `waiting` need not be tried against room `now`.
+    fn covers<'a>(
+        &self,
+        waiting: &Vector<String>,
+        now: impl Iterator<Item = (&'a str, u32, u64)>,
+    ) -> usize {
+        let intact = self.count <= waiting.len()
+            && self.count > 0
+            && waiting.get(self.count - 1) == Some(&self.last);
+        if intact && !self.grew(now) {
+            self.count
+        } else {
+            0
+        }
     }
 }
 
@@ -229,6 +248,17 @@ impl State {
         if self.waiting.is_empty() && !apps_want {
             return;
         }
+        // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
+        // offers are not even built.
+        let tried = self.tried.as_ref().map_or(0, |t| {
+            let room = self
+                .alive_workers()
+                .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
+            t.covers(&self.waiting, room)
+        });
+        if !apps_want && tried == self.waiting.len() {
+            return;
+        }
         let mut offers = self.offers();
         self.schedule_drivers(&mut offers, now_ms, effects);
         self.schedule_executors(&mut offers, now_ms, effects);
@@ -267,43 +297,42 @@ impl State {
             self.tried = None;
             return;
         }
-        let still_tried = self.tried.as_ref().is_some_and(|t| {
-            !t.grew(offers)
-                && t.count <= self.waiting.len()
-                && t.count > 0
-                && self.waiting.get(t.count - 1) == Some(&t.last)
+        let skip = self.tried.as_ref().map_or(0, |t| {
+            let room = offers
+                .iter()
+                .map(|o| (o.worker_id.as_str(), o.free_cores, o.free_memory_mb));
+            t.covers(&self.waiting, room)
         });
-        let skip = match (&self.tried, still_tried) {
-            (Some(t), true) => t.count,
-            _ => 0,
-        };
-        if skip < self.waiting.len() {
-            let asks = self.asks(skip);
-            let mut still_waiting = self.waiting.clone();
-            still_waiting.truncate(skip);
-            for decision in schedule::place_drivers(offers, &asks) {
-                match decision {
-                    Decision::Place {
-                        driver_id,
-                        worker_id,
-                    } => {
-                        if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
-                            tracing::error!(driver_id, worker_id, error = %e, "placement refused");
-                            still_waiting.push_back(driver_id);
-                        }
-                    }
-                    Decision::Wait { driver_id, reason } => {
-                        if let Some(d) = self.drivers.get_mut(&driver_id)
-                            && d.waiting_reason.as_deref() != Some(reason.as_str())
-                        {
-                            Arc::make_mut(d).waiting_reason = Some(reason);
-                        }
+        // Nothing new to try: what was tried stays tried against the room recorded then,
+        // which is at least the room now.
+        if skip == self.waiting.len() {
+            return;
+        }
+        let asks = self.asks(skip);
+        let mut still_waiting = self.waiting.clone();
+        still_waiting.truncate(skip);
+        for decision in schedule::place_drivers(offers, &asks) {
+            match decision {
+                Decision::Place {
+                    driver_id,
+                    worker_id,
+                } => {
+                    if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
+                        tracing::error!(driver_id, worker_id, error = %e, "placement refused");
                         still_waiting.push_back(driver_id);
                     }
                 }
+                Decision::Wait { driver_id, reason } => {
+                    if let Some(d) = self.drivers.get_mut(&driver_id)
+                        && d.waiting_reason.as_deref() != Some(reason.as_str())
+                    {
+                        Arc::make_mut(d).waiting_reason = Some(reason);
+                    }
+                    still_waiting.push_back(driver_id);
+                }
             }
-            self.waiting = still_waiting;
         }
+        self.waiting = still_waiting;
         self.tried = self.waiting.last().map(|last| Tried {
             room: offers
                 .iter()
