@@ -7,7 +7,7 @@ use anyhow::Result;
 use hearth_common::proto::{DriverSpec, Register};
 use hearth_master::{
     schedule::{Decision, place_drivers},
-    state::{Effect, State},
+    state::{Effect, Limits, State},
 };
 
 use crate::{
@@ -20,8 +20,12 @@ const DRIVERS: usize = 10_000;
 const START_MS: i64 = 1_795_000_000_000;
 
 /// 1,000 workers of 16 cores and 64 GiB, and 10,000 drivers of 1 core and 1 GiB, all waiting.
-fn waiting_state() -> State {
-    let mut state = State::new("http://hearth-master:7077".into(), START_MS, 1000);
+fn waiting_state() -> Result<State> {
+    let mut state = State::new(
+        "http://hearth-master:7077".into(),
+        START_MS,
+        Limits::retaining(1000),
+    );
     let mut effects: Vec<Effect> = Vec::new();
     let now = tokio::time::Instant::now();
     for n in 0..WORKERS {
@@ -45,9 +49,9 @@ fn waiting_state() -> State {
             memory_mb: 1024,
             ..Default::default()
         };
-        state.submit(spec, None, START_MS + n as i64);
+        state.submit(spec, None, START_MS + n as i64)?;
     }
-    state
+    Ok(state)
 }
 
 /// `runs` times: the placement decisions alone (`schedule::place_drivers`, the scheduler as a
@@ -55,7 +59,7 @@ fn waiting_state() -> State {
 /// makes on a fresh copy of the waiting state (`State::schedule`: the decisions, every driver's
 /// record updated, the launch orders made), each timed.
 pub fn place_all(runs: usize) -> Result<Figure> {
-    let base = waiting_state();
+    let base = waiting_state()?;
     let offers = base.offers();
     let asks = base.asks(0);
     let mut decide = Vec::with_capacity(runs);

@@ -8,7 +8,7 @@ use std::time::Instant;
 use hearth_common::proto::{DriverSpec, DriverState, DriverStatus, Register};
 use hearth_master::{
     config::UiConfig,
-    state::{Effect, State},
+    state::{Effect, Limits, State},
     telemetry::Sample,
     web::{OverviewQuery, overview_html},
 };
@@ -24,8 +24,12 @@ const START_MS: i64 = 1_795_000_000_000;
 
 /// A state as a busy master holds it: every worker alive, drivers run to completion, some
 /// still running, an hour of utilisation samples.
-pub fn busy_state() -> (State, Vec<Sample>) {
-    let mut state = State::new("http://hearth-master:7077".into(), START_MS, COMPLETED);
+pub fn busy_state() -> anyhow::Result<(State, Vec<Sample>)> {
+    let mut state = State::new(
+        "http://hearth-master:7077".into(),
+        START_MS,
+        Limits::retaining(COMPLETED),
+    );
     let mut effects: Vec<Effect> = Vec::new();
     let now = tokio::time::Instant::now();
     for n in 0..WORKERS {
@@ -51,14 +55,14 @@ pub fn busy_state() -> (State, Vec<Sample>) {
     };
     // 4,000 at a time fit the 8,000 cores, so each batch runs and finishes at once.
     for batch in (0..COMPLETED).step_by(4000) {
-        let ids: Vec<String> = (batch..(batch + 4000).min(COMPLETED))
+        let ids = (batch..(batch + 4000).min(COMPLETED))
             .map(|n| state.submit(spec(n), None, START_MS + n as i64))
-            .collect();
+            .collect::<Result<Vec<String>, _>>()?;
         state.schedule(START_MS, &mut effects);
         finish(&mut state, &ids, &mut effects);
     }
     for n in COMPLETED..COMPLETED + RUNNING {
-        state.submit(spec(n), None, START_MS + n as i64);
+        state.submit(spec(n), None, START_MS + n as i64)?;
     }
     state.schedule(START_MS, &mut effects);
     state.prune();
@@ -71,7 +75,7 @@ pub fn busy_state() -> (State, Vec<Sample>) {
             memory_mb: 32 * 1024 * 1000,
         })
         .collect();
-    (state, samples)
+    Ok((state, samples))
 }
 
 fn finish(state: &mut State, ids: &[String], effects: &mut Vec<Effect>) {
@@ -93,7 +97,7 @@ fn finish(state: &mut State, ids: &[String], effects: &mut Vec<Effect>) {
 }
 
 pub fn overview_render(runs: usize) -> anyhow::Result<Figure> {
-    let (state, samples) = busy_state();
+    let (state, samples) = busy_state()?;
     anyhow::ensure!(
         state.workers.len() == WORKERS && state.completed.len() == COMPLETED,
         "the benchmark state holds {} workers and {} completed drivers",

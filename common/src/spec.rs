@@ -4,7 +4,8 @@
 use crate::error::InvalidInput;
 use std::collections::HashMap;
 
-use crate::proto::{ApplicationSpec, DriverSpec};
+use crate::ids::{IdKind, check_id};
+use crate::proto::{ApplicationSpec, DriverSpec, Register};
 use crate::resources::{MAX_CORES, MAX_MEMORY_MB};
 
 /// Most arguments a driver command may have.
@@ -13,6 +14,9 @@ pub const MAX_COMMAND_ARGS: usize = 4096;
 pub const MAX_SPEC_BYTES: usize = 1024 * 1024;
 /// Most relaunches a supervised driver may ask for.
 pub const MAX_RETRIES_LIMIT: u32 = 100;
+/// Most bytes in a name or a host: a driver's name, a worker's name and host, the host an
+/// application's driver gives.
+pub const MAX_NAME_BYTES: usize = 256;
 
 /// Checks a driver submission, naming the first field that is wrong and why.
 pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
@@ -75,12 +79,7 @@ fn validate_program(
     env: &HashMap<String, String>,
 ) -> Result<(), InvalidInput> {
     validate_command(fields.command, command)?;
-    if name.len() > 256 || name.chars().any(char::is_control) {
-        return Err(InvalidInput::new(
-            fields.name,
-            "must be at most 256 characters, without control characters",
-        ));
-    }
+    validate_name(fields.name, name)?;
     validate_env(fields.env, env)?;
     let bytes = name.len()
         + command.iter().map(String::len).sum::<usize>()
@@ -225,6 +224,42 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
         &spec.command,
         &spec.env,
     )
+}
+
+/// Checks a name or host: at most [`MAX_NAME_BYTES`], no control characters (it is shown
+/// as it is on the UI and in logs).
+pub fn validate_name(field: &'static str, text: &str) -> Result<(), InvalidInput> {
+    if text.len() > MAX_NAME_BYTES || text.chars().any(char::is_control) {
+        return Err(InvalidInput::new(
+            field,
+            format!("must be at most {MAX_NAME_BYTES} characters, without control characters"),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks what a worker says of itself when it registers: its id, offer, name, host and
+/// labels. The worker checks its own before it dials; the master checks every one it gets.
+pub fn validate_register(reg: &Register) -> Result<(), InvalidInput> {
+    check_id("worker_id", &reg.worker_id, IdKind::Worker)?;
+    validate_labels(&reg.labels)?;
+    if reg.cores == 0 || reg.cores > MAX_CORES {
+        return Err(InvalidInput::new(
+            "cores",
+            format!("must be between 1 and {MAX_CORES}, got {}", reg.cores),
+        ));
+    }
+    if reg.memory_mb == 0 || reg.memory_mb > MAX_MEMORY_MB {
+        return Err(InvalidInput::new(
+            "memory_mb",
+            format!(
+                "must be between 1 and {MAX_MEMORY_MB}, got {}",
+                reg.memory_mb
+            ),
+        ));
+    }
+    validate_name("name", &reg.name)?;
+    validate_name("host", &reg.host)
 }
 
 /// Checks a client's submission id: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.

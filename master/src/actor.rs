@@ -17,12 +17,12 @@ use tokio::{
 };
 
 use crate::{
+    command::Command,
     config::MasterConfig,
     error::{Error, Result},
-    events::Command,
     links::Links,
-    state::{Effect, State},
-    store::{Loaded, Store},
+    state::{Effect, Limits, State, stored::Loaded},
+    store::Store,
     telemetry::Telemetry,
 };
 
@@ -82,15 +82,13 @@ pub fn spawn(
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
     let now_ms = ids::now_ms();
-    let mut state = State::recover(
-        loaded,
-        master_url,
-        Instant::now(),
-        now_ms,
-        config.retained_drivers,
-    );
-    state.retained_apps = config.retained_apps;
-    state.spread_out = config.spread_out;
+    let limits = Limits {
+        retained_drivers: config.retained_drivers,
+        retained_apps: config.retained_apps,
+        max_waiting: config.max_waiting,
+        spread_out: config.spread_out,
+    };
+    let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
     // What the file holds, as a state: the first turn writes only what differs from it.
     let persisted = state.clone();
     let mut settle = Vec::new();
@@ -239,7 +237,7 @@ impl Actor {
         let started = Instant::now();
         tokio::task::spawn_blocking(move || store.save(&changes))
             .await
-            .map_err(|e| crate::store::StoreError::Write {
+            .map_err(|e| crate::error::StoreError::Write {
                 path: self.store.path().display().to_string(),
                 reason: format!("the writer stopped: {e}"),
             })??;
@@ -332,25 +330,13 @@ impl Actor {
                 submission_id,
                 reply: tx,
             } => {
-                if submission_id
-                    .as_ref()
-                    .is_none_or(|s| !self.state.submissions.contains_key(s))
-                    && self.state.waiting.len() >= self.config.max_waiting
-                {
-                    replies.push(reply(
-                        tx,
-                        Err(Error::ResourceExhausted(format!(
-                            "{} drivers are waiting already, the most this master queues (--max-waiting); try again later",
-                            self.state.waiting.len()
-                        ))),
-                    ));
-                    return;
-                }
-                let id = self
+                let result = self
                     .state
                     .submit_once(spec, application, submission_id, now_ms);
-                tracing::info!(driver_id = %id, "driver submitted");
-                replies.push(reply(tx, Ok(id)));
+                if let Ok(id) = &result {
+                    tracing::info!(driver_id = %id, "driver submitted");
+                }
+                replies.push(reply(tx, result));
             }
             Command::Kill {
                 driver_id,

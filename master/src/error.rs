@@ -15,7 +15,7 @@ pub enum Error {
     #[error("{0}")]
     ResourceExhausted(String),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] StoreError),
     #[error("the master is shutting down")]
     ShuttingDown,
     #[error("internal error: {0}")]
@@ -49,4 +49,42 @@ impl From<Error> for tonic::Status {
             _ => tonic::Status::internal(message),
         }
     }
+}
+
+/// Why the state file could not be opened, read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create the state directory {path}: {source}")]
+    Dir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(
+        "the state file {path} cannot be opened: {reason}. It may be damaged; the master does not start on state it cannot read (move the file away to start empty, losing what it held)"
+    )]
+    Open { path: String, reason: String },
+    #[error(
+        "the state file {path} is in use by another process (is another master running on this state directory?)"
+    )]
+    InUse { path: String },
+    #[error(
+        "the state file {path} holds an unreadable {table} record {key:?}: {reason}. The master does not start on state it cannot read"
+    )]
+    Record {
+        path: String,
+        table: &'static str,
+        key: String,
+        reason: String,
+    },
+    #[error(
+        "the state file {path} was written by a newer master (format {found}, this one reads {reads})"
+    )]
+    Format {
+        path: String,
+        found: u32,
+        reads: u32,
+    },
+    #[error("writing the state file {path}: {reason}")]
+    Write { path: String, reason: String },
 }

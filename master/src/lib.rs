@@ -5,26 +5,26 @@
 //! - [`state`]: all cluster state and every transition of it, free of I/O.
 //! - [`schedule`]: placement as a pure function.
 //! - [`store`]: the durable state file (redb) the actor writes before it answers.
-//! - [`events`]: the commands the state owner receives.
+//! - [`command`]: what can happen to the cluster: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
 //! - [`grpc`]: the worker and client services, plus health and reflection.
 //! - [`web`]: pages, JSON, probes and metrics on port 8080.
+//! - [`listen`]: the ports as bound, plain or behind TLS.
 //! - [`tls`]: the certificate both ports serve, reloaded when its files change.
 //! - [`telemetry`]: latency histograms and the utilisation samples behind the UI's chart.
 //! - [`server`]: binds the ports and runs it all until shutdown.
 
 pub mod actor;
+pub mod command;
 pub mod config;
 pub mod error;
-pub mod events;
 pub mod grpc;
 pub mod links;
+pub mod listen;
 pub mod schedule;
 pub mod server;
 pub mod state;
-#[cfg(test)]
-mod state_tests;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

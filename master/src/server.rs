@@ -3,13 +3,15 @@
 use std::{net::SocketAddr, sync::Arc};
 
 use hearth_common::Shutdown;
-use tokio::{net::TcpListener, task::JoinHandle};
+use tokio::task::JoinHandle;
 
 use crate::{
     actor::{self, MasterHandle},
     config::MasterConfig,
     error::{Error, Result},
-    grpc, tls, web,
+    grpc,
+    listen::{Listener, bind},
+    tls, web,
 };
 
 /// A started master: where it listens, a handle on its state, and its tasks.
@@ -47,19 +49,6 @@ impl RunningMaster {
         }
         first_error.map_or(Ok(()), Err)
     }
-}
-
-/// A bound port, with or without TLS in front.
-pub enum Listener {
-    Plain(TcpListener),
-    /// Connections whose TLS handshake is done.
-    Tls(tokio::sync::mpsc::Receiver<(tls::TlsStream, SocketAddr)>),
-}
-
-async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| Error::Bind { what, addr, source })
 }
 
 /// Validates `config`, binds both ports and starts the actor, gRPC and web servers.

@@ -8,16 +8,18 @@
 //! so unchanged records are skipped by pointer.
 
 use std::{
-    collections::BTreeSet,
     path::{Path, PathBuf},
     sync::Arc,
 };
 
-use hearth_common::proto::WorkerState;
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::state::{AppInfo, DriverInfo, ExecKey, State, WorkerInfo};
+pub use crate::error::StoreError;
+use crate::state::{
+    State,
+    stored::{Loaded, Meta, StoredWorker},
+};
 
 /// Bumped when a record's meaning changes so an older master refuses a newer file.
 const FORMAT: u32 = 1;
@@ -27,95 +29,6 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DRIVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("drivers");
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
-
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    #[error("cannot create the state directory {path}: {source}")]
-    Dir {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error(
-        "the state file {path} cannot be opened: {reason}. It may be damaged; the master does not start on state it cannot read (move the file away to start empty, losing what it held)"
-    )]
-    Open { path: String, reason: String },
-    #[error(
-        "the state file {path} is in use by another process (is another master running on this state directory?)"
-    )]
-    InUse { path: String },
-    #[error(
-        "the state file {path} holds an unreadable {table} record {key:?}: {reason}. The master does not start on state it cannot read"
-    )]
-    Record {
-        path: String,
-        table: &'static str,
-        key: String,
-        reason: String,
-    },
-    #[error(
-        "the state file {path} was written by a newer master (format {found}, this one reads {FORMAT})"
-    )]
-    Format { path: String, found: u32 },
-    #[error("writing the state file {path}: {reason}")]
-    Write { path: String, reason: String },
-}
-
-/// The id counters and the cluster's start time, which ids are made from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Meta {
-    pub format: u32,
-    pub started_ms: i64,
-    pub next_driver_seq: u64,
-    pub next_app_seq: u64,
-}
-
-/// What is kept of a worker: its offer and the slots it held, not its connection.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct StoredWorker {
-    pub id: String,
-    pub name: String,
-    pub host: String,
-    pub web_port: u32,
-    pub state: WorkerState,
-    pub cores: u32,
-    pub memory_mb: u64,
-    pub registered_at_ms: i64,
-    /// Its stream was open: a DECOMMISSIONED worker that has left is not waited for.
-    pub connected: bool,
-    pub drivers: BTreeSet<String>,
-    pub executors: BTreeSet<ExecKey>,
-    #[serde(default)]
-    pub labels: std::collections::BTreeMap<String, String>,
-}
-
-impl From<&WorkerInfo> for StoredWorker {
-    fn from(w: &WorkerInfo) -> Self {
-        Self {
-            id: w.id.clone(),
-            name: w.name.clone(),
-            host: w.host.clone(),
-            web_port: w.web_port,
-            state: w.state,
-            cores: w.cores,
-            memory_mb: w.memory_mb,
-            registered_at_ms: w.registered_at_ms,
-            connected: w.connected,
-            drivers: w.drivers.clone(),
-            executors: w.executors.clone(),
-            labels: w.labels.clone(),
-        }
-    }
-}
-
-/// Everything a restarted master reads back.
-#[derive(Debug, Default)]
-pub struct Loaded {
-    pub meta: Option<Meta>,
-    pub drivers: Vec<DriverInfo>,
-    pub apps: Vec<AppInfo>,
-    pub workers: Vec<StoredWorker>,
-}
 
 /// Records to write (`Some`) or delete (`None`), by table.
 #[derive(Debug, Default)]
@@ -281,6 +194,7 @@ impl Store {
                     return Err(StoreError::Format {
                         path: shown.clone(),
                         found: meta.format,
+                        reads: FORMAT,
                     });
                 }
                 loaded.meta = Some(meta);
@@ -348,11 +262,12 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hearth_common::proto::{ApplicationSpec, DriverSpec, DriverState, Register};
+    use crate::state::Limits;
+    use hearth_common::proto::{ApplicationSpec, DriverSpec, DriverState, Register, WorkerState};
     use tokio::time::Instant;
 
     fn cluster() -> State {
-        let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let mut state = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
         let mut effects = Vec::new();
         let register = Register {
             worker_id: "worker-a".into(),
@@ -382,8 +297,12 @@ mod tests {
             executors: 2,
             ..Default::default()
         };
-        state.submit_once(spec.clone(), Some(app), Some("sub-1".into()), 1);
-        state.submit(DriverSpec { cores: 64, ..spec }, None, 2);
+        state
+            .submit_once(spec.clone(), Some(app), Some("sub-1".into()), 1)
+            .expect("admitted");
+        state
+            .submit(DriverSpec { cores: 64, ..spec }, None, 2)
+            .expect("admitted");
         state.schedule(3, &mut effects);
         state
     }
@@ -391,7 +310,7 @@ mod tests {
     #[test]
     fn what_is_written_is_what_a_restarted_master_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let empty = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let empty = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
         let state = cluster();
         {
             let (store, loaded) = Store::open(dir.path()).unwrap();
@@ -407,7 +326,13 @@ mod tests {
             assert!(diff(&state, &state.clone()).is_empty());
         }
         let (_, loaded) = Store::open(dir.path()).unwrap();
-        let back = State::recover(loaded, "http://new".into(), Instant::now(), 10, 50);
+        let back = State::recover(
+            loaded,
+            "http://new".into(),
+            Instant::now(),
+            10,
+            Limits::retaining(50),
+        );
         assert!(back.recovering, "the worker must come back first");
         assert_eq!(back.next_driver_seq, 2);
         assert_eq!(back.waiting.len(), 1, "the 64-core driver still waits");
@@ -448,11 +373,17 @@ mod tests {
         state.decommission_worker("worker-a", 1, "scaled down");
         assert!(state.worker_lost("worker-a", 1, "stream closed", 5, &mut effects));
         let (store, _) = Store::open(dir.path()).unwrap();
-        let empty = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let empty = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
         store.save(&diff(&empty, &state)).unwrap();
         drop(store);
         let (_, loaded) = Store::open(dir.path()).unwrap();
-        let back = State::recover(loaded, "http://m".into(), Instant::now(), 10, 50);
+        let back = State::recover(
+            loaded,
+            "http://m".into(),
+            Instant::now(),
+            10,
+            Limits::retaining(50),
+        );
         assert!(!back.recovering);
         assert_eq!(
             back.worker("worker-a").unwrap().state,

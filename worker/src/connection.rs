@@ -47,6 +47,25 @@ pub struct Identity {
     pub labels: std::collections::HashMap<String, String>,
 }
 
+impl Identity {
+    /// The `Register` message saying who this worker is and what it still holds.
+    pub fn register(&self, inventory: Inventory) -> Register {
+        Register {
+            worker_id: self.worker_id.clone(),
+            name: self.name.clone(),
+            host: self.host.clone(),
+            web_port: self.web_port,
+            cores: self.cores,
+            memory_mb: self.memory_mb,
+            running: inventory.running,
+            completed: inventory.completed,
+            running_executors: inventory.running_executors,
+            completed_executors: inventory.completed_executors,
+            labels: self.labels.clone(),
+        }
+    }
+}
+
 /// Jittered exponential back-off: 100 ms doubling up to 10 s, each delay drawn from
 /// [half, full] so a restarted master is not hit by every worker at once.
 #[derive(Debug)]
@@ -133,19 +152,7 @@ impl Connection {
         }
         let inventory = Inventory::new(running, unconfirmed.iter());
         WorkerMessage {
-            msg: Some(Msg::Register(Register {
-                worker_id: self.identity.worker_id.clone(),
-                name: self.identity.name.clone(),
-                host: self.identity.host.clone(),
-                web_port: self.identity.web_port,
-                cores: self.identity.cores,
-                memory_mb: self.identity.memory_mb,
-                running: inventory.running,
-                completed: inventory.completed,
-                running_executors: inventory.running_executors,
-                completed_executors: inventory.completed_executors,
-                labels: self.identity.labels.clone(),
-            })),
+            msg: Some(Msg::Register(self.identity.register(inventory))),
         }
     }
 

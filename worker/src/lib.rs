@@ -23,10 +23,7 @@ use std::{
     sync::{Arc, atomic::AtomicBool},
 };
 
-use hearth_common::{
-    Shutdown, ids,
-    resources::{MAX_CORES, MAX_MEMORY_MB},
-};
+use hearth_common::{Shutdown, ids};
 use tokio::{net::TcpListener, sync::mpsc, task::JoinHandle};
 
 pub use config::WorkerConfig;
@@ -97,12 +94,6 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
              without spaces or slashes"
         ))
     })?;
-    if cores > MAX_CORES || memory_mb > MAX_MEMORY_MB {
-        return Err(Error::Config(format!(
-            "the offer of {cores} cores and {memory_mb} MiB is above the limits \
-             ({MAX_CORES} cores, {MAX_MEMORY_MB} MiB)"
-        )));
-    }
     let worker_id_for_log = worker_id.clone();
     let identity = connection::Identity {
         worker_id: worker_id.clone(),
@@ -113,6 +104,9 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         memory_mb,
         labels: config.labels.clone().into_iter().collect(),
     };
+    // The master would refuse what it refuses anyway: say so here, before dialling.
+    hearth_common::spec::validate_register(&identity.register(Default::default()))
+        .map_err(|e| Error::Config(format!("this worker cannot register: {e}")))?;
     tracing::info!(worker_id, cores, cores_from = %if config.cores.is_some() { "setting".to_string() } else { detected.cores_source.clone() },
         memory_mb, memory_from = %if config.memory_mb.is_some() { "setting".to_string() } else { detected.memory_source.clone() },
         work_dir = %work_dir.display(), "worker starting");

@@ -1,9 +1,9 @@
 //! The master's gRPC side: Hearth's two services behind the secret check, plus the standard
 //! health and reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
 
-mod client;
+mod client_service;
 mod timing;
-mod worker;
+mod worker_service;
 
 use hearth_common::{
     MAX_MESSAGE_BYTES, Shutdown,
@@ -18,10 +18,10 @@ use tokio_stream::{
 };
 use tonic::transport::Server;
 
-use crate::{actor::MasterHandle, error::Result, server::Listener};
+use crate::{actor::MasterHandle, error::Result, listen::Listener};
 
-pub use client::ClientApi;
-pub use worker::WorkerApi;
+pub use client_service::ClientApi;
+pub use worker_service::WorkerApi;
 
 /// Serves gRPC on `listener` until `shutdown`.
 pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> Result<()> {

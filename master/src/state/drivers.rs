@@ -116,21 +116,28 @@ impl State {
         spec: DriverSpec,
         app_spec: Option<ApplicationSpec>,
         now_ms: i64,
-    ) -> String {
+    ) -> Result<String> {
         self.submit_once(spec, app_spec, None, now_ms)
     }
 
     /// Accepts a (validated) driver unless `submission_id` was seen before, in which case the
     /// driver it made is returned and nothing changes (a client retrying after a lost answer).
+    /// A new driver is refused while the queue holds `max_waiting` already.
     pub fn submit_once(
         &mut self,
         spec: DriverSpec,
         app_spec: Option<ApplicationSpec>,
         submission_id: Option<String>,
         now_ms: i64,
-    ) -> String {
+    ) -> Result<String> {
         if let Some(existing) = submission_id.as_ref().and_then(|s| self.submissions.get(s)) {
-            return existing.clone();
+            return Ok(existing.clone());
+        }
+        if self.waiting.len() >= self.limits.max_waiting {
+            return Err(Error::ResourceExhausted(format!(
+                "{} drivers are waiting already, the most this master queues (--max-waiting); try again later",
+                self.waiting.len()
+            )));
         }
         let id = hearth_common::ids::driver_id(self.started_ms, self.next_driver_seq);
         self.next_driver_seq += 1;
@@ -159,7 +166,7 @@ impl State {
         driver.record(DriverState::Submitted, "", now_ms);
         self.drivers.insert(id.clone(), Arc::new(driver));
         self.waiting.push_back(id.clone());
-        id
+        Ok(id)
     }
 
     /// A user's kill. Waiting drivers end at once; running ones are killed by their worker, which

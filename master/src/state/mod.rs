@@ -6,27 +6,36 @@
 //!
 //! - [`workers`]: registration (with fencing), heartbeats, loss and expiry.
 //! - [`drivers`]: submissions, kills, reports, relaunches.
-//! - [`apps`]: applications and their executors.
+//! - [`apps`]: applications: registration, resizing and their end.
+//! - [`executors`]: executors: placement, reports and replacement.
+//! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
+//! - [`invariants`]: the accounting every state keeps, checked by the tests.
 //! - [`recovery`]: rebuilding the state from the store after a restart.
+//! - [`stored`]: the shapes of what is kept across restarts.
 
 mod apps;
 mod drivers;
+mod executors;
+mod invariants;
+mod placement;
 mod recovery;
+pub mod stored;
+#[cfg(test)]
+mod tests;
 mod workers;
 
 use std::sync::Arc;
 
-use hearth_common::proto::{DriverState, MasterMessage, WorkerState};
+use hearth_common::proto::{MasterMessage, WorkerState};
 use imbl::{OrdMap, Vector};
 
-pub use apps::{AppInfo, ExecKey, ExecutorInfo};
+pub use apps::AppInfo;
 pub use drivers::DriverInfo;
+pub use executors::{ExecKey, ExecutorInfo};
+use placement::Tried;
 pub use workers::WorkerInfo;
 
-use crate::{
-    error::{Error, Result},
-    schedule::{self, AppAsk, Ask, Decision, Offer},
-};
+use crate::error::{Error, Result};
 
 /// An order for a worker that a transition implies; the actor delivers them after the turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,18 +69,14 @@ pub struct State {
     /// Terminal drivers, oldest first, for retention.
     pub completed: Vector<String>,
     pub next_driver_seq: u64,
-    /// How many completed drivers are kept.
-    pub retained_drivers: usize,
+    /// What the state admits and keeps, and how it places executors.
+    pub limits: Limits,
     pub apps: OrdMap<String, Arc<AppInfo>>,
     /// Applications not yet ended, in registration order (the order executors are placed in).
     pub active_apps: Vector<String>,
     /// Ended applications, oldest first, for retention.
     pub completed_apps: Vector<String>,
     pub next_app_seq: u64,
-    /// How many ended applications are kept.
-    pub retained_apps: usize,
-    /// Deal executors round-robin over workers (true) or fill one worker first (false).
-    pub spread_out: bool,
     /// Client submission ids of retained drivers, to answer a resubmission with its driver.
     pub submissions: OrdMap<String, String>,
     /// Set after a restart until the workers it knew have come back (or the timeout passed):
@@ -82,53 +87,34 @@ pub struct State {
     tried: Option<Tried>,
 }
 
-/// The free room on each alive worker after the last placement of drivers, and how many
-/// drivers at the front of the queue (ending with `last`) were tried against room at least that
-/// large. While no worker's room grows (nothing ended, no worker came) and none of those
-/// drivers left the queue, they would wait again, so only the drivers behind them are tried.
-/// A long queue in front of a full cluster then costs nothing per turn.
-#[derive(Debug, Clone)]
-struct Tried {
-    room: Vec<(String, u32, u64)>,
-    count: usize,
-    last: String,
+/// The settings that shape what the state admits and keeps and how it places executors, given
+/// once to [`State::new`] or [`State::recover`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// How many completed drivers are kept.
+    pub retained_drivers: usize,
+    /// How many ended applications are kept.
+    pub retained_apps: usize,
+    /// Most drivers waiting for a slot; a new submission beyond it is refused.
+    pub max_waiting: usize,
+    /// Deal executors round-robin over workers (true) or fill one worker first (false).
+    pub spread_out: bool,
 }
 
-impl Tried {
-    /// Whether `now` (each alive worker's id and free cores and memory, in id order) has room
-    /// that `self` did not: a worker added or gone, or more free somewhere.
-    fn grew<'a>(&self, now: impl Iterator<Item = (&'a str, u32, u64)>) -> bool {
-        let mut seen = 0;
-        for (id, cores, memory) in now {
-            match self.room.get(seen) {
-                Some((was_id, was_cores, was_memory))
-                    if was_id == id && cores <= *was_cores && memory <= *was_memory => {}
-                _ => return true,
-            }
-            seen += 1;
-        }
-        seen != self.room.len()
-    }
-
-    /// How many drivers at the front of `waiting` need not be tried against room `now`.
-    fn covers<'a>(
-        &self,
-        waiting: &Vector<String>,
-        now: impl Iterator<Item = (&'a str, u32, u64)>,
-    ) -> usize {
-        let intact = self.count <= waiting.len()
-            && self.count > 0
-            && waiting.get(self.count - 1) == Some(&self.last);
-        if intact && !self.grew(now) {
-            self.count
-        } else {
-            0
+impl Limits {
+    /// Keeps `retained` drivers and applications, queues without bound, spreads executors out.
+    pub fn retaining(retained: usize) -> Self {
+        Self {
+            retained_drivers: retained,
+            retained_apps: retained,
+            max_waiting: usize::MAX,
+            spread_out: true,
         }
     }
 }
 
 impl State {
-    pub fn new(master_url: String, started_ms: i64, retained: usize) -> Self {
+    pub fn new(master_url: String, started_ms: i64, limits: Limits) -> Self {
         Self {
             started_ms,
             master_url,
@@ -137,13 +123,11 @@ impl State {
             waiting: Vector::new(),
             completed: Vector::new(),
             next_driver_seq: 0,
-            retained_drivers: retained,
+            limits,
             apps: OrdMap::new(),
             active_apps: Vector::new(),
             completed_apps: Vector::new(),
             next_app_seq: 0,
-            retained_apps: retained,
-            spread_out: true,
             submissions: OrdMap::new(),
             recovering: false,
             tried: None,
@@ -233,146 +217,9 @@ impl State {
         w.memory_used_mb = w.memory_used_mb.saturating_sub(memory_mb);
     }
 
-    // ----- scheduling -------------------------------------------------------------------------
-
-    /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
-    pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
-        if self.recovering {
-            return;
-        }
-        let apps_want = self.active_apps.iter().any(|id| {
-            self.apps
-                .get(id)
-                .is_some_and(|a| a.wanted() > 0 || a.waiting_reason.is_some())
-        });
-        if self.waiting.is_empty() && !apps_want {
-            return;
-        }
-        // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
-        // offers are not even built.
-        let tried = self.tried.as_ref().map_or(0, |t| {
-            let room = self
-                .alive_workers()
-                .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
-            t.covers(&self.waiting, room)
-        });
-        if !apps_want && tried == self.waiting.len() {
-            return;
-        }
-        let mut offers = self.offers();
-        self.schedule_drivers(&mut offers, now_ms, effects);
-        self.schedule_executors(&mut offers, now_ms, effects);
-    }
-
-    /// What each alive worker offers and has free, in the order of their ids.
-    pub fn offers(&self) -> Vec<Offer> {
-        self.alive_workers()
-            .map(|w| Offer {
-                worker_id: w.id.clone(),
-                cores: w.cores,
-                memory_mb: w.memory_mb,
-                free_cores: w.free_cores(),
-                free_memory_mb: w.free_memory_mb(),
-                drivers: w.drivers.len(),
-            })
-            .collect()
-    }
-
-    /// What the waiting drivers ask for, oldest first, leaving out the first `skip`.
-    pub fn asks(&self, skip: usize) -> Vec<Ask> {
-        self.waiting
-            .iter()
-            .skip(skip)
-            .filter_map(|id| self.drivers.get(id))
-            .map(|d| Ask {
-                driver_id: d.id.clone(),
-                cores: d.spec.cores,
-                memory_mb: d.spec.memory_mb,
-            })
-            .collect()
-    }
-
-    fn schedule_drivers(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
-        if self.waiting.is_empty() {
-            self.tried = None;
-            return;
-        }
-        let skip = self.tried.as_ref().map_or(0, |t| {
-            let room = offers
-                .iter()
-                .map(|o| (o.worker_id.as_str(), o.free_cores, o.free_memory_mb));
-            t.covers(&self.waiting, room)
-        });
-        // Nothing new to try: what was tried stays tried against the room recorded then,
-        // which is at least the room now.
-        if skip == self.waiting.len() {
-            return;
-        }
-        let asks = self.asks(skip);
-        let mut still_waiting = self.waiting.clone();
-        still_waiting.truncate(skip);
-        for decision in schedule::place_drivers(offers, &asks) {
-            match decision {
-                Decision::Place {
-                    driver_id,
-                    worker_id,
-                } => {
-                    if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
-                        tracing::error!(driver_id, worker_id, error = %e, "placement refused");
-                        still_waiting.push_back(driver_id);
-                    }
-                }
-                Decision::Wait { driver_id, reason } => {
-                    if let Some(d) = self.drivers.get_mut(&driver_id)
-                        && d.waiting_reason.as_deref() != Some(reason.as_str())
-                    {
-                        Arc::make_mut(d).waiting_reason = Some(reason);
-                    }
-                    still_waiting.push_back(driver_id);
-                }
-            }
-        }
-        self.waiting = still_waiting;
-        self.tried = self.waiting.last().map(|last| Tried {
-            room: offers
-                .iter()
-                .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
-                .collect(),
-            count: self.waiting.len(),
-            last: last.clone(),
-        });
-    }
-
-    fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
-        let asks: Vec<AppAsk> = self
-            .active_apps
-            .iter()
-            .filter_map(|id| self.apps.get(id))
-            .map(|a| AppAsk {
-                app_id: a.id.clone(),
-                cores: a.spec.executor_cores,
-                memory_mb: a.spec.executor_memory_mb,
-                wanted: a.wanted(),
-            })
-            .collect();
-        for placement in schedule::place_executors(offers, &asks, self.spread_out) {
-            for worker_id in &placement.workers {
-                if let Err(e) = self.launch_executor(&placement.app_id, worker_id, now_ms, effects)
-                {
-                    tracing::error!(app_id = %placement.app_id, worker_id, error = %e, "executor placement refused");
-                }
-            }
-            if let Some(a) = self.apps.get_mut(&placement.app_id)
-                && a.waiting_reason != placement.waiting
-            {
-                Arc::make_mut(a).waiting_reason = placement.waiting;
-            }
-        }
-    }
-
     /// Forgets the oldest completed drivers and applications beyond the retention limits.
     pub fn prune(&mut self) {
-        while self.completed.len() > self.retained_drivers {
+        while self.completed.len() > self.limits.retained_drivers {
             if let Some(id) = self.completed.pop_front()
                 && let Some(d) = self.drivers.remove(&id)
                 && let Some(s) = &d.submission_id
@@ -380,96 +227,10 @@ impl State {
                 self.submissions.remove(s);
             }
         }
-        while self.completed_apps.len() > self.retained_apps {
+        while self.completed_apps.len() > self.limits.retained_apps {
             if let Some(id) = self.completed_apps.pop_front() {
                 self.apps.remove(&id);
             }
         }
-    }
-
-    /// Checks the accounting invariants; tests call it after every step.
-    pub fn check_invariants(&self) -> std::result::Result<(), String> {
-        for w in self.workers.values() {
-            let (mut cores, mut memory) = (0u32, 0u64);
-            for id in &w.drivers {
-                let d = self
-                    .drivers
-                    .get(id)
-                    .ok_or_else(|| format!("{} holds unknown driver {id}", w.id))?;
-                if d.state != DriverState::Running || d.worker_id.as_deref() != Some(&w.id) {
-                    return Err(format!("{} holds {id} which is {:?}", w.id, d.state));
-                }
-                cores += d.spec.cores;
-                memory += d.spec.memory_mb;
-            }
-            for key in &w.executors {
-                let e = self
-                    .apps
-                    .get(&key.app_id)
-                    .and_then(|a| a.executors.get(&key.executor_id))
-                    .ok_or_else(|| format!("{} holds unknown executor {key}", w.id))?;
-                if !e.state.is_live() || e.worker_id != w.id {
-                    return Err(format!("{} holds {key} which is {:?}", w.id, e.state));
-                }
-                cores += e.cores;
-                memory += e.memory_mb;
-            }
-            if cores != w.cores_used || memory != w.memory_used_mb {
-                return Err(format!(
-                    "{}: used does not match its drivers and executors",
-                    w.id
-                ));
-            }
-            if !w.holds_slots() && (!w.drivers.is_empty() || !w.executors.is_empty()) {
-                return Err(format!("{} is gone but holds slots", w.id));
-            }
-            if w.cores_used > w.cores || w.memory_used_mb > w.memory_mb {
-                return Err(format!("{} is over-committed", w.id));
-            }
-        }
-        for d in self.drivers.values() {
-            if d.state == DriverState::Running {
-                let on = d
-                    .worker_id
-                    .as_ref()
-                    .and_then(|w| self.workers.get(w))
-                    .is_some_and(|w| w.drivers.contains(&d.id) && w.holds_slots());
-                if !on {
-                    return Err(format!("{} RUNNING but not held by an alive worker", d.id));
-                }
-            }
-        }
-        for a in self.apps.values() {
-            let live = a.live();
-            if live > a.max_executors || a.target > a.max_executors {
-                return Err(format!(
-                    "{} holds {live} executors, wants {}, cap {}",
-                    a.id, a.target, a.max_executors
-                ));
-            }
-            if !a.state.is_terminal()
-                && let Some(d) = a.driver_id.as_ref().and_then(|d| self.drivers.get(d))
-                && (d.state != DriverState::Running || !d.apps.contains(&a.id))
-            {
-                return Err(format!(
-                    "{} outlives its driver {} ({:?})",
-                    a.id, d.id, d.state
-                ));
-            }
-            if a.state.is_terminal() && live > 0 {
-                return Err(format!("{} ended but holds {live} executors", a.id));
-            }
-            for e in a.executors.values().filter(|e| e.state.is_live()) {
-                let key = ExecKey::new(&a.id, e.id);
-                let held = self
-                    .workers
-                    .get(&e.worker_id)
-                    .is_some_and(|w| w.executors.contains(&key) && w.holds_slots());
-                if !held {
-                    return Err(format!("{key} is live but not held by an alive worker"));
-                }
-            }
-        }
-        Ok(())
     }
 }

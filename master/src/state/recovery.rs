@@ -10,8 +10,7 @@ use std::{collections::BTreeSet, sync::Arc};
 use hearth_common::proto::{DriverState, WorkerState};
 use tokio::time::Instant;
 
-use super::{AppInfo, DriverInfo, Effect, State, WorkerInfo};
-use crate::store::Loaded;
+use super::{AppInfo, DriverInfo, Effect, Limits, State, WorkerInfo, stored::Loaded};
 
 /// The number at the end of an id (`driver-...-0042`), for the order ids were made in.
 fn sequence(id: &str) -> (u64, String) {
@@ -34,10 +33,10 @@ impl State {
         master_url: String,
         now: Instant,
         now_ms: i64,
-        retained: usize,
+        limits: Limits,
     ) -> Self {
         let started_ms = loaded.meta.map_or(now_ms, |m| m.started_ms);
-        let mut state = State::new(master_url, started_ms, retained);
+        let mut state = State::new(master_url, started_ms, limits);
         if let Some(meta) = loaded.meta {
             state.next_driver_seq = meta.next_driver_seq;
             state.next_app_seq = meta.next_app_seq;

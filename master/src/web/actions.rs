@@ -12,7 +12,7 @@ use hearth_common::ids::{IdKind, check_id};
 use serde::Deserialize;
 
 use super::{pages::error_page, status_of};
-use crate::{actor::MasterHandle, error::Error, events::Command};
+use crate::{actor::MasterHandle, command::Command, error::Error};
 
 #[derive(Deserialize)]
 pub struct KillForm {

@@ -25,7 +25,7 @@ use axum::{
 };
 use hearth_common::Shutdown;
 
-use crate::{actor::MasterHandle, error::Error, server::Listener};
+use crate::{actor::MasterHandle, error::Error, listen::Listener};
 
 pub use pages::{OverviewQuery, overview_html};
 

@@ -6,14 +6,14 @@ use std::{pin::Pin, sync::Arc, time::Duration};
 use hearth_common::{
     ids::{IdKind, ProcessRef, check_id},
     proto::{self, Application, Driver, LogChunk, LogStream, client_service_server::ClientService},
-    spec::{validate_app_spec, validate_driver_spec},
+    spec::{validate_app_spec, validate_driver_spec, validate_name},
     states::StateName,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
-use crate::{actor::MasterHandle, error::Error, events::Command, state::State};
+use crate::{actor::MasterHandle, command::Command, error::Error, state::State};
 
 /// Bytes asked of a worker per log request.
 const LOG_CHUNK: u32 = 256 * 1024;
@@ -174,11 +174,7 @@ impl ClientService for ClientApi {
             check_id("driver_id", &request.driver_id, IdKind::Driver).map_err(Error::from)?;
             Some((request.driver_id, request.driver_attempt))
         };
-        if request.driver_host.len() > 256 || request.driver_host.chars().any(char::is_control) {
-            return Err(Status::invalid_argument(
-                "driver_host: must be at most 256 characters, without control characters",
-            ));
-        }
+        validate_name("driver_host", &request.driver_host).map_err(Error::from)?;
         let driver_host = request.driver_host;
         let app_id = self
             .master

@@ -12,7 +12,7 @@ use hearth_common::proto::{
 use rand::{Rng, SeedableRng, rngs::StdRng, seq::IndexedRandom};
 use tokio::time::Instant;
 
-use crate::state::{Effect, State};
+use crate::state::{Effect, Limits, State};
 
 fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
     Register {
@@ -32,7 +32,7 @@ fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
 
 /// A fresh state with these workers registered, one stream each.
 fn with_workers(workers: &[(&str, u32, u64)]) -> (State, Vec<Effect>) {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
     let mut effects = Vec::new();
     for (conn, (id, cores, memory_mb)) in (1..).zip(workers) {
         let reg = register(id, *cores, *memory_mb);
@@ -197,7 +197,7 @@ fn random_event_sequences_keep_accounting_exact() {
     let (mut launches, mut relaunches, mut fenced_kills) = (0, 0, 0);
     let (mut executor_launches, mut executor_kills, mut apps_failed) = (0, 0, 0);
     for round in 0..300 {
-        let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+        let mut state = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
         let start = Instant::now();
         let mut now = start;
         let mut conn = 0u64;
@@ -228,7 +228,7 @@ fn random_event_sequences_keep_accounting_exact() {
                             0,
                         )
                     });
-                    state.submit(s, app, now_ms);
+                    state.submit(s, app, now_ms).expect("admitted");
                 }
                 5 | 6 => {
                     // A worker reports on one of its drivers, sometimes with a stale attempt.
@@ -420,7 +420,9 @@ fn live_executors(state: &State, app_id: &str) -> Vec<(u32, String)> {
 #[test]
 fn failed_executors_are_replaced_until_the_limit_then_the_application_fails() {
     let (mut state, mut effects) = with_workers(&[("worker-a", 4, 4096)]);
-    let driver = state.submit(spec(1, 100, false), Some(app_spec(1, 256, 2, 0)), 0);
+    let driver = state
+        .submit(spec(1, 100, false), Some(app_spec(1, 256, 2, 0)), 0)
+        .expect("admitted");
     state.schedule(0, &mut effects);
     let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
     assert_eq!(live_executors(&state, &app_id).len(), 2);
@@ -554,7 +556,9 @@ fn bad_requests_change_nothing() {
     assert_eq!(state.app(&a).unwrap().live(), 1);
     assert_eq!(state.app(&b).unwrap().live(), 3);
     // A driver that is not running cannot own an application.
-    let d = state.submit(spec(64, 100, false), None, 0);
+    let d = state
+        .submit(spec(64, 100, false), None, 0)
+        .expect("admitted");
     let err = state
         .register_app(app_spec(1, 1, 1, 0), Some((&d, 0)), "", 0)
         .unwrap_err()
@@ -565,7 +569,7 @@ fn bad_requests_change_nothing() {
 
 #[test]
 fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
-    let mut state = State::new("http://m".into(), 1_795_271_400_000, 50);
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
     let now = Instant::now();
     let mut effects = Vec::new();
     state.register_worker(
@@ -576,8 +580,10 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
         0,
         &mut effects,
     );
-    let sup = state.submit(spec(1, 100, true), None, 0);
-    let plain = state.submit(spec(1, 100, false), None, 0);
+    let sup = state.submit(spec(1, 100, true), None, 0).expect("admitted");
+    let plain = state
+        .submit(spec(1, 100, false), None, 0)
+        .expect("admitted");
     state.schedule(0, &mut effects);
     assert!(state.worker_lost("worker-a", 1, "gone", 1, &mut effects));
     assert_eq!(state.driver(&sup).unwrap().state, DriverState::Relaunching);
@@ -605,7 +611,9 @@ fn a_lost_worker_relaunches_supervised_drivers_and_fails_the_rest() {
 #[test]
 fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
     let (mut state, mut effects) = with_workers(&[("worker-a", 4, 4096)]);
-    let driver = state.submit(spec(1, 100, true), Some(app_spec(1, 256, 1, 0)), 0);
+    let driver = state
+        .submit(spec(1, 100, true), Some(app_spec(1, 256, 1, 0)), 0)
+        .expect("admitted");
     state.schedule(0, &mut effects);
     let app_id = state.driver(&driver).unwrap().app_id.clone().unwrap();
     // An older attempt may not bind an application to the current one.
@@ -646,17 +654,25 @@ fn a_reconnect_confirms_executors_and_repeats_kills_that_may_have_been_lost() {
 #[test]
 fn a_long_queue_is_tried_once_and_a_change_in_it_or_in_room_is_noticed() {
     let (mut state, mut effects) = with_workers(&[("w", 4, 4096)]);
-    let big = state.submit(spec(3, 512, false), None, 1);
+    let big = state
+        .submit(spec(3, 512, false), None, 1)
+        .expect("admitted");
     state.schedule(1, &mut effects);
     assert_eq!(state.driver(&big).unwrap().state, DriverState::Running);
     // Two 2-core drivers wait (1 core free); then one of them is killed while waiting.
-    let a = state.submit(spec(2, 512, false), None, 2);
-    let b = state.submit(spec(2, 512, false), None, 3);
+    let a = state
+        .submit(spec(2, 512, false), None, 2)
+        .expect("admitted");
+    let b = state
+        .submit(spec(2, 512, false), None, 3)
+        .expect("admitted");
     state.schedule(3, &mut effects);
     assert_eq!(state.waiting.len(), 2);
     state.kill_driver(&a, 4, &mut effects).unwrap();
     // A 1-core driver arrives behind the one left: it fits, and is placed.
-    let small = state.submit(spec(1, 256, false), None, 5);
+    let small = state
+        .submit(spec(1, 256, false), None, 5)
+        .expect("admitted");
     state.schedule(5, &mut effects);
     assert_eq!(state.driver(&small).unwrap().state, DriverState::Running);
     assert_eq!(state.waiting.iter().collect::<Vec<_>>(), vec![&b]);
@@ -673,4 +689,43 @@ fn a_long_queue_is_tried_once_and_a_change_in_it_or_in_room_is_noticed() {
     assert_eq!(state.driver(&b).unwrap().state, DriverState::Running);
     assert!(state.waiting.is_empty());
     state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_full_queue_refuses_new_drivers_but_answers_a_retry_with_its_driver() {
+    let limits = Limits {
+        max_waiting: 2,
+        ..Limits::retaining(50)
+    };
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, limits);
+    let first = state
+        .submit_once(spec(1, 100, false), None, Some("sub-1".into()), 1)
+        .expect("admitted");
+    state
+        .submit(spec(1, 100, false), None, 2)
+        .expect("admitted");
+    let before = (
+        state.drivers.len(),
+        state.waiting.len(),
+        state.next_driver_seq,
+    );
+    let refused = state.submit(spec(1, 100, false), None, 3);
+    assert!(
+        matches!(&refused, Err(crate::Error::ResourceExhausted(m)) if m.contains("2 drivers are waiting already")),
+        "{refused:?}"
+    );
+    assert_eq!(
+        (
+            state.drivers.len(),
+            state.waiting.len(),
+            state.next_driver_seq
+        ),
+        before,
+        "a refused submission changes nothing"
+    );
+    // A client retrying an acknowledged submission gets its driver even with the queue full.
+    let retry = state
+        .submit_once(spec(1, 100, false), None, Some("sub-1".into()), 4)
+        .expect("a retry is answered");
+    assert_eq!(retry, first);
 }

@@ -11,19 +11,16 @@ use std::{
 };
 
 use hearth_common::{
-    error::InvalidInput,
-    ids::{IdKind, check_id},
     proto::{
-        MasterMessage, Register, WorkerMessage, worker_message::Msg,
-        worker_service_server::WorkerService,
+        MasterMessage, WorkerMessage, worker_message::Msg, worker_service_server::WorkerService,
     },
-    resources::{MAX_CORES, MAX_MEMORY_MB},
+    spec::validate_register,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{actor::MasterHandle, error::Error, events::Command, links::Link};
+use crate::{actor::MasterHandle, command::Command, error::Error, links::Link};
 
 /// How long a new stream may take to send its `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,33 +36,6 @@ impl WorkerApi {
     pub fn new(master: MasterHandle) -> Self {
         Self { master }
     }
-}
-
-fn validate(reg: &Register) -> Result<(), InvalidInput> {
-    check_id("worker_id", &reg.worker_id, IdKind::Worker)?;
-    hearth_common::spec::validate_labels(&reg.labels)?;
-    if reg.cores == 0 || reg.cores > MAX_CORES {
-        return Err(InvalidInput::new(
-            "cores",
-            format!("must be between 1 and {MAX_CORES}, got {}", reg.cores),
-        ));
-    }
-    if reg.memory_mb == 0 || reg.memory_mb > MAX_MEMORY_MB {
-        return Err(InvalidInput::new(
-            "memory_mb",
-            format!(
-                "must be between 1 and {MAX_MEMORY_MB}, got {}",
-                reg.memory_mb
-            ),
-        ));
-    }
-    if reg.name.len() > 256 || reg.host.len() > 256 {
-        return Err(InvalidInput::new(
-            "name",
-            "name and host must be at most 256 bytes",
-        ));
-    }
-    Ok(())
 }
 
 type OrderStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
@@ -96,7 +66,7 @@ impl WorkerService for WorkerApi {
                 "register: the first message on a worker stream must be Register",
             ));
         };
-        validate(&register).map_err(Error::from)?;
+        validate_register(&register).map_err(Error::from)?;
 
         let worker_id = register.worker_id.clone();
         let conn_id = NEXT_CONN.fetch_add(1, Ordering::Relaxed);

@@ -1,0 +1,194 @@
+//! Each turn's placement: the waiting drivers, then the executors applications want, given to
+//! the pure [`schedule`](crate::schedule) functions as offers and asks, and their decisions
+//! applied. A queue that cannot move is not tried again until room grows.
+
+use std::sync::Arc;
+
+use imbl::Vector;
+
+use super::{Effect, State};
+use crate::schedule::{self, AppAsk, Ask, Decision, Offer};
+
+/// The free room on each alive worker after the last placement of drivers, and how many
+/// drivers at the front of the queue (ending with `last`) were tried against room at least that
+/// large. While no worker's room grows (nothing ended, no worker came) and none of those
+/// drivers left the queue, they would wait again, so only the drivers behind them are tried.
+/// A long queue in front of a full cluster then costs nothing per turn.
+#[derive(Debug, Clone)]
+pub(super) struct Tried {
+    room: Vec<(String, u32, u64)>,
+    count: usize,
+    last: String,
+}
+
+impl Tried {
+    /// Whether `now` (each alive worker's id and free cores and memory, in id order) has room
+    /// that `self` did not: a worker added or gone, or more free somewhere.
+    fn grew<'a>(&self, now: impl Iterator<Item = (&'a str, u32, u64)>) -> bool {
+        let mut seen = 0;
+        for (id, cores, memory) in now {
+            match self.room.get(seen) {
+                Some((was_id, was_cores, was_memory))
+                    if was_id == id && cores <= *was_cores && memory <= *was_memory => {}
+                _ => return true,
+            }
+            seen += 1;
+        }
+        seen != self.room.len()
+    }
+
+    /// How many drivers at the front of `waiting` need not be tried against room `now`.
+    fn covers<'a>(
+        &self,
+        waiting: &Vector<String>,
+        now: impl Iterator<Item = (&'a str, u32, u64)>,
+    ) -> usize {
+        let intact = self.count <= waiting.len()
+            && self.count > 0
+            && waiting.get(self.count - 1) == Some(&self.last);
+        if intact && !self.grew(now) {
+            self.count
+        } else {
+            0
+        }
+    }
+}
+
+impl State {
+    /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
+    pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        if self.recovering {
+            return;
+        }
+        let apps_want = self.active_apps.iter().any(|id| {
+            self.apps
+                .get(id)
+                .is_some_and(|a| a.wanted() > 0 || a.waiting_reason.is_some())
+        });
+        if self.waiting.is_empty() && !apps_want {
+            return;
+        }
+        // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
+        // offers are not even built.
+        let tried = self.tried.as_ref().map_or(0, |t| {
+            let room = self
+                .alive_workers()
+                .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
+            t.covers(&self.waiting, room)
+        });
+        if !apps_want && tried == self.waiting.len() {
+            return;
+        }
+        let mut offers = self.offers();
+        self.schedule_drivers(&mut offers, tried, now_ms, effects);
+        self.schedule_executors(&mut offers, now_ms, effects);
+    }
+
+    /// What each alive worker offers and has free, in the order of their ids.
+    pub fn offers(&self) -> Vec<Offer> {
+        self.alive_workers()
+            .map(|w| Offer {
+                worker_id: w.id.clone(),
+                cores: w.cores,
+                memory_mb: w.memory_mb,
+                free_cores: w.free_cores(),
+                free_memory_mb: w.free_memory_mb(),
+                drivers: w.drivers.len(),
+            })
+            .collect()
+    }
+
+    /// What the waiting drivers ask for, oldest first, leaving out the first `skip`.
+    pub fn asks(&self, skip: usize) -> Vec<Ask> {
+        self.waiting
+            .iter()
+            .skip(skip)
+            .filter_map(|id| self.drivers.get(id))
+            .map(|d| Ask {
+                driver_id: d.id.clone(),
+                cores: d.spec.cores,
+                memory_mb: d.spec.memory_mb,
+            })
+            .collect()
+    }
+
+    /// Places waiting drivers but for the first `skip`, which were tried against room at least
+    /// as large as `offers` and would wait again.
+    fn schedule_drivers(
+        &mut self,
+        offers: &mut [Offer],
+        skip: usize,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        if self.waiting.is_empty() {
+            self.tried = None;
+            return;
+        }
+        // Nothing new to try: what was tried stays tried against the room recorded then,
+        // which is at least the room now.
+        if skip == self.waiting.len() {
+            return;
+        }
+        let asks = self.asks(skip);
+        let mut still_waiting = self.waiting.clone();
+        still_waiting.truncate(skip);
+        for decision in schedule::place_drivers(offers, &asks) {
+            match decision {
+                Decision::Place {
+                    driver_id,
+                    worker_id,
+                } => {
+                    if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
+                        tracing::error!(driver_id, worker_id, error = %e, "placement refused");
+                        still_waiting.push_back(driver_id);
+                    }
+                }
+                Decision::Wait { driver_id, reason } => {
+                    if let Some(d) = self.drivers.get_mut(&driver_id)
+                        && d.waiting_reason.as_deref() != Some(reason.as_str())
+                    {
+                        Arc::make_mut(d).waiting_reason = Some(reason);
+                    }
+                    still_waiting.push_back(driver_id);
+                }
+            }
+        }
+        self.waiting = still_waiting;
+        self.tried = self.waiting.last().map(|last| Tried {
+            room: offers
+                .iter()
+                .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
+                .collect(),
+            count: self.waiting.len(),
+            last: last.clone(),
+        });
+    }
+
+    fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
+        let asks: Vec<AppAsk> = self
+            .active_apps
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .map(|a| AppAsk {
+                app_id: a.id.clone(),
+                cores: a.spec.executor_cores,
+                memory_mb: a.spec.executor_memory_mb,
+                wanted: a.wanted(),
+            })
+            .collect();
+        for placement in schedule::place_executors(offers, &asks, self.limits.spread_out) {
+            for worker_id in &placement.workers {
+                if let Err(e) = self.launch_executor(&placement.app_id, worker_id, now_ms, effects)
+                {
+                    tracing::error!(app_id = %placement.app_id, worker_id, error = %e, "executor placement refused");
+                }
+            }
+            if let Some(a) = self.apps.get_mut(&placement.app_id)
+                && a.waiting_reason != placement.waiting
+            {
+                Arc::make_mut(a).waiting_reason = placement.waiting;
+            }
+        }
+    }
+}
