@@ -122,7 +122,7 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
         ..Default::default()
     });
     let id = cluster.add_worker(1, "512m").await;
-    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid() as i32);
+    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     let stopped = Instant::now();
     cluster
@@ -156,7 +156,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
 
     // The worker goes silent: DEAD after the timeout, the driver waits to be relaunched
     // (there is no other worker), while its process still runs on the silent worker.
-    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid() as i32);
+    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&id).pid());
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
     cluster.wait_state(&driver, "RELAUNCHING", LIMIT).await;
     assert!(support::process_alive(first_pid));

@@ -228,6 +228,7 @@ fn published(daemon: &Daemon, container: &str, port: u16) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root, Docker (docker.io) and debootstrap; ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn the_images_build_and_run_a_cluster_of_containers() {
     require("/usr/sbin/dockerd", "docker.io");
     require(DOCKER, "docker.io");

@@ -87,6 +87,7 @@ impl Drop for Netns {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
     let netns = Netns::create();
     let mut cluster = Cluster::start_with(support::MasterOptions {

@@ -158,11 +158,13 @@ async fn running_drivers_and_executors_are_adopted_not_relaunched() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_that_never_returns_is_dead_once_recovery_times_out() {
+    // Long enough that the restarted master is still recovering when first asked, on a
+    // loaded machine too.
     let mut cluster = Cluster::start_with(options(&[
         "--worker-timeout",
         "2s",
         "--recovery-timeout",
-        "2s",
+        "6s",
     ]));
     let gone = cluster.add_worker(2, "1g").await;
     let supervised = cluster.submit(&["--memory", "64m", "--supervise", "--", "sleep", "600"]);

@@ -11,9 +11,9 @@ use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(15);
 
-fn sigterm(pid: u32) {
+fn sigterm(pid: i32) {
     nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid as i32),
+        nix::unistd::Pid::from_raw(pid),
         nix::sys::signal::Signal::SIGTERM,
     )
     .expect("SIGTERM the worker");

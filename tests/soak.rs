@@ -37,6 +37,7 @@ fn spec(rng: &mut StdRng) -> DriverSpec {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "slow (40 s of random faults); ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn a_random_mix_of_submits_kills_and_restarts_ends_consistent() {
     let mut rng = StdRng::seed_from_u64(0x50a4);
     let mut cluster = Cluster::start_with(MasterOptions {

@@ -147,6 +147,7 @@ fn target_dir() -> PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn the_ui_shows_the_cluster_its_logs_and_kills_a_driver_when_enabled() {
     let mut cluster = Cluster::start_with(MasterOptions {
         extra: vec!["--ui-kill".into()],
@@ -304,6 +305,7 @@ async fn the_ui_shows_the_cluster_its_logs_and_kills_a_driver_when_enabled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn without_ui_kill_there_is_no_button_and_links_hold_under_a_base_path() {
     let mut cluster = Cluster::start_with(MasterOptions {
         extra: vec!["--ui-base-path".into(), "/proxy/hearth/".into()],
@@ -363,6 +365,7 @@ async fn without_ui_kill_there_is_no_button_and_links_hold_under_a_base_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn ui_auth_asks_every_page_for_the_secret_but_not_the_probes() {
     let cluster = Cluster::start_with(MasterOptions {
         extra: vec!["--ui-auth".into()],
@@ -420,6 +423,7 @@ async fn ui_auth_asks_every_page_for_the_secret_but_not_the_probes() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn json_speaks_sparks_shape_and_metrics_parse_as_prometheus_text() {
     let mut cluster = Cluster::start();
     cluster.add_worker(2, "1g").await;

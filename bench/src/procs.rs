@@ -3,15 +3,15 @@
 //! dropped.
 
 use std::{
-    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use anyhow::{Context, Result, anyhow, bail};
 use hearth_common::{auth::Secret, client::Client};
+pub use hearth_testkit::process::{Proc, cpu_time, rss_mib};
+use hearth_testkit::{master::MasterSpawn, process::hearth_command};
 
 pub const SECRET: &str = "hearth-bench-secret";
 
@@ -46,39 +46,12 @@ pub fn hearth_binary() -> Result<PathBuf> {
     Ok(hearth)
 }
 
-/// Every `HEARTH_*` variable of the caller's environment is dropped, so only what a figure
-/// sets counts.
-fn hearth_command(binary: &Path) -> Command {
-    let mut cmd = Command::new(binary);
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("HEARTH_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.env("HEARTH_SECRET", SECRET)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null());
+/// `hearth` with the benchmark's secret and none of the caller's `HEARTH_*` settings, so only
+/// what a figure sets counts.
+fn bench_command(binary: &Path) -> Command {
+    let mut cmd = hearth_command(binary);
+    cmd.env("HEARTH_SECRET", SECRET).env("RUST_LOG", "info");
     cmd
-}
-
-/// A child killed (SIGKILL) and reaped when dropped.
-pub struct Proc(pub Child);
-
-impl Proc {
-    pub fn pid(&self) -> i32 {
-        self.0.id() as i32
-    }
-
-    pub fn signal(&self, signal: nix::sys::signal::Signal) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.pid()), signal);
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 /// A `hearth master` on free loopback ports, its state and logs in a temporary directory.
@@ -95,31 +68,21 @@ pub struct Master {
 impl Master {
     pub fn start(binary: &Path, extra: &[&str]) -> Result<Self> {
         let dir = tempfile::tempdir()?;
-        let log = std::fs::File::create(dir.path().join("master.log"))?;
-        let mut child = hearth_command(binary)
-            .args(["master", "--port", "0", "--webui-port", "0"])
-            .args(["--bind", "127.0.0.1", "--state-dir"])
-            .arg(dir.path().join("state"))
-            .args(extra)
-            .stdout(Stdio::piped())
-            .stderr(log)
-            .spawn()
-            .context("starting hearth master")?;
-        let line = first_line(&mut child, "hearth master:")?;
-        let proc = Proc(child);
-        let url = line
-            .split_once('(')
-            .and_then(|(_, rest)| rest.split_once(')'))
-            .map(|(url, _)| url.to_string())
-            .ok_or_else(|| anyhow!("no URL in {line:?}"))?;
-        let web = line
-            .rsplit_once("://")
-            .map(|(_, web)| web.trim().to_string())
-            .ok_or_else(|| anyhow!("no web address in {line:?}"))?;
+        let master = MasterSpawn {
+            binary: binary.to_path_buf(),
+            state_dir: dir.path().join("state"),
+            bind: "127.0.0.1".into(),
+            ports: (0, 0),
+            secret: Some(SECRET.into()),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+            log: dir.path().join("master.log"),
+        }
+        .start()
+        .context("starting hearth master")?;
         Ok(Self {
-            proc,
-            url,
-            web,
+            proc: master.proc,
+            url: master.url,
+            web: master.web,
             dir,
             binary: binary.to_path_buf(),
             workers: 0,
@@ -134,7 +97,7 @@ impl Master {
     pub fn spawn_worker(&mut self, name: &str, cores: u32, memory: &str) -> Result<Proc> {
         self.workers += 1;
         let log = std::fs::File::create(self.dir.path().join(format!("{name}.log")))?;
-        let child = hearth_command(&self.binary)
+        let child = bench_command(&self.binary)
             .args(["worker", "--master", &self.url, "--webui-port", "0"])
             .args(["--bind", "127.0.0.1", "--host", "127.0.0.1", "--name", name])
             .args(["--cores", &cores.to_string(), "--memory", memory])
@@ -145,7 +108,7 @@ impl Master {
             .stderr(log)
             .spawn()
             .context("starting hearth worker")?;
-        Ok(Proc(child))
+        Ok(Proc::new(child, name))
     }
 
     /// The master's Prometheus metrics, as text.
@@ -161,75 +124,13 @@ pub fn metric(text: &str, name: &str) -> f64 {
         .unwrap_or(0.0)
 }
 
-/// A plain HTTP/1.1 GET; the body of a 200 answer.
+/// A GET; the body of a 200 answer.
 pub fn http_get(host_port: &str, path: &str) -> Result<String> {
-    let mut stream = std::net::TcpStream::connect(host_port)?;
-    stream.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {host_port}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response
-        .split_once("\r\n\r\n")
-        .ok_or_else(|| anyhow!("no HTTP answer from {host_port}{path}"))?;
-    if !head.starts_with("HTTP/1.1 200") {
-        bail!("{host_port}{path}: {}", head.lines().next().unwrap_or(""));
+    let (status, body) = hearth_testkit::http::get(host_port, path)?;
+    if status != 200 {
+        bail!("{host_port}{path}: HTTP {status}");
     }
-    Ok(body.to_string())
-}
-
-fn first_line(child: &mut Child, prefix: &str) -> Result<String> {
-    let stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| anyhow!("stdout is not piped"))?;
-    let (tx, rx) = mpsc::channel();
-    let wanted = prefix.to_string();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if line.starts_with(&wanted) {
-                let _ = tx.send(line);
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(20))
-        .map_err(|_| anyhow!("no line starting with {prefix:?} within 20 s"))
-}
-
-/// CPU time a process has used so far, over all its threads, in nanoseconds as the scheduler
-/// counts it (`/proc/PID/task/*/schedstat`), not in 10 ms ticks. Threads that already ended
-/// are left out; the master's threads live as long as it does.
-pub fn cpu_time(pid: i32) -> Result<Duration> {
-    let mut total = 0u64;
-    for task in std::fs::read_dir(format!("/proc/{pid}/task"))? {
-        let path = task?.path().join("schedstat");
-        // A thread may end between the listing and the read.
-        let Ok(text) = std::fs::read_to_string(&path) else {
-            continue;
-        };
-        total += text
-            .split_whitespace()
-            .next()
-            .and_then(|ns| ns.parse::<u64>().ok())
-            .ok_or_else(|| anyhow!("malformed {}", path.display()))?;
-    }
-    Ok(Duration::from_nanos(total))
-}
-
-/// Resident memory of a process, MiB: `VmRSS` (now) and `VmHWM` (its peak).
-pub fn rss_mib(pid: i32) -> Result<(f64, f64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kib = |key: &str| -> Result<f64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(key))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-            .ok_or_else(|| anyhow!("{key} in /proc/{pid}/status"))
-    };
-    Ok((kib("VmRSS:")? / 1024.0, kib("VmHWM:")? / 1024.0))
+    Ok(body)
 }
 
 /// Waits (polling `ListWorkers` every 2 ms, for at most 20 s) until `done` holds for the
@@ -275,24 +176,10 @@ pub fn named_in(
 }
 
 /// Polls `probe` every `every` until it returns `Some`, for at most `limit`.
-pub async fn poll<T, F, Fut>(
-    what: &str,
-    every: Duration,
-    limit: Duration,
-    mut probe: F,
-) -> Result<T>
+pub async fn poll<T, F, Fut>(what: &str, every: Duration, limit: Duration, probe: F) -> Result<T>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(value) = probe().await {
-            return Ok(value);
-        }
-        if Instant::now() > deadline {
-            bail!("{what}: not within {limit:?}");
-        }
-        tokio::time::sleep(every).await;
-    }
+    Ok(hearth_testkit::wait::poll(what, every, limit, probe).await?)
 }
