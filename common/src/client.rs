@@ -49,6 +49,8 @@ fn retryable(status: &tonic::Status) -> bool {
 
 /// Where drivers find their master.
 pub const MASTER_URL_ENV: &str = "HEARTH_MASTER_URL";
+/// The master a client dials when told none: the master's default gRPC port on loopback
+/// (a test in the master's config keeps the two in step).
 pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7077";
 
 /// An application for the driver this process is: it belongs to the driver named by
@@ -136,7 +138,7 @@ pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint> {
     if !(url.starts_with("http://") || url.starts_with("https://")) {
         return Err(Error::MasterUrl {
             url: url.to_string(),
-            reason: "must start with http:// or https:// (like http://127.0.0.1:7077)".into(),
+            reason: format!("must start with http:// or https:// (like {DEFAULT_MASTER_URL})"),
         });
     }
     let mut endpoint = Endpoint::from_shared(url.to_string())

@@ -27,6 +27,16 @@ pub fn parse_duration(field: &str, text: &str) -> Result<Duration, InvalidInput>
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Writes a duration, to the millisecond, as [`parse_duration`] reads it back: `10s`, `500ms`.
+/// Settings show their defaults this way (`--help`'s `[default: 10s]`).
+pub fn format_duration(duration: Duration) -> String {
+    if duration.subsec_millis() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -39,5 +49,18 @@ mod tests {
         assert_eq!(parse_duration("t", "3"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("t", "3x").is_err());
         assert!(parse_duration("t", "-1s").is_err());
+    }
+
+    #[test]
+    fn formatted_durations_read_back() {
+        for (duration, text) in [
+            (Duration::from_secs(10), "10s"),
+            (Duration::ZERO, "0s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(1500), "1500ms"),
+        ] {
+            assert_eq!(format_duration(duration), text);
+            assert_eq!(parse_duration("t", text), Ok(duration));
+        }
     }
 }

@@ -9,12 +9,10 @@
 //! - [`auth`]: the shared secret, the server-side check and the client-side header.
 //! - [`client`]: the Rust client library (`Client`) used by the `hearth` command and drivers.
 //! - [`views`]: the JSON shapes of `/api/v1` and `hearth list --json`.
-//! - [`commands`]: the client-side subcommands of `hearth` (submit, status, kill, list, logs).
 //! - [`error`]: the errors of this crate.
 
 pub mod auth;
 pub mod client;
-pub mod commands;
 pub mod duration;
 pub mod error;
 pub mod ids;

@@ -1,16 +1,33 @@
 //! The master's settings as a plain struct, so tests and `hearth local` build it without clap.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use hearth_common::auth::Secret;
 
 use crate::error::{Error, Result};
 
+// The defaults, here once for both `MasterConfig::default()` and `hearth master`'s flags.
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+pub const DEFAULT_GRPC_PORT: u16 = 7077;
+pub const DEFAULT_WEBUI_PORT: u16 = 8080;
+pub const DEFAULT_STATE_DIR: &str = "./hearth-state";
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const DEFAULT_RETAINED_DRIVERS: usize = 1000;
+pub const DEFAULT_RETAINED_APPS: usize = 1000;
+pub const DEFAULT_SPREAD_OUT: bool = true;
+pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(20);
+pub const DEFAULT_MAX_WAITING: usize = 10_000;
+pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
-    /// gRPC (workers and clients); port 7077 by default.
+    /// gRPC (workers and clients); port [`DEFAULT_GRPC_PORT`] by default.
     pub grpc_addr: SocketAddr,
-    /// Web UI and JSON; port 8080 by default.
+    /// Web UI and JSON; port [`DEFAULT_WEBUI_PORT`] by default.
     pub web_addr: SocketAddr,
     pub secret: Option<Secret>,
     /// The secret being replaced: accepted too until the master restarts without it.
@@ -61,22 +78,22 @@ const CHART_WINDOW: Duration = Duration::from_millis(CHART_WINDOW_MS as u64);
 impl Default for MasterConfig {
     fn default() -> Self {
         Self {
-            grpc_addr: SocketAddr::from(([0, 0, 0, 0], 7077)),
-            web_addr: SocketAddr::from(([0, 0, 0, 0], 8080)),
+            grpc_addr: SocketAddr::new(DEFAULT_BIND, DEFAULT_GRPC_PORT),
+            web_addr: SocketAddr::new(DEFAULT_BIND, DEFAULT_WEBUI_PORT),
             secret: None,
             previous_secret: None,
             insecure: false,
-            state_dir: PathBuf::from("./hearth-state"),
-            worker_timeout: Duration::from_secs(10),
-            retained_drivers: 1000,
-            retained_apps: 1000,
-            spread_out: true,
-            max_waiting: 10_000,
-            recovery_timeout: Duration::from_secs(20),
+            state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            worker_timeout: DEFAULT_WORKER_TIMEOUT,
+            retained_drivers: DEFAULT_RETAINED_DRIVERS,
+            retained_apps: DEFAULT_RETAINED_APPS,
+            spread_out: DEFAULT_SPREAD_OUT,
+            max_waiting: DEFAULT_MAX_WAITING,
+            recovery_timeout: DEFAULT_RECOVERY_TIMEOUT,
             public_url: None,
             tls: None,
             ui: UiConfig::default(),
-            sample_interval: Duration::from_secs(10),
+            sample_interval: DEFAULT_SAMPLE_INTERVAL,
         }
     }
 }
@@ -200,6 +217,14 @@ pub fn ui_base_path(raw: &str) -> Result<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn clients_look_for_the_master_on_its_default_port() {
+        assert_eq!(
+            hearth_common::client::DEFAULT_MASTER_URL,
+            format!("http://127.0.0.1:{DEFAULT_GRPC_PORT}")
+        );
+    }
 
     #[test]
     fn base_paths_are_normalised_or_refused_with_the_reason() {

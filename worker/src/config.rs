@@ -1,8 +1,21 @@
 //! The worker's settings as a plain struct, so tests and `hearth local` build it without clap.
 
-use std::{net::SocketAddr, path::PathBuf, time::Duration};
+use std::{
+    net::{IpAddr, Ipv4Addr, SocketAddr},
+    path::PathBuf,
+    time::Duration,
+};
 
 use hearth_common::auth::Secret;
+
+// The defaults, here once for both `WorkerConfig::default()` and `hearth worker`'s flags (the
+// master's URL is the client library's `DEFAULT_MASTER_URL`).
+pub const DEFAULT_BIND: IpAddr = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+pub const DEFAULT_WEB_PORT: u16 = 8081;
+pub const DEFAULT_WORK_DIR: &str = "./hearth-work";
+pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
+pub const DEFAULT_DECOMMISSION_GRACE: Duration = Duration::from_secs(30);
+pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -19,7 +32,7 @@ pub struct WorkerConfig {
     /// sees the stream come from.
     pub host: Option<String>,
     pub name: Option<String>,
-    /// Probes, metrics and a small page; port 8081 by default.
+    /// Probes, metrics and a small page; port [`DEFAULT_WEB_PORT`] by default.
     pub web_addr: SocketAddr,
     pub work_dir: PathBuf,
     /// Between SIGTERM and SIGKILL when a driver is killed.
@@ -36,18 +49,18 @@ pub struct WorkerConfig {
 impl Default for WorkerConfig {
     fn default() -> Self {
         Self {
-            master_url: "http://127.0.0.1:7077".into(),
+            master_url: hearth_common::client::DEFAULT_MASTER_URL.into(),
             secret: None,
             tls: Default::default(),
             cores: None,
             memory_mb: None,
             host: None,
             name: None,
-            web_addr: SocketAddr::from(([0, 0, 0, 0], 8081)),
-            work_dir: PathBuf::from("./hearth-work"),
-            kill_grace: Duration::from_secs(10),
-            decommission_grace: Duration::from_secs(30),
-            cgroup_root: PathBuf::from("/sys/fs/cgroup"),
+            web_addr: SocketAddr::new(DEFAULT_BIND, DEFAULT_WEB_PORT),
+            work_dir: PathBuf::from(DEFAULT_WORK_DIR),
+            kill_grace: DEFAULT_KILL_GRACE,
+            decommission_grace: DEFAULT_DECOMMISSION_GRACE,
+            cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
             labels: Default::default(),
         }
     }

@@ -3,17 +3,23 @@
 //! Each writes what a person (or, with `--json`, a program) reads to stdout and returns the
 //! process exit code; errors go back to the caller, which prints them and exits non-zero.
 
+mod table;
+
 use std::io::Write;
 
-use crate::{
+use hearth_common::{
+    Result,
     client::Client,
-    error::{Error, Result},
     ids::display_time,
-    proto::{Application, ApplicationSpec, Driver, DriverSpec, DriverState, LogStream},
+    proto::{
+        Application, ApplicationSpec, Driver, DriverSpec, DriverState, DriverStateChange, LogStream,
+    },
     resources::format_mb,
-    states::{StateName, driver_state},
-    views::{AppView, DriverView, WorkerView},
+    states::{StateName, app_state, driver_state},
+    views::{AppView, DriverView, ExecutorView, WorkerView},
 };
+
+use table::{print_list, to_json, write_table};
 
 /// The exit code `hearth submit --wait` ends with for a driver in a terminal state: the driver's
 /// own code when it has one, 143 (128 + SIGTERM) when it was killed, 1 otherwise.
@@ -37,9 +43,9 @@ pub async fn submit(
     application: Option<ApplicationSpec>,
     wait: bool,
 ) -> Result<i32> {
-    crate::spec::validate_driver_spec(&spec)?;
+    hearth_common::spec::validate_driver_spec(&spec)?;
     if let Some(app) = &application {
-        crate::spec::validate_app_spec(app)?;
+        hearth_common::spec::validate_app_spec(app)?;
     }
     let id = client.submit_with_app(spec, application).await?;
     let mut out = std::io::stdout().lock();
@@ -61,7 +67,7 @@ pub async fn submit(
     Ok(exit_code_of(&driver))
 }
 
-fn describe_change(id: &str, change: &crate::proto::DriverStateChange) -> String {
+fn describe_change(id: &str, change: &DriverStateChange) -> String {
     let mut line = format!(
         "{id}: {} (attempt {})",
         driver_state(change.state).name(),
@@ -192,7 +198,7 @@ fn write_executors(out: &mut impl Write, app: &Application) -> Result<()> {
     let rows = app
         .executors
         .iter()
-        .map(crate::views::ExecutorView::from)
+        .map(ExecutorView::from)
         .map(|e| {
             vec![
                 format!("{}/{}", app.id, e.id),
@@ -218,7 +224,7 @@ fn write_executors(out: &mut impl Write, app: &Application) -> Result<()> {
 pub async fn kill(client: &Client, id: &str) -> Result<i32> {
     if id.starts_with("app-") {
         let app = client.kill_app(id).await?;
-        println!("{id}: {}", crate::states::app_state(app.state).name());
+        println!("{id}: {}", app_state(app.state).name());
         return Ok(0);
     }
     match client.kill(id).await? {
@@ -228,14 +234,16 @@ pub async fn kill(client: &Client, id: &str) -> Result<i32> {
     Ok(0)
 }
 
-/// What `hearth list` lists.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What `hearth list` lists; clap reads it from the command line as `workers`, `drivers` or
+/// `apps`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ListWhat {
     Workers,
     Drivers,
     Apps,
 }
 
+/// Prints a table of the workers, drivers or applications, or with `json` their views.
 pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
     let mut out = std::io::stdout().lock();
     match what {
@@ -320,21 +328,6 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
     Ok(0)
 }
 
-/// A list as JSON, or as a table of one row per item.
-fn print_list<V: serde::Serialize>(
-    out: &mut impl Write,
-    json: bool,
-    views: &[V],
-    header: &[&str],
-    row: impl Fn(&V) -> Vec<String>,
-) -> Result<()> {
-    if json {
-        writeln!(out, "{}", to_json(&views)?)?;
-        return Ok(());
-    }
-    write_table(out, header, views.iter().map(row).collect())
-}
-
 /// Copies a driver's or executor's log to stdout; with `follow`, until it ends.
 pub async fn logs(client: &Client, id: &str, stream: LogStream, follow: bool) -> Result<i32> {
     let mut chunks = client.logs(id, stream, 0, follow).await?;
@@ -344,35 +337,6 @@ pub async fn logs(client: &Client, id: &str, stream: LogStream, follow: bool) ->
         out.flush()?;
     }
     Ok(0)
-}
-
-fn to_json<T: serde::Serialize>(value: &T) -> Result<String> {
-    serde_json::to_string_pretty(value).map_err(|e| Error::Io(std::io::Error::other(e)))
-}
-
-fn write_table(out: &mut impl Write, header: &[&str], rows: Vec<Vec<String>>) -> Result<()> {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.chars().count());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(cell);
-            } else {
-                s.push_str(&format!("{cell:<w$}  "));
-            }
-        }
-        s.trim_end().to_string()
-    };
-    writeln!(out, "{}", line(header.to_vec()))?;
-    for row in &rows {
-        writeln!(out, "{}", line(row.iter().map(String::as_str).collect()))?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -393,12 +357,5 @@ mod tests {
         assert_eq!(exit_code_of(&d), 0);
         d.state = DriverState::Killed as i32;
         assert_eq!(exit_code_of(&d), 143);
-    }
-
-    #[test]
-    fn tables_align_columns() {
-        let mut buf = Vec::new();
-        write_table(&mut buf, &["A", "BB"], vec![vec!["xyz".into(), "1".into()]]).unwrap();
-        assert_eq!(String::from_utf8(buf).unwrap(), "A    BB\nxyz  1\n");
     }
 }

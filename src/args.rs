@@ -1,0 +1,503 @@
+//! The command line: clap's types for every subcommand and the parsers of their values.
+//!
+//! Defaults come from the crates that own them, so `hearth master --help` and
+//! `MasterConfig::default()` cannot drift apart.
+
+use std::{net::IpAddr, path::PathBuf, sync::LazyLock, time::Duration};
+
+use anyhow::{Result, anyhow};
+use clap::{Args, Parser, Subcommand};
+use hearth_common::{
+    auth::Secret,
+    client::{Client, ClientTls, DEFAULT_MASTER_URL},
+    duration::{format_duration, parse_duration},
+    proto::ApplicationSpec,
+    resources::{parse_cores, parse_memory_mb},
+    spec::parse_env_pair,
+};
+use hearth_master::config as master;
+use hearth_worker::config as worker;
+
+use crate::commands::ListWhat;
+
+// clap shows and parses a default as text, and a `Duration` has no `Display`: these are the
+// crates' default durations written out once, when the command line is parsed.
+static WORKER_TIMEOUT: LazyLock<String> =
+    LazyLock::new(|| format_duration(master::DEFAULT_WORKER_TIMEOUT));
+static RECOVERY_TIMEOUT: LazyLock<String> =
+    LazyLock::new(|| format_duration(master::DEFAULT_RECOVERY_TIMEOUT));
+static KILL_GRACE: LazyLock<String> = LazyLock::new(|| format_duration(worker::DEFAULT_KILL_GRACE));
+static DECOMMISSION_GRACE: LazyLock<String> =
+    LazyLock::new(|| format_duration(worker::DEFAULT_DECOMMISSION_GRACE));
+
+#[derive(Parser)]
+#[command(
+    name = "hearth",
+    version,
+    about = "A standalone cluster manager for Kubernetes"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Run the master: gRPC on 7077, web UI on 8080.
+    Master(MasterArgs),
+    /// Run a worker that offers this machine's (or container's) cores and memory to a master.
+    Worker(WorkerArgs),
+    /// Run an embedded cluster (a master and workers) in one process.
+    Local(LocalArgs),
+    /// Submit a driver; prints its id alone on the first line.
+    Submit(SubmitArgs),
+    /// Show a driver's or an application's state.
+    Status(IdArgs),
+    /// Kill a driver or an application.
+    Kill(IdArgs),
+    /// List workers, drivers or applications.
+    List(ListArgs),
+    /// Print a driver's or an executor's (app-.../N) output, fetched through the master.
+    Logs(LogsArgs),
+}
+
+fn cores_arg(s: &str) -> Result<u32, String> {
+    parse_cores("cores", s).map_err(|e| e.reason)
+}
+
+fn memory_arg(s: &str) -> Result<u64, String> {
+    parse_memory_mb("memory", s).map_err(|e| e.reason)
+}
+
+fn base_path_arg(text: &str) -> Result<String, String> {
+    master::ui_base_path(text).map_err(|e| e.to_string())
+}
+
+fn label_arg(text: &str) -> Result<(String, String), String> {
+    hearth_common::spec::parse_label(text).map_err(|e| e.to_string())
+}
+
+fn duration_arg(s: &str) -> Result<Duration, String> {
+    parse_duration("duration", s).map_err(|e| e.reason)
+}
+
+fn env_arg(s: &str) -> Result<(String, String), String> {
+    parse_env_pair(s).map_err(|e| e.reason)
+}
+
+#[derive(Args)]
+pub struct SecretArgs {
+    /// File holding the shared secret (else $HEARTH_SECRET is used).
+    #[arg(long, env = "HEARTH_SECRET_FILE", global = true)]
+    secret_file: Option<PathBuf>,
+}
+
+impl SecretArgs {
+    pub fn load(&self) -> Result<Option<Secret>> {
+        Ok(Secret::resolve(self.secret_file.as_deref())?)
+    }
+}
+
+#[derive(Args)]
+pub struct MasterArgs {
+    /// gRPC port for workers and clients.
+    #[arg(long, env = "HEARTH_MASTER_PORT", default_value_t = master::DEFAULT_GRPC_PORT)]
+    pub port: u16,
+    /// Web UI port.
+    #[arg(long, env = "HEARTH_WEBUI_PORT", default_value_t = master::DEFAULT_WEBUI_PORT)]
+    pub webui_port: u16,
+    /// Address to listen on.
+    #[arg(long, env = "HEARTH_BIND", default_value_t = master::DEFAULT_BIND)]
+    pub bind: IpAddr,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    /// File holding the secret being replaced (else $HEARTH_PREVIOUS_SECRET): accepted too,
+    /// so workers and clients can move to the new secret one by one.
+    #[arg(long, env = "HEARTH_PREVIOUS_SECRET_FILE")]
+    pub previous_secret_file: Option<PathBuf>,
+    /// Run without a shared secret (anyone who reaches the ports can run commands).
+    #[arg(long, env = "HEARTH_INSECURE")]
+    pub insecure: bool,
+    /// Where the master keeps its state.
+    #[arg(long, env = "HEARTH_STATE_DIR", default_value = master::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// A worker not heard from for this long is declared DEAD.
+    #[arg(
+        long,
+        env = "HEARTH_WORKER_TIMEOUT",
+        default_value = WORKER_TIMEOUT.as_str(),
+        value_parser = duration_arg
+    )]
+    pub worker_timeout: Duration,
+    /// How many completed drivers are kept for the UI and API.
+    #[arg(
+        long,
+        env = "HEARTH_RETAINED_DRIVERS",
+        default_value_t = master::DEFAULT_RETAINED_DRIVERS
+    )]
+    pub retained_drivers: usize,
+    /// How many ended applications are kept for the UI and API.
+    #[arg(long, env = "HEARTH_RETAINED_APPS", default_value_t = master::DEFAULT_RETAINED_APPS)]
+    pub retained_apps: usize,
+    /// Deal executors round-robin over workers (true) or fill one worker before the next.
+    #[arg(
+        long,
+        env = "HEARTH_SPREAD_OUT",
+        default_value_t = master::DEFAULT_SPREAD_OUT,
+        action = clap::ArgAction::Set
+    )]
+    pub spread_out: bool,
+    /// After a restart, how long to wait for the workers the master knew before declaring the
+    /// missing ones DEAD.
+    #[arg(
+        long,
+        env = "HEARTH_RECOVERY_TIMEOUT",
+        default_value = RECOVERY_TIMEOUT.as_str(),
+        value_parser = duration_arg
+    )]
+    pub recovery_timeout: Duration,
+    /// Most drivers waiting for a slot; more submissions are refused until some run.
+    #[arg(long, env = "HEARTH_MAX_WAITING", default_value_t = master::DEFAULT_MAX_WAITING)]
+    pub max_waiting: usize,
+    /// The URL clients should use, shown in the UI (default: derived from the bind address).
+    #[arg(long, env = "HEARTH_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Show kill buttons for drivers and applications on the UI (a kill asks for the secret).
+    #[arg(long, env = "HEARTH_UI_KILL")]
+    pub ui_kill: bool,
+    /// Every page and JSON endpoint asks for the secret (HTTP basic auth, any user name, or a
+    /// bearer token); /healthz and /readyz stay open.
+    #[arg(long, env = "HEARTH_UI_AUTH")]
+    pub ui_auth: bool,
+    /// Path prefix the UI is served under behind a proxy or ingress, e.g. /hearth.
+    #[arg(long, env = "HEARTH_UI_BASE_PATH", default_value = "", value_parser = base_path_arg)]
+    pub ui_base_path: String,
+    /// Serve gRPC and the web UI over TLS with this certificate chain (PEM); reloaded when
+    /// the file changes.
+    #[arg(long, env = "HEARTH_TLS_CERT", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --tls-cert.
+    #[arg(long, env = "HEARTH_TLS_KEY", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+}
+
+#[derive(Args)]
+pub struct TlsCaArgs {
+    /// CA certificate (PEM) to check an https:// master against (default: the system's roots).
+    #[arg(long, env = "HEARTH_TLS_CA", global = true)]
+    tls_ca: Option<PathBuf>,
+}
+
+impl TlsCaArgs {
+    pub fn client_tls(&self) -> ClientTls {
+        ClientTls::with_ca(self.tls_ca.clone())
+    }
+}
+
+#[derive(Args)]
+pub struct WorkerArgs {
+    /// The master's gRPC URL.
+    #[arg(long, env = "HEARTH_MASTER_URL", default_value = DEFAULT_MASTER_URL)]
+    pub master: String,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+    #[command(flatten)]
+    pub tls: TlsCaArgs,
+    /// Cores to offer (default: the container's CPU limit, else the host's CPUs).
+    #[arg(long, env = "HEARTH_WORKER_CORES", value_parser = cores_arg, allow_negative_numbers = true)]
+    pub cores: Option<u32>,
+    /// Memory to offer, e.g. 4g or 512m (default: the container's memory limit, else the host's).
+    #[arg(long, env = "HEARTH_WORKER_MEMORY", value_parser = memory_arg)]
+    pub memory: Option<u64>,
+    /// Address to advertise (the pod IP); default: the address the master sees.
+    #[arg(long, env = "HEARTH_WORKER_HOST")]
+    pub host: Option<String>,
+    /// A name for people (default: the hostname).
+    #[arg(long, env = "HEARTH_WORKER_NAME")]
+    pub name: Option<String>,
+    /// Port for /healthz, /readyz and /metrics (0 picks a free one).
+    #[arg(long, env = "HEARTH_WEBUI_PORT", default_value_t = worker::DEFAULT_WEB_PORT)]
+    pub webui_port: u16,
+    /// Address the worker's web port listens on.
+    #[arg(long, env = "HEARTH_BIND", default_value_t = worker::DEFAULT_BIND)]
+    pub bind: IpAddr,
+    /// Where drivers run and keep their logs.
+    #[arg(long, env = "HEARTH_WORK_DIR", default_value = worker::DEFAULT_WORK_DIR)]
+    pub work_dir: PathBuf,
+    /// Time between SIGTERM and SIGKILL when a driver is killed.
+    #[arg(
+        long,
+        env = "HEARTH_KILL_GRACE",
+        default_value = KILL_GRACE.as_str(),
+        value_parser = duration_arg
+    )]
+    pub kill_grace: Duration,
+    /// After SIGTERM, how long running drivers and executors may go on before the rest are
+    /// killed and moved elsewhere. Kubernetes' terminationGracePeriodSeconds must cover this
+    /// plus --kill-grace.
+    #[arg(
+        long,
+        env = "HEARTH_DECOMMISSION_GRACE",
+        default_value = DECOMMISSION_GRACE.as_str(),
+        value_parser = duration_arg
+    )]
+    pub decommission_grace: Duration,
+    /// Where the cgroup file system is mounted; the offer defaults to the limits found there.
+    #[arg(long, env = "HEARTH_CGROUP_ROOT", default_value = worker::DEFAULT_CGROUP_ROOT)]
+    pub cgroup_root: PathBuf,
+    /// A label shown on the master's worker page, KEY=VALUE (repeatable; comma-separated in
+    /// the variable).
+    #[arg(long = "label", env = "HEARTH_WORKER_LABELS", value_delimiter = ',', value_parser = label_arg)]
+    pub labels: Vec<(String, String)>,
+    /// The pod's name (downward API), shown as the label `pod`.
+    #[arg(long, env = "HEARTH_POD_NAME")]
+    pub pod_name: Option<String>,
+    /// The pod's namespace (downward API), shown as the label `namespace`.
+    #[arg(long, env = "HEARTH_POD_NAMESPACE")]
+    pub pod_namespace: Option<String>,
+    /// The node the pod runs on (downward API), shown as the label `node`.
+    #[arg(long, env = "HEARTH_NODE_NAME")]
+    pub node_name: Option<String>,
+}
+
+#[derive(Args)]
+pub struct LocalArgs {
+    /// Number of workers.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+    /// gRPC port.
+    #[arg(long, env = "HEARTH_MASTER_PORT", default_value_t = master::DEFAULT_GRPC_PORT)]
+    pub port: u16,
+    /// Web UI port.
+    #[arg(long, env = "HEARTH_WEBUI_PORT", default_value_t = master::DEFAULT_WEBUI_PORT)]
+    pub webui_port: u16,
+    /// Cores each worker offers (default: the host's CPUs).
+    #[arg(long, value_parser = cores_arg)]
+    pub cores: Option<u32>,
+    /// Memory each worker offers (default: the host's memory).
+    #[arg(long, value_parser = memory_arg)]
+    pub memory: Option<u64>,
+    /// Where the workers' drivers run.
+    #[arg(long, default_value = worker::DEFAULT_WORK_DIR)]
+    pub work_dir: PathBuf,
+    /// Where the master keeps its state.
+    #[arg(long, default_value = master::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// A worker not heard from for this long is declared DEAD.
+    #[arg(long, default_value = WORKER_TIMEOUT.as_str(), value_parser = duration_arg)]
+    pub worker_timeout: Duration,
+    /// Deal executors round-robin over workers (true) or fill one worker before the next.
+    #[arg(long, default_value_t = master::DEFAULT_SPREAD_OUT, action = clap::ArgAction::Set)]
+    pub spread_out: bool,
+    #[command(flatten)]
+    pub secret: SecretArgs,
+}
+
+#[derive(Args)]
+pub struct ClientArgs {
+    /// The master's gRPC URL.
+    #[arg(
+        long,
+        env = "HEARTH_MASTER_URL",
+        default_value = DEFAULT_MASTER_URL,
+        global = true
+    )]
+    master: String,
+    #[command(flatten)]
+    secret: SecretArgs,
+    #[command(flatten)]
+    tls: TlsCaArgs,
+}
+
+impl ClientArgs {
+    pub async fn connect(&self) -> Result<Client> {
+        let secret = self.secret.load()?;
+        Ok(Client::connect_with(&self.master, secret.as_ref(), &self.tls.client_tls()).await?)
+    }
+}
+
+#[derive(Args)]
+pub struct SubmitArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// Cores for the driver.
+    #[arg(long, default_value = "1", value_parser = cores_arg, allow_negative_numbers = true)]
+    pub cores: u32,
+    /// Memory for the driver, e.g. 1g or 512m.
+    #[arg(long, default_value = "1g", value_parser = memory_arg)]
+    pub memory: u64,
+    /// A name for people.
+    #[arg(long, default_value = "")]
+    pub name: String,
+    /// An environment variable for the driver, KEY=VALUE (repeatable).
+    #[arg(long = "env", value_parser = env_arg)]
+    pub env: Vec<(String, String)>,
+    /// Relaunch the driver if it fails or its worker dies.
+    #[arg(long)]
+    pub supervise: bool,
+    /// Most relaunches of a supervised driver.
+    #[arg(long, default_value_t = 3)]
+    pub max_retries: u32,
+    /// Follow the driver and exit with its exit code.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub app: AppArgs,
+    /// The driver's command and arguments (after --).
+    #[arg(last = true, required = true, num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+/// Executors for the driver: an application registered each time the driver is launched.
+#[derive(Args)]
+pub struct AppArgs {
+    /// Executors to run (needs --executor-command).
+    #[arg(long)]
+    executors: Option<u32>,
+    /// Cores per executor [default: 1].
+    #[arg(long, value_parser = cores_arg, allow_negative_numbers = true)]
+    executor_cores: Option<u32>,
+    /// Memory per executor, e.g. 1g or 512m [default: 1g].
+    #[arg(long, value_parser = memory_arg)]
+    executor_memory: Option<u64>,
+    /// What each executor runs, through `sh -c` (so $HEARTH_DRIVER_HOST expands at launch).
+    #[arg(long)]
+    executor_command: Option<String>,
+    /// An environment variable for the executors, KEY=VALUE (repeatable).
+    #[arg(long = "executor-env", value_parser = env_arg)]
+    executor_env: Vec<(String, String)>,
+    /// Cap on the cores of all executors together (default: executors x executor cores).
+    #[arg(long)]
+    max_cores: Option<u32>,
+    /// Failed executors replaced before the application is FAILED [default: 10].
+    #[arg(long)]
+    executor_retries: Option<u32>,
+    /// A name for the application (default: the driver's name).
+    #[arg(long)]
+    app_name: Option<String>,
+}
+
+impl AppArgs {
+    pub fn spec(self, driver_name: &str) -> Result<Option<ApplicationSpec>> {
+        let Some(command) = self.executor_command else {
+            let executor_flags = self.executors.is_some()
+                || self.max_cores.is_some()
+                || self.executor_cores.is_some()
+                || self.executor_memory.is_some()
+                || self.executor_retries.is_some()
+                || self.app_name.is_some()
+                || !self.executor_env.is_empty();
+            if executor_flags {
+                return Err(anyhow!(
+                    "executor_command: required with any --executor-* option, --executors, \
+                     --max-cores or --app-name (what each executor runs)"
+                ));
+            }
+            return Ok(None);
+        };
+        let spec = ApplicationSpec {
+            name: self.app_name.unwrap_or_else(|| driver_name.to_string()),
+            command: vec!["sh".into(), "-c".into(), command],
+            env: self.executor_env.into_iter().collect(),
+            executor_cores: self.executor_cores.unwrap_or(1),
+            executor_memory_mb: self.executor_memory.unwrap_or(1024),
+            executors: self.executors.unwrap_or(0),
+            max_cores: self.max_cores.unwrap_or(0),
+            executor_retries: Some(
+                self.executor_retries
+                    .unwrap_or(hearth_common::spec::DEFAULT_EXECUTOR_RETRIES),
+            ),
+        };
+        hearth_common::spec::validate_app_spec(&spec)?;
+        Ok(Some(spec))
+    }
+}
+
+#[derive(Args)]
+pub struct IdArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A driver id (driver-...) or an application id (app-...).
+    pub id: String,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    pub what: ListWhat,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct LogsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// A driver id, or an executor as app-.../N.
+    pub id: String,
+    /// Print stderr instead of stdout.
+    #[arg(long)]
+    pub stderr: bool,
+    /// Keep printing new output until the driver ends.
+    #[arg(long, short)]
+    pub follow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    fn parse(args: &[&str]) -> Command {
+        match Cli::try_parse_from(args) {
+            Ok(cli) => cli.command,
+            Err(e) => panic!("{args:?}: {e}"),
+        }
+    }
+
+    #[test]
+    fn flags_default_to_the_crates_own_defaults() {
+        let Command::Master(m) = parse(&["hearth", "master"]) else {
+            panic!("not the master");
+        };
+        let config = hearth_master::MasterConfig::default();
+        assert_eq!(SocketAddr::new(m.bind, m.port), config.grpc_addr);
+        assert_eq!(SocketAddr::new(m.bind, m.webui_port), config.web_addr);
+        assert_eq!(m.state_dir, config.state_dir);
+        assert_eq!(m.worker_timeout, config.worker_timeout);
+        assert_eq!(m.recovery_timeout, config.recovery_timeout);
+        assert_eq!(m.retained_drivers, config.retained_drivers);
+        assert_eq!(m.retained_apps, config.retained_apps);
+        assert_eq!(m.max_waiting, config.max_waiting);
+        assert_eq!(m.spread_out, config.spread_out);
+
+        let Command::Worker(w) = parse(&["hearth", "worker"]) else {
+            panic!("not the worker");
+        };
+        let config = hearth_worker::WorkerConfig::default();
+        assert_eq!(w.master, config.master_url);
+        assert_eq!(SocketAddr::new(w.bind, w.webui_port), config.web_addr);
+        assert_eq!(w.work_dir, config.work_dir);
+        assert_eq!(w.kill_grace, config.kill_grace);
+        assert_eq!(w.decommission_grace, config.decommission_grace);
+        assert_eq!(w.cgroup_root, config.cgroup_root);
+
+        let Command::List(l) = parse(&["hearth", "list", "apps"]) else {
+            panic!("not list");
+        };
+        assert_eq!(l.what, ListWhat::Apps);
+    }
+}
