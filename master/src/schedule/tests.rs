@@ -1,7 +1,10 @@
 //! The placement rules checked case by case, and the indexed driver placement checked
 //! against the plain rule on random clusters.
 
-use super::*;
+use super::{
+    reasons::{MostFree, wait_reason},
+    *,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
 
 /// The placement rule written plainly, one pass over every offer per driver: the
