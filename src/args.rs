@@ -38,11 +38,11 @@ static DECOMMISSION_GRACE: LazyLock<String> =
 )]
 pub struct Cli {
     #[command(subcommand)]
-    pub command: Command,
+    pub action: Action,
 }
 
 #[derive(Subcommand)]
-pub enum Command {
+pub enum Action {
     /// Run the master: gRPC on 7077, web UI on 8080.
     Master(MasterArgs),
     /// Run a worker that offers this machine's (or container's) cores and memory to a master.
@@ -461,16 +461,16 @@ mod tests {
         Cli::command().debug_assert();
     }
 
-    fn parse(args: &[&str]) -> Command {
+    fn parse(args: &[&str]) -> Action {
         match Cli::try_parse_from(args) {
-            Ok(cli) => cli.command,
+            Ok(cli) => cli.action,
             Err(e) => panic!("{args:?}: {e}"),
         }
     }
 
     #[test]
     fn flags_default_to_the_crates_own_defaults() {
-        let Command::Master(m) = parse(&["hearth", "master"]) else {
+        let Action::Master(m) = parse(&["hearth", "master"]) else {
             panic!("not the master");
         };
         let config = hearth_master::MasterConfig::default();
@@ -484,7 +484,7 @@ mod tests {
         assert_eq!(m.max_waiting, config.max_waiting);
         assert_eq!(m.spread_out, config.spread_out);
 
-        let Command::Worker(w) = parse(&["hearth", "worker"]) else {
+        let Action::Worker(w) = parse(&["hearth", "worker"]) else {
             panic!("not the worker");
         };
         let config = hearth_worker::WorkerConfig::default();
@@ -495,7 +495,7 @@ mod tests {
         assert_eq!(w.decommission_grace, config.decommission_grace);
         assert_eq!(w.cgroup_root, config.cgroup_root);
 
-        let Command::List(l) = parse(&["hearth", "list", "apps"]) else {
+        let Action::List(l) = parse(&["hearth", "list", "apps"]) else {
             panic!("not list");
         };
         assert_eq!(l.what, ListWhat::Apps);

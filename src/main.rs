@@ -19,7 +19,7 @@ use hearth_common::{
     proto::{DriverSpec, LogStream},
 };
 
-use args::{Cli, Command, LocalArgs, MasterArgs, WorkerArgs};
+use args::{Action, Cli, LocalArgs, MasterArgs, WorkerArgs};
 
 /// The master's state is persistent maps of many small records, copied on change: mimalloc
 /// makes those allocations several times cheaper than the system allocator.
@@ -204,11 +204,11 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
 }
 
 async fn run(cli: Cli) -> Result<i32> {
-    match cli.command {
-        Command::Master(args) => run_master(args).await,
-        Command::Worker(args) => run_worker(args).await,
-        Command::Local(args) => run_local(args).await,
-        Command::Submit(args) => {
+    match cli.action {
+        Action::Master(args) => run_master(args).await,
+        Action::Worker(args) => run_worker(args).await,
+        Action::Local(args) => run_local(args).await,
+        Action::Submit(args) => {
             let spec = DriverSpec {
                 name: args.name,
                 command: args.command,
@@ -223,19 +223,19 @@ async fn run(cli: Cli) -> Result<i32> {
             let client = args.client.connect().await?;
             Ok(commands::submit(&client, spec, app, args.wait).await?)
         }
-        Command::Status(args) => {
+        Action::Status(args) => {
             let client = args.client.connect().await?;
             Ok(commands::status(&client, &args.id, args.json).await?)
         }
-        Command::Kill(args) => {
+        Action::Kill(args) => {
             let client = args.client.connect().await?;
             Ok(commands::kill(&client, &args.id).await?)
         }
-        Command::List(args) => {
+        Action::List(args) => {
             let client = args.client.connect().await?;
             Ok(commands::list(&client, args.what, args.json).await?)
         }
-        Command::Logs(args) => {
+        Action::Logs(args) => {
             let stream = if args.stderr {
                 LogStream::Stderr
             } else {
@@ -250,8 +250,8 @@ async fn run(cli: Cli) -> Result<i32> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let daemon = matches!(
-        cli.command,
-        Command::Master(_) | Command::Worker(_) | Command::Local(_)
+        cli.action,
+        Action::Master(_) | Action::Worker(_) | Action::Local(_)
     );
     init_logging(if daemon { "info" } else { "warn" });
     let runtime = match tokio::runtime::Runtime::new() {

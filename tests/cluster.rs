@@ -4,7 +4,7 @@ mod support;
 
 use std::time::Duration;
 
-use hearth_common::states::{StateName, driver_state};
+use hearth_common::state_names::{StateName, driver_state};
 use support::{Cluster, process_alive, stderr, stdout};
 
 const LIMIT: Duration = Duration::from_secs(15);

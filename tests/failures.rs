@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use hearth_common::{
     proto::WorkerState,
-    states::{StateName, driver_state},
+    state_names::{StateName, driver_state},
 };
 use support::{Cluster, stderr, stdout};
 

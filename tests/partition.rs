@@ -6,7 +6,7 @@ mod support;
 
 use std::{process::Command, time::Duration};
 
-use hearth_common::{proto::WorkerState, states::StateName, states::driver_state};
+use hearth_common::{proto::WorkerState, state_names::StateName, state_names::driver_state};
 use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(30);

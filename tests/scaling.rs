@@ -6,7 +6,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use hearth_common::{proto::WorkerState, states::StateName, states::driver_state};
+use hearth_common::{proto::WorkerState, state_names::StateName, state_names::driver_state};
 use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(15);

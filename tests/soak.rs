@@ -12,7 +12,7 @@ use std::{
 
 use hearth_common::{
     proto::{DriverSpec, WorkerState},
-    states::{StateName, driver_state},
+    state_names::{StateName, driver_state},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use support::{Cluster, MasterOptions};

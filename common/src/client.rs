@@ -386,7 +386,7 @@ impl Client {
                 driver_id: id.to_string(),
             })
             .await?;
-        Ok(crate::states::driver_state(resp.into_inner().state))
+        Ok(crate::state_names::driver_state(resp.into_inner().state))
     }
 
     /// The driver now, then after every change, ending after a terminal state.
@@ -406,7 +406,7 @@ impl Client {
         let mut stream = self.watch(id).await?;
         while let Some(driver) = stream.message().await? {
             on_change(&driver);
-            if crate::states::driver_state(driver.state).is_terminal() {
+            if crate::state_names::driver_state(driver.state).is_terminal() {
                 return Ok(driver);
             }
         }

@@ -5,7 +5,7 @@
 //! - [`resources`]: cores and memory (`4g`, `512m`) and their validation.
 //! - [`duration`]: durations in settings (`10s`, `500ms`).
 //! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
-//! - [`states`]: Spark's state names for the protocol's enums.
+//! - [`state_names`]: Spark's state names for the protocol's enums.
 //! - [`auth`]: the shared secret, the server-side check and the client-side header.
 //! - [`client`]: the Rust client library (`Client`) used by the `hearth` command and drivers.
 //! - [`views`]: the JSON shapes of `/api/v1` and `hearth list --json`.
@@ -18,7 +18,7 @@ pub mod error;
 pub mod ids;
 pub mod resources;
 pub mod spec;
-pub mod states;
+pub mod state_names;
 pub mod views;
 
 /// The generated `hearth.v1` protocol.

@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use crate::{
     proto::{Application, Driver, DriverStateChange, Executor, Worker},
-    states::{StateName, app_state, driver_state, executor_state, worker_state},
+    state_names::{StateName, app_state, driver_state, executor_state, worker_state},
 };
 
 #[derive(Debug, Clone, Serialize)]

@@ -11,7 +11,7 @@ use hearth_common::{
     auth::Secret,
     client::Client,
     proto::{Driver, Worker, WorkerState},
-    states::StateName,
+    state_names::StateName,
 };
 use hearth_testkit::master::{MasterProcess, MasterSpawn};
 
@@ -326,7 +326,7 @@ impl Cluster {
 
     pub async fn wait_state(&self, id: &str, state: &str, limit: Duration) -> Driver {
         self.wait_driver(id, state, limit, |d| {
-            hearth_common::states::driver_state(d.state).name() == state
+            hearth_common::state_names::driver_state(d.state).name() == state
         })
         .await
     }

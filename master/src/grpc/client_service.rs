@@ -7,7 +7,7 @@ use hearth_common::{
     ids::{IdKind, ProcessRef, check_id},
     proto::{self, Application, Driver, LogChunk, LogStream, client_service_server::ClientService},
     spec::{validate_app_spec, validate_driver_spec, validate_name},
-    states::StateName,
+    state_names::StateName,
 };
 use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
@@ -134,7 +134,7 @@ impl ClientService for ClientApi {
             if !send(&tx, Ok(last.clone()), &shutdown).await {
                 return;
             }
-            while !hearth_common::states::driver_state(last.state).is_terminal() {
+            while !hearth_common::state_names::driver_state(last.state).is_terminal() {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
                     _ = tx.closed() => return,

@@ -10,7 +10,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use hearth_common::{
     proto::{self, ApplicationSpec, ApplicationState, DriverState, ExecutorState},
     spec::{DEFAULT_EXECUTOR_RETRIES, max_executors},
-    states::StateName,
+    state_names::StateName,
 };
 
 use super::{Effect, ExecKey, ExecutorInfo, State};

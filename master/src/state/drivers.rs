@@ -7,7 +7,7 @@ use hearth_common::{
         self, ApplicationSpec, ApplicationState, DriverSpec, DriverState, DriverStateChange,
         DriverStatus, master_message::Msg,
     },
-    states::StateName,
+    state_names::StateName,
 };
 
 use super::{Effect, State};
@@ -249,7 +249,7 @@ impl State {
         now_ms: i64,
         effects: &mut Vec<Effect>,
     ) {
-        let state = hearth_common::states::driver_state(status.state);
+        let state = hearth_common::state_names::driver_state(status.state);
         let current = self.drivers.get(&status.driver_id).is_some_and(|d| {
             d.state == DriverState::Running
                 && d.worker_id.as_deref() == Some(worker_id)

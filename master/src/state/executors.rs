@@ -5,7 +5,7 @@ use std::{fmt, sync::Arc};
 
 use hearth_common::{
     proto::{self, ApplicationState, ExecutorState, ExecutorStatus, master_message::Msg},
-    states::{StateName, executor_state},
+    state_names::{StateName, executor_state},
 };
 
 use super::{Effect, State};

@@ -6,7 +6,7 @@ use axum::{
 };
 use hearth_common::{
     ids::{java_date, now_ms},
-    states::StateName,
+    state_names::StateName,
     views::{AppView, DriverView, WorkerView},
 };
 use serde_json::{Value, json};

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use axum::{extract::State, http::header, response::IntoResponse};
 use hearth_common::{
     proto::{ApplicationState, DriverState, ExecutorState, WorkerState},
-    states::StateName,
+    state_names::StateName,
 };
 
 use crate::{

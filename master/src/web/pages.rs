@@ -6,7 +6,7 @@ use axum::{
     http::StatusCode,
     response::{Html, IntoResponse, Response},
 };
-use hearth_common::{ids::display_time, resources::format_mb, states::StateName};
+use hearth_common::{ids::display_time, resources::format_mb, state_names::StateName};
 use serde::Deserialize;
 
 use super::{
@@ -408,7 +408,7 @@ pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
             .iter()
             .map(|h| HistoryRow {
                 at: display_time(h.at_ms),
-                state: hearth_common::states::driver_state(h.state).name(),
+                state: hearth_common::state_names::driver_state(h.state).name(),
                 attempt: h.attempt,
                 worker: h.worker_id.clone(),
                 message: h.message.clone(),

@@ -1,6 +1,6 @@
 //! Table rows as the templates show them: ids, states and figures already formatted.
 
-use hearth_common::{ids::display_time, resources::format_mb, states::StateName};
+use hearth_common::{ids::display_time, resources::format_mb, state_names::StateName};
 
 use crate::state::{AppInfo, DriverInfo, ExecutorInfo, WorkerInfo};
 
