@@ -27,7 +27,7 @@ use clap::{Parser, Subcommand};
 use hearth_common::{
     client::{Client, app_for_this_driver},
     proto::{ApplicationSpec, ApplicationState},
-    states::{StateName, app_state},
+    state_names::{StateName, app_state},
 };
 use tokio::{
     io::{AsyncBufReadExt, AsyncWriteExt, BufReader},

@@ -15,7 +15,7 @@ use hearth_common::{
         Application, ApplicationSpec, Driver, DriverSpec, DriverState, DriverStateChange, LogStream,
     },
     resources::format_mb,
-    states::{StateName, app_state, driver_state},
+    state_names::{StateName, app_state, driver_state},
     views::{AppView, DriverView, ExecutorView, WorkerView},
 };
 
