@@ -11,7 +11,7 @@ use hearth_common::{
     proto::{ApplicationSpec, RegisterApplicationRequest, WorkerState},
 };
 use serde_json::Value;
-use support::{Cluster, MasterOptions, process_alive, stderr, stdout, wait_for};
+use support::{Cluster, InProcess, process_alive, stderr, stdout, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
@@ -40,10 +40,9 @@ fn per_worker(app: &Value, workers: &[String]) -> Vec<usize> {
         .collect()
 }
 
-/// Cores in use over all workers, as the API says.
-fn cores_used(cluster: &Cluster) -> u64 {
-    cluster
-        .json("/api/v1/workers")
+/// Cores in use over all workers, as `/api/v1/workers` says.
+fn cores_used(workers: &Value) -> u64 {
+    workers
         .as_array()
         .unwrap()
         .iter()
@@ -78,14 +77,10 @@ async fn register(client: &Client, spec: ApplicationSpec, driver_id: &str) -> St
 /// Three equal workers; an application of six 1-core executors, then one capped at 3 cores.
 /// Returns the per-worker executor counts of both, each sorted from most to fewest.
 async fn place_on_three_workers(spread_out: bool) -> (Vec<usize>, Vec<usize>) {
-    let mut options = MasterOptions::default();
-    if !spread_out {
-        options.extra = vec!["--spread-out".into(), "false".into()];
-    }
-    let mut cluster = Cluster::start_with(options);
+    let mut cluster = InProcess::start(|config| config.spread_out = spread_out).await;
     let mut workers = Vec::new();
     for _ in 0..3 {
-        workers.push(cluster.add_worker(4, "4g").await);
+        workers.push(cluster.add_worker(4, 4096).await);
     }
     let client = cluster.client().await;
     let wide = register(&client, sleeper("wide", 6, 0), "").await;
@@ -111,7 +106,7 @@ async fn place_on_three_workers(spread_out: bool) -> (Vec<usize>, Vec<usize>) {
     assert_eq!(executors(&app, "RUNNING").len(), 3);
     let mut capped_counts = per_worker(&app, &workers);
 
-    let used = cores_used(&cluster);
+    let used = cores_used(&cluster.json("/api/v1/workers"));
     assert_eq!(used, 9, "the API's accounting matches the executors");
     wide_counts.sort_unstable_by(|a, b| b.cmp(a));
     capped_counts.sort_unstable_by(|a, b| b.cmp(a));
@@ -340,7 +335,7 @@ async fn a_running_driver_grows_and_shrinks_its_application() {
     );
     let err = client.request_executors(&app_id, 1).await.unwrap_err();
     assert!(err.to_string().contains("already ended"), "{err}");
-    let used = cores_used(&cluster);
+    let used = cores_used(&cluster.json("/api/v1/workers"));
     assert_eq!(used, 1 + 4, "the driver and the other application");
     let d = cluster.client().await.driver(&driver).await.unwrap();
     assert_eq!(d.state, hearth_common::proto::DriverState::Running as i32);

@@ -16,8 +16,8 @@ use hearth_common::{
 use hearth_testkit::master::{MasterProcess, MasterSpawn};
 
 use super::{
-    CLI_LIMIT, HEARTH, Proc, first_line, free_port, http_get, output_within, stderr, stdout,
-    wait_for,
+    CLI_LIMIT, HEARTH, Proc, connect, first_line, free_port, http_get, json_at, output_within,
+    stderr, stdout, wait_app_at, wait_for,
 };
 
 /// A master and workers, each a real `hearth` process, in a temporary directory.
@@ -235,14 +235,7 @@ impl Cluster {
     }
 
     pub async fn client(&self) -> Client {
-        let secret = self
-            .secret
-            .as_deref()
-            .map(|s| Secret::new(s).expect("secret"));
-        let tls = hearth_common::client::ClientTls::with_ca(self.tls_ca.clone());
-        Client::connect_with(&self.url, secret.as_ref(), &tls)
-            .await
-            .expect("connect to the master")
+        connect(&self.url, self.secret.as_deref(), self.tls_ca.clone()).await
     }
 
     /// Runs the `hearth` command against this master with its secret.
@@ -337,9 +330,7 @@ impl Cluster {
 
     /// GETs `path` from the web port and parses its JSON body.
     pub fn json(&self, path: &str) -> serde_json::Value {
-        let (code, body) = self.http_get(path);
-        assert_eq!(code, 200, "{path}: {body}");
-        serde_json::from_str(&body).expect("JSON body")
+        json_at(&self.web, path)
     }
 
     /// Waits until `/api/v1/apps/{id}` satisfies `check`, returning it.
@@ -350,16 +341,7 @@ impl Cluster {
         limit: Duration,
         check: impl Fn(&serde_json::Value) -> bool,
     ) -> serde_json::Value {
-        let check = &check;
-        wait_for(&format!("{id}: {what}"), limit, || {
-            let (code, body) = self.http_get(&format!("/api/v1/apps/{id}"));
-            let app = (code == 200)
-                .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
-                .flatten()
-                .filter(|a| check(a));
-            async move { app }
-        })
-        .await
+        wait_app_at(&self.web, id, what, limit, check).await
     }
 
     /// The master's log, for failure messages.

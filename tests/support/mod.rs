@@ -4,6 +4,8 @@
 //! test failures.
 //!
 //! - [`cluster`]: a master and workers as processes, the `hearth` command run against them.
+//! - [`in_process`]: a master and workers inside the test's own process, for behaviour where
+//!   the process boundary is not the point.
 //! - [`http`]: GETs and requests answered with status, head and body.
 //! - [`rpc`]: every RPC of the protocol, read from its descriptor.
 
@@ -12,6 +14,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod in_process;
 pub mod rpc;
 
 use std::{
@@ -19,11 +22,14 @@ use std::{
     time::Duration,
 };
 
+use hearth_common::{auth::Secret, client::Client};
+
 pub use cluster::{
     Cluster, MasterOptions, master_command, master_command_bound, master_command_on,
 };
 pub use hearth_testkit::process::{Proc, process_alive};
 pub use http::{http_get, http_request, try_http_get};
+pub use in_process::InProcess;
 pub use rpc::every_rpc;
 
 pub const HEARTH: &str = env!("CARGO_BIN_EXE_hearth");
@@ -76,6 +82,46 @@ where
     hearth_testkit::wait::poll(what, Duration::from_millis(20), limit, probe)
         .await
         .unwrap_or_else(|e| panic!("timed out: {e}"))
+}
+
+/// A client of the master at `url` with `secret`, trusting `tls_ca` for an `https://` URL.
+pub async fn connect(
+    url: &str,
+    secret: Option<&str>,
+    tls_ca: Option<std::path::PathBuf>,
+) -> Client {
+    let secret = secret.map(|s| Secret::new(s).expect("secret"));
+    let tls = hearth_common::client::ClientTls::with_ca(tls_ca);
+    Client::connect_with(url, secret.as_ref(), &tls)
+        .await
+        .expect("connect to the master")
+}
+
+/// GETs `path` from the web port `web` and parses its JSON body, which must come with a 200.
+pub fn json_at(web: &str, path: &str) -> serde_json::Value {
+    let (code, body) = http_get(web, path);
+    assert_eq!(code, 200, "{path}: {body}");
+    serde_json::from_str(&body).expect("JSON body")
+}
+
+/// Waits until `/api/v1/apps/{id}` on the web port `web` satisfies `check`, returning it.
+pub async fn wait_app_at(
+    web: &str,
+    id: &str,
+    what: &str,
+    limit: Duration,
+    check: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let check = &check;
+    wait_for(&format!("{id}: {what}"), limit, || {
+        let (code, body) = http_get(web, &format!("/api/v1/apps/{id}"));
+        let app = (code == 200)
+            .then(|| serde_json::from_str::<serde_json::Value>(&body).ok())
+            .flatten()
+            .filter(|a| check(a));
+        async move { app }
+    })
+    .await
 }
 
 pub fn stdout(o: &Output) -> String {
