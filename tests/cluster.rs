@@ -221,11 +221,64 @@ async fn exit_codes_logs_and_follow() {
         lines.next().unwrap().ends_with(&env_id),
         "runs in its own work dir: {logs}"
     );
-    // Values of environment variables are never shown back.
-    let status = stdout(&cluster.hearth(&["status", "--json", &env_id]));
+    // Values of environment variables never leave the master: not over gRPC, not in the CLI's
+    // JSON, the API or the pages. The value is nowhere in the command, so only the environment
+    // could carry it.
+    let secret_value = "s3cret-value-9d4e";
+    let with_secret = cluster.submit(&[
+        "--memory",
+        "64m",
+        "--env",
+        &format!("TOKEN={secret_value}"),
+        "--",
+        "true",
+    ]);
+    cluster.wait_state(&with_secret, "FINISHED", LIMIT).await;
+    let client = cluster.client().await;
+    let seen = client.driver(&with_secret).await.expect("the driver");
+    let spec = seen.spec.expect("the spec is shown");
     assert!(
-        status.contains("GREETING") && !status.contains("hi there"),
-        "{status}"
+        spec.env.is_empty(),
+        "environment values sent back: {:?}",
+        spec.env
+    );
+    assert!(
+        seen.env_names.iter().any(|n| n == "TOKEN"),
+        "{:?}",
+        seen.env_names
+    );
+    let listed = client.drivers().await.expect("drivers");
+    assert!(!format!("{listed:?}").contains(secret_value));
+    for view in [
+        stdout(&cluster.hearth(&["status", "--json", &with_secret])),
+        stdout(&cluster.hearth(&["list", "drivers", "--json"])),
+        cluster
+            .http_get(&format!("/api/v1/drivers/{with_secret}"))
+            .1,
+        cluster.http_get("/api/v1/drivers").1,
+        cluster.http_get(&format!("/drivers/{with_secret}")).1,
+        cluster.http_get("/json/").1,
+    ] {
+        assert!(
+            view.contains(&with_secret) || view.contains("TOKEN"),
+            "{view}"
+        );
+        assert!(!view.contains(secret_value), "the value leaked: {view}");
+    }
+    // The state file keeps the values (relaunches need them): only the master's user reads it.
+    let mode = |path: &std::path::Path| {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::metadata(path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .permissions()
+            .mode()
+            & 0o777
+    };
+    assert_eq!(mode(&cluster.state_dir()), 0o700, "the state directory");
+    assert_eq!(
+        mode(&cluster.state_dir().join("hearth.redb")),
+        0o600,
+        "the state file"
     );
 
     // --follow streams output as it is written and ends when the driver ends.
@@ -294,14 +347,10 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
         "--",
         "sh",
         "-c",
-        "trap '' TERM; echo ready; while true; do sleep 0.1; done",
+        "trap '' TERM; echo $$; while true; do sleep 0.1; done",
     ]);
     cluster.wait_state(&stubborn, "RUNNING", LIMIT).await;
-    support::wait_for("the trap is set", LIMIT, || {
-        let logs = stdout(&cluster.hearth(&["logs", &stubborn]));
-        async move { logs.contains("ready").then_some(()) }
-    })
-    .await;
+    let shell = cluster.wait_pids(&stubborn, 1).await[0];
     let started = std::time::Instant::now();
     assert!(cluster.hearth(&["kill", &stubborn]).status.success());
     cluster.wait_state(&stubborn, "KILLED", LIMIT).await;
@@ -310,15 +359,25 @@ async fn kill_stops_the_whole_process_group_and_escalates_to_sigkill() {
         "{:?}",
         started.elapsed()
     );
+    // The shell that ignored SIGTERM, and every process of its group, is gone: SIGKILL came.
+    support::wait_for(&format!("{stubborn}'s processes gone"), LIMIT, || {
+        let left = support::driver_processes(&stubborn);
+        async move { left.is_empty().then_some(()) }
+    })
+    .await;
+    assert!(!process_alive(shell), "pid {shell} survived the kill");
 
     // Killing a driver that already ended is refused, and changes nothing.
+    let client = cluster.client().await;
+    let before = client.driver(&stubborn).await.expect("the driver");
     let out = cluster.hearth(&["kill", &stubborn]);
-    assert!(!out.status.success());
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("already ended (KILLED)"),
         "{}",
         stderr(&out)
     );
+    assert_eq!(client.driver(&stubborn).await.expect("the driver"), before);
 
     // A waiting driver is killed at once.
     let waiting = cluster.submit(&["--cores", "64", "--", "true"]);

@@ -4,12 +4,17 @@
 
 mod support;
 
-use std::{collections::BTreeMap, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
 
 use hearth_common::{
     client::Client,
     proto::{DriverSpec, SubmitDriverRequest, WorkerState},
 };
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::Value;
 use support::{Cluster, MasterOptions, process_alive, stderr, stdout, wait_for};
 
@@ -194,33 +199,37 @@ async fn a_damaged_state_file_stops_the_master_with_a_clear_message() {
     for _ in 0..50 {
         cluster.submit(&["--memory", "64m", "--name", "keep-me", "--", "true"]);
     }
-    cluster.master.terminate(Duration::from_secs(10));
+    // The old master has stopped (and let go of the file) before the file is damaged, so what
+    // the next one reports is the damage, not the lock.
+    let stopped = cluster.master.terminate(Duration::from_secs(10));
+    assert!(stopped.is_some(), "the master did not stop on SIGTERM");
     let file = cluster.state_dir().join("hearth.redb");
     let bytes = std::fs::read(&file).unwrap();
     assert!(bytes.len() > 4096, "{} bytes", bytes.len());
 
     let start = |cluster: &Cluster| {
-        support::master_command(&cluster.state_dir())
-            .env("HEARTH_SECRET", "test-secret-4f9a")
-            .output()
-            .unwrap()
+        let mut cmd = support::master_command(&cluster.state_dir());
+        cmd.env("HEARTH_SECRET", "test-secret-4f9a");
+        support::output_within(&mut cmd, Duration::from_secs(20))
+    };
+    let refused_as_damaged = |out: &std::process::Output| {
+        let err = stderr(out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&file.display().to_string()), "{err}");
+        assert!(
+            err.contains("does not start on state it cannot read"),
+            "{err}"
+        );
+        assert!(!err.contains("in use by another process"), "{err}");
     };
     // Cut short.
     std::fs::write(&file, &bytes[..bytes.len() / 2]).unwrap();
-    let out = start(&cluster);
-    assert!(!out.status.success());
-    let err = stderr(&out);
-    assert!(
-        err.contains("state file") && err.contains("hearth.redb"),
-        "{err}"
-    );
+    refused_as_damaged(&start(&cluster));
 
     // Overwritten with noise.
     let noise: Vec<u8> = (0..bytes.len()).map(|i| (i * 7919 % 251) as u8).collect();
     std::fs::write(&file, &noise).unwrap();
-    let out = start(&cluster);
-    assert!(!out.status.success());
-    assert!(stderr(&out).contains("state file"), "{}", stderr(&out));
+    refused_as_damaged(&start(&cluster));
 
     // Whole again: it starts and serves exactly what was acknowledged.
     std::fs::write(&file, &bytes).unwrap();
@@ -300,4 +309,259 @@ async fn a_full_queue_refuses_more_submissions_plainly() {
     let err = stderr(&out);
     assert!(err.contains("3 drivers are waiting already"), "{err}");
     assert_eq!(cluster.client().await.drivers().await.unwrap().len(), 3);
+}
+
+/// A submission sent once, as the library sends each attempt.
+fn once(spec: &DriverSpec) -> SubmitDriverRequest {
+    SubmitDriverRequest {
+        spec: Some(spec.clone()),
+        application: None,
+        submission_id: hearth_common::spec::new_submission_id(),
+    }
+}
+
+/// Many clients submit while the master is SIGKILLed at a random moment, round after round;
+/// after each restart every submission answered before the kill is there. A master that
+/// answered before the turn's write reached its file would lose the answers of the turn the
+/// kill lands in, and with turns back to back a kill lands in one nearly every round.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
+    const ROUNDS: usize = 8;
+    const CLIENTS: usize = 16;
+    let mut cluster = Cluster::start_with(options(&["--max-waiting", "1000000"]));
+    let mut rng = StdRng::seed_from_u64(0xacc0);
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    for round in 0..ROUNDS {
+        let client = cluster.client().await;
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..CLIENTS {
+            let (client, answered) = (client.clone(), answered.clone());
+            clients.spawn(async move {
+                let spec = DriverSpec {
+                    command: vec!["true".into()],
+                    cores: 1,
+                    memory_mb: 32,
+                    ..Default::default()
+                };
+                // One attempt each (the library's own retries would outlive the master):
+                // until the master is gone, every answer received is an acknowledgement.
+                while let Ok(id) = client.submit_request(once(&spec)).await {
+                    answered.lock().expect("answers").push(id);
+                }
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
+        cluster.master.kill();
+        while clients.join_next().await.is_some() {}
+        let answered = std::mem::take(&mut *answered.lock().expect("answers"));
+        assert!(
+            !answered.is_empty(),
+            "round {round}: no submission answered before the kill"
+        );
+        acknowledged.extend(answered);
+
+        cluster.restart_master(&[]);
+        let listed: BTreeSet<String> = cluster
+            .client()
+            .await
+            .drivers()
+            .await
+            .expect("drivers")
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        let lost: Vec<&String> = acknowledged.difference(&listed).collect();
+        assert!(
+            lost.is_empty(),
+            "round {round}: {} of {} acknowledged submissions lost: {lost:?}",
+            lost.len(),
+            acknowledged.len()
+        );
+    }
+}
+
+/// Only one master runs on a state directory; a second is refused at start with the reason and
+/// the first goes on serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_master_on_the_same_state_is_refused_and_the_first_serves_on() {
+    let cluster = Cluster::start();
+    let id = cluster.submit(&["--memory", "64m", "--", "true"]);
+    let mut second = support::master_command(&cluster.state_dir());
+    second.env("HEARTH_SECRET", "test-secret-4f9a");
+    let out = support::output_within(&mut second, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("in use by another process"),
+        "{}",
+        stderr(&out)
+    );
+    let d = cluster
+        .client()
+        .await
+        .driver(&id)
+        .await
+        .expect("the first master answers");
+    assert_eq!(d.id, id);
+}
+
+/// A state file written by a newer master (a format this one does not know) is refused at
+/// start, naming both formats, and the refusal damages nothing in it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_state_file_from_a_newer_master_is_refused_and_kept_whole() {
+    let mut cluster = Cluster::start();
+    let id = cluster.submit(&["--memory", "64m", "--", "true"]);
+    assert!(cluster.master.terminate(Duration::from_secs(10)).is_some());
+    let file = cluster.state_dir().join("hearth.redb");
+    // The file as a newer master would leave it: its meta record says format 99.
+    set_format(&file, 1, 99);
+    let mut newer = support::master_command(&cluster.state_dir());
+    newer.env("HEARTH_SECRET", "test-secret-4f9a");
+    let out = support::output_within(&mut newer, Duration::from_secs(20));
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("written by a newer master (format 99, this one reads 1)"),
+        "{}",
+        stderr(&out)
+    );
+    // Back to this master's format, everything it held is there.
+    set_format(&file, 99, 1);
+    cluster.restart_master(&[]);
+    let d = cluster
+        .client()
+        .await
+        .driver(&id)
+        .await
+        .expect("the driver");
+    assert_eq!(d.id, id);
+}
+
+/// Rewrites the format in the state file's meta record, which must be `from`.
+fn set_format(file: &std::path::Path, from: u32, to: u32) {
+    use redb::ReadableTable;
+    let meta: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("meta");
+    let db = redb::Database::open(file).expect("open the state file");
+    let txn = db.begin_write().expect("write");
+    {
+        let mut table = txn.open_table(meta).expect("meta table");
+        let mut record: Value = {
+            let stored = table.get("meta").expect("read").expect("a meta record");
+            serde_json::from_slice(stored.value()).expect("meta JSON")
+        };
+        assert_eq!(record["format"], from, "{record}");
+        record["format"] = to.into();
+        let bytes = serde_json::to_vec(&record).expect("JSON");
+        table.insert("meta", bytes.as_slice()).expect("write meta");
+    }
+    txn.commit().expect("commit");
+}
+
+/// Unmounts a file system when dropped, so a failing test leaves no mount behind.
+struct Mount(std::path::PathBuf);
+
+impl Mount {
+    fn tmpfs(at: &std::path::Path, size: &str) -> Self {
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "mount a tmpfs (root needed): {}",
+            stderr(&out)
+        );
+        Self(at.to_path_buf())
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).status();
+    }
+}
+
+/// The state directory on a real file system that runs out of room: the write of a turn fails,
+/// the calls of that turn are answered UNAVAILABLE, the master exits non-zero, and a master
+/// restarted with room again holds every acknowledged submission and none of the refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a small tmpfs; ./scripts/test runs it, or: cargo test -- --include-ignored"]
+async fn a_state_file_that_cannot_be_written_stops_the_master_and_loses_nothing_answered() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let volume = dir.path().join("volume");
+    std::fs::create_dir(&volume).expect("mount point");
+    let mount = Mount::tmpfs(&volume, "8m");
+    let spawn = hearth_testkit::master::MasterSpawn {
+        binary: support::HEARTH.into(),
+        state_dir: volume.join("state"),
+        bind: "127.0.0.1".into(),
+        ports: (support::free_port(), support::free_port()),
+        secret: Some("test-secret-4f9a".into()),
+        extra: vec![],
+        log: dir.path().join("master.log"),
+    };
+    let mut master = spawn.start().expect("start the master");
+    let secret = hearth_common::auth::Secret::new("test-secret-4f9a").expect("secret");
+    let client = Client::connect(&master.url, Some(&secret))
+        .await
+        .expect("connect");
+    // Fill what is left of the volume.
+    {
+        use std::io::Write;
+        let mut filler = std::fs::File::create(volume.join("filler")).expect("filler");
+        let block = vec![0u8; 64 * 1024];
+        while filler.write_all(&block).is_ok() {}
+    }
+    // Specs of 256 KiB (the environment is kept in the file): the file must grow soon.
+    let big = DriverSpec {
+        command: vec!["true".into()],
+        cores: 1,
+        memory_mb: 32,
+        env: [("PADDING".to_string(), "x".repeat(256 * 1024))].into(),
+        ..Default::default()
+    };
+    let mut acknowledged = Vec::new();
+    let refusal = loop {
+        match client.submit_request(once(&big)).await {
+            Ok(id) => acknowledged.push(id),
+            Err(e) => break e,
+        }
+        assert!(
+            acknowledged.len() < 100,
+            "100 submissions of 256 KiB recorded on a full 8 MiB volume"
+        );
+    };
+    let text = refusal.to_string();
+    assert!(
+        text.contains("not recorded") && text.contains("hearth.redb"),
+        "{text}"
+    );
+    let status = support::wait_for("the master to exit", LIMIT, || {
+        let status = master.proc.child.try_wait().ok().flatten();
+        async move { status }
+    })
+    .await;
+    assert!(!status.success(), "the master exited with {status}");
+    let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap_or_default();
+    assert!(log.contains("cannot write the state file"), "{log}");
+
+    // Room again: everything acknowledged is there, nothing else.
+    std::fs::remove_file(volume.join("filler")).expect("remove the filler");
+    let master = spawn.start().expect("restart the master");
+    let client = Client::connect(&master.url, Some(&secret))
+        .await
+        .expect("connect");
+    let listed: BTreeSet<String> = client
+        .drivers()
+        .await
+        .expect("drivers")
+        .into_iter()
+        .map(|d| d.id)
+        .collect();
+    assert_eq!(
+        listed,
+        acknowledged.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    drop(master);
+    drop(mount);
 }
