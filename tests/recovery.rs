@@ -326,7 +326,7 @@ fn once(spec: &DriverSpec) -> SubmitDriverRequest {
 /// kill lands in, and with turns back to back a kill lands in one nearly every round.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
-    const ROUNDS: usize = 8;
+    const ROUNDS: usize = 20;
     const CLIENTS: usize = 16;
     let mut cluster = Cluster::start_with(options(&["--max-waiting", "1000000"]));
     let mut rng = StdRng::seed_from_u64(0xacc0);
@@ -351,7 +351,7 @@ async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
                 }
             });
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(20..250))).await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(10..150))).await;
         cluster.master.kill();
         while clients.join_next().await.is_some() {}
         let answered = std::mem::take(&mut *answered.lock().expect("answers"));
