@@ -315,11 +315,13 @@ async fn a_running_driver_grows_and_shrinks_its_application() {
     cluster
         .wait_app(&other, "4 executors RUNNING", LIMIT, |a| all_running(a, 4))
         .await;
+    let before = cluster.json(&format!("/api/v1/apps/{app_id}"));
     let err = client.kill_executors(&app_id, &[1, 3]).await.unwrap_err();
     assert!(err.to_string().contains("has no executor 3"), "{err}");
     let err = client.kill_executors(&app_id, &[0]).await.unwrap_err();
     assert!(err.to_string().contains("already ended"), "{err}");
     let app = cluster.json(&format!("/api/v1/apps/{app_id}"));
+    assert_eq!(app, before, "a refused kill changed the application");
     assert_eq!(executors(&app, "RUNNING").len(), 2);
     assert_eq!(app["targetExecutors"], 2);
     assert_eq!(

@@ -146,10 +146,10 @@ fn env_value(container: &Value, name: &str) -> Option<String> {
 
 /// `hearth <role> --help`.
 fn help_text(role: &str) -> String {
-    let out = Command::new(HEARTH)
-        .args([role, "--help"])
-        .output()
-        .expect("run hearth --help");
+    let out = support::output_within(
+        Command::new(HEARTH).args([role, "--help"]),
+        support::CLI_LIMIT,
+    );
     assert!(out.status.success());
     String::from_utf8_lossy(&out.stdout).to_string()
 }
@@ -643,7 +643,7 @@ async fn processes_started_as_the_manifests_say_register_and_answer_their_probes
     // Without the Secret the master does not start.
     let mut without = pod_command(master, "master-nosecret", dir.path(), secret, &master_ports);
     without.env_remove("HEARTH_SECRET").stderr(Stdio::piped());
-    let out = without.output().expect("run the master");
+    let out = support::output_within(&mut without, support::CLI_LIMIT);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("HEARTH_SECRET"),

@@ -78,12 +78,13 @@ fn local_cluster_runs_the_readme_example_and_stops_on_sigterm() {
     }
 
     let hearth = |args: &[&str]| {
-        Command::new(HEARTH)
-            .args(args)
-            .env("HEARTH_MASTER_URL", &master)
-            .env_remove("HEARTH_SECRET")
-            .output()
-            .unwrap()
+        support::output_within(
+            Command::new(HEARTH)
+                .args(args)
+                .env("HEARTH_MASTER_URL", &master)
+                .env_remove("HEARTH_SECRET"),
+            support::CLI_LIMIT,
+        )
     };
     let out = hearth(&["submit", "--wait", "--", "sh", "-c", "echo hello; exit 3"]);
     assert_eq!(out.status.code(), Some(3), "{}", stderr(&out));

@@ -12,7 +12,7 @@ use std::{
 
 use hearth_common::{
     client::Client,
-    proto::{DriverSpec, SubmitDriverRequest, WorkerState},
+    proto::{DriverSpec, DriverState, SubmitDriverRequest, WorkerState},
 };
 use rand::{Rng, SeedableRng, rngs::StdRng};
 use serde_json::Value;
@@ -159,6 +159,116 @@ async fn running_drivers_and_executors_are_adopted_not_relaunched() {
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(cluster.json("/json/")["coresused"], used_before);
     assert_eq!(client.driver(&drivers[0]).await.unwrap().attempt, 1);
+}
+
+/// A worker that comes back to a restarted master no longer running all it was recorded with
+/// (processes died while the master was down): what it still runs is adopted, the supervised
+/// driver it lost is relaunched, the executor it lost is replaced, and the slots add up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_back_with_less_than_recorded_is_reconciled_not_trusted() {
+    let mut cluster = Cluster::start_with(options(&["--worker-timeout", "3s"]));
+    let worker = cluster.add_worker(8, "4g").await;
+    let sleeper = "echo $$; exec sleep 600";
+    let keep = cluster.submit(&["--memory", "64m", "--supervise", "--", "sh", "-c", sleeper]);
+    let lose = cluster.submit(&["--memory", "64m", "--supervise", "--", "sh", "-c", sleeper]);
+    let with_app = cluster.submit(&[
+        "--memory",
+        "64m",
+        "--executors",
+        "2",
+        "--executor-memory",
+        "64m",
+        "--executor-command",
+        sleeper,
+        "--",
+        "sh",
+        "-c",
+        sleeper,
+    ]);
+    for id in [&keep, &lose, &with_app] {
+        cluster.wait_state(id, "RUNNING", LIMIT).await;
+    }
+    let app_id = cluster
+        .client()
+        .await
+        .driver(&with_app)
+        .await
+        .expect("driver")
+        .app_id;
+    cluster
+        .wait_app(&app_id, "2 executors RUNNING", LIMIT, |a| {
+            a["executors"]
+                .as_array()
+                .is_some_and(|e| e.len() == 2 && e.iter().all(|e| e["state"] == "RUNNING"))
+        })
+        .await;
+    let pid = |id: String| {
+        let cluster = &cluster;
+        async move { cluster.wait_pids(&id, 1).await[0] }
+    };
+    let keep_pid = pid(keep.clone()).await;
+    let lose_pid = pid(lose.clone()).await;
+    let kept_executor = pid(format!("{app_id}/1")).await;
+    let lost_executor = pid(format!("{app_id}/0")).await;
+
+    // The master dies; while it is down, two of the worker's processes die too.
+    cluster.master.kill();
+    for pid in [lose_pid, lost_executor] {
+        nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        )
+        .expect("kill a process");
+        support::wait_for(&format!("pid {pid} gone"), LIMIT, || async move {
+            (!process_alive(pid)).then_some(())
+        })
+        .await;
+    }
+    cluster.restart_master(&[]);
+    cluster
+        .wait_worker(&worker, WorkerState::Alive, LIMIT)
+        .await;
+    wait_alive(&cluster).await;
+
+    // Still running: adopted, same process, same attempt.
+    let client = cluster.client().await;
+    let d = client.driver(&keep).await.expect("driver");
+    assert_eq!((d.attempt, d.state), (1, DriverState::Running as i32));
+    assert!(process_alive(keep_pid));
+    // Lost while the master was away: relaunched as a new attempt, a new process.
+    let d = cluster
+        .wait_driver(&lose, "relaunched", LIMIT, |d| {
+            d.attempt == 2 && d.state == DriverState::Running as i32
+        })
+        .await;
+    assert_eq!(d.worker_id, worker);
+    let pids = cluster.wait_pids(&lose, 2).await;
+    assert_eq!(pids[0], lose_pid);
+    assert!(process_alive(pids[1]) && pids[1] != lose_pid, "{pids:?}");
+    // The lost executor is replaced; the other is adopted.
+    let app = cluster
+        .wait_app(&app_id, "a replacement RUNNING", LIMIT, |a| {
+            a["executors"].as_array().is_some_and(|e| {
+                e.len() == 3 && e.iter().filter(|e| e["state"] == "RUNNING").count() == 2
+            })
+        })
+        .await;
+    let executors = app["executors"].as_array().expect("executors");
+    let state_of = |n: u64| {
+        executors
+            .iter()
+            .find(|e| e["id"] == n)
+            .map(|e| e["state"].clone())
+    };
+    assert_eq!(state_of(1), Some("RUNNING".into()), "{app}");
+    assert_ne!(state_of(0), Some("RUNNING".into()), "{app}");
+    assert_eq!(state_of(2), Some("RUNNING".into()), "{app}");
+    assert!(process_alive(kept_executor));
+    // What the worker holds is what runs on it: three drivers and two executors, 1 core each.
+    let w = cluster
+        .wait_worker(&worker, WorkerState::Alive, LIMIT)
+        .await;
+    assert_eq!((w.cores_used, w.memory_used_mb), (5, 5 * 64), "{w:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -379,6 +489,58 @@ async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
             acknowledged.len()
         );
     }
+}
+
+/// Completed drivers beyond `--retained-drivers` leave the master's memory and its state file,
+/// oldest first, and do not come back after a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_beyond_retention_leave_memory_and_the_state_file() {
+    let mut cluster = Cluster::start_with(options(&["--retained-drivers", "3"]));
+    cluster.add_worker(2, "1g").await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let id = cluster.submit(&[
+            "--memory",
+            "64m",
+            "--name",
+            &format!("job-{i}"),
+            "--",
+            "true",
+        ]);
+        cluster.wait_state(&id, "FINISHED", LIMIT).await;
+        ids.push(id);
+    }
+    let (gone, kept) = ids.split_at(3);
+    let listed = |drivers: Vec<hearth_common::proto::Driver>| {
+        drivers.into_iter().map(|d| d.id).collect::<BTreeSet<_>>()
+    };
+    let expected: BTreeSet<String> = kept.iter().cloned().collect();
+    let drivers = cluster.client().await.drivers().await.expect("drivers");
+    assert_eq!(listed(drivers), expected);
+    for id in gone {
+        let (code, body) = cluster.http_get(&format!("/api/v1/drivers/{id}"));
+        assert_eq!(code, 404, "{body}");
+    }
+
+    // The state file holds the kept ones and no others.
+    assert!(cluster.master.terminate(Duration::from_secs(10)).is_some());
+    {
+        use redb::{ReadableDatabase, ReadableTable};
+        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("drivers");
+        let db = redb::Database::open(cluster.state_dir().join("hearth.redb")).expect("open");
+        let txn = db.begin_read().expect("read");
+        let stored: BTreeSet<String> = txn
+            .open_table(table)
+            .expect("drivers table")
+            .iter()
+            .expect("iterate")
+            .map(|row| row.expect("a row").0.value().to_string())
+            .collect();
+        assert_eq!(stored, expected);
+    }
+    cluster.restart_master(&[]);
+    let drivers = cluster.client().await.drivers().await.expect("drivers");
+    assert_eq!(listed(drivers), expected);
 }
 
 /// Only one master runs on a state directory; a second is refused at start with the reason and

@@ -126,6 +126,63 @@ fn app_spec() -> impl Strategy<Value = ApplicationSpec> {
         )
 }
 
+/// A program as a careful user writes it: a plain program name, ordinary arguments, a short
+/// name, and environment variables with plain names (none reserved) and printable values.
+fn sound_program() -> impl Strategy<Value = (Vec<String>, String, HashMap<String, String>)> {
+    (
+        proptest::collection::vec("[a-zA-Z0-9_./=-]{1,16}", 1..6),
+        "[a-zA-Z0-9 _.-]{0,40}",
+        proptest::collection::hash_map("[A-GI-Z][A-Z0-9_]{0,10}", "\\PC{0,30}", 0..4),
+    )
+}
+
+fn sound_driver_spec() -> impl Strategy<Value = DriverSpec> {
+    (
+        sound_program(),
+        1..=MAX_CORES,
+        1..=MAX_MEMORY_MB,
+        any::<bool>(),
+        0..=MAX_RETRIES_LIMIT,
+    )
+        .prop_map(
+            |((command, name, env), cores, memory_mb, supervise, max_retries)| DriverSpec {
+                command,
+                cores,
+                memory_mb,
+                supervise,
+                max_retries,
+                name,
+                env,
+            },
+        )
+}
+
+/// Executors within every cap: a count with no core cap, or a core cap they fit under.
+fn sound_app_spec() -> impl Strategy<Value = ApplicationSpec> {
+    (
+        sound_program(),
+        1..=64u32,
+        1..=MAX_MEMORY_MB,
+        1..=100u32,
+        any::<bool>(),
+        proptest::option::of(0..=1000u32),
+    )
+        .prop_map(
+            |((command, name, env), cores, memory_mb, executors, capped, retries)| {
+                ApplicationSpec {
+                    command,
+                    executor_cores: cores,
+                    executor_memory_mb: memory_mb,
+                    executors,
+                    max_cores: if capped { cores * executors } else { 0 },
+                    executor_retries: retries,
+                    name,
+                    env,
+                }
+            },
+        )
+}
+
 fn spec_bytes(name: &str, command: &[String], env: &HashMap<String, String>) -> usize {
     name.len()
         + command.iter().map(String::len).sum::<usize>()
@@ -233,6 +290,26 @@ proptest! {
         let expected = !text.is_empty() && text.len() <= 128
             && text.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.:".contains(&b));
         prop_assert_eq!(accepted, expected);
+    }
+
+    // The other side: what a careful user sends is taken. (Without these, a validator that
+    // refused everything would pass every property above.)
+    #[test]
+    fn a_sound_driver_spec_is_accepted(spec in sound_driver_spec()) {
+        let verdict = validate_driver_spec(&spec);
+        prop_assert!(verdict.is_ok(), "{:?} refused: {:?}", spec, verdict);
+    }
+
+    #[test]
+    fn a_sound_application_is_accepted(spec in sound_app_spec()) {
+        let verdict = validate_app_spec(&spec);
+        prop_assert!(verdict.is_ok(), "{:?} refused: {:?}", spec, verdict);
+    }
+
+    #[test]
+    fn sound_labels_are_accepted(labels in proptest::collection::btree_map("[a-z0-9._/-]{1,63}", "[a-zA-Z0-9 ._-]{0,60}", 0..8)) {
+        let verdict = validate_labels(&labels);
+        prop_assert!(verdict.is_ok(), "{:?} refused: {:?}", labels, verdict);
     }
 
     #[test]

@@ -7,6 +7,7 @@
 //! - [`in_process`]: a master and workers inside the test's own process, for behaviour where
 //!   the process boundary is not the point.
 //! - [`http`]: GETs and requests answered with status, head and body.
+//! - [`images`]: the container images built by a Docker daemon of the test's own.
 //! - [`rpc`]: every RPC of the protocol, read from its descriptor.
 
 // Each test binary uses a part of the harness.
@@ -14,6 +15,7 @@
 
 pub mod cluster;
 pub mod http;
+pub mod images;
 pub mod in_process;
 pub mod rpc;
 
