@@ -116,7 +116,17 @@ pub fn process_alive(pid: i32) -> bool {
 /// started it. Fails when `/proc` cannot be listed or no process's environment can be read
 /// (not root, `hidepid`): an empty answer then would make every "no copy left" check pass.
 pub fn processes_with_env(name: &str, value: &str) -> Result<Vec<(i32, String)>> {
-    let marker = format!("{name}={value}\0");
+    processes_where_env(name, |v| v == value)
+}
+
+/// The live processes whose environment holds `NAME=value` with `value` accepted by `wanted`:
+/// for example every process a test's workers started under its own directory
+/// (`HEARTH_WORK_DIR`). Fails as [`processes_with_env`] does when nothing can be read.
+pub fn processes_where_env(
+    name: &str,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<(i32, String)>> {
+    let prefix = format!("{name}=");
     let mut found = Vec::new();
     let mut readable = 0usize;
     for entry in std::fs::read_dir("/proc").map_err(Error::io("listing /proc"))? {
@@ -133,11 +143,11 @@ pub fn processes_with_env(name: &str, value: &str) -> Result<Vec<(i32, String)>>
             continue;
         };
         readable += 1;
-        if !environ
-            .windows(marker.len())
-            .any(|w| w == marker.as_bytes())
-            || !process_alive(pid)
-        {
+        let matches = environ
+            .split(|&b| b == 0)
+            .filter_map(|var| var.strip_prefix(prefix.as_bytes()))
+            .any(|value| std::str::from_utf8(value).is_ok_and(&wanted));
+        if !matches || !process_alive(pid) {
             continue;
         }
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();

@@ -373,3 +373,25 @@ fn spawn_master(
 fn log_file(dir: &Path, name: &str) -> Stdio {
     Stdio::from(File::create(dir.join(name)).expect("log file"))
 }
+
+impl Drop for Cluster {
+    /// Kills the workers first, then every process they started under this cluster's
+    /// directory: a worker SIGKILLed leaves behind what its drivers and executors forked, and
+    /// a failed test must not leave anything running.
+    fn drop(&mut self) {
+        for (_, worker) in &mut self.workers {
+            worker.kill();
+        }
+        let dir = self.dir.path().to_string_lossy().into_owned();
+        if let Ok(left) =
+            hearth_testkit::process::processes_where_env("HEARTH_WORK_DIR", |v| v.starts_with(&dir))
+        {
+            for (pid, _) in left {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
+        }
+    }
+}
