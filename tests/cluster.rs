@@ -230,13 +230,22 @@ async fn exit_codes_logs_and_follow() {
         "64m",
         "--env",
         &format!("TOKEN={secret_value}"),
-        "--",
+        "--executors",
+        "1",
+        "--executor-memory",
+        "64m",
+        "--executor-env",
+        &format!("EXECUTOR_TOKEN={secret_value}"),
+        "--executor-command",
         "true",
+        "--",
+        "sleep",
+        "1",
     ]);
     cluster.wait_state(&with_secret, "FINISHED", LIMIT).await;
     let client = cluster.client().await;
     let seen = client.driver(&with_secret).await.expect("the driver");
-    let spec = seen.spec.expect("the spec is shown");
+    let spec = seen.spec.clone().expect("the spec is shown");
     assert!(
         spec.env.is_empty(),
         "environment values sent back: {:?}",
@@ -247,6 +256,15 @@ async fn exit_codes_logs_and_follow() {
         "{:?}",
         seen.env_names
     );
+    let app_spec = seen.application.clone().expect("the application asked for");
+    assert!(
+        app_spec.env.is_empty(),
+        "executor environment sent back: {:?}",
+        app_spec.env
+    );
+    let app = client.app(&seen.app_id).await.expect("the application");
+    assert!(!format!("{app:?}").contains(secret_value), "{app:?}");
+    assert!(!format!("{:?}", client.apps().await.expect("apps")).contains(secret_value));
     let listed = client.drivers().await.expect("drivers");
     assert!(!format!("{listed:?}").contains(secret_value));
     for view in [
@@ -258,6 +276,9 @@ async fn exit_codes_logs_and_follow() {
         cluster.http_get("/api/v1/drivers").1,
         cluster.http_get(&format!("/drivers/{with_secret}")).1,
         cluster.http_get("/json/").1,
+        cluster.http_get(&format!("/api/v1/apps/{}", seen.app_id)).1,
+        cluster.http_get(&format!("/apps/{}", seen.app_id)).1,
+        stdout(&cluster.hearth(&["status", "--json", &seen.app_id])),
     ] {
         assert!(
             view.contains(&with_secret) || view.contains("TOKEN"),

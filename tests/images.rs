@@ -13,7 +13,7 @@ use std::{process::Command, time::Duration};
 use hearth_common::{auth::Secret, client::Client, proto::WorkerState};
 use support::{
     HEARTH,
-    images::{DOCKER, Daemon, build, context, require},
+    images::{Daemon, build_images},
     stderr, stdout, wait_for,
 };
 
@@ -32,19 +32,8 @@ fn published(daemon: &Daemon, container: &str, port: u16) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root, Docker (docker.io) and debootstrap; ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn the_images_build_and_run_a_cluster_of_containers() {
-    require("/usr/sbin/dockerd", "docker.io");
-    require(DOCKER, "docker.io");
-    require("/usr/sbin/debootstrap", "debootstrap");
-    // Short paths: dockerd's sockets live under it.
-    let scratch = tempfile::Builder::new()
-        .prefix("hearth-img")
-        .tempdir_in("/tmp")
-        .expect("temp dir");
-    let daemon = Daemon::start(scratch.path());
-    daemon.import_base(scratch.path());
-    let ctx = context(scratch.path());
-    build(&daemon, "master", &ctx, "test");
-    build(&daemon, "worker", &ctx, "test");
+    let built = build_images("test");
+    let daemon = &built.daemon;
     for image in ["master", "worker"] {
         let user = daemon.ok(&[
             "image",
@@ -114,8 +103,8 @@ async fn the_images_build_and_run_a_cluster_of_containers() {
         ]);
     }
 
-    let grpc = published(&daemon, "hearth-master", 7077);
-    let web = published(&daemon, "hearth-master", 8080);
+    let grpc = published(daemon, "hearth-master", 7077);
+    let web = published(daemon, "hearth-master", 8080);
     let url = format!("http://{grpc}");
     let client = wait_for("the master container", LIMIT, || {
         let url = url.clone();

@@ -165,21 +165,35 @@ impl Kube {
         output_within(self.kubectl().args(&all), KUBECTL_LIMIT)
     }
 
-    /// The master's view of its workers, asked from the client pod.
-    fn workers(&self) -> Vec<Value> {
-        let out = self.hearth_in_pod(&["list", "workers", "--json"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str::<Value>(&stdout(&out))
-            .expect("JSON")
-            .as_array()
-            .cloned()
-            .unwrap_or_default()
+    /// `hearth submit ARGS` inside the client pod, which must succeed: the driver's id.
+    fn submit_in_pod(&self, args: &[&str]) -> String {
+        let mut all = vec!["submit"];
+        all.extend_from_slice(args);
+        let out = self.hearth_in_pod(&all);
+        assert!(out.status.success(), "submit {args:?}: {}", stderr(&out));
+        stdout(&out).lines().next().unwrap_or_default().to_string()
     }
 
-    fn driver(&self, id: &str) -> Value {
+    /// The master's view of its workers, asked from the client pod; `None` while the master
+    /// cannot be reached (between pods, or before kube-proxy routes to the new one).
+    fn workers(&self) -> Option<Vec<Value>> {
+        let out = self.hearth_in_pod(&["list", "workers", "--json"]);
+        if !out.status.success() {
+            eprintln!("list workers: {}", stderr(&out));
+            return None;
+        }
+        let list: Value = serde_json::from_str(&stdout(&out)).expect("JSON");
+        list.as_array().cloned()
+    }
+
+    /// `hearth status --json ID` from the client pod; `None` while the master cannot be reached.
+    fn driver(&self, id: &str) -> Option<Value> {
         let out = self.hearth_in_pod(&["status", "--json", id]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        serde_json::from_str(&stdout(&out)).expect("JSON")
+        if !out.status.success() {
+            eprintln!("status {id}: {}", stderr(&out));
+            return None;
+        }
+        Some(serde_json::from_str(&stdout(&out)).expect("JSON"))
     }
 }
 
@@ -270,7 +284,7 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
 
     // Every worker registered through the Service's DNS name and offers its pod's limits.
     let workers = kube.wait("2 workers ALIVE", || {
-        let w = kube.workers();
+        let w = kube.workers()?;
         (w.iter().filter(|w| w["state"] == "ALIVE").count() == 2).then_some(w)
     });
     for w in &workers {
@@ -389,7 +403,7 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
     kube.wait_ready("app.kubernetes.io/component=worker", 3);
     kube.wait("3 workers ALIVE", || {
         (kube
-            .workers()
+            .workers()?
             .iter()
             .filter(|w| w["state"] == "ALIVE")
             .count()
@@ -400,14 +414,12 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
     // Down to one while a supervised driver runs on a pod that goes: that worker is
     // DECOMMISSIONED, the driver is relaunched on the survivor and finishes there, and the pod
     // exits within its grace period.
-    let out = kube.hearth_in_pod(&["submit", "--supervise", "--", "sh", "-c", RELAUNCH_FINISHES]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let moving = stdout(&out).lines().next().unwrap_or_default().to_string();
+    let moving = kube.submit_in_pod(&["--supervise", "--", "sh", "-c", RELAUNCH_FINISHES]);
     let running = kube.wait("the supervised driver RUNNING", || {
-        let d = kube.driver(&moving);
+        let d = kube.driver(&moving)?;
         (d["state"] == "RUNNING").then_some(d)
     });
-    let workers = kube.workers();
+    let workers = kube.workers().expect("the workers");
     let leaving_worker = running["workerId"].as_str().unwrap_or_default().to_string();
     let leaving_pod = pod_of(&workers, &leaving_worker);
     let survivor = workers
@@ -438,13 +450,13 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
         "--replicas=1",
     ]);
     kube.wait("the leaving worker DECOMMISSIONED", || {
-        kube.workers()
+        kube.workers()?
             .iter()
             .any(|w| w["id"] == leaving_worker.as_str() && w["state"] == "DECOMMISSIONED")
             .then_some(())
     });
     let finished = kube.wait("the driver relaunched and FINISHED", || {
-        let d = kube.driver(&moving);
+        let d = kube.driver(&moving)?;
         (d["state"] == "FINISHED").then_some(d)
     });
     assert_eq!(finished["attempt"], 2, "{finished}");
@@ -471,11 +483,9 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
 
     // The master pod deleted: recreated on the same claim, it recovers; the worker reconnects
     // through the Service; every acknowledged driver is there and the running one is adopted.
-    let out = kube.hearth_in_pod(&["submit", "--", "sh", "-c", "echo $$; exec sleep 600"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let sleeping = stdout(&out).lines().next().unwrap_or_default().to_string();
+    let sleeping = kube.submit_in_pod(&["--", "sh", "-c", "echo $$; exec sleep 600"]);
     kube.wait("the sleeping driver RUNNING", || {
-        (kube.driver(&sleeping)["state"] == "RUNNING").then_some(())
+        (kube.driver(&sleeping)?["state"] == "RUNNING").then_some(())
     });
     let acknowledged = [
         from_pod.clone(),
@@ -497,14 +507,14 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
         (now != old_master).then_some(())
     });
     kube.wait("the worker back ALIVE", || {
-        let w = kube.workers();
+        let w = kube.workers()?;
         (w.iter().filter(|w| w["state"] == "ALIVE").count() == 1).then_some(())
     });
     for id in &acknowledged {
-        let d = kube.driver(id);
+        let d = kube.driver(id).expect("the driver");
         assert_eq!(d["id"], id.as_str(), "{d}");
     }
-    let d = kube.driver(&sleeping);
+    let d = kube.driver(&sleeping).expect("the driver");
     assert_eq!(
         (d["state"].as_str(), d["attempt"].as_u64()),
         (Some("RUNNING"), Some(1)),
@@ -521,11 +531,9 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
         "--replicas=2",
     ]);
     kube.wait_ready("app.kubernetes.io/component=worker", 2);
-    let out = kube.hearth_in_pod(&["submit", "--supervise", "--", "sh", "-c", "exec sleep 600"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    let supervised = stdout(&out).lines().next().unwrap_or_default().to_string();
+    let supervised = kube.submit_in_pod(&["--supervise", "--", "sh", "-c", "exec sleep 600"]);
     kube.wait("the supervised driver RUNNING", || {
-        (kube.driver(&supervised)["state"] == "RUNNING").then_some(())
+        (kube.driver(&supervised)?["state"] == "RUNNING").then_some(())
     });
     kube.ok(&[
         "-n",
@@ -547,10 +555,10 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
     kube.wait("the supervised driver RUNNING again", || {
-        (kube.driver(&supervised)["state"] == "RUNNING").then_some(())
+        (kube.driver(&supervised)?["state"] == "RUNNING").then_some(())
     });
     for id in acknowledged.iter().chain([&supervised]) {
-        let d = kube.driver(id);
+        let d = kube.driver(id).expect("the driver");
         assert_eq!(d["id"], id.as_str(), "{d}");
     }
     // The NetworkPolicy is not checked: the bridge CNI does not enforce it (see the README).

@@ -180,7 +180,7 @@ impl Drop for Daemon {
 }
 
 /// The build context: this build's binaries, stripped, where `BIN_DIR=bin` finds them.
-pub fn context(scratch: &Path) -> PathBuf {
+fn context(scratch: &Path) -> PathBuf {
     let ctx = scratch.join("context");
     std::fs::create_dir_all(ctx.join("bin/examples")).expect("context dir");
     let hearth = Path::new(HEARTH);
@@ -203,7 +203,7 @@ pub fn context(scratch: &Path) -> PathBuf {
 }
 
 /// Builds `images/{image}/Dockerfile` as `hearth-{image}:{tag}` from `ctx`.
-pub fn build(daemon: &Daemon, image: &str, ctx: &Path, tag: &str) {
+fn build(daemon: &Daemon, image: &str, ctx: &Path, tag: &str) {
     let dockerfile = Path::new(ROOT).join(format!("images/{image}/Dockerfile"));
     run(
         daemon
@@ -223,9 +223,15 @@ pub fn build(daemon: &Daemon, image: &str, ctx: &Path, tag: &str) {
     );
 }
 
-/// Builds both images as `hearth-{master,worker}:{tag}` and saves them as archives a container
-/// runtime imports (`docker save`), in `target/image-cache/`: their paths, master first.
-pub fn save_images(tag: &str) -> (PathBuf, PathBuf) {
+/// A Docker daemon of the test's own holding both images, built as `hearth-{master,worker}:{tag}`.
+pub struct Built {
+    pub daemon: Daemon,
+    /// Where the daemon keeps everything; removed after it stops (fields drop in order).
+    _scratch: tempfile::TempDir,
+}
+
+/// Starts a daemon, makes the base image and builds both images with this build's binaries.
+pub fn build_images(tag: &str) -> Built {
     require("/usr/sbin/dockerd", "docker.io");
     require(DOCKER, "docker.io");
     require("/usr/sbin/debootstrap", "debootstrap");
@@ -237,19 +243,30 @@ pub fn save_images(tag: &str) -> (PathBuf, PathBuf) {
     let daemon = Daemon::start(scratch.path());
     daemon.import_base(scratch.path());
     let ctx = context(scratch.path());
-    let cache = Path::new(ROOT).join("target/image-cache");
-    std::fs::create_dir_all(&cache).expect("cache dir");
-    let mut saved = Vec::new();
     for image in ["master", "worker"] {
         build(&daemon, image, &ctx, tag);
+    }
+    Built {
+        daemon,
+        _scratch: scratch,
+    }
+}
+
+/// Builds both images as `hearth-{master,worker}:{tag}` and saves them as archives a container
+/// runtime imports (`docker save`), in `target/image-cache/`: their paths, master first.
+pub fn save_images(tag: &str) -> (PathBuf, PathBuf) {
+    let built = build_images(tag);
+    let cache = Path::new(ROOT).join("target/image-cache");
+    std::fs::create_dir_all(&cache).expect("cache dir");
+    let save = |image: &str| {
         let tar = cache.join(format!("hearth-{image}-{tag}.tar"));
-        daemon.ok(&[
+        built.daemon.ok(&[
             "save",
             "-o",
             &tar.display().to_string(),
             &format!("hearth-{image}:{tag}"),
         ]);
-        saved.push(tar);
-    }
-    (saved[0].clone(), saved[1].clone())
+        tar
+    };
+    (save("master"), save("worker"))
 }
