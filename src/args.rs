@@ -172,6 +172,11 @@ pub struct MasterArgs {
     /// Path prefix the UI is served under behind a proxy or ingress, e.g. /hearth.
     #[arg(long, env = "HEARTH_UI_BASE_PATH", default_value = "", value_parser = base_path_arg)]
     pub ui_base_path: String,
+    /// Most connections open on the UI port at once; at the cap the oldest client that has not
+    /// sent a whole request is closed to make room (capped again at a quarter of the open-file
+    /// limit).
+    #[arg(long, env = "HEARTH_UI_MAX_CONNECTIONS", default_value_t = master::DEFAULT_UI_MAX_CONNECTIONS)]
+    pub ui_max_connections: usize,
     /// Serve gRPC and the web UI over TLS with this certificate chain (PEM); reloaded when
     /// the file changes.
     #[arg(long, env = "HEARTH_TLS_CERT", requires = "tls_key")]

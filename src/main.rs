@@ -67,6 +67,7 @@ fn on_signals(shutdown: Shutdown) -> Result<()> {
 }
 
 async fn run_master(args: MasterArgs) -> Result<i32> {
+    let open_files = open_file_limit();
     let config = hearth_master::MasterConfig {
         grpc_addr: SocketAddr::new(args.bind, args.port),
         web_addr: SocketAddr::new(args.bind, args.webui_port),
@@ -92,6 +93,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
             kill: args.ui_kill,
             auth: args.ui_auth,
             base_path: args.ui_base_path,
+            max_connections: args.ui_max_connections.min(open_files / 4).max(1),
         },
         ..Default::default()
     };
@@ -266,6 +268,21 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// The master's open-file limit, raised to the hard limit and logged: each connection to its
+/// ports takes one.
+fn open_file_limit() -> usize {
+    match hearth_master::listen::raise_open_file_limit() {
+        Ok((soft, hard)) => {
+            tracing::info!(soft, hard, "open-file limit");
+            usize::try_from(soft).unwrap_or(usize::MAX)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read or raise the open-file limit");
+            usize::MAX
         }
     }
 }

@@ -22,6 +22,9 @@ pub const DEFAULT_SPREAD_OUT: bool = true;
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(20);
 pub const DEFAULT_MAX_WAITING: usize = 10_000;
 pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
+/// Connections the UI port keeps open at most: browsers, probes, scripts. Well under a common
+/// open-file limit of 1024, with the gRPC port and the state file beside it.
+pub const DEFAULT_UI_MAX_CONNECTIONS: usize = 512;
 
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -59,7 +62,7 @@ pub struct MasterConfig {
 }
 
 /// How the web UI behaves for people who reach port 8080.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct UiConfig {
     /// Show kill buttons; a kill still needs the shared secret typed in.
     pub kill: bool,
@@ -69,6 +72,19 @@ pub struct UiConfig {
     /// Prefix of every link, for an ingress that serves the UI under a sub-path: empty, or
     /// `/a/b` without a trailing slash.
     pub base_path: String,
+    /// Most connections open on the UI port; at the cap the oldest stalled one is closed.
+    pub max_connections: usize,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            kill: false,
+            auth: false,
+            base_path: String::new(),
+            max_connections: DEFAULT_UI_MAX_CONNECTIONS,
+        }
+    }
 }
 
 /// The chart covers this much time: an hour, in milliseconds as timestamps are.
@@ -122,6 +138,11 @@ impl MasterConfig {
         }
         if self.retained_apps == 0 {
             return Err(Error::Config("retained apps: must be at least 1".into()));
+        }
+        if self.ui.max_connections == 0 {
+            return Err(Error::Config(
+                "ui max connections: must be at least 1".into(),
+            ));
         }
         if self.secret.is_none() && self.previous_secret.is_some() {
             return Err(Error::Config(

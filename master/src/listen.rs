@@ -21,3 +21,14 @@ pub async fn bind(what: &'static str, addr: SocketAddr) -> Result<TcpListener> {
         .await
         .map_err(|source| Error::Bind { what, addr, source })
 }
+
+/// Raises this process's soft limit on open files to its hard limit, so the ports hold as many
+/// connections as the system lets this process have; returns the (soft, hard) limits now.
+pub fn raise_open_file_limit() -> std::io::Result<(u64, u64)> {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).map_err(std::io::Error::from)?;
+    if soft < hard {
+        setrlimit(Resource::RLIMIT_NOFILE, hard, hard).map_err(std::io::Error::from)?;
+    }
+    Ok((soft.max(hard), hard))
+}

@@ -135,7 +135,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         let handle = handle.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            web::serve(handle, web_listener, web_addr, shutdown)
+            web::serve(handle, web_listener, shutdown)
                 .await
                 .map_err(|e| Error::Internal(format!("web server: {e}")))
         }));

@@ -226,26 +226,3 @@ pub fn incoming(
     });
     rx
 }
-
-/// `incoming` in the shape `axum::serve` takes.
-pub struct TlsListener {
-    pub accepted: mpsc::Receiver<(TlsStream, SocketAddr)>,
-    pub local_addr: SocketAddr,
-}
-
-impl axum::serve::Listener for TlsListener {
-    type Io = TlsStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        match self.accepted.recv().await {
-            Some(accepted) => accepted,
-            // The accept loop ended at shutdown; the server's own shutdown signal ends it.
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<SocketAddr> {
-        Ok(self.local_addr)
-    }
-}

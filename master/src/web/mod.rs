@@ -6,11 +6,13 @@
 //! - [`auth`]: `--ui-auth`, the secret asked of every request but the probes.
 //! - [`api`], [`metrics`]: JSON and Prometheus text.
 //! - [`rows`], [`paging`], [`chart`]: what pages are made of.
+//! - [`connections`]: the port's connections, capped, with a deadline for headers.
 
 mod actions;
 mod api;
 mod auth;
 mod chart;
+mod connections;
 mod logs;
 mod metrics;
 mod pages;
@@ -113,31 +115,15 @@ async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>
     }
 }
 
+/// Serves the UI, JSON, probes and metrics on `listener` until `shutdown`, with the
+/// connection limits of [`connections`].
 pub async fn serve(
     master: MasterHandle,
     listener: Listener,
-    local_addr: std::net::SocketAddr,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    match listener {
-        Listener::Plain(listener) => {
-            let listener = axum::serve::ListenerExt::tap_io(listener, |stream| {
-                let _ = stream.set_nodelay(true);
-            });
-            axum::serve(listener, router(master))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-        Listener::Tls(accepted) => {
-            let listener = crate::tls::TlsListener {
-                accepted,
-                local_addr,
-            };
-            axum::serve(listener, router(master))
-                .with_graceful_shutdown(shutdown.cancelled_owned())
-                .await
-        }
-    }
+    let max = master.config.ui.max_connections;
+    connections::serve(listener, router(master), max, shutdown).await
 }
 
 /// The HTTP status an error answers with.
