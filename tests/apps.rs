@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use hearth_common::{
     client::Client,
-    proto::{ApplicationSpec, RegisterApplicationRequest, WorkerState},
+    proto::{ApplicationSpec, DriverSpec, RegisterApplicationRequest, WorkerState},
 };
 use serde_json::Value;
 use support::{Cluster, InProcess, process_alive, stderr, stdout, wait_for};
@@ -520,4 +520,71 @@ async fn bad_application_requests_are_refused_with_the_field_and_change_nothing(
     let out = cluster.hearth(&["kill", &huge]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("KILLED"), "{}", stdout(&out));
+}
+
+/// One `name value` line of Prometheus text.
+fn metric(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|line| {
+        line.strip_prefix(name)?
+            .strip_prefix(' ')?
+            .trim()
+            .parse()
+            .ok()
+    })
+}
+
+/// `/metrics` says how many workers the waiting work wants (for an autoscaler sizing the
+/// worker Deployment) and how many are idle.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_say_how_many_workers_the_waiting_work_wants() {
+    let mut cluster = InProcess::start(|_| {}).await;
+    cluster.add_worker(2, 2048).await;
+    let client = cluster.client().await;
+    let sizing = |cluster: &InProcess| {
+        let (code, text) = support::http_get(&cluster.web, "/metrics");
+        assert_eq!(code, 200);
+        (
+            metric(&text, "hearth_workers_wanted"),
+            metric(&text, "hearth_workers_idle"),
+            metric(&text, "hearth_waiting_too_large"),
+        )
+    };
+    assert_eq!(sizing(&cluster), (Some(1), Some(1), Some(0)));
+
+    // Three drivers of a whole worker each: one runs, two wait and want two more workers;
+    // three executors of one core want two more; one driver larger than any worker wants none.
+    let whole = DriverSpec {
+        command: vec!["sleep".into(), "600".into()],
+        cores: 2,
+        memory_mb: 512,
+        ..Default::default()
+    };
+    let mut drivers = Vec::new();
+    for _ in 0..3 {
+        drivers.push(client.submit(whole.clone()).await.expect("submit"));
+    }
+    let app = register(&client, sleeper("three", 3, 0), "").await;
+    let huge = client
+        .submit(DriverSpec {
+            cores: 16,
+            ..whole.clone()
+        })
+        .await
+        .expect("submit");
+    wait_for("the wanted workers", LIMIT, || {
+        let now = sizing(&cluster);
+        async move { (now == (Some(5), Some(0), Some(1))).then_some(()) }
+    })
+    .await;
+
+    // The work gone, the one worker is idle and wanted.
+    for id in drivers.iter().chain([&huge]) {
+        let _ = client.kill(id).await;
+    }
+    client.kill_app(&app).await.expect("kill the application");
+    wait_for("one idle worker wanted", LIMIT, || {
+        let now = sizing(&cluster);
+        async move { (now == (Some(1), Some(1), Some(0))).then_some(()) }
+    })
+    .await;
 }

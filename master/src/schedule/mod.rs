@@ -15,10 +15,12 @@
 //! - [`drivers`]: where each waiting driver goes, or why it waits.
 //! - [`executors`]: where each application's wanted executors go, spread out or consolidated.
 //! - [`reasons`]: why something cannot be placed, in words a person acts on.
+//! - [`demand`]: how many more workers of one shape the waiting work needs.
 //!
 //! A new placement rule lands as a module of its own here, a pure function over offers and
 //! asks with its tests beside it, called from `state::placement`.
 
+pub mod demand;
 pub mod drivers;
 pub mod executors;
 mod reasons;

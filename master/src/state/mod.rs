@@ -10,10 +10,12 @@
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
 //! - [`invariants`]: the accounting every state keeps, checked by the tests.
+//! - [`demand`]: how many workers the waiting work wants, for an autoscaler.
 //! - [`recovery`]: rebuilding the state from the store after a restart.
 //! - [`stored`]: the shapes of what is kept across restarts.
 
 mod apps;
+mod demand;
 mod drivers;
 mod executors;
 mod invariants;
@@ -30,6 +32,7 @@ use hearth_common::proto::{MasterMessage, WorkerState};
 use imbl::{OrdMap, Vector};
 
 pub use apps::AppInfo;
+pub use demand::Sizing;
 pub use drivers::DriverInfo;
 pub use executors::{ExecKey, ExecutorInfo};
 use placement::Tried;

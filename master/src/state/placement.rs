@@ -165,9 +165,9 @@ impl State {
         });
     }
 
-    fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
-        let asks: Vec<AppAsk> = self
-            .active_apps
+    /// What the applications not yet ended want placed, in registration order.
+    pub fn app_asks(&self) -> Vec<AppAsk> {
+        self.active_apps
             .iter()
             .filter_map(|id| self.apps.get(id))
             .map(|a| AppAsk {
@@ -176,7 +176,11 @@ impl State {
                 memory_mb: a.spec.executor_memory_mb,
                 wanted: a.wanted(),
             })
-            .collect();
+            .collect()
+    }
+
+    fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
+        let asks = self.app_asks();
         for placement in schedule::place_executors(offers, &asks, self.limits.spread_out) {
             for worker_id in &placement.workers {
                 if let Err(e) = self.launch_executor(&placement.app_id, worker_id, now_ms, effects)

@@ -30,6 +30,7 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         let _ = writeln!(out, "hearth_workers{{state=\"{}\"}} {n}", state.name());
     }
     let in_use = Sample::of(&snap, hearth_common::ids::now_ms());
+    let sizing = snap.sizing();
     let gauges = [
         (
             "hearth_cores_total",
@@ -60,6 +61,21 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             "hearth_workers_connected",
             "Open worker streams.",
             master.links.connected() as u64,
+        ),
+        (
+            "hearth_workers_wanted",
+            "Workers the cluster wants: the alive ones plus those its waiting drivers and executors need, packed onto workers shaped like most alive ones (for an HPA or KEDA sizing the worker Deployment).",
+            u64::from(sizing.wanted),
+        ),
+        (
+            "hearth_workers_idle",
+            "Alive workers running no driver or executor.",
+            u64::from(sizing.idle),
+        ),
+        (
+            "hearth_waiting_too_large",
+            "Waiting drivers and executors larger than any worker of today's shape (more workers would not help).",
+            sizing.too_large as u64,
         ),
     ];
     for (name, help, value) in gauges {
