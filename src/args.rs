@@ -346,6 +346,11 @@ pub struct SubmitArgs {
     /// Follow the driver and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
+    /// Your own id for this submission (1 to 128 letters, digits, '-', '_', '.', ':'): running
+    /// the same `hearth submit` again answers with the driver the first one made instead of
+    /// starting a second (the same id with a different spec is refused). Default: a fresh id.
+    #[arg(long, env = "HEARTH_SUBMISSION_ID")]
+    pub submission_id: Option<String>,
     #[command(flatten)]
     pub app: AppArgs,
     /// The driver's command and arguments (after --).

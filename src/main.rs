@@ -221,9 +221,12 @@ async fn run(cli: Cli) -> Result<i32> {
                 max_retries: if args.supervise { args.max_retries } else { 0 },
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
+            if let Some(id) = &args.submission_id {
+                hearth_common::spec::validate_submission_id(id)?;
+            }
             let app = args.app.spec(&spec.name)?;
             let client = args.client.connect().await?;
-            Ok(commands::submit(&client, spec, app, args.wait).await?)
+            Ok(commands::submit(&client, spec, app, args.submission_id, args.wait).await?)
         }
         Action::Status(args) => {
             let client = args.client.connect().await?;

@@ -727,3 +727,45 @@ async fn a_state_file_that_cannot_be_written_stops_the_master_and_loses_nothing_
     drop(master);
     drop(mount);
 }
+
+/// A script that runs `hearth submit --submission-id ID` again (after a timeout, say) gets the
+/// driver the first run made, never a second; the same id for other work is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_script_retrying_with_its_own_submission_id_makes_one_driver() {
+    let cluster = Cluster::start();
+    let submit = |command: &str| {
+        cluster.hearth(&[
+            "submit",
+            "--submission-id",
+            "nightly-2026-11-30",
+            "--memory",
+            "64m",
+            "--",
+            "sh",
+            "-c",
+            command,
+        ])
+    };
+    let first = submit("echo report");
+    assert_eq!(first.status.code(), Some(0), "{}", stderr(&first));
+    let again = submit("echo report");
+    assert_eq!(again.status.code(), Some(0), "{}", stderr(&again));
+    assert_eq!(stdout(&again), stdout(&first), "the same driver");
+    let other = submit("echo something else");
+    assert_eq!(other.status.code(), Some(1), "{}", stderr(&other));
+    assert!(
+        stderr(&other).contains("submission_id: nightly-2026-11-30 was already used for"),
+        "{}",
+        stderr(&other)
+    );
+    let drivers = cluster.client().await.drivers().await.expect("drivers");
+    assert_eq!(drivers.len(), 1, "{drivers:?}");
+    // A malformed id is refused before anything is sent.
+    let out = cluster.hearth(&["submit", "--submission-id", "no spaces", "--", "true"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("submission_id: must be"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -236,10 +236,23 @@ impl Client {
         spec: DriverSpec,
         application: Option<ApplicationSpec>,
     ) -> Result<String> {
+        self.submit_as(spec, application, crate::spec::new_submission_id())
+            .await
+    }
+
+    /// Submits under the caller's own submission id: sent again, by the retries made here or
+    /// by a script running the whole submission again, it is answered with the driver the first
+    /// one made. The same id with a different spec is refused (ALREADY_EXISTS).
+    pub async fn submit_as(
+        &self,
+        spec: DriverSpec,
+        application: Option<ApplicationSpec>,
+        submission_id: String,
+    ) -> Result<String> {
         let request = proto::SubmitDriverRequest {
             spec: Some(spec),
             application,
-            submission_id: crate::spec::new_submission_id(),
+            submission_id,
         };
         let mut delay = Duration::from_millis(200);
         for _ in 1..SUBMIT_ATTEMPTS {

@@ -14,6 +14,8 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     ResourceExhausted(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("the master is shutting down")]
@@ -46,6 +48,7 @@ impl From<Error> for tonic::Status {
             Error::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             Error::Unavailable(_) | Error::ShuttingDown => tonic::Status::unavailable(message),
             Error::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
+            Error::AlreadyExists(_) => tonic::Status::already_exists(message),
             _ => tonic::Status::internal(message),
         }
     }

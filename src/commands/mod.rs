@@ -41,13 +41,15 @@ pub async fn submit(
     client: &Client,
     spec: DriverSpec,
     application: Option<ApplicationSpec>,
+    submission_id: Option<String>,
     wait: bool,
 ) -> Result<i32> {
     hearth_common::spec::validate_driver_spec(&spec)?;
     if let Some(app) = &application {
         hearth_common::spec::validate_app_spec(app)?;
     }
-    let id = client.submit_with_app(spec, application).await?;
+    let submission_id = submission_id.unwrap_or_else(hearth_common::spec::new_submission_id);
+    let id = client.submit_as(spec, application, submission_id).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{id}")?;
     out.flush()?;

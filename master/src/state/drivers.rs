@@ -121,7 +121,8 @@ impl State {
     }
 
     /// Accepts a (validated) driver unless `submission_id` was seen before, in which case the
-    /// driver it made is returned and nothing changes (a client retrying after a lost answer).
+    /// driver it made is returned and nothing changes (a client retrying after a lost answer),
+    /// or, if that driver was submitted with another spec, the submission is refused.
     /// A new driver is refused while the queue holds `max_waiting` already.
     pub fn submit_once(
         &mut self,
@@ -130,8 +131,24 @@ impl State {
         submission_id: Option<String>,
         now_ms: i64,
     ) -> Result<String> {
-        if let Some(existing) = submission_id.as_ref().and_then(|s| self.submissions.get(s)) {
-            return Ok(existing.clone());
+        if let Some((given, existing)) = submission_id
+            .as_ref()
+            .and_then(|s| Some((s, self.submissions.get(s)?)))
+        {
+            // A retry is answered with its driver; the same id for other work is a mistake
+            // that would otherwise silently return a driver that does something else.
+            let same = self
+                .drivers
+                .get(existing)
+                .is_none_or(|d| *d.spec == spec && d.app_spec == app_spec);
+            return if same {
+                Ok(existing.clone())
+            } else {
+                Err(Error::AlreadyExists(format!(
+                    "submission_id: {given} was already used for {existing}, with another spec; \
+                     give a new id for new work"
+                )))
+            };
         }
         if self.waiting.len() >= self.limits.max_waiting {
             return Err(Error::ResourceExhausted(format!(

@@ -729,3 +729,23 @@ fn a_full_queue_refuses_new_drivers_but_answers_a_retry_with_its_driver() {
         .expect("a retry is answered");
     assert_eq!(retry, first);
 }
+
+#[test]
+fn a_submission_id_reused_for_other_work_is_refused_and_changes_nothing() {
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
+    let first = state
+        .submit_once(spec(1, 100, false), None, Some("nightly-1".into()), 1)
+        .expect("admitted");
+    let again = state
+        .submit_once(spec(1, 100, false), None, Some("nightly-1".into()), 2)
+        .expect("a retry is answered");
+    assert_eq!(again, first);
+    let before = (state.drivers.len(), state.next_driver_seq);
+    let other = state.submit_once(spec(2, 100, false), None, Some("nightly-1".into()), 3);
+    assert!(
+        matches!(&other, Err(crate::Error::AlreadyExists(m))
+            if m.contains("submission_id: nightly-1 was already used for") && m.contains(&first)),
+        "{other:?}"
+    );
+    assert_eq!((state.drivers.len(), state.next_driver_seq), before);
+}

@@ -131,7 +131,7 @@ fn status_of(error: &Error) -> StatusCode {
     match error {
         Error::Invalid(_) => StatusCode::BAD_REQUEST,
         Error::NotFound(_) => StatusCode::NOT_FOUND,
-        Error::FailedPrecondition(_) => StatusCode::CONFLICT,
+        Error::FailedPrecondition(_) | Error::AlreadyExists(_) => StatusCode::CONFLICT,
         Error::Unavailable(_) | Error::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
         Error::ResourceExhausted(_) => StatusCode::TOO_MANY_REQUESTS,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
