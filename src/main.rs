@@ -93,7 +93,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
             kill: args.ui_kill,
             auth: args.ui_auth,
             base_path: args.ui_base_path,
-            max_connections: args.ui_max_connections.min(open_files / 4).max(1),
+            max_connections: ui_connections(args.ui_max_connections, open_files),
         },
         ..Default::default()
     };
@@ -288,4 +288,19 @@ fn open_file_limit() -> usize {
             usize::MAX
         }
     }
+}
+
+/// The UI's connection cap: as asked, but at most a quarter of the open-file limit, which the
+/// gRPC port and the state file share.
+fn ui_connections(asked: usize, open_files: usize) -> usize {
+    let most = open_files / 4;
+    if asked > most && most > 0 {
+        tracing::warn!(
+            asked,
+            most,
+            "--ui-max-connections lowered to a quarter of the open-file limit"
+        );
+        return most;
+    }
+    asked
 }

@@ -33,6 +33,17 @@ const KUBECTL_LIMIT: Duration = Duration::from_secs(120);
 struct Kube {
     kubeconfig: String,
     bin: PathBuf,
+    _down: Down,
+}
+
+/// Runs `scripts/kube down` when dropped: made before `up` runs, so a failed or timed-out
+/// `up` is cleaned up too.
+struct Down;
+
+impl Drop for Down {
+    fn drop(&mut self) {
+        let _ = script(&["down"]).stdout(Stdio::null()).status();
+    }
 }
 
 fn script(args: &[&str]) -> Command {
@@ -43,6 +54,7 @@ fn script(args: &[&str]) -> Command {
 
 impl Kube {
     fn up(images: &[&Path]) -> Self {
+        let down = Down;
         let joined: Vec<String> = images.iter().map(|p| p.display().to_string()).collect();
         let out = output_within(
             script(&["up"]).env("HEARTH_IMAGES", joined.join(":")),
@@ -68,6 +80,7 @@ impl Kube {
         Self {
             kubeconfig: value("KUBECONFIG"),
             bin: PathBuf::from(bin),
+            _down: down,
         }
     }
 
@@ -141,21 +154,23 @@ impl Kube {
 
     /// A `kubectl` that keeps running (port-forward, proxy) and the local port it printed.
     fn forward(&self, args: &[&str], prefix: &str) -> (support::Proc, u16) {
-        let mut child = self
+        let child = self
             .kubectl()
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .expect("start kubectl");
-        let line = support::first_line(&mut child, prefix, Duration::from_secs(30));
+        // Reaped on drop even if it never prints its port.
+        let mut kubectl = support::Proc::new(child, "kubectl");
+        let line = support::first_line(&mut kubectl.child, prefix, Duration::from_secs(30));
         let port = line
             .rsplit(':')
             .next()
             .and_then(|p| p.split_whitespace().next())
             .and_then(|p| p.parse().ok())
             .unwrap_or_else(|| panic!("no port in {line:?}"));
-        (support::Proc::new(child, "kubectl"), port)
+        (kubectl, port)
     }
 
     /// `hearth ARGS` inside the client pod.
@@ -217,7 +232,6 @@ impl Drop for Kube {
                 eprintln!("--- master log:\n{}{}", stdout(&out), stderr(&out));
             }
         }
-        let _ = script(&["down"]).stdout(Stdio::null()).status();
     }
 }
 
@@ -245,7 +259,7 @@ fn links(page: &str) -> Vec<String> {
 }
 
 #[test]
-#[ignore = "needs root and the local Kubernetes of scripts/kube (built once, about 30 min on 2 cores); ./scripts/test runs it, or: cargo test -- --include-ignored"]
+#[ignore = "needs root and the local Kubernetes of scripts/kube (built once, about 6 min on 2 cores); ./scripts/test runs it, or: cargo test -- --include-ignored"]
 fn hearth_runs_on_kubernetes_as_the_readme_says() {
     let (master_image, worker_image) = save_images("0.1.0");
     let kube = Kube::up(&[&master_image, &worker_image]);

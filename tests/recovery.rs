@@ -461,14 +461,16 @@ async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
                 }
             });
         }
-        tokio::time::sleep(Duration::from_millis(rng.random_range(10..150))).await;
+        // The kill lands after the first answer of the round, at a random moment.
+        support::wait_for("a first answer", LIMIT, || {
+            let any = !answered.lock().expect("answers").is_empty();
+            async move { any.then_some(()) }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
         cluster.master.kill();
         while clients.join_next().await.is_some() {}
         let answered = std::mem::take(&mut *answered.lock().expect("answers"));
-        assert!(
-            !answered.is_empty(),
-            "round {round}: no submission answered before the kill"
-        );
         acknowledged.extend(answered);
 
         cluster.restart_master(&[]);
@@ -639,7 +641,17 @@ impl Mount {
 
 impl Drop for Mount {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg(&self.0).status();
+        let unmounted = std::process::Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !unmounted {
+            // Still busy (a process of a failed test): detach it now, gone once released.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
     }
 }
 

@@ -232,7 +232,7 @@ pub fn validate_name(field: &'static str, text: &str) -> Result<(), InvalidInput
     if text.len() > MAX_NAME_BYTES || text.chars().any(char::is_control) {
         return Err(InvalidInput::new(
             field,
-            format!("must be at most {MAX_NAME_BYTES} characters, without control characters"),
+            format!("must be at most {MAX_NAME_BYTES} bytes, without control characters"),
         ));
     }
     Ok(())

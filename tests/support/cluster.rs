@@ -190,15 +190,18 @@ impl Cluster {
             Some(ca) => cmd.env("HEARTH_TLS_CA", ca),
             None => cmd.env_remove("HEARTH_TLS_CA"),
         };
-        let mut child = cmd.spawn().expect("spawn hearth worker");
-        let line = first_line(&mut child, "hearth worker:", Duration::from_secs(20));
+        // Reaped on drop even if it never says it is up.
+        let mut worker = Proc::new(
+            cmd.spawn().expect("spawn hearth worker"),
+            format!("worker-{n}"),
+        );
+        let line = first_line(&mut worker.child, "hearth worker:", Duration::from_secs(20));
         let id = line
             .split_whitespace()
             .nth(2)
             .expect("worker id in the worker's first line")
             .to_string();
-        self.workers
-            .push((id.clone(), Proc::new(child, format!("worker-{n}"))));
+        self.workers.push((id.clone(), worker));
         id
     }
 

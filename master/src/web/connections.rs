@@ -1,12 +1,16 @@
 //! The UI port's connections, kept within bounds so slow or hostile clients cannot take the
 //! port down for everyone else (the probes among them).
 //!
-//! - A client has [`HEADER_TIMEOUT`] to send a request's headers; then the connection is closed.
+//! - A connection that has not sent a whole request within [`HEADER_TIMEOUT`] of opening is
+//!   closed (whatever it sent: nothing, half an HTTP/1 request or an HTTP/2 preface); a request
+//!   body has as long to arrive.
 //! - At most `max` connections are open. One more arriving at the cap makes room by closing the
 //!   oldest connection that has not yet sent a whole request (a stalled client), else the oldest
 //!   idle one; a new client is refused only while every connection has a request in flight.
 //! - When the process runs out of file descriptors, the oldest connection is closed and accepting
 //!   goes on, instead of the accept loop failing or spinning.
+//! - On shutdown the answers under way finish (for up to [`HEADER_TIMEOUT`]) before `serve`
+//!   returns.
 
 use std::{
     collections::BTreeMap,
@@ -41,6 +45,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What is known of one open connection, so one can be chosen to close.
 struct Open {
+    opened: tokio::time::Instant,
     /// Set when its first request's headers were read.
     requested: Arc<AtomicBool>,
     /// Requests being answered on it now.
@@ -54,6 +59,19 @@ struct Open {
 struct Registry(Arc<Mutex<BTreeMap<u64, Open>>>);
 
 impl Registry {
+    /// Closes every connection that has been open for `HEADER_TIMEOUT` without sending a whole
+    /// request.
+    fn close_stalled(&self) {
+        let now = tokio::time::Instant::now();
+        self.lock().retain(|_, c| {
+            let stalled = !c.requested.load(Ordering::Relaxed) && now - c.opened >= HEADER_TIMEOUT;
+            if stalled {
+                c.shed.cancel();
+            }
+            !stalled
+        });
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, Open>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -97,20 +115,30 @@ pub async fn serve(
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
     let mut incoming = Incoming::from(listener);
+    let tasks = tokio_util::task::TaskTracker::new();
+    let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut seq = 0u64;
     loop {
         let accepted = tokio::select! {
             _ = shutdown.cancelled() => break,
+            _ = sweep.tick() => {
+                registry.close_stalled();
+                continue;
+            }
             accepted = incoming.next() => accepted,
         };
         let (io, peer) = match accepted {
             Some(Ok(conn)) => conn,
-            Some(Err(e)) => {
-                // Out of descriptors (EMFILE/ENFILE) or a connection gone before it was
-                // accepted: close the oldest to make room, and go on accepting.
-                tracing::warn!(error = %e, open = registry.lock().len(), "web UI accept failed");
-                registry.shed(true);
+            Some(Err(e)) if is_out_of_descriptors(&e) => {
+                // Close the oldest connection to make room, and go on accepting.
+                let shed = registry.shed(true);
+                tracing::warn!(error = %e, shed, "web UI accept failed: out of file descriptors");
                 tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            // A client gone before it was accepted: nothing to do.
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "web UI accept failed");
                 continue;
             }
             None => break,
@@ -126,6 +154,7 @@ pub async fn serve(
         registry.lock().insert(
             seq,
             Open {
+                opened: tokio::time::Instant::now(),
                 requested: requested.clone(),
                 in_flight: in_flight.clone(),
                 shed: shed.clone(),
@@ -135,12 +164,14 @@ pub async fn serve(
             requested.store(true, Ordering::Relaxed);
             request
         });
+        // A body as slow as stalled headers ends the request (408) and frees the connection.
+        let service = tower_http::timeout::RequestBodyTimeout::new(service, HEADER_TIMEOUT);
         let service = Counted {
             inner: service,
             in_flight,
         };
         let (builder, registry, shutdown) = (builder.clone(), registry.clone(), shutdown.clone());
-        tokio::spawn(async move {
+        tasks.spawn(async move {
             let connection = builder.serve_connection_with_upgrades(
                 TokioIo::new(io),
                 TowerToHyperService::new(service),
@@ -160,7 +191,17 @@ pub async fn serve(
             registry.lock().remove(&seq);
         });
     }
+    // Answers under way finish (each connection closes gracefully on `shutdown`).
+    tasks.close();
+    let _ = tokio::time::timeout(HEADER_TIMEOUT, tasks.wait()).await;
     Ok(())
+}
+
+fn is_out_of_descriptors(e: &std::io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
+    )
 }
 
 /// Counts the requests in flight on one connection.
@@ -190,14 +231,30 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let in_flight = self.in_flight.clone();
-        in_flight.fetch_add(1, Ordering::Relaxed);
+        let in_flight = InFlight::new(self.in_flight.clone());
         let answer = self.inner.call(request);
         Box::pin(async move {
             let response = answer.await;
-            in_flight.fetch_sub(1, Ordering::Relaxed);
+            drop(in_flight);
             response
         })
+    }
+}
+
+/// One request in flight, counted until dropped: also when hyper drops the answer unfinished
+/// (a client gone, an HTTP/2 stream reset).
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn new(count: Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
