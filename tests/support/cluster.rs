@@ -243,12 +243,9 @@ impl Cluster {
 
     /// Runs the `hearth` command against this master with its secret.
     pub fn hearth(&self, args: &[&str]) -> Output {
-        let mut cmd = Command::new(HEARTH);
-        cmd.args(args)
-            .env("HEARTH_MASTER_URL", &self.url)
-            .env_remove("HEARTH_SECRET")
-            .env_remove("HEARTH_SECRET_FILE")
-            .stdin(Stdio::null());
+        // None of the caller's HEARTH_* settings: only what this cluster sets counts.
+        let mut cmd = hearth_testkit::process::hearth_command(Path::new(HEARTH));
+        cmd.args(args).env("HEARTH_MASTER_URL", &self.url);
         if let Some(s) = &self.secret {
             cmd.env("HEARTH_SECRET", s);
         }
