@@ -22,6 +22,8 @@ use crate::commands::ListWhat;
 
 // clap shows and parses a default as text, and a `Duration` has no `Display`: these are the
 // crates' default durations written out once, when the command line is parsed.
+static CONNECT_TIMEOUT: LazyLock<String> =
+    LazyLock::new(|| format_duration(hearth_common::client::DEFAULT_CONNECT_TIMEOUT));
 static WORKER_TIMEOUT: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_WORKER_TIMEOUT));
 static RECOVERY_TIMEOUT: LazyLock<String> =
@@ -312,12 +314,28 @@ pub struct ClientArgs {
     secret: SecretArgs,
     #[command(flatten)]
     tls: TlsCaArgs,
+    /// How long to keep trying while the master cannot be reached (restarting, or not up yet)
+    /// before giving up.
+    #[arg(
+        long,
+        env = "HEARTH_CONNECT_TIMEOUT",
+        default_value = CONNECT_TIMEOUT.as_str(),
+        value_parser = duration_arg,
+        global = true
+    )]
+    connect_timeout: Duration,
 }
 
 impl ClientArgs {
     pub async fn connect(&self) -> Result<Client> {
         let secret = self.secret.load()?;
-        Ok(Client::connect_with(&self.master, secret.as_ref(), &self.tls.client_tls()).await?)
+        Ok(Client::connect_retrying(
+            &self.master,
+            secret.as_ref(),
+            &self.tls.client_tls(),
+            self.connect_timeout,
+        )
+        .await?)
     }
 }
 

@@ -781,3 +781,42 @@ async fn a_script_retrying_with_its_own_submission_id_makes_one_driver() {
         stderr(&out)
     );
 }
+
+/// The `hearth` command waits for a master that is restarting (up to `--connect-timeout`),
+/// and gives up with the reason once that has passed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_waits_for_a_restarting_master_within_its_connect_timeout() {
+    let mut cluster = Cluster::start();
+    let id = cluster.submit(&["--memory", "64m", "--cores", "64", "--", "true"]);
+    cluster.master.kill();
+    let mut status = hearth_testkit::process::hearth_command(std::path::Path::new(support::HEARTH));
+    status
+        .args(["status", &id, "--connect-timeout", "30s"])
+        .env("HEARTH_MASTER_URL", &cluster.url)
+        .env(
+            "HEARTH_SECRET",
+            cluster.secret.as_deref().unwrap_or_default(),
+        );
+    let asking = std::thread::spawn(move || support::output_within(&mut status, LIMIT));
+    // The command is trying while the master is down; then it comes back on the same port.
+    std::thread::sleep(Duration::from_secs(1));
+    cluster.restart_master(&[]);
+    let out = asking.join().expect("the status command");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&id), "{}", stdout(&out));
+
+    cluster.master.kill();
+    let started = std::time::Instant::now();
+    let out = cluster.hearth(&["status", &id, "--connect-timeout", "1s"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot connect to the master"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "gave up after {:?}",
+        started.elapsed()
+    );
+}

@@ -51,6 +51,8 @@ fn retryable(status: &tonic::Status) -> bool {
 pub const MASTER_URL_ENV: &str = "HEARTH_MASTER_URL";
 /// The master a client dials when told none: the master's default gRPC port on loopback
 /// (a test in the master's config keeps the two in step).
+/// How long the `hearth` command keeps trying to reach a master that does not answer.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 pub const DEFAULT_MASTER_URL: &str = "http://127.0.0.1:7077";
 
 /// An application for the driver this process is: it belongs to the driver named by
@@ -173,6 +175,31 @@ pub async fn channel(url: &str, tls: &ClientTls) -> Result<Channel> {
         })
 }
 
+/// Whether a connection failed because the master could not be reached at all, which a master
+/// restarting or not up yet explains, rather than because of what it answered.
+fn unreachable(error: &(dyn std::error::Error + 'static)) -> bool {
+    use std::io::ErrorKind::*;
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | TimedOut
+                    | HostUnreachable
+                    | NetworkUnreachable
+            )
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
 pub type AuthedChannel = InterceptedService<Channel, SendSecret>;
 
 /// The worker side of the protocol, with the secret attached.
@@ -204,6 +231,32 @@ impl Client {
     pub async fn connect_with(url: &str, secret: Option<&Secret>, tls: &ClientTls) -> Result<Self> {
         let channel = channel(url, tls).await?;
         Self::from_channel(channel, secret)
+    }
+
+    /// [`Client::connect_with`], tried again with back-off (100 ms doubling to 2 s) while the
+    /// master cannot be reached (refused, reset, timed out: restarting, or not up yet) for up
+    /// to `within`. What trying again cannot mend (a TLS failure, a bad URL) is returned at once.
+    pub async fn connect_retrying(
+        url: &str,
+        secret: Option<&Secret>,
+        tls: &ClientTls,
+        within: Duration,
+    ) -> Result<Self> {
+        let deadline = tokio::time::Instant::now() + within;
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match Self::connect_with(url, secret, tls).await {
+                Err(Error::Connect { cause, .. })
+                    if unreachable(&cause) && tokio::time::Instant::now() + delay < deadline =>
+                {
+                    tracing::warn!(url, error = %cause, retry_in_ms = delay.as_millis() as u64,
+                        "master not reachable; trying again");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                other => return other,
+            }
+        }
     }
 
     pub fn from_channel(channel: Channel, secret: Option<&Secret>) -> Result<Self> {
