@@ -130,6 +130,36 @@ async fn a_wrong_or_missing_secret_is_refused() {
             "{wanted} missing from {names:?}"
         );
     }
+
+    // And its older version, which some tools still speak.
+    {
+        use tonic_reflection::pb::v1alpha::{
+            ServerReflectionRequest, server_reflection_client::ServerReflectionClient,
+            server_reflection_request::MessageRequest, server_reflection_response::MessageResponse,
+        };
+        let channel = hearth_common::client::channel(&cluster.url, &Default::default())
+            .await
+            .unwrap();
+        let request = ServerReflectionRequest {
+            host: String::new(),
+            message_request: Some(MessageRequest::ListServices(String::new())),
+        };
+        let mut answers = ServerReflectionClient::new(channel)
+            .server_reflection_info(tokio_stream::once(request))
+            .await
+            .expect("reflection v1alpha is served")
+            .into_inner();
+        let answer = answers.message().await.unwrap().unwrap();
+        let Some(MessageResponse::ListServicesResponse(list)) = answer.message_response else {
+            panic!("not a service list: {answer:?}");
+        };
+        assert!(
+            list.service
+                .iter()
+                .any(|s| s.name == "hearth.v1.ClientService"),
+            "{list:?}"
+        );
+    }
 }
 
 /// Calls `path` with one empty message (valid for any request type) and the given

@@ -29,11 +29,19 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClientServiceServer<ClientApi>>().await;
     health.set_serving::<WorkerServiceServer<WorkerApi>>().await;
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Both versions of reflection: tools still speaking v1alpha (older grpcurl, Postman,
+    // Kreya) ask for that one.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
         .map_err(|e| crate::error::Error::Internal(format!("reflection: {e}")))?;
+    let reflection_v1alpha = reflection_builder()
+        .build_v1alpha()
+        .map_err(|e| crate::error::Error::Internal(format!("reflection v1alpha: {e}")))?;
     let client = ClientServiceServer::new(ClientApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
@@ -49,6 +57,7 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             client,
             check.clone(),
