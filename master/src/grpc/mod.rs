@@ -2,6 +2,7 @@
 //! health and reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
 
 mod client_service;
+mod status_codes;
 mod timing;
 mod worker_service;
 
@@ -52,6 +53,7 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
         .layer(timing::TimeRpcs {
             telemetry: handle.telemetry.clone(),
         })
+        .layer(status_codes::SpecStatusCodes)
         .tcp_nodelay(true)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
