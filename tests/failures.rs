@@ -178,10 +178,7 @@ async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
         (!support::process_alive(first_pid)).then_some(())
     })
     .await;
-    let copies: Vec<i32> = support::driver_processes(&driver)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
+    let copies: Vec<i32> = support::driver_copies(&driver);
     assert_eq!(copies, vec![second_pid], "exactly one copy runs");
 }
 

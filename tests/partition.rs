@@ -132,10 +132,7 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     .await;
     // Across the partition the far worker cannot be told anything: its copy still runs, beside
     // the new one: the price of a partition for a supervised driver.
-    let copies: Vec<i32> = support::driver_processes(&driver)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
+    let copies: Vec<i32> = support::driver_copies(&driver);
     assert!(
         copies.contains(&first_pid) && copies.contains(&second_pid),
         "{copies:?}"
@@ -149,10 +146,7 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
         (!support::process_alive(first_pid)).then_some(())
     })
     .await;
-    let copies: Vec<i32> = support::driver_processes(&driver)
-        .into_iter()
-        .map(|(pid, _)| pid)
-        .collect();
+    let copies: Vec<i32> = support::driver_copies(&driver);
     assert_eq!(copies, vec![second_pid], "exactly one copy runs");
     let d = cluster
         .client()

@@ -90,20 +90,7 @@ async fn running_drivers_and_executors_are_adopted_not_relaunched() {
     let drivers: Vec<String> = (0..20)
         .map(|_| cluster.submit(&["--memory", "64m", "--supervise", "--", "sh", "-c", sleeper]))
         .collect();
-    let with_app = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--executors",
-        "2",
-        "--executor-memory",
-        "64m",
-        "--executor-command",
-        sleeper,
-        "--",
-        "sh",
-        "-c",
-        sleeper,
-    ]);
+    let with_app = cluster.submit_app(2, sleeper, &[], &["sh", "-c", sleeper]);
     let mut pids = BTreeMap::new();
     for id in drivers.iter().chain([&with_app]) {
         cluster.wait_state(id, "RUNNING", LIMIT).await;
@@ -171,20 +158,7 @@ async fn a_worker_back_with_less_than_recorded_is_reconciled_not_trusted() {
     let sleeper = "echo $$; exec sleep 600";
     let keep = cluster.submit(&["--memory", "64m", "--supervise", "--", "sh", "-c", sleeper]);
     let lose = cluster.submit(&["--memory", "64m", "--supervise", "--", "sh", "-c", sleeper]);
-    let with_app = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--executors",
-        "2",
-        "--executor-memory",
-        "64m",
-        "--executor-command",
-        sleeper,
-        "--",
-        "sh",
-        "-c",
-        sleeper,
-    ]);
+    let with_app = cluster.submit_app(2, sleeper, &[], &["sh", "-c", sleeper]);
     for id in [&keep, &lose, &with_app] {
         cluster.wait_state(id, "RUNNING", LIMIT).await;
     }

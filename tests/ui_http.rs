@@ -89,19 +89,12 @@ async fn log_pages_show_the_tail_and_load_more_up_to_16_mib() {
 async fn executors_have_log_pages_read_through_the_master() {
     let mut cluster = Cluster::start();
     cluster.add_worker(4, "2g").await;
-    let driver = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--executors",
-        "2",
-        "--executor-memory",
-        "64m",
-        "--executor-command",
+    let driver = cluster.submit_app(
+        2,
         "echo executor $HEARTH_EXECUTOR_ID of $HEARTH_APP_ID; echo to-stderr >&2; exec sleep 600",
-        "--",
-        "sleep",
-        "600",
-    ]);
+        &[],
+        &["sleep", "600"],
+    );
     let d = cluster
         .wait_driver(&driver, "an application", LIMIT, |d| !d.app_id.is_empty())
         .await;
@@ -296,23 +289,8 @@ async fn the_kill_forms_take_the_secret_and_during_a_rotation_the_previous_one()
         ..Default::default()
     });
     cluster.add_worker(4, "2g").await;
-    let with_app = |name: &str| {
-        cluster.submit(&[
-            "--name",
-            name,
-            "--memory",
-            "64m",
-            "--executors",
-            "1",
-            "--executor-memory",
-            "64m",
-            "--executor-command",
-            "sleep 600",
-            "--",
-            "sleep",
-            "600",
-        ])
-    };
+    let with_app =
+        |name: &str| cluster.submit_app(1, "sleep 600", &["--name", name], &["sleep", "600"]);
     let first = with_app("first");
     let second = with_app("second");
     let mut apps = Vec::new();

@@ -269,6 +269,32 @@ impl Cluster {
             .to_string()
     }
 
+    /// Submits a driver (`driver`, after `extra` options) with an application of `executors`
+    /// executors running `executor_command`, 64 MiB each, driver included.
+    pub fn submit_app(
+        &self,
+        executors: u32,
+        executor_command: &str,
+        extra: &[&str],
+        driver: &[&str],
+    ) -> String {
+        let executors = executors.to_string();
+        let mut args = extra.to_vec();
+        args.extend([
+            "--memory",
+            "64m",
+            "--executors",
+            &executors,
+            "--executor-memory",
+            "64m",
+            "--executor-command",
+            executor_command,
+            "--",
+        ]);
+        args.extend_from_slice(driver);
+        self.submit(&args)
+    }
+
     /// Submits a supervised driver that prints its pid and sleeps: the usual subject of the
     /// failure tests.
     pub fn submit_pid_sleeper(&self, memory: &str) -> String {

@@ -142,6 +142,14 @@ pub fn driver_processes(id: &str) -> Vec<(i32, String)> {
         .unwrap_or_else(|e| panic!("reading the processes of {id}: {e}"))
 }
 
+/// The pids of every live copy of driver `id` on this machine (see [`driver_processes`]).
+pub fn driver_copies(id: &str) -> Vec<i32> {
+    driver_processes(id)
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .collect()
+}
+
 /// The pids a driver printed on its stdout (`echo $$` first thing), read through the master.
 pub fn driver_pids(cluster: &Cluster, id: &str) -> Vec<i32> {
     stdout(&cluster.hearth(&["logs", id]))
