@@ -26,6 +26,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             "#[derive(serde::Serialize, serde::Deserialize)]",
         );
     }
+    // Fields added after the first release: records written before them still read.
+    for field in [
+        "DriverSpec.queue",
+        "DriverSpec.priority",
+        "ApplicationSpec.queue",
+        "ApplicationSpec.priority",
+    ] {
+        builder = builder.field_attribute(format!(".hearth.v1.{field}"), "#[serde(default)]");
+    }
     builder.compile_fds(fds)?;
     Ok(())
 }

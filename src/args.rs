@@ -61,6 +61,8 @@ pub enum Action {
     List(ListArgs),
     /// Print a driver's or an executor's (app-.../N) output, fetched through the master.
     Logs(LogsArgs),
+    /// Show the queues: settings, what each holds, what waits in each.
+    Queues(QueuesArgs),
 }
 
 fn cores_arg(s: &str) -> Result<u32, String> {
@@ -123,6 +125,10 @@ pub struct MasterArgs {
     /// Where the master keeps its state.
     #[arg(long, env = "HEARTH_STATE_DIR", default_value = master::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// The queues file (YAML; see the README's "Sharing a cluster"), read again when it
+    /// changes. Without one: the `default` queue alone, first come first served.
+    #[arg(long = "queues", env = "HEARTH_QUEUES_FILE")]
+    pub queues_file: Option<PathBuf>,
     /// A worker not heard from for this long is declared DEAD.
     #[arg(
         long,
@@ -290,6 +296,9 @@ pub struct LocalArgs {
     /// Where the master keeps its state.
     #[arg(long, default_value = master::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+    /// The queues file (YAML), as for `hearth master --queues`.
+    #[arg(long = "queues", env = "HEARTH_QUEUES_FILE")]
+    pub queues_file: Option<PathBuf>,
     /// A worker not heard from for this long is declared DEAD.
     #[arg(long, default_value = WORKER_TIMEOUT.as_str(), value_parser = duration_arg)]
     pub worker_timeout: Duration,
@@ -364,6 +373,12 @@ pub struct SubmitArgs {
     /// Follow the driver and exit with its exit code.
     #[arg(long)]
     pub wait: bool,
+    /// The queue it waits and runs in.
+    #[arg(long, default_value = master::DEFAULT_QUEUE)]
+    pub queue: String,
+    /// Its priority within the queue: higher goes first; equal ones keep submission order.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+    pub priority: i32,
     /// Your own id for this submission (1 to 128 letters, digits, '-', '_', '.', ':'): running
     /// the same `hearth submit` again answers with the driver the first one made instead of
     /// starting a second (the same id with a different spec is refused). Default: a fresh id.
@@ -435,6 +450,9 @@ impl AppArgs {
                 self.executor_retries
                     .unwrap_or(hearth_common::spec::DEFAULT_EXECUTOR_RETRIES),
             ),
+            // A driver's application runs in its driver's queue.
+            queue: String::new(),
+            priority: 0,
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))
@@ -457,6 +475,15 @@ pub struct ListArgs {
     #[command(flatten)]
     pub client: ClientArgs,
     pub what: ListWhat,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args)]
+pub struct QueuesArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,

@@ -78,6 +78,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         )?,
         insecure: args.insecure,
         state_dir: args.state_dir,
+        queues_file: args.queues_file,
         worker_timeout: args.worker_timeout,
         retained_drivers: args.retained_drivers,
         retained_apps: args.retained_apps,
@@ -160,6 +161,7 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
             insecure: secret.is_none(),
             secret: secret.clone(),
             state_dir: args.state_dir,
+            queues_file: args.queues_file,
             worker_timeout: args.worker_timeout,
             spread_out: args.spread_out,
             // Its workers are new processes with new ids: the old ones never come back.
@@ -219,6 +221,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 memory_mb: args.memory,
                 supervise: args.supervise,
                 max_retries: if args.supervise { args.max_retries } else { 0 },
+                queue: args.queue,
+                priority: args.priority,
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {
@@ -239,6 +243,10 @@ async fn run(cli: Cli) -> Result<i32> {
         Action::List(args) => {
             let client = args.client.connect().await?;
             Ok(commands::list(&client, args.what, args.json).await?)
+        }
+        Action::Queues(args) => {
+            let client = args.client.connect().await?;
+            Ok(commands::queues(&client, args.json).await?)
         }
         Action::Logs(args) => {
             let stream = if args.stderr {

@@ -443,6 +443,17 @@ impl Client {
         Ok(resp.into_inner().workers)
     }
 
+    /// The queues: settings, use and waiting work of each, and why the queues file last read
+    /// was refused (empty when it was not).
+    pub async fn queues(&self) -> Result<proto::ListQueuesResponse> {
+        let resp = self
+            .inner
+            .clone()
+            .list_queues(proto::ListQueuesRequest {})
+            .await?;
+        Ok(resp.into_inner())
+    }
+
     /// Orders a driver killed; returns its state right after the order.
     pub async fn kill(&self, id: &str) -> Result<proto::DriverState> {
         let resp = self

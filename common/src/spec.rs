@@ -44,6 +44,9 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             format!("{} is more than {MAX_RETRIES_LIMIT}", spec.max_retries),
         ));
     }
+    if !spec.queue.is_empty() {
+        validate_queue_name("queue", &spec.queue)?;
+    }
     validate_program(
         Fields {
             name: "name",
@@ -54,6 +57,35 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
         &spec.command,
         &spec.env,
     )
+}
+
+/// Most bytes in a queue's name, dots included.
+pub const MAX_QUEUE_NAME_BYTES: usize = 128;
+
+/// Checks a queue's name: dot-separated parts (`ml.training`), each of lowercase letters,
+/// digits, `-` and `_`, so it reads the same in a URL, a metric label and a file.
+pub fn validate_queue_name(field: &'static str, name: &str) -> Result<(), InvalidInput> {
+    if name.len() > MAX_QUEUE_NAME_BYTES {
+        return Err(InvalidInput::new(
+            field,
+            format!("{} bytes is longer than {MAX_QUEUE_NAME_BYTES}", name.len()),
+        ));
+    }
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+    };
+    if !name.split('.').all(part_ok) {
+        return Err(InvalidInput::new(
+            field,
+            format!(
+                "{name:?} is not a queue name: dot-separated parts of lowercase letters, digits, \
+                 - and _ (e.g. ml.training)"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Most executors an application may ask for.
@@ -157,6 +189,9 @@ pub fn max_executors(spec: &ApplicationSpec) -> u32 {
 /// Checks an application's executor request, naming the first field that is wrong and why.
 /// Field names are those of the `hearth submit --executor-*` options.
 pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
+    if !spec.queue.is_empty() {
+        validate_queue_name("queue", &spec.queue)?;
+    }
     if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
         return Err(InvalidInput::new(
             "executor_cores",

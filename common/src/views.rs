@@ -5,7 +5,7 @@
 use serde::Serialize;
 
 use crate::{
-    proto::{Application, Driver, DriverStateChange, Executor, Worker},
+    proto::{Application, Driver, DriverStateChange, Executor, Queue, Resources, Worker},
     state_names::{StateName, app_state, driver_state, executor_state, worker_state},
 };
 
@@ -87,7 +87,11 @@ pub struct DriverView {
     pub max_retries: u32,
     pub attempt: u32,
     pub exit_code: Option<i32>,
+    pub queue: String,
+    pub priority: i32,
     pub waiting_reason: Option<String>,
+    /// What kind of wait it is (`NO_FREE_SLOTS`, `QUEUE_CAP`, ...); see the README.
+    pub waiting_code: Option<String>,
     pub message: Option<String>,
     pub submitted_at_ms: i64,
     pub history: Vec<StateChangeView>,
@@ -110,7 +114,10 @@ impl From<&Driver> for DriverView {
             max_retries: spec.max_retries,
             attempt: d.attempt,
             exit_code: d.exit_code,
+            queue: spec.queue,
+            priority: spec.priority,
             waiting_reason: non_empty(&d.waiting_reason),
+            waiting_code: non_empty(&d.waiting_code),
             message: non_empty(&d.message),
             submitted_at_ms: d.submitted_at_ms,
             history: d.history.iter().map(StateChangeView::from).collect(),
@@ -167,7 +174,10 @@ pub struct AppView {
     pub max_cores: Option<u32>,
     pub cores_granted: u32,
     pub executor_failures: u32,
+    pub queue: String,
+    pub priority: i32,
     pub waiting_reason: Option<String>,
+    pub waiting_code: Option<String>,
     pub message: Option<String>,
     pub registered_at_ms: i64,
     pub ended_at_ms: Option<i64>,
@@ -192,11 +202,70 @@ impl From<&Application> for AppView {
             max_cores: (spec.max_cores > 0).then_some(spec.max_cores),
             cores_granted: a.cores_granted,
             executor_failures: a.executor_failures,
+            queue: a.queue.clone(),
+            priority: a.priority,
             waiting_reason: non_empty(&a.waiting_reason),
+            waiting_code: non_empty(&a.waiting_code),
             message: non_empty(&a.message),
             registered_at_ms: a.registered_at_ms,
             ended_at_ms: (a.ended_at_ms > 0).then_some(a.ended_at_ms),
             executors: a.executors.iter().map(ExecutorView::from).collect(),
+        }
+    }
+}
+
+/// Cores and memory together, as the queues show them.
+#[derive(Debug, Clone, Copy, Serialize, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct AmountView {
+    pub cores: u64,
+    pub memory_mb: u64,
+}
+
+impl From<&Resources> for AmountView {
+    fn from(r: &Resources) -> Self {
+        Self {
+            cores: r.cores,
+            memory_mb: r.memory_mb,
+        }
+    }
+}
+
+/// One queue in `/api/v1/queues` and `hearth queues --json`. A cap of `u64::MAX` in one
+/// resource means none there.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueView {
+    pub name: String,
+    pub parent: Option<String>,
+    pub weight: u32,
+    pub guaranteed: AmountView,
+    pub max: Option<AmountView>,
+    /// Held by its work and its children's.
+    pub used: AmountView,
+    /// Drivers waiting in it, and executors its applications still want.
+    pub waiting: u32,
+    pub wanted_executors: u32,
+    /// Its dominant share of the cluster (0 to 1).
+    pub share: f64,
+}
+
+impl From<&Queue> for QueueView {
+    fn from(q: &Queue) -> Self {
+        let zero = AmountView {
+            cores: 0,
+            memory_mb: 0,
+        };
+        Self {
+            name: q.name.clone(),
+            parent: non_empty(&q.parent),
+            weight: q.weight,
+            guaranteed: q.guaranteed.as_ref().map_or(zero, AmountView::from),
+            max: q.max.as_ref().map(AmountView::from),
+            used: q.used.as_ref().map_or(zero, AmountView::from),
+            waiting: q.waiting_drivers,
+            wanted_executors: q.wanted_executors,
+            share: q.share,
         }
     }
 }

@@ -10,8 +10,9 @@ use hearth_common::{
     proto::{ApplicationSpec, DriverSpec},
     resources::{MAX_CORES, MAX_MEMORY_MB, format_mb, parse_cores, parse_memory_mb},
     spec::{
-        MAX_COMMAND_ARGS, MAX_EXECUTORS, MAX_RETRIES_LIMIT, MAX_SPEC_BYTES, max_executors,
-        validate_app_spec, validate_driver_spec, validate_labels, validate_submission_id,
+        MAX_COMMAND_ARGS, MAX_EXECUTORS, MAX_QUEUE_NAME_BYTES, MAX_RETRIES_LIMIT, MAX_SPEC_BYTES,
+        max_executors, validate_app_spec, validate_driver_spec, validate_labels,
+        validate_submission_id,
     },
 };
 use proptest::prelude::*;
@@ -76,16 +77,22 @@ fn driver_spec() -> impl Strategy<Value = DriverSpec> {
         edgy_u32(MAX_RETRIES_LIMIT),
         edgy_string(),
         env(),
+        edgy_string(),
+        any::<i32>(),
     )
         .prop_map(
-            |(command, cores, memory_mb, supervise, max_retries, name, env)| DriverSpec {
-                command,
-                cores,
-                memory_mb,
-                supervise,
-                max_retries,
-                name,
-                env,
+            |(command, cores, memory_mb, supervise, max_retries, name, env, queue, priority)| {
+                DriverSpec {
+                    command,
+                    cores,
+                    memory_mb,
+                    supervise,
+                    max_retries,
+                    name,
+                    env,
+                    queue,
+                    priority,
+                }
             },
         )
 }
@@ -121,6 +128,7 @@ fn app_spec() -> impl Strategy<Value = ApplicationSpec> {
                     executor_retries: retries,
                     name,
                     env,
+                    ..Default::default()
                 }
             },
         )
@@ -153,6 +161,7 @@ fn sound_driver_spec() -> impl Strategy<Value = DriverSpec> {
                 max_retries,
                 name,
                 env,
+                ..Default::default()
             },
         )
 }
@@ -178,6 +187,7 @@ fn sound_app_spec() -> impl Strategy<Value = ApplicationSpec> {
                     executor_retries: retries,
                     name,
                     env,
+                    ..Default::default()
                 }
             },
         )
@@ -207,6 +217,9 @@ proptest! {
                 prop_assert!(spec.command.len() <= MAX_COMMAND_ARGS);
                 prop_assert!(spec.command.iter().all(|a| !a.contains('\0')));
                 prop_assert!(!spec.name.chars().any(char::is_control));
+                prop_assert!(spec.queue.len() <= MAX_QUEUE_NAME_BYTES);
+                prop_assert!(spec.queue.split('.').all(|part| spec.queue.is_empty() || (!part.is_empty()
+                    && part.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_'))));
                 prop_assert!(spec_bytes(&spec.name, &spec.command, &spec.env) <= MAX_SPEC_BYTES);
                 for (k, v) in &spec.env {
                     prop_assert!(!k.is_empty() && !k.contains('=') && !k.contains('\0'));
@@ -215,7 +228,7 @@ proptest! {
             }
             Err(e) => {
                 prop_assert!(
-                    ["cores", "memory", "max_retries", "command", "name", "env"]
+                    ["cores", "memory", "max_retries", "command", "name", "env", "queue"]
                         .contains(&e.field.as_str()),
                     "unexpected field {:?}", e.field
                 );

@@ -21,6 +21,7 @@ use crate::{
     config::MasterConfig,
     error::{Error, Result},
     links::Links,
+    schedule::QueueTree,
     state::{Effect, Limits, State, stored::Loaded},
     store::Store,
     telemetry::Telemetry,
@@ -79,6 +80,7 @@ pub fn spawn(
     master_url: String,
     store: Store,
     loaded: Loaded,
+    queues: Arc<QueueTree>,
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
     let now_ms = ids::now_ms();
@@ -89,6 +91,7 @@ pub fn spawn(
         spread_out: config.spread_out,
     };
     let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
+    state.set_queues(queues);
     // What the file holds, as a state: the first turn writes only what differs from it.
     let persisted = state.clone();
     let mut settle = Vec::new();
@@ -389,6 +392,16 @@ impl Actor {
                     tracing::info!(app_id, "application kill requested");
                 }
                 replies.push(reply(tx, result));
+            }
+            Command::SetQueues(Ok(tree)) => {
+                tracing::info!(queues = %tree.names(), "queues file applied");
+                self.state.set_queues(tree);
+                self.state.queues_refused = None;
+            }
+            Command::SetQueues(Err(error)) => {
+                tracing::error!(error, "queues file refused; the queues in force stay");
+                self.state.queues_refused = Some(error);
+                self.state.queue_files_refused += 1;
             }
         }
     }

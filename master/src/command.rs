@@ -4,9 +4,10 @@
 use hearth_common::proto::{
     ApplicationSpec, DriverSpec, DriverState, DriverStatus, ExecutorStatus, Register,
 };
+use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use crate::{error::Result, links::Link};
+use crate::{error::Result, links::Link, schedule::QueueTree};
 
 #[derive(Debug)]
 pub enum Command {
@@ -82,4 +83,7 @@ pub enum Command {
         app_id: String,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// The queues file was read again: the new queues to put in force, or why it was refused
+    /// (the old ones stay).
+    SetQueues(std::result::Result<Arc<QueueTree>, String>),
 }

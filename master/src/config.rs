@@ -25,6 +25,8 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// Connections the UI port keeps open at most: browsers, probes, scripts. Well under a common
 /// open-file limit of 1024, with the gRPC port and the state file beside it.
 pub const DEFAULT_UI_MAX_CONNECTIONS: usize = 512;
+/// The queue work goes to when none is named.
+pub use crate::schedule::DEFAULT_QUEUE;
 
 #[derive(Debug, Clone)]
 pub struct MasterConfig {
@@ -38,6 +40,8 @@ pub struct MasterConfig {
     /// Run without a secret; refused unless set on purpose.
     pub insecure: bool,
     pub state_dir: PathBuf,
+    /// The queues file (YAML), watched for changes; without one, the `default` queue alone.
+    pub queues_file: Option<PathBuf>,
     /// A worker not heard from for this long is declared DEAD.
     pub worker_timeout: Duration,
     /// Completed drivers kept for the UI and API.
@@ -100,6 +104,7 @@ impl Default for MasterConfig {
             previous_secret: None,
             insecure: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
+            queues_file: None,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             retained_drivers: DEFAULT_RETAINED_DRIVERS,
             retained_apps: DEFAULT_RETAINED_APPS,

@@ -4,6 +4,7 @@
 //! - [`config`]: settings as a plain struct with `validate()`.
 //! - [`state`]: all cluster state and every transition of it, free of I/O.
 //! - [`schedule`]: placement as a pure function.
+//! - [`queue_file`]: the queues file, parsed and watched for changes.
 //! - [`store`]: the durable state file (redb) the actor writes before it answers.
 //! - [`command`]: what can happen to the cluster: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
@@ -22,6 +23,7 @@ pub mod error;
 pub mod grpc;
 pub mod links;
 pub mod listen;
+pub mod queue_file;
 pub mod schedule;
 pub mod server;
 pub mod state;

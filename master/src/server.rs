@@ -11,6 +11,8 @@ use crate::{
     error::{Error, Result},
     grpc,
     listen::{Listener, bind},
+    queue_file,
+    schedule::QueueTree,
     tls, web,
 };
 
@@ -95,8 +97,32 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
             "running WITHOUT a shared secret: anyone who reaches {grpc_addr} can run commands"
         );
     }
+    // A broken queues file at start stops the master, with its line and reason.
+    let (queues, queues_text) = match &config.queues_file {
+        Some(path) => {
+            let text = std::fs::read(path).map_err(|e| {
+                Error::Config(format!(
+                    "queues file {}: cannot read it: {e}",
+                    path.display()
+                ))
+            })?;
+            let tree =
+                queue_file::parse(&path.display().to_string(), &String::from_utf8_lossy(&text))
+                    .map_err(|e| Error::Config(format!("queues file {e}")))?;
+            tracing::info!(path = %path.display(), queues = %tree.names(), "queues file read");
+            (tree, text)
+        }
+        None => (QueueTree::default(), Vec::new()),
+    };
     let config = Arc::new(config);
-    let (handle, actor_task) = actor::spawn(config, url.clone(), store, loaded, shutdown.clone());
+    let (handle, actor_task) = actor::spawn(
+        config.clone(),
+        url.clone(),
+        store,
+        loaded,
+        Arc::new(queues),
+        shutdown.clone(),
+    );
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
     tasks.push(tokio::spawn(async move {
         actor_task
@@ -131,6 +157,14 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         }));
     }
     tasks.push(tokio::spawn(sample_use(handle.clone(), shutdown.clone())));
+    if let Some(path) = config.queues_file.clone() {
+        tasks.push(tokio::spawn(queue_file::watch(
+            path,
+            queues_text,
+            handle.clone(),
+            shutdown.clone(),
+        )));
+    }
     {
         let handle = handle.clone();
         let shutdown = shutdown.clone();

@@ -1,4 +1,4 @@
-//! The client-side subcommands of `hearth`: submit, status, kill, list and logs.
+//! The client-side subcommands of `hearth`: submit, status, kill, list, logs and queues.
 //!
 //! Each writes what a person (or, with `--json`, a program) reads to stdout and returns the
 //! process exit code; errors go back to the caller, which prints them and exits non-zero.
@@ -16,7 +16,7 @@ use hearth_common::{
     },
     resources::format_mb,
     state_names::{StateName, app_state, driver_state},
-    views::{AppView, DriverView, ExecutorView, WorkerView},
+    views::{AmountView, AppView, DriverView, ExecutorView, QueueView, WorkerView},
 };
 
 use table::{print_list, to_json, write_table};
@@ -98,11 +98,16 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
     }
     write_header(
         &mut out,
-        &view.id,
-        view.state,
-        view.waiting_reason.as_deref(),
-        view.message.as_deref(),
-        &view.name,
+        Header {
+            id: &view.id,
+            state: view.state,
+            waiting: view.waiting_reason.as_deref(),
+            waiting_code: view.waiting_code.as_deref(),
+            message: view.message.as_deref(),
+            name: &view.name,
+            queue: &view.queue,
+            priority: view.priority,
+        },
     )?;
     writeln!(out, "command:    {}", view.command.join(" "))?;
     writeln!(
@@ -135,23 +140,32 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
 }
 
 /// The first lines of `hearth status`, the same for drivers and applications.
-fn write_header(
-    out: &mut impl Write,
-    id: &str,
-    state: &str,
-    waiting: Option<&str>,
-    message: Option<&str>,
-    name: &str,
-) -> Result<()> {
-    writeln!(out, "id:         {id}")?;
-    writeln!(out, "state:      {state}")?;
-    if let Some(reason) = waiting {
-        writeln!(out, "waiting:    {reason}")?;
+/// What `hearth status` prints first, for drivers and applications alike.
+struct Header<'a> {
+    id: &'a str,
+    state: &'a str,
+    waiting: Option<&'a str>,
+    waiting_code: Option<&'a str>,
+    message: Option<&'a str>,
+    name: &'a str,
+    queue: &'a str,
+    priority: i32,
+}
+
+fn write_header(out: &mut impl Write, h: Header<'_>) -> Result<()> {
+    writeln!(out, "id:         {}", h.id)?;
+    writeln!(out, "state:      {}", h.state)?;
+    if let Some(reason) = h.waiting {
+        match h.waiting_code {
+            Some(code) => writeln!(out, "waiting:    {code}: {reason}")?,
+            None => writeln!(out, "waiting:    {reason}")?,
+        }
     }
-    if let Some(message) = message {
+    if let Some(message) = h.message {
         writeln!(out, "message:    {message}")?;
     }
-    writeln!(out, "name:       {name}")?;
+    writeln!(out, "name:       {}", h.name)?;
+    writeln!(out, "queue:      {} (priority {})", h.queue, h.priority)?;
     Ok(())
 }
 
@@ -165,11 +179,16 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
     }
     write_header(
         &mut out,
-        &view.id,
-        view.state,
-        view.waiting_reason.as_deref(),
-        view.message.as_deref(),
-        &view.name,
+        Header {
+            id: &view.id,
+            state: view.state,
+            waiting: view.waiting_reason.as_deref(),
+            waiting_code: view.waiting_code.as_deref(),
+            message: view.message.as_deref(),
+            name: &view.name,
+            queue: &view.queue,
+            priority: view.priority,
+        },
     )?;
     writeln!(
         out,
@@ -326,6 +345,60 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                 },
             )?;
         }
+    }
+    Ok(0)
+}
+
+/// Prints the queues as a table (or JSON), and on stderr why the queues file was refused.
+pub async fn queues(client: &Client, json: bool) -> Result<i32> {
+    let answer = client.queues().await?;
+    let views: Vec<QueueView> = answer.queues.iter().map(Into::into).collect();
+    let mut out = std::io::stdout().lock();
+    let amount = |a: &AmountView| {
+        let cores = if a.cores == u64::MAX {
+            "-".to_string()
+        } else {
+            a.cores.to_string()
+        };
+        let memory = if a.memory_mb == u64::MAX {
+            "-".to_string()
+        } else {
+            format_mb(a.memory_mb)
+        };
+        format!("{cores} / {memory}")
+    };
+    print_list(
+        &mut out,
+        json,
+        &views,
+        &[
+            "QUEUE",
+            "WEIGHT",
+            "USED",
+            "GUARANTEED",
+            "MAX",
+            "WAITING",
+            "WANTED",
+            "SHARE",
+        ],
+        |q| {
+            vec![
+                q.name.clone(),
+                q.weight.to_string(),
+                amount(&q.used),
+                amount(&q.guaranteed),
+                q.max.as_ref().map_or_else(|| "-".to_string(), amount),
+                q.waiting.to_string(),
+                q.wanted_executors.to_string(),
+                format!("{:.0}%", q.share * 100.0),
+            ]
+        },
+    )?;
+    if !answer.config_error.is_empty() {
+        eprintln!(
+            "the queues file was refused; the queues above stay in force: {}",
+            answer.config_error
+        );
     }
     Ok(0)
 }

@@ -103,6 +103,17 @@ impl ClientService for ClientApi {
         Ok(Response::new(proto::ListWorkersResponse { workers }))
     }
 
+    async fn list_queues(
+        &self,
+        _request: Request<proto::ListQueuesRequest>,
+    ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        let state = self.master.snapshot();
+        Ok(Response::new(proto::ListQueuesResponse {
+            queues: state.queue_views(),
+            config_error: state.queues_refused.clone().unwrap_or_default(),
+        }))
+    }
+
     async fn kill_driver(
         &self,
         request: Request<proto::KillDriverRequest>,

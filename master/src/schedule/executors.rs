@@ -3,7 +3,7 @@
 
 use super::{
     Ask, Offer,
-    reasons::{MostFree, wait_reason},
+    reasons::{MostFree, Wait, wait_reason},
 };
 
 /// What one application wants placed now.
@@ -24,7 +24,7 @@ pub struct AppPlacement {
     /// One worker id per new executor, in placement order.
     pub workers: Vec<String>,
     /// Set when fewer than `wanted` were placed.
-    pub waiting: Option<String>,
+    pub waiting: Option<Wait>,
 }
 
 /// Places executors for `apps` (in registration order) on `offers`, after the drivers.
@@ -70,22 +70,14 @@ pub fn place_executors(
                     cores: app.cores,
                     memory_mb: app.memory_mb,
                 };
-                let why = wait_reason(
+                let (code, why) = wait_reason(
                     offers,
                     &ask,
                     largest_cores,
                     largest_memory,
                     MostFree::of(offers),
                 );
-                format!(
-                    "{} more {} wanted; each {why}",
-                    remaining,
-                    if remaining == 1 {
-                        "executor"
-                    } else {
-                        "executors"
-                    }
-                )
+                (code, more_wanted(remaining, &why))
             });
             AppPlacement {
                 app_id: app.app_id.clone(),
@@ -94,4 +86,16 @@ pub fn place_executors(
             }
         })
         .collect()
+}
+
+/// "2 more executors wanted; each {why}".
+pub(super) fn more_wanted(remaining: u32, why: &str) -> String {
+    format!(
+        "{remaining} more {} wanted; each {why}",
+        if remaining == 1 {
+            "executor"
+        } else {
+            "executors"
+        }
+    )
 }

@@ -1,20 +1,24 @@
-//! Placement as a pure function: given what each alive worker has free, the drivers waiting in
-//! FIFO order and the applications wanting executors, decide where each goes or why it waits.
-//! No I/O, no clock. Drivers are placed first, then executors, like Spark's standalone master.
+//! Placement as a pure function: given what each alive worker has free, the queues and what
+//! each uses, the waiting drivers and the applications wanting executors, decide where each goes
+//! or why it waits. No I/O, no clock. Drivers are placed first, then executors, like Spark's
+//! standalone master.
 //!
-//! Drivers are considered in submission order, but one that cannot fit does not block smaller
-//! ones behind it (Spark's behaviour). Among workers where both cores and memory fit, the one
-//! with the most free cores wins (then most free memory, fewest drivers, id), which spreads
-//! drivers over the cluster.
+//! Items are tried in the order their queues earn (guarantees first, then weighted dominant
+//! share), within a queue by priority then submission order; one that cannot fit does not block
+//! the ones behind it. With one queue this is Spark's order. Among workers where both cores and
+//! memory fit, the one with the most free cores wins (then most free memory, fewest drivers,
+//! id), which spreads drivers over the cluster.
 //!
-//! Executors are placed application by application in registration order. With `spread_out`
+//! Executors are placed application by application. With `spread_out`
 //! (the default) an application's executors are dealt one at a time, round-robin, over the
 //! workers with room, most free cores first; without it each worker is filled before the next
 //! (consolidation). An executor goes only where its cores and its memory both fit.
 //!
-//! - [`drivers`]: where each waiting driver goes, or why it waits.
+//! - [`queues`]: the queue tree, what each queue uses, and which is served next.
+//! - [`fair`]: placement across queues, within their caps.
+//! - [`drivers`]: where one driver fits, or why it waits.
 //! - [`executors`]: where each application's wanted executors go, spread out or consolidated.
-//! - [`reasons`]: why something cannot be placed, in words a person acts on.
+//! - [`reasons`]: why something cannot be placed: a code, and words a person acts on.
 //! - [`demand`]: how many more workers of one shape the waiting work needs.
 //!
 //! A new placement rule lands as a module of its own here, a pure function over offers and
@@ -23,10 +27,15 @@
 pub mod demand;
 pub mod drivers;
 pub mod executors;
+pub mod fair;
+pub mod queues;
 mod reasons;
 
 pub use drivers::{Ask, Decision, place_drivers};
 pub use executors::{AppAsk, AppPlacement, place_executors};
+pub use fair::{Queued, place_drivers_fairly, place_executors_fairly};
+pub use queues::{Amount, DEFAULT_QUEUE, QueueDef, QueueTree, Usage};
+pub use reasons::{Wait, WaitCode};
 
 /// What one alive worker offers and has free.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,5 +48,7 @@ pub struct Offer {
     pub drivers: usize,
 }
 
+#[cfg(test)]
+mod queue_tests;
 #[cfg(test)]
 mod tests;

@@ -24,16 +24,20 @@ fn place_drivers_plainly(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
                     worker_id: offer.worker_id.clone(),
                 }
             }
-            None => Decision::Wait {
-                driver_id: ask.driver_id.clone(),
-                reason: wait_reason(
+            None => {
+                let (code, reason) = wait_reason(
                     offers,
                     ask,
                     largest_cores,
                     largest_memory,
                     MostFree::of(offers),
-                ),
-            },
+                );
+                Decision::Wait {
+                    driver_id: ask.driver_id.clone(),
+                    code,
+                    reason,
+                }
+            }
         })
         .collect()
 }
@@ -112,7 +116,9 @@ fn reason_of(decisions: &[Decision], driver: &str) -> String {
     decisions
         .iter()
         .find_map(|d| match d {
-            Decision::Wait { driver_id, reason } if driver_id == driver => Some(reason.clone()),
+            Decision::Wait {
+                driver_id, reason, ..
+            } if driver_id == driver => Some(reason.clone()),
             _ => None,
         })
         .unwrap_or_default()
@@ -236,7 +242,7 @@ fn executors_need_cores_and_memory_on_one_worker() {
     let placed = place_executors(&mut offers, &[app("a", 2, 1024, 1)], true);
     assert!(placed[0].workers.is_empty());
     assert_eq!(
-        placed[0].waiting.as_deref(),
+        placed[0].waiting.as_ref().map(|w| w.1.as_str()),
         Some(
             "1 more executor wanted; each needs 2 cores and 1.0 GiB on one worker; no worker offers both"
         )
@@ -244,7 +250,7 @@ fn executors_need_cores_and_memory_on_one_worker() {
     let mut offers = vec![offer("w1", 4, 4096)];
     let placed = place_executors(&mut offers, &[app("big", 8, 256, 2)], true);
     assert_eq!(
-        placed[0].waiting.as_deref(),
+        placed[0].waiting.as_ref().map(|w| w.1.as_str()),
         Some("2 more executors wanted; each needs 8 cores; the largest worker offers 4")
     );
 }
@@ -262,8 +268,9 @@ fn applications_are_served_in_order_and_never_beyond_what_they_want() {
     assert!(
         placed[1]
             .waiting
-            .as_deref()
+            .as_ref()
             .unwrap()
+            .1
             .starts_with("2 more executors wanted")
     );
 }

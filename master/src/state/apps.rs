@@ -14,7 +14,10 @@ use hearth_common::{
 };
 
 use super::{Effect, ExecKey, ExecutorInfo, State};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    schedule::WaitCode,
+};
 
 /// Ended executors kept per application for the UI and API (live ones are always kept).
 const MAX_ENDED_EXECUTORS: usize = 100;
@@ -34,6 +37,15 @@ pub struct AppInfo {
     pub failures: u32,
     pub retries: u32,
     pub waiting_reason: Option<String>,
+    /// What kind of wait `waiting_reason` is.
+    #[serde(default)]
+    pub waiting_code: Option<WaitCode>,
+    /// The queue its executors count in: its driver's, or the one it registered into.
+    #[serde(default = "default_queue")]
+    pub queue: String,
+    /// Its rank within the queue: its driver's priority, or the one it registered with.
+    #[serde(default)]
+    pub priority: i32,
     pub message: String,
     pub executors: BTreeMap<u32, ExecutorInfo>,
     pub next_executor_id: u32,
@@ -82,6 +94,12 @@ impl AppInfo {
             cores_granted: self.cores_granted(),
             executor_failures: self.failures,
             waiting_reason: self.waiting_reason.clone().unwrap_or_default(),
+            waiting_code: self
+                .waiting_code
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
+            queue: self.queue.clone(),
+            priority: self.priority,
             message: self.message.clone(),
             executors: self
                 .executors
@@ -168,6 +186,17 @@ impl State {
                 host = w.host.clone();
             }
         }
+        // A driver's application runs in its driver's queue, at its priority.
+        let (queue, priority) = match driver_id.and_then(|id| self.drivers.get(id)) {
+            Some(d) => (d.spec.queue.clone(), d.spec.priority),
+            None => (spec.queue.clone(), spec.priority),
+        };
+        self.queue_index("queue", &queue)?;
+        let queue = if queue.is_empty() {
+            default_queue()
+        } else {
+            queue
+        };
         let id = hearth_common::ids::app_id(self.started_ms, self.next_app_seq);
         self.next_app_seq += 1;
         let max_executors = max_executors(&spec);
@@ -189,6 +218,9 @@ impl State {
             max_executors,
             failures: 0,
             waiting_reason: Some("waiting for the scheduler".into()),
+            waiting_code: Some(WaitCode::Scheduling),
+            queue,
+            priority,
             message: String::new(),
             executors: BTreeMap::new(),
             next_executor_id: 0,
@@ -359,6 +391,7 @@ impl State {
                 app.state = state;
                 app.ended_at_ms = now_ms;
                 app.waiting_reason = None;
+                app.waiting_code = None;
                 app.message = message.clone();
                 app.driver_id.clone()
             }
@@ -374,4 +407,8 @@ impl State {
             Arc::make_mut(d).apps.retain(|a| a != app_id);
         }
     }
+}
+
+fn default_queue() -> String {
+    crate::schedule::DEFAULT_QUEUE.to_string()
 }

@@ -11,7 +11,10 @@ use hearth_common::{
 };
 
 use super::{Effect, State};
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    schedule::WaitCode,
+};
 
 /// Most state changes kept per driver.
 const MAX_HISTORY: usize = 64;
@@ -34,6 +37,9 @@ pub struct DriverInfo {
     pub relaunches: u32,
     pub exit_code: Option<i32>,
     pub waiting_reason: Option<String>,
+    /// What kind of wait `waiting_reason` is.
+    #[serde(default)]
+    pub waiting_code: Option<WaitCode>,
     pub message: String,
     pub submitted_at_ms: i64,
     /// Set once a user asked for the kill, so a supervised driver is not relaunched.
@@ -67,6 +73,10 @@ impl DriverInfo {
             attempt: self.attempt,
             exit_code: self.exit_code,
             waiting_reason: self.waiting_reason.clone().unwrap_or_default(),
+            waiting_code: self
+                .waiting_code
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_default(),
             submitted_at_ms: self.submitted_at_ms,
             history: self.history.clone(),
             message: self.message.clone(),
@@ -126,11 +136,14 @@ impl State {
     /// A new driver is refused while the queue holds `max_waiting` already.
     pub fn submit_once(
         &mut self,
-        spec: DriverSpec,
+        mut spec: DriverSpec,
         app_spec: Option<ApplicationSpec>,
         submission_id: Option<String>,
         now_ms: i64,
     ) -> Result<String> {
+        if spec.queue.is_empty() {
+            spec.queue = crate::schedule::DEFAULT_QUEUE.to_string();
+        }
         if let Some((given, existing)) = submission_id
             .as_ref()
             .and_then(|s| Some((s, self.submissions.get(s)?)))
@@ -156,6 +169,7 @@ impl State {
                 self.waiting.len()
             )));
         }
+        self.queue_index("queue", &spec.queue)?;
         let id = hearth_common::ids::driver_id(self.started_ms, self.next_driver_seq);
         self.next_driver_seq += 1;
         if let Some(s) = &submission_id {
@@ -172,6 +186,7 @@ impl State {
             relaunches: 0,
             exit_code: None,
             waiting_reason: Some("waiting for the scheduler".into()),
+            waiting_code: Some(WaitCode::Scheduling),
             message: String::new(),
             submitted_at_ms: now_ms,
             kill_requested: false,
@@ -224,6 +239,7 @@ impl State {
                 let d = self.driver_mut(id)?;
                 d.kill_requested = true;
                 d.waiting_reason = None;
+                d.waiting_code = None;
                 d.record(
                     DriverState::Killed,
                     "killed by a user before it ran",
@@ -393,6 +409,7 @@ impl State {
             d.relaunches += 1;
             d.worker_id = None;
             d.waiting_reason = Some("waiting for the scheduler".into());
+            d.waiting_code = Some(WaitCode::Scheduling);
             let message = format!(
                 "relaunch {} of {}: {reason}",
                 d.relaunches, d.spec.max_retries
@@ -442,6 +459,7 @@ impl State {
         d.attempt += 1;
         d.worker_id = Some(worker_id.to_string());
         d.waiting_reason = None;
+        d.waiting_code = None;
         d.exit_code = None;
         d.record(
             DriverState::Running,

@@ -9,6 +9,7 @@
 //! - [`apps`]: applications: registration, resizing and their end.
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
+//! - [`queues`]: the queues in force and what each queue's work holds.
 //! - [`invariants`]: the accounting every state keeps, checked by the tests.
 //! - [`demand`]: how many workers the waiting work wants, for an autoscaler.
 //! - [`recovery`]: rebuilding the state from the store after a restart.
@@ -20,6 +21,7 @@ mod drivers;
 mod executors;
 mod invariants;
 mod placement;
+mod queues;
 mod recovery;
 pub mod stored;
 #[cfg(test)]
@@ -38,7 +40,10 @@ pub use executors::{ExecKey, ExecutorInfo};
 use placement::Tried;
 pub use workers::WorkerInfo;
 
-use crate::error::{Error, Result};
+use crate::{
+    error::{Error, Result},
+    schedule::QueueTree,
+};
 
 /// An order for a worker that a transition implies; the actor delivers them after the turn.
 #[derive(Debug, Clone, PartialEq)]
@@ -85,6 +90,13 @@ pub struct State {
     /// Set after a restart until the workers it knew have come back (or the timeout passed):
     /// nothing is placed meanwhile, so nothing a returning worker still runs is started twice.
     pub recovering: bool,
+    /// The queues in force (from the queues file; `default` alone without one). Not kept in
+    /// the store: the file is read again at start.
+    pub queues: Arc<QueueTree>,
+    /// Why the queues file last read was refused, while the queues in force are older.
+    pub queues_refused: Option<String>,
+    /// How many times the queues file was refused since the master started.
+    pub queue_files_refused: u64,
     /// What the last placement of drivers left, so the next one need not try again the
     /// drivers that would wait again.
     tried: Option<Tried>,
@@ -133,6 +145,9 @@ impl State {
             next_app_seq: 0,
             submissions: OrdMap::new(),
             recovering: false,
+            queues: Arc::new(QueueTree::default()),
+            queues_refused: None,
+            queue_files_refused: 0,
             tried: None,
         }
     }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use imbl::Vector;
 
 use super::{Effect, State};
-use crate::schedule::{self, AppAsk, Ask, Decision, Offer};
+use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage};
 
 /// The free room on each alive worker after the last placement of drivers, and how many
 /// drivers at the front of the queue (ending with `last`) were tried against room at least that
@@ -80,8 +80,9 @@ impl State {
             return;
         }
         let mut offers = self.offers();
-        self.schedule_drivers(&mut offers, tried, now_ms, effects);
-        self.schedule_executors(&mut offers, now_ms, effects);
+        let mut usage = self.usage();
+        self.schedule_drivers(&mut offers, &mut usage, tried, now_ms, effects);
+        self.schedule_executors(&mut offers, &mut usage, now_ms, effects);
     }
 
     /// What each alive worker offers and has free, in the order of their ids.
@@ -112,11 +113,25 @@ impl State {
             .collect()
     }
 
+    /// Each waiting driver's queue and priority, but for the first `skip`.
+    fn queued_drivers(&self, skip: usize) -> Vec<Queued> {
+        self.waiting
+            .iter()
+            .skip(skip)
+            .filter_map(|id| self.drivers.get(id))
+            .map(|d| Queued {
+                queue: self.queues.index(&d.spec.queue),
+                priority: d.spec.priority,
+            })
+            .collect()
+    }
+
     /// Places waiting drivers but for the first `skip`, which were tried against room at least
     /// as large as `offers` and would wait again.
     fn schedule_drivers(
         &mut self,
         offers: &mut [Offer],
+        usage: &mut Usage,
         skip: usize,
         now_ms: i64,
         effects: &mut Vec<Effect>,
@@ -131,9 +146,11 @@ impl State {
             return;
         }
         let asks = self.asks(skip);
+        let queued = self.queued_drivers(skip);
+        let queues = self.queues.clone();
         let mut still_waiting = self.waiting.clone();
         still_waiting.truncate(skip);
-        for decision in schedule::place_drivers(offers, &asks) {
+        for decision in schedule::place_drivers_fairly(offers, &asks, &queued, &queues, usage) {
             match decision {
                 Decision::Place {
                     driver_id,
@@ -144,11 +161,18 @@ impl State {
                         still_waiting.push_back(driver_id);
                     }
                 }
-                Decision::Wait { driver_id, reason } => {
+                Decision::Wait {
+                    driver_id,
+                    code,
+                    reason,
+                } => {
                     if let Some(d) = self.drivers.get_mut(&driver_id)
-                        && d.waiting_reason.as_deref() != Some(reason.as_str())
+                        && (d.waiting_reason.as_deref() != Some(reason.as_str())
+                            || d.waiting_code != Some(code))
                     {
-                        Arc::make_mut(d).waiting_reason = Some(reason);
+                        let d = Arc::make_mut(d);
+                        d.waiting_reason = Some(reason);
+                        d.waiting_code = Some(code);
                     }
                     still_waiting.push_back(driver_id);
                 }
@@ -179,19 +203,46 @@ impl State {
             .collect()
     }
 
-    fn schedule_executors(&mut self, offers: &mut [Offer], now_ms: i64, effects: &mut Vec<Effect>) {
+    fn schedule_executors(
+        &mut self,
+        offers: &mut [Offer],
+        usage: &mut Usage,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
         let asks = self.app_asks();
-        for placement in schedule::place_executors(offers, &asks, self.limits.spread_out) {
+        let queued: Vec<Queued> = self
+            .active_apps
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .map(|a| Queued {
+                queue: self.queues.index(&a.queue),
+                priority: a.priority,
+            })
+            .collect();
+        let queues = self.queues.clone();
+        let placements = schedule::place_executors_fairly(
+            offers,
+            &asks,
+            &queued,
+            &queues,
+            usage,
+            self.limits.spread_out,
+        );
+        for placement in placements {
             for worker_id in &placement.workers {
                 if let Err(e) = self.launch_executor(&placement.app_id, worker_id, now_ms, effects)
                 {
                     tracing::error!(app_id = %placement.app_id, worker_id, error = %e, "executor placement refused");
                 }
             }
+            let (code, reason) = placement.waiting.unzip();
             if let Some(a) = self.apps.get_mut(&placement.app_id)
-                && a.waiting_reason != placement.waiting
+                && (a.waiting_reason != reason || a.waiting_code != code)
             {
-                Arc::make_mut(a).waiting_reason = placement.waiting;
+                let a = Arc::make_mut(a);
+                a.waiting_reason = reason;
+                a.waiting_code = code;
             }
         }
     }

@@ -7,7 +7,7 @@ use axum::{
 use hearth_common::{
     ids::{java_date, now_ms},
     state_names::StateName,
-    views::{AppView, DriverView, WorkerView},
+    views::{AppView, DriverView, QueueView, WorkerView},
 };
 use serde_json::{Value, json};
 
@@ -65,6 +65,26 @@ pub async fn app(
 ) -> Result<Json<AppView>, Error> {
     let snap = master.snapshot();
     Ok(Json(AppView::from(&snap.app(&id)?.to_proto())))
+}
+
+/// The queues, their use and what waits in each; `refused` says why the queues file last read
+/// was not applied, while older queues are in force.
+pub async fn queues(State(master): State<MasterHandle>) -> Json<Value> {
+    let snap = master.snapshot();
+    let queues: Vec<QueueView> = snap.queue_views().iter().map(QueueView::from).collect();
+    Json(json!({ "queues": queues, "refused": snap.queues_refused }))
+}
+
+pub async fn queue(
+    State(master): State<MasterHandle>,
+    Path(name): Path<String>,
+) -> Result<Json<QueueView>, Error> {
+    let snap = master.snapshot();
+    snap.queue_views()
+        .iter()
+        .find(|q| q.name == name)
+        .map(|q| Json(QueueView::from(q)))
+        .ok_or_else(|| Error::NotFound(format!("no queue {name}")))
 }
 
 /// The summary Spark's master serves at `/json/`, field for field, so tools written for

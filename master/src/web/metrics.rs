@@ -84,6 +84,7 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    queue_metrics(&snap, &mut out);
     let _ = writeln!(
         out,
         "# HELP hearth_drivers Drivers by state.\n# TYPE hearth_drivers gauge"
@@ -201,4 +202,86 @@ fn write_histogram(out: &mut String, name: &str, help: &str, series: &[(&str, Hi
         let _ = writeln!(out, "{name}_sum{braces} {}", h.sum_seconds);
         let _ = writeln!(out, "{name}_count{braces} {}", h.count);
     }
+}
+
+/// One number of a queue, if it has it.
+type QueueSeries = fn(&hearth_common::proto::Queue) -> Option<f64>;
+
+/// Per queue: what it holds, its caps and guarantees, what waits in it and its share; the
+/// waiting drivers by the code of their wait; whether the queues file was refused.
+fn queue_metrics(snap: &crate::state::State, out: &mut String) {
+    let queues = snap.queue_views();
+    let series: [(&str, &str, QueueSeries); 7] = [
+        (
+            "hearth_queue_cores_used",
+            "Cores held by a queue's work, its children's included.",
+            |q| q.used.as_ref().map(|u| u.cores as f64),
+        ),
+        (
+            "hearth_queue_memory_mb_used",
+            "Memory held by a queue's work, its children's included, MiB.",
+            |q| q.used.as_ref().map(|u| u.memory_mb as f64),
+        ),
+        (
+            "hearth_queue_cores_guaranteed",
+            "Cores guaranteed to a queue.",
+            |q| q.guaranteed.as_ref().map(|g| g.cores as f64),
+        ),
+        (
+            "hearth_queue_cores_max",
+            "A queue's cap on cores (absent: none).",
+            |q| {
+                q.max
+                    .as_ref()
+                    .filter(|m| m.cores != u64::MAX)
+                    .map(|m| m.cores as f64)
+            },
+        ),
+        (
+            "hearth_queue_drivers_waiting",
+            "Drivers waiting in a queue.",
+            |q| Some(f64::from(q.waiting_drivers)),
+        ),
+        (
+            "hearth_queue_executors_wanted",
+            "Executors a queue's applications still want.",
+            |q| Some(f64::from(q.wanted_executors)),
+        ),
+        (
+            "hearth_queue_share",
+            "A queue's dominant share of the alive cluster (0 to 1).",
+            |q| Some(q.share),
+        ),
+    ];
+    for (name, help, value) in series {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        for q in &queues {
+            if let Some(v) = value(q) {
+                let _ = writeln!(out, "{name}{{queue=\"{}\"}} {v}", q.name);
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_waiting_drivers Waiting drivers by the code of their wait.\n# TYPE hearth_waiting_drivers gauge"
+    );
+    let mut by_code: std::collections::BTreeMap<&str, usize> = Default::default();
+    for d in snap.waiting.iter().filter_map(|id| snap.drivers.get(id)) {
+        if let Some(code) = d.waiting_code {
+            *by_code.entry(code.as_str()).or_default() += 1;
+        }
+    }
+    for (code, n) in by_code {
+        let _ = writeln!(out, "hearth_waiting_drivers{{code=\"{code}\"}} {n}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_queues_file_refused 1 while the queues file last read was refused (older queues are in force).\n# TYPE hearth_queues_file_refused gauge\nhearth_queues_file_refused {}",
+        u8::from(snap.queues_refused.is_some())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hearth_queues_file_refusals_total Times the queues file was refused since the master started.\n# TYPE hearth_queues_file_refusals_total counter\nhearth_queues_file_refusals_total {}",
+        snap.queue_files_refused
+    );
 }

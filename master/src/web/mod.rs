@@ -58,6 +58,8 @@ fn ui_routes(prefix: &str) -> Router<MasterHandle> {
         .route(&at("/api/v1/drivers/{id}"), get(api::driver))
         .route(&at("/api/v1/apps"), get(api::apps))
         .route(&at("/api/v1/apps/{id}"), get(api::app))
+        .route(&at("/api/v1/queues"), get(api::queues))
+        .route(&at("/api/v1/queues/{name}"), get(api::queue))
         .route(&at("/metrics"), get(metrics::metrics));
     if !prefix.is_empty() {
         router = router.route(prefix, get(pages::overview));

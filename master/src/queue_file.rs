@@ -1,0 +1,263 @@
+//! The queues file (`--queues FILE`, YAML, meant to be a mounted ConfigMap): parsed into a
+//! [`QueueTree`], every mistake reported with its line and the reason.
+
+use std::{path::PathBuf, sync::Arc, time::Duration};
+
+use hearth_common::Shutdown;
+
+use hearth_common::{
+    resources::{parse_cores, parse_memory_mb},
+    spec::validate_queue_name,
+};
+use serde::Deserialize;
+
+use crate::{
+    actor::MasterHandle,
+    command::Command,
+    schedule::{Amount, QueueDef, QueueTree},
+};
+
+/// Why a queues file cannot be used; the message names the line where one is known.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct QueueFileError {
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct File {
+    #[serde(default)]
+    queues: Vec<Entry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Entry {
+    name: String,
+    #[serde(default = "one")]
+    weight: u32,
+    #[serde(default)]
+    guaranteed: Option<Size>,
+    #[serde(default)]
+    max: Option<Size>,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// `{cores: 4, memory: 8g}`; memory as a size (`8g`, `512m`) or a number of MiB.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Size {
+    #[serde(default)]
+    cores: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    memory: Option<serde_yaml_ng::Value>,
+}
+
+fn text_of(value: &serde_yaml_ng::Value) -> String {
+    match value {
+        serde_yaml_ng::Value::String(s) => s.clone(),
+        serde_yaml_ng::Value::Number(n) => n.to_string(),
+        other => format!("{other:?}"),
+    }
+}
+
+impl Size {
+    /// The amount, with `unset` for what is not given (0 for a guarantee, no cap for a max).
+    fn amount(&self, field: &str, unset: Amount) -> Result<Amount, String> {
+        let cores = match &self.cores {
+            Some(v) => u64::from(
+                parse_cores(&format!("{field}.cores"), &text_of(v)).map_err(|e| e.to_string())?,
+            ),
+            None => unset.cores,
+        };
+        let memory_mb = match &self.memory {
+            Some(v) => parse_memory_mb(&format!("{field}.memory"), &text_of(v))
+                .map_err(|e| e.to_string())?,
+            None => unset.memory_mb,
+        };
+        Ok(Amount::new(cores, memory_mb))
+    }
+}
+
+/// The 1-based line where the queue `name` is defined, for messages about it.
+fn line_of(text: &str, name: &str) -> Option<usize> {
+    text.lines()
+        .position(|line| {
+            let rest = line.trim_start().trim_start_matches('-').trim_start();
+            rest.strip_prefix("name:").is_some_and(|value| {
+                let value = value.split('#').next().unwrap_or_default().trim();
+                value.trim_matches(|c| c == '"' || c == '\'') == name
+            })
+        })
+        .map(|i| i + 1)
+}
+
+/// Parses the queues file's `text`; `path` only names it in errors.
+pub fn parse(path: &str, text: &str) -> Result<QueueTree, QueueFileError> {
+    let fail = |message: String| QueueFileError {
+        path: path.to_string(),
+        message,
+    };
+    let file: File = if text.trim().is_empty() {
+        File { queues: Vec::new() }
+    } else {
+        serde_yaml_ng::from_str(text).map_err(|e| fail(e.to_string()))?
+    };
+    let at = |name: &str, message: String| match line_of(text, name) {
+        Some(line) => fail(format!("line {line}: {message}")),
+        None => fail(message),
+    };
+    let mut defs = Vec::with_capacity(file.queues.len());
+    for entry in file.queues {
+        validate_queue_name("name", &entry.name).map_err(|e| at(&entry.name, e.to_string()))?;
+        let guaranteed = match &entry.guaranteed {
+            Some(size) => size
+                .amount("guaranteed", Amount::default())
+                .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?,
+            None => Amount::default(),
+        };
+        let max = match &entry.max {
+            Some(size) => Some(
+                size.amount("max", Amount::new(u64::MAX, u64::MAX))
+                    .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?,
+            ),
+            None => None,
+        };
+        defs.push(QueueDef {
+            name: entry.name,
+            weight: entry.weight,
+            guaranteed,
+            max,
+        });
+    }
+    QueueTree::new(defs).map_err(|e| {
+        let name = match &e {
+            crate::schedule::queues::TreeError::Duplicate(n) => n.clone(),
+            crate::schedule::queues::TreeError::NoParent { child, .. } => child.clone(),
+            crate::schedule::queues::TreeError::ZeroWeight { name }
+            | crate::schedule::queues::TreeError::GuaranteeOverMax { name, .. } => name.clone(),
+        };
+        at(&name, e.to_string())
+    })
+}
+
+/// How often the file is read again. A mounted ConfigMap changes by an atomic swap of a
+/// symlink, which inotify on the file itself does not see; a read every few seconds does.
+pub const QUEUES_POLL: Duration = Duration::from_secs(2);
+
+/// Reads the queues file at `path` every [`QUEUES_POLL`]; when its bytes differ from `last`,
+/// puts the new queues in force, or keeps the old ones and reports why the new ones cannot be.
+pub async fn watch(
+    path: PathBuf,
+    mut last: Vec<u8>,
+    handle: MasterHandle,
+    shutdown: Shutdown,
+) -> crate::error::Result<()> {
+    let shown = path.display().to_string();
+    let mut tick = tokio::time::interval(QUEUES_POLL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return Ok(()),
+            _ = tick.tick() => {}
+        }
+        let outcome = match tokio::fs::read(&path).await {
+            Ok(bytes) if bytes == last => continue,
+            Ok(bytes) => {
+                let parsed = parse(&shown, &String::from_utf8_lossy(&bytes));
+                last = bytes;
+                parsed.map(Arc::new).map_err(|e| format!("queues file {e}"))
+            }
+            Err(e) => {
+                // Reported once, not every poll; a file that comes back is read again.
+                if last.is_empty() {
+                    continue;
+                }
+                last.clear();
+                Err(format!("queues file {shown}: cannot read it: {e}"))
+            }
+        };
+        if handle.send(Command::SetQueues(outcome)).await.is_err() {
+            return Ok(());
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = "\
+queues:
+  - name: ml                      # hierarchy by dotted names
+    weight: 3
+    guaranteed: {cores: 4, memory: 8g}
+    max: {cores: 8, memory: 16g}
+  - name: ml.training
+  - name: adhoc
+    max: {cores: 2}
+";
+
+    #[test]
+    fn the_documented_example_reads_as_a_tree_with_default_added() {
+        let tree = parse("q.yaml", EXAMPLE).unwrap();
+        let names: Vec<&str> = tree.defs().iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names, ["adhoc", "default", "ml", "ml.training"]);
+        let ml = tree.def(tree.index("ml").unwrap());
+        assert_eq!(ml.weight, 3);
+        assert_eq!(ml.guaranteed, Amount::new(4, 8192));
+        assert_eq!(ml.max, Some(Amount::new(8, 16384)));
+        let training = tree.index("ml.training").unwrap();
+        assert_eq!(tree.parent(training), tree.index("ml"));
+        let adhoc = tree.def(tree.index("adhoc").unwrap());
+        assert_eq!(adhoc.max, Some(Amount::new(2, u64::MAX)));
+    }
+
+    #[test]
+    fn mistakes_name_their_line_and_reason() {
+        let cases = [
+            (
+                "queues:\n  - name: a\n  - name: b.c\n",
+                "line 3: queue b.c: its parent b",
+            ),
+            (
+                "queues:\n  - name: a\n  - name: a\n",
+                "queue a is defined twice",
+            ),
+            (
+                "queues:\n  - name: Big\n",
+                "line 2: name: \"Big\" is not a queue name",
+            ),
+            (
+                "queues:\n  - name: a\n    weight: 0\n",
+                "line 2: queue a: weight must be at least 1",
+            ),
+            (
+                "queues:\n  - name: a\n    max: {cores: 1}\n    guaranteed: {cores: 2}\n",
+                "guaranteed cores is more than its max",
+            ),
+            (
+                "queues:\n  - name: a\n    max: {memory: lots}\n",
+                "line 2: queue a: max.memory: \"lots\" is not a memory size",
+            ),
+            ("queues:\n  - name: a\n    wieght: 2\n", "line 3"),
+            ("queues: [\n", "line"),
+        ];
+        for (text, expected) in cases {
+            let err = parse("q.yaml", text).unwrap_err().to_string();
+            assert!(err.starts_with("q.yaml: "), "{err}");
+            assert!(err.contains(expected), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn an_empty_file_is_the_default_queue_alone() {
+        let tree = parse("q.yaml", "").unwrap();
+        assert_eq!(tree, QueueTree::default());
+    }
+}

@@ -1,0 +1,448 @@
+//! The queue rules checked case by case, then on random clusters after every step: no cap
+//! exceeded, accounting exact, no slot idle while a fitting item under its caps waits, every
+//! waiting item with a reason.
+
+use super::*;
+use rand::{Rng, SeedableRng, rngs::StdRng};
+
+fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
+    Offer {
+        worker_id: id.to_string(),
+        cores,
+        memory_mb,
+        free_cores: cores,
+        free_memory_mb: memory_mb,
+        drivers: 0,
+    }
+}
+
+fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
+    Ask {
+        driver_id: id.to_string(),
+        cores,
+        memory_mb,
+    }
+}
+
+fn queue(name: &str, weight: u32, guaranteed: (u64, u64), max: Option<(u64, u64)>) -> QueueDef {
+    QueueDef {
+        name: name.to_string(),
+        weight,
+        guaranteed: Amount::new(guaranteed.0, guaranteed.1),
+        max: max.map(|(c, m)| Amount::new(c, m)),
+    }
+}
+
+fn total(offers: &[Offer]) -> Amount {
+    let mut t = Amount::default();
+    for o in offers {
+        t.add(Amount::new(u64::from(o.cores), o.memory_mb));
+    }
+    t
+}
+
+/// `n` one-core asks in queue `q`, named `{prefix}{i}`.
+fn backlog(tree: &QueueTree, q: &str, prefix: &str, n: usize) -> (Vec<Ask>, Vec<Queued>) {
+    let queue = tree.index(q);
+    (0..n)
+        .map(|i| {
+            (
+                ask(&format!("{prefix}{i}"), 1, 100),
+                Queued { queue, priority: 0 },
+            )
+        })
+        .unzip()
+}
+
+fn placed(decisions: &[Decision]) -> Vec<&str> {
+    decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Place { driver_id, .. } => Some(driver_id.as_str()),
+            Decision::Wait { .. } => None,
+        })
+        .collect()
+}
+
+fn wait_of<'a>(decisions: &'a [Decision], id: &str) -> Option<(WaitCode, &'a str)> {
+    decisions.iter().find_map(|d| match d {
+        Decision::Wait {
+            driver_id,
+            code,
+            reason,
+        } if driver_id == id => Some((*code, reason.as_str())),
+        _ => None,
+    })
+}
+
+#[test]
+fn dotted_names_make_a_tree_and_default_is_always_there() {
+    let tree = QueueTree::new(vec![
+        queue("ml", 1, (0, 0), None),
+        queue("ml.training", 1, (0, 0), None),
+    ])
+    .unwrap();
+    assert_eq!(
+        tree.parent(tree.index("ml.training").unwrap()),
+        tree.index("ml")
+    );
+    assert!(tree.index("default").is_some());
+    let err = QueueTree::new(vec![queue("ml.training", 1, (0, 0), None)]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "queue ml.training: its parent ml is not defined; define ml too"
+    );
+}
+
+#[test]
+fn a_queue_at_its_max_waits_with_the_cap_named_while_another_runs() {
+    let tree = QueueTree::new(vec![
+        queue("capped", 1, (0, 0), Some((2, u64::MAX))),
+        queue("free", 1, (0, 0), None),
+    ])
+    .unwrap();
+    let mut offers = vec![offer("w1", 8, 8192)];
+    let (mut asks, mut queued) = backlog(&tree, "capped", "c", 4);
+    let (more, more_q) = backlog(&tree, "free", "f", 2);
+    asks.extend(more);
+    queued.extend(more_q);
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let mut got = placed(&decisions);
+    got.sort();
+    assert_eq!(got, ["c0", "c1", "f0", "f1"]);
+    let (code, reason) = wait_of(&decisions, "c2").unwrap();
+    assert_eq!(code, WaitCode::QueueCap);
+    assert!(
+        reason.contains("queue capped is at its max of 2 cores"),
+        "{reason}"
+    );
+    assert_eq!(usage.subtree(tree.index("capped").unwrap()).cores, 2);
+}
+
+#[test]
+fn a_parents_cap_bounds_its_children_together() {
+    let tree = QueueTree::new(vec![
+        queue("ml", 1, (0, 0), Some((3, u64::MAX))),
+        queue("ml.a", 1, (0, 0), None),
+        queue("ml.b", 1, (0, 0), None),
+    ])
+    .unwrap();
+    let mut offers = vec![offer("w1", 16, 16384)];
+    let (mut asks, mut queued) = backlog(&tree, "ml.a", "a", 3);
+    let (more, more_q) = backlog(&tree, "ml.b", "b", 3);
+    asks.extend(more);
+    queued.extend(more_q);
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(placed(&decisions).len(), 3);
+    let waits: Vec<_> = decisions
+        .iter()
+        .filter_map(|d| match d {
+            Decision::Wait { code, reason, .. } => Some((*code, reason.clone())),
+            Decision::Place { .. } => None,
+        })
+        .collect();
+    assert_eq!(waits.len(), 3);
+    assert!(
+        waits
+            .iter()
+            .all(|(c, r)| *c == WaitCode::QueueCap && r.contains("queue ml is at its max"))
+    );
+}
+
+#[test]
+fn weights_one_and_three_share_a_full_cluster_one_to_three() {
+    let tree = QueueTree::new(vec![
+        queue("a", 1, (0, 0), None),
+        queue("b", 3, (0, 0), None),
+    ])
+    .unwrap();
+    let mut offers = vec![offer("w1", 8, 8192), offer("w2", 8, 8192)];
+    // The lighter queue submitted first, and more: order alone would give it everything.
+    let (mut asks, mut queued) = backlog(&tree, "a", "a", 40);
+    let (more, more_q) = backlog(&tree, "b", "b", 40);
+    asks.extend(more);
+    queued.extend(more_q);
+    let mut usage = Usage::new(&tree, total(&offers));
+    place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let a = usage.subtree(tree.index("a").unwrap()).cores;
+    let b = usage.subtree(tree.index("b").unwrap()).cores;
+    assert_eq!((a, b), (4, 12));
+}
+
+#[test]
+fn a_queue_below_its_guarantee_is_served_first() {
+    let tree = QueueTree::new(vec![
+        queue("big", 10, (0, 0), None),
+        queue("small", 1, (3, 0), None),
+    ])
+    .unwrap();
+    let mut offers = vec![offer("w1", 4, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let (mut asks, mut queued) = backlog(&tree, "big", "big", 4);
+    let (more, more_q) = backlog(&tree, "small", "small", 4);
+    asks.extend(more);
+    queued.extend(more_q);
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let mut got = placed(&decisions);
+    got.sort();
+    // Three to reach the guarantee; the fourth slot goes by weight, to `big`.
+    assert_eq!(got, ["big0", "small0", "small1", "small2"]);
+}
+
+#[test]
+fn within_a_queue_priority_then_submission_order() {
+    let tree = QueueTree::default();
+    let q = tree.index(DEFAULT_QUEUE);
+    let asks = vec![
+        ask("low", 1, 100),
+        ask("high", 1, 100),
+        ask("high2", 1, 100),
+    ];
+    let queued = [
+        Queued {
+            queue: q,
+            priority: 0,
+        },
+        Queued {
+            queue: q,
+            priority: 5,
+        },
+        Queued {
+            queue: q,
+            priority: 5,
+        },
+    ];
+    let mut offers = vec![offer("w1", 2, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(placed(&decisions), ["high", "high2"]);
+    assert_eq!(wait_of(&decisions, "low").unwrap().0, WaitCode::NoFreeSlots);
+}
+
+#[test]
+fn one_that_cannot_fit_does_not_block_smaller_ones_and_says_why() {
+    let tree = QueueTree::default();
+    let q = tree.index(DEFAULT_QUEUE);
+    let asks = vec![
+        ask("huge", 16, 100),
+        ask("split", 3, 100),
+        ask("small", 1, 100),
+    ];
+    let queued = [Queued {
+        queue: q,
+        priority: 0,
+    }; 3];
+    let mut offers = vec![offer("w1", 2, 8192), offer("w2", 2, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(placed(&decisions), ["small"]);
+    assert_eq!(wait_of(&decisions, "huge").unwrap().0, WaitCode::TooLarge);
+    assert_eq!(wait_of(&decisions, "split").unwrap().0, WaitCode::TooLarge);
+    // Room for three cores in total, but not on one worker.
+    let asks = vec![ask("spread", 2, 100)];
+    let mut offers = vec![offer("w1", 2, 8192), offer("w2", 2, 8192)];
+    offers[0].free_cores = 1;
+    offers[1].free_cores = 1;
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued[..1], &tree, &mut usage);
+    assert_eq!(
+        wait_of(&decisions, "spread").unwrap().0,
+        WaitCode::Fragmented
+    );
+}
+
+#[test]
+fn work_in_a_removed_queue_waits_with_that_reason() {
+    let tree = QueueTree::default();
+    let asks = vec![ask("orphan", 1, 100)];
+    let queued = [Queued {
+        queue: None,
+        priority: 0,
+    }];
+    let mut offers = vec![offer("w1", 2, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(
+        wait_of(&decisions, "orphan").unwrap().0,
+        WaitCode::QueueUnknown
+    );
+}
+
+#[test]
+fn executors_stop_at_their_queues_cap() {
+    let tree = QueueTree::new(vec![queue("capped", 1, (0, 0), Some((3, u64::MAX)))]).unwrap();
+    let apps = vec![AppAsk {
+        app_id: "app".into(),
+        cores: 1,
+        memory_mb: 100,
+        wanted: 5,
+    }];
+    let queued = [Queued {
+        queue: tree.index("capped"),
+        priority: 0,
+    }];
+    let mut offers = vec![offer("w1", 8, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let placements = place_executors_fairly(&mut offers, &apps, &queued, &tree, &mut usage, true);
+    assert_eq!(placements[0].workers.len(), 3);
+    let (code, reason) = placements[0].waiting.clone().unwrap();
+    assert_eq!(code, WaitCode::QueueCap);
+    assert!(reason.starts_with("2 more executors wanted"), "{reason}");
+    assert_eq!(usage.subtree(tree.index("capped").unwrap()).cores, 3);
+}
+
+/// A random tree of up to 8 queues over 2 levels, some with caps and guarantees.
+fn random_tree(rng: &mut StdRng) -> QueueTree {
+    let mut defs = Vec::new();
+    for top in 0..rng.random_range(1..4) {
+        let name = format!("q{top}");
+        let cap = rng
+            .random_bool(0.5)
+            .then(|| (rng.random_range(4..12), rng.random_range(512..16384)));
+        defs.push(queue(
+            &name,
+            rng.random_range(1..5),
+            (rng.random_range(0..4), 0),
+            cap,
+        ));
+        for child in 0..rng.random_range(0..3) {
+            let cap = rng
+                .random_bool(0.3)
+                .then(|| (rng.random_range(1..8), u64::MAX));
+            defs.push(queue(
+                &format!("{name}.c{child}"),
+                rng.random_range(1..5),
+                (0, 0),
+                cap,
+            ));
+        }
+    }
+    QueueTree::new(defs).unwrap()
+}
+
+#[test]
+fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() {
+    let mut rng = StdRng::seed_from_u64(0x0fa1_5ea5);
+    for round in 0..400 {
+        let tree = random_tree(&mut rng);
+        let mut offers: Vec<Offer> = (0..rng.random_range(0..6))
+            .map(|i| {
+                let mut o = offer(
+                    &format!("w{i}"),
+                    rng.random_range(1..9),
+                    rng.random_range(1..9) * 1024,
+                );
+                o.free_cores = rng.random_range(0..=o.cores);
+                o.free_memory_mb = rng.random_range(0..=o.memory_mb);
+                o
+            })
+            .collect();
+        // What already runs, charged to random queues, within what is taken on the workers.
+        let mut usage = Usage::new(&tree, total(&offers));
+        for o in &offers {
+            let q = rng.random_range(0..tree.len());
+            usage.charge(
+                &tree,
+                q,
+                Amount::new(
+                    u64::from(o.cores - o.free_cores),
+                    o.memory_mb - o.free_memory_mb,
+                ),
+            );
+        }
+        let before: Vec<Amount> = (0..tree.len()).map(|q| usage.subtree(q)).collect();
+        let n = rng.random_range(0..30);
+        let asks: Vec<Ask> = (0..n)
+            .map(|i| {
+                ask(
+                    &format!("d{i}"),
+                    rng.random_range(1..6),
+                    rng.random_range(1..6) * 512,
+                )
+            })
+            .collect();
+        let queued: Vec<Queued> = (0..n)
+            .map(|_| Queued {
+                queue: (!rng.random_bool(0.05)).then(|| rng.random_range(0..tree.len())),
+                priority: rng.random_range(-2..3),
+            })
+            .collect();
+        let free_before: (u64, u64) = offers.iter().fold((0, 0), |t, o| {
+            (t.0 + u64::from(o.free_cores), t.1 + o.free_memory_mb)
+        });
+        let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+        assert_eq!(decisions.len(), asks.len(), "round {round}");
+
+        // Accounting: what the workers gave is what was placed is what the queues were charged.
+        let mut given = (0u64, 0u64);
+        let mut charged = vec![Amount::default(); tree.len()];
+        for (idx, d) in decisions.iter().enumerate() {
+            let a = &asks[idx];
+            match d {
+                Decision::Place { driver_id, .. } => {
+                    assert_eq!(
+                        driver_id, &a.driver_id,
+                        "round {round}: decisions out of order"
+                    );
+                    given.0 += u64::from(a.cores);
+                    given.1 += a.memory_mb;
+                    let q = queued[idx].queue.expect("placed in a known queue");
+                    for anc in tree.lineage(q) {
+                        charged[anc].add(Amount::new(u64::from(a.cores), a.memory_mb));
+                    }
+                }
+                Decision::Wait {
+                    driver_id, reason, ..
+                } => {
+                    assert_eq!(
+                        driver_id, &a.driver_id,
+                        "round {round}: decisions out of order"
+                    );
+                    assert!(!reason.is_empty(), "round {round}: a wait without a reason");
+                }
+            }
+        }
+        let free_after: (u64, u64) = offers.iter().fold((0, 0), |t, o| {
+            (t.0 + u64::from(o.free_cores), t.1 + o.free_memory_mb)
+        });
+        assert_eq!(
+            (free_before.0 - free_after.0, free_before.1 - free_after.1),
+            given,
+            "round {round}"
+        );
+        for q in 0..tree.len() {
+            let mut expected = before[q];
+            expected.add(charged[q]);
+            assert_eq!(usage.subtree(q), expected, "round {round}: queue {q}");
+            // No cap exceeded by what was placed (a queue over its cap already gets nothing).
+            if let Some(max) = tree.def(q).max
+                && charged[q] != Amount::default()
+            {
+                assert!(
+                    usage.subtree(q).cores <= max.cores
+                        && usage.subtree(q).memory_mb <= max.memory_mb,
+                    "round {round}: {} over its cap",
+                    tree.def(q).name
+                );
+            }
+        }
+        // Work-conserving: a waiting item that fits a worker's room now was held by a cap (or
+        // its queue is gone).
+        for (idx, d) in decisions.iter().enumerate() {
+            if let Decision::Wait { code, .. } = d {
+                let a = &asks[idx];
+                let fits = offers
+                    .iter()
+                    .any(|o| o.free_cores >= a.cores && o.free_memory_mb >= a.memory_mb);
+                if fits {
+                    assert!(
+                        matches!(code, WaitCode::QueueCap | WaitCode::QueueUnknown),
+                        "round {round}: {} fits but waits with {code:?}",
+                        a.driver_id
+                    );
+                }
+            }
+        }
+    }
+}

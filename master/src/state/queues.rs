@@ -1,0 +1,107 @@
+//! The queues in force, what each queue's work holds, and the queues as the API shows them.
+
+use std::sync::Arc;
+
+use hearth_common::{error::InvalidInput, proto};
+
+use super::State;
+use crate::{
+    error::Result,
+    schedule::{Amount, DEFAULT_QUEUE, QueueTree, Usage},
+};
+
+impl State {
+    /// Puts `tree` in force; everything waiting is tried again against it.
+    pub fn set_queues(&mut self, tree: Arc<QueueTree>) {
+        self.queues = tree;
+        self.tried = None;
+    }
+
+    /// The index of the queue named `name` (empty: `default`), or an error naming `field`.
+    pub fn queue_index(&self, field: &'static str, name: &str) -> Result<usize> {
+        let name = if name.is_empty() { DEFAULT_QUEUE } else { name };
+        self.queues.index(name).ok_or_else(|| {
+            InvalidInput::new(
+                field,
+                format!(
+                    "no queue named {name:?}; the queues are: {}",
+                    self.queues.names()
+                ),
+            )
+            .into()
+        })
+    }
+
+    /// What each queue's work holds on alive workers, against the alive workers' capacity.
+    /// Work of a queue no longer defined is counted nowhere.
+    pub fn usage(&self) -> Usage {
+        let tree = &self.queues;
+        let mut total = Amount::default();
+        for w in self.alive_workers() {
+            total.add(Amount::new(u64::from(w.cores), w.memory_mb));
+        }
+        let mut usage = Usage::new(tree, total);
+        for w in self.workers.values().filter(|w| w.holds_slots()) {
+            for d in w.drivers.iter().filter_map(|id| self.drivers.get(id)) {
+                if let Some(q) = tree.index(&d.spec.queue) {
+                    usage.charge(
+                        tree,
+                        q,
+                        Amount::new(u64::from(d.spec.cores), d.spec.memory_mb),
+                    );
+                }
+            }
+            for key in &w.executors {
+                let Some(app) = self.apps.get(&key.app_id) else {
+                    continue;
+                };
+                if let (Some(q), Some(e)) =
+                    (tree.index(&app.queue), app.executors.get(&key.executor_id))
+                {
+                    usage.charge(tree, q, Amount::new(u64::from(e.cores), e.memory_mb));
+                }
+            }
+        }
+        usage
+    }
+
+    /// Each queue with its settings, use, waiting work and share, in name order.
+    pub fn queue_views(&self) -> Vec<proto::Queue> {
+        let tree = &self.queues;
+        let usage = self.usage();
+        let mut waiting = vec![0u32; tree.len()];
+        for d in self.waiting.iter().filter_map(|id| self.drivers.get(id)) {
+            if let Some(q) = tree.index(&d.spec.queue) {
+                waiting[q] += 1;
+            }
+        }
+        let mut wanted = vec![0u32; tree.len()];
+        for a in self.active_apps.iter().filter_map(|id| self.apps.get(id)) {
+            if let Some(q) = tree.index(&a.queue) {
+                wanted[q] += a.wanted();
+            }
+        }
+        let resources = |a: Amount| proto::Resources {
+            cores: a.cores,
+            memory_mb: a.memory_mb,
+        };
+        tree.defs()
+            .iter()
+            .enumerate()
+            .map(|(q, def)| proto::Queue {
+                name: def.name.clone(),
+                parent: tree
+                    .parent(q)
+                    .map(|p| tree.def(p).name.clone())
+                    .unwrap_or_default(),
+                weight: def.weight,
+                guaranteed: Some(resources(def.guaranteed)),
+                max: def.max.map(resources),
+                used: Some(resources(usage.subtree(q))),
+                waiting_drivers: waiting[q],
+                wanted_executors: wanted[q],
+                share: usage.subtree(q).dominant_share(usage.total()),
+            })
+            .collect()
+    }
+}
