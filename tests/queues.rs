@@ -240,7 +240,7 @@ async fn a_broken_queues_file_is_refused_with_its_line_and_the_old_one_stays() {
 
     // A child whose parent is missing, on line 4.
     std::fs::write(
-        &file,
+        file,
         "queues:\n  - name: capped\n    max: {cores: 3}\n  - name: ml.training\n",
     )
     .expect("write");
@@ -270,7 +270,7 @@ async fn a_broken_queues_file_is_refused_with_its_line_and_the_old_one_stays() {
     assert_eq!(driver_json(&cluster, &second)["state"], "SUBMITTED");
 
     // A good file applies without a restart: the cap rises and the waiting driver runs.
-    std::fs::write(&file, "queues:\n  - name: capped\n    max: {cores: 2}\n").expect("write");
+    std::fs::write(file, "queues:\n  - name: capped\n    max: {cores: 2}\n").expect("write");
     cluster.wait_state(&second, "RUNNING", LIMIT).await;
     let q = cluster.json("/api/v1/queues/capped");
     assert_eq!(q["max"]["cores"], 2, "{q}");
