@@ -32,6 +32,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "DriverSpec.priority",
         "ApplicationSpec.queue",
         "ApplicationSpec.priority",
+        "DriverSpec.time_limit_ms",
+        "ApplicationSpec.time_limit_ms",
     ] {
         builder = builder.field_attribute(format!(".hearth.v1.{field}"), "#[serde(default)]");
     }

@@ -28,6 +28,8 @@ static WORKER_TIMEOUT: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_WORKER_TIMEOUT));
 static RECOVERY_TIMEOUT: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_RECOVERY_TIMEOUT));
+static RESERVE_AFTER: LazyLock<String> =
+    LazyLock::new(|| format_duration(master::DEFAULT_RESERVE_AFTER));
 static KILL_GRACE: LazyLock<String> = LazyLock::new(|| format_duration(worker::DEFAULT_KILL_GRACE));
 static DECOMMISSION_GRACE: LazyLock<String> =
     LazyLock::new(|| format_duration(worker::DEFAULT_DECOMMISSION_GRACE));
@@ -167,6 +169,16 @@ pub struct MasterArgs {
     /// Most drivers waiting for a slot; more submissions are refused until some run.
     #[arg(long, env = "HEARTH_MAX_WAITING", default_value_t = master::DEFAULT_MAX_WAITING)]
     pub max_waiting: usize,
+    /// How long the head of a queue waits for room before it reserves the worker where it fits
+    /// first (nothing else starts there until it does, except work whose time limit ends
+    /// sooner), so large work waits a bounded time behind a stream of small work.
+    #[arg(
+        long,
+        env = "HEARTH_RESERVE_AFTER",
+        default_value = RESERVE_AFTER.as_str(),
+        value_parser = duration_arg
+    )]
+    pub reserve_after: Duration,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -379,6 +391,10 @@ pub struct SubmitArgs {
     /// Its priority within the queue: higher goes first; equal ones keep submission order.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
     pub priority: i32,
+    /// End it (KILLED, with the reason) once it has run this long, e.g. 10m or 2h. With a
+    /// limit it may start early on room reserved for larger work that will not need it sooner.
+    #[arg(long, value_parser = duration_arg)]
+    pub time_limit: Option<Duration>,
     /// Your own id for this submission (1 to 128 letters, digits, '-', '_', '.', ':'): running
     /// the same `hearth submit` again answers with the driver the first one made instead of
     /// starting a second (the same id with a different spec is refused). Default: a fresh id.
@@ -453,6 +469,7 @@ impl AppArgs {
             // A driver's application runs in its driver's queue.
             queue: String::new(),
             priority: 0,
+            time_limit_ms: 0,
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))
@@ -537,6 +554,7 @@ mod tests {
         assert_eq!(m.retained_drivers, config.retained_drivers);
         assert_eq!(m.retained_apps, config.retained_apps);
         assert_eq!(m.max_waiting, config.max_waiting);
+        assert_eq!(m.reserve_after, config.reserve_after);
         assert_eq!(m.spread_out, config.spread_out);
 
         let Action::Worker(w) = parse(&["hearth", "worker"]) else {

@@ -84,6 +84,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         retained_apps: args.retained_apps,
         spread_out: args.spread_out,
         max_waiting: args.max_waiting,
+        reserve_after: args.reserve_after,
         recovery_timeout: args.recovery_timeout,
         public_url: args.public_url,
         tls: args
@@ -223,6 +224,9 @@ async fn run(cli: Cli) -> Result<i32> {
                 max_retries: if args.supervise { args.max_retries } else { 0 },
                 queue: args.queue,
                 priority: args.priority,
+                time_limit_ms: args
+                    .time_limit
+                    .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {

@@ -47,6 +47,7 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
     if !spec.queue.is_empty() {
         validate_queue_name("queue", &spec.queue)?;
     }
+    validate_time_limit(spec.time_limit_ms)?;
     validate_program(
         Fields {
             name: "name",
@@ -57,6 +58,19 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
         &spec.command,
         &spec.env,
     )
+}
+
+/// The longest time limit: a year.
+pub const MAX_TIME_LIMIT_MS: u64 = 366 * 24 * 3600 * 1000;
+
+fn validate_time_limit(ms: u64) -> Result<(), InvalidInput> {
+    if ms > MAX_TIME_LIMIT_MS {
+        return Err(InvalidInput::new(
+            "time_limit",
+            format!("{ms} ms is more than a year ({MAX_TIME_LIMIT_MS} ms)"),
+        ));
+    }
+    Ok(())
 }
 
 /// Most bytes in a queue's name, dots included.
@@ -192,6 +206,7 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
     if !spec.queue.is_empty() {
         validate_queue_name("queue", &spec.queue)?;
     }
+    validate_time_limit(spec.time_limit_ms)?;
     if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
         return Err(InvalidInput::new(
             "executor_cores",

@@ -92,6 +92,12 @@ pub struct DriverView {
     pub waiting_reason: Option<String>,
     /// What kind of wait it is (`NO_FREE_SLOTS`, `QUEUE_CAP`, ...); see the README.
     pub waiting_code: Option<String>,
+    /// While it waits: when it should start (epoch ms), where that can be worked out.
+    pub estimated_start: Option<i64>,
+    /// While it waits: what the estimate rests on, or why there is none.
+    pub estimate: Option<String>,
+    /// Ended KILLED once it has run this long.
+    pub time_limit_ms: Option<u64>,
     pub message: Option<String>,
     pub submitted_at_ms: i64,
     pub history: Vec<StateChangeView>,
@@ -118,6 +124,9 @@ impl From<&Driver> for DriverView {
             priority: spec.priority,
             waiting_reason: non_empty(&d.waiting_reason),
             waiting_code: non_empty(&d.waiting_code),
+            estimated_start: d.estimated_start_ms,
+            estimate: non_empty(&d.estimate),
+            time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
             message: non_empty(&d.message),
             submitted_at_ms: d.submitted_at_ms,
             history: d.history.iter().map(StateChangeView::from).collect(),

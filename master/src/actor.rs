@@ -89,6 +89,7 @@ pub fn spawn(
         retained_apps: config.retained_apps,
         max_waiting: config.max_waiting,
         spread_out: config.spread_out,
+        reserve_after_ms: Some(config.reserve_after.as_millis() as u64),
     };
     let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
     state.set_queues(queues);
@@ -190,7 +191,12 @@ impl Actor {
                         ids::now_ms(),
                         &mut effects,
                     );
-                    expired || self.state.recovering
+                    let now_ms = ids::now_ms();
+                    let limited = self.state.enforce_time_limits(now_ms, &mut effects);
+                    expired
+                        || limited
+                        || self.state.recovering
+                        || self.state.reservation_check_due(now_ms)
                 }
             };
             if !changed {

@@ -25,6 +25,9 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// Connections the UI port keeps open at most: browsers, probes, scripts. Well under a common
 /// open-file limit of 1024, with the gRPC port and the state file beside it.
 pub const DEFAULT_UI_MAX_CONNECTIONS: usize = 512;
+/// How long the head of a queue waits for room before it reserves the worker where it fits
+/// first.
+pub const DEFAULT_RESERVE_AFTER: Duration = Duration::from_secs(120);
 /// The queue work goes to when none is named.
 pub use crate::schedule::DEFAULT_QUEUE;
 
@@ -53,6 +56,8 @@ pub struct MasterConfig {
     pub recovery_timeout: Duration,
     /// Most drivers waiting for a slot; submissions beyond it are refused (RESOURCE_EXHAUSTED).
     pub max_waiting: usize,
+    /// How long the head of a queue waits for room before it reserves a worker.
+    pub reserve_after: Duration,
     /// Deal executors round-robin over workers (Spark's `spreadOut`); false fills each worker
     /// before the next.
     pub spread_out: bool,
@@ -105,6 +110,7 @@ impl Default for MasterConfig {
             insecure: false,
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             queues_file: None,
+            reserve_after: DEFAULT_RESERVE_AFTER,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             retained_drivers: DEFAULT_RETAINED_DRIVERS,
             retained_apps: DEFAULT_RETAINED_APPS,

@@ -13,15 +13,18 @@ use super::{
     executors::{more_wanted, place_executors},
     queues::{Amount, CapHit, QueueTree, Usage},
     reasons::{Wait, WaitCode, plural},
+    reservations::Hold,
 };
 use hearth_common::resources::format_mb;
 
-/// One item of a queue: where it goes, and how it ranks within the queue.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// One item of a queue: where it goes, how it ranks within the queue, and its time limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Queued {
     /// Index in the tree; `None`: the queue is no longer defined.
     pub queue: Option<usize>,
     pub priority: i32,
+    /// 0: none.
+    pub time_limit_ms: u64,
 }
 
 /// The items to try in fair order: each queue's own, by priority then their order given, and
@@ -86,46 +89,185 @@ fn lost_queue() -> Wait {
     )
 }
 
+/// What one turn of driver placement decided, and the room it kept hidden for reservations.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DriverPlacement {
+    /// In the order of the asks.
+    pub decisions: Vec<Decision>,
+    /// Room still held for reservations, by offer: hidden from everything placed after (the
+    /// offers show it as taken).
+    pub withheld: Vec<(usize, u32, u64)>,
+}
+
+/// Room for `ask` in one worker's held room.
+fn fits_in(room: (u32, u64), ask: &Ask) -> bool {
+    room.0 >= ask.cores && room.1 >= ask.memory_mb
+}
+
 /// Places the waiting drivers (`asks`, oldest first, with `queued[i]` for `asks[i]`) on
-/// `offers`, charging what is placed to `usage`. Decisions come back in the order of `asks`.
+/// `offers`, charging what is placed to `usage`.
+///
+/// A driver holding a reservation goes first, on its worker when it fits there, else anywhere
+/// it fits; a reservation not met yet hides its worker's free room from the others, except from
+/// a driver whose time limit ends before the reservation needs the room (backfill).
 pub fn place_drivers_fairly(
     offers: &mut [Offer],
     asks: &[Ask],
     queued: &[Queued],
     tree: &QueueTree,
     usage: &mut Usage,
-) -> Vec<Decision> {
-    let mut pending = Pending::new(tree, queued.iter().copied());
+    holds: &[Hold],
+    now_ms: i64,
+) -> DriverPlacement {
     let mut decisions: Vec<Option<Decision>> = vec![None; asks.len()];
     let wait = |ask: &Ask, (code, reason): Wait| Decision::Wait {
         driver_id: ask.driver_id.clone(),
         code,
         reason,
     };
-    for &i in &pending.lost {
-        decisions[i] = Some(wait(&asks[i], lost_queue()));
-    }
-    let mut fit = DriverFit::new(offers);
-    while let Some((q, i)) = pending.next(tree, usage) {
+    let amount = |ask: &Ask| Amount::new(u64::from(ask.cores), ask.memory_mb);
+    let index: std::collections::HashMap<&str, usize> = holds
+        .iter()
+        .filter_map(|h| {
+            asks.iter()
+                .position(|a| a.driver_id == h.driver_id)
+                .map(|i| (h.driver_id.as_str(), i))
+        })
+        .collect();
+    // A reservation met now: its driver goes to its worker.
+    let mut open_holds = Vec::new();
+    for hold in holds {
+        let Some(&i) = index.get(hold.driver_id.as_str()) else {
+            open_holds.push(hold);
+            continue;
+        };
         let ask = &asks[i];
-        let amount = Amount::new(u64::from(ask.cores), ask.memory_mb);
-        let decision = if let Some(hit) = usage.cap_hit(tree, q, amount) {
-            wait(ask, (WaitCode::QueueCap, cap_words(&hit)))
+        let capped = queued[i]
+            .queue
+            .is_none_or(|q| usage.cap_hit(tree, q, amount(ask)).is_some());
+        let offer = &mut offers[hold.worker];
+        if !capped && fits_in((offer.free_cores, offer.free_memory_mb), ask) {
+            offer.free_cores -= ask.cores;
+            offer.free_memory_mb -= ask.memory_mb;
+            offer.drivers += 1;
+            if let Some(q) = queued[i].queue {
+                usage.charge(tree, q, amount(ask));
+            }
+            decisions[i] = Some(Decision::Place {
+                driver_id: ask.driver_id.clone(),
+                worker_id: offer.worker_id.clone(),
+            });
         } else {
+            open_holds.push(hold);
+        }
+    }
+    // The others' room is hidden while their drivers wait.
+    let mut withheld: Vec<(usize, u32, u64)> = Vec::new();
+    for hold in &open_holds {
+        let offer = &mut offers[hold.worker];
+        withheld.push((hold.worker, offer.free_cores, offer.free_memory_mb));
+        offer.free_cores = 0;
+        offer.free_memory_mb = 0;
+    }
+    let held_for = |ask: &Ask, withheld: &[(usize, u32, u64)]| {
+        withheld
+            .iter()
+            .zip(&open_holds)
+            .find(|((_, c, m), _)| fits_in((*c, *m), ask))
+            .map(|(_, hold)| hold)
+    };
+    {
+        let mut fit = DriverFit::new(offers);
+        let mut try_place = |i: usize, q: Option<usize>, usage: &mut Usage| -> Decision {
+            let ask = &asks[i];
+            let Some(q) = q else {
+                return wait(ask, lost_queue());
+            };
+            if let Some(hit) = usage.cap_hit(tree, q, amount(ask)) {
+                return wait(ask, (WaitCode::QueueCap, cap_words(&hit)));
+            }
             match fit.place(ask) {
                 Ok(worker_id) => {
-                    usage.charge(tree, q, amount);
+                    usage.charge(tree, q, amount(ask));
                     Decision::Place {
                         driver_id: ask.driver_id.clone(),
                         worker_id,
                     }
                 }
+                Err((WaitCode::NoFreeSlots | WaitCode::Fragmented, _))
+                    if held_for(ask, &withheld).is_some_and(|h| h.driver_id != ask.driver_id) =>
+                {
+                    let hold = held_for(ask, &withheld).map_or("", |h| h.driver_id.as_str());
+                    wait(
+                        ask,
+                        (
+                            WaitCode::Reserved,
+                            format!(
+                                "the room that would fit it is held for {hold}, which has waited \
+                                 longest at the head of its queue"
+                            ),
+                        ),
+                    )
+                }
                 Err(why) => wait(ask, why),
             }
         };
-        decisions[i] = Some(decision);
+        // Drivers holding a reservation first: they have waited longest.
+        for hold in &open_holds {
+            if let Some(&i) = index.get(hold.driver_id.as_str()) {
+                decisions[i] = Some(try_place(i, queued[i].queue, usage));
+            }
+        }
+        let mut pending = Pending::new(
+            tree,
+            queued.iter().enumerate().map(|(i, q)| {
+                if decisions[i].is_some() {
+                    Queued { queue: None, ..*q }
+                } else {
+                    *q
+                }
+            }),
+        );
+        pending.lost.retain(|&i| decisions[i].is_none());
+        for &i in &pending.lost {
+            decisions[i] = Some(wait(&asks[i], lost_queue()));
+        }
+        while let Some((q, i)) = pending.next(tree, usage) {
+            decisions[i] = Some(try_place(i, Some(q), usage));
+        }
     }
-    decisions.into_iter().flatten().collect()
+    // Backfill: held room goes to drivers that will be done before the reservation needs it.
+    for (slot, hold) in withheld.iter_mut().zip(&open_holds) {
+        let Some(ready_at) = hold.ready_at_ms else {
+            continue;
+        };
+        for (i, ask) in asks.iter().enumerate() {
+            let limit = queued[i].time_limit_ms;
+            let waiting = matches!(decisions[i], Some(Decision::Wait { .. }));
+            let done_in_time = limit > 0 && now_ms.saturating_add(limit as i64) <= ready_at;
+            if !waiting || !done_in_time || !fits_in((slot.1, slot.2), ask) {
+                continue;
+            }
+            let Some(q) = queued[i].queue else {
+                continue;
+            };
+            if usage.cap_hit(tree, q, amount(ask)).is_some() {
+                continue;
+            }
+            slot.1 -= ask.cores;
+            slot.2 -= ask.memory_mb;
+            offers[hold.worker].drivers += 1;
+            usage.charge(tree, q, amount(ask));
+            decisions[i] = Some(Decision::Place {
+                driver_id: ask.driver_id.clone(),
+                worker_id: offers[hold.worker].worker_id.clone(),
+            });
+        }
+    }
+    DriverPlacement {
+        decisions: decisions.into_iter().flatten().collect(),
+        withheld,
+    }
 }
 
 /// How many executors of `cores` and `memory_mb` queue `q` may still start under every cap

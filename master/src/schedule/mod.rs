@@ -16,6 +16,7 @@
 //!
 //! - [`queues`]: the queue tree, what each queue uses, and which is served next.
 //! - [`fair`]: placement across queues, within their caps.
+//! - [`reservations`]: room held for what waited longest, and when it will fit.
 //! - [`drivers`]: where one driver fits, or why it waits.
 //! - [`executors`]: where each application's wanted executors go, spread out or consolidated.
 //! - [`reasons`]: why something cannot be placed: a code, and words a person acts on.
@@ -30,10 +31,11 @@ pub mod executors;
 pub mod fair;
 pub mod queues;
 mod reasons;
+pub mod reservations;
 
 pub use drivers::{Ask, Decision, place_drivers};
 pub use executors::{AppAsk, AppPlacement, place_executors};
-pub use fair::{Queued, place_drivers_fairly, place_executors_fairly};
+pub use fair::{DriverPlacement, Queued, place_drivers_fairly, place_executors_fairly};
 pub use queues::{Amount, DEFAULT_QUEUE, QueueDef, QueueTree, Usage};
 pub use reasons::{Wait, WaitCode};
 

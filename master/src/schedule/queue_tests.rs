@@ -48,10 +48,24 @@ fn backlog(tree: &QueueTree, q: &str, prefix: &str, n: usize) -> (Vec<Ask>, Vec<
         .map(|i| {
             (
                 ask(&format!("{prefix}{i}"), 1, 100),
-                Queued { queue, priority: 0 },
+                Queued {
+                    queue,
+                    ..Default::default()
+                },
             )
         })
         .unzip()
+}
+
+/// Places with no reservations held.
+fn place(
+    offers: &mut [Offer],
+    asks: &[Ask],
+    queued: &[Queued],
+    tree: &QueueTree,
+    usage: &mut Usage,
+) -> Vec<Decision> {
+    place_drivers_fairly(offers, asks, queued, tree, usage, &[], 0).decisions
 }
 
 fn placed(decisions: &[Decision]) -> Vec<&str> {
@@ -107,7 +121,7 @@ fn a_queue_at_its_max_waits_with_the_cap_named_while_another_runs() {
     asks.extend(more);
     queued.extend(more_q);
     let mut usage = Usage::new(&tree, total(&offers));
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     let mut got = placed(&decisions);
     got.sort();
     assert_eq!(got, ["c0", "c1", "f0", "f1"]);
@@ -134,7 +148,7 @@ fn a_parents_cap_bounds_its_children_together() {
     asks.extend(more);
     queued.extend(more_q);
     let mut usage = Usage::new(&tree, total(&offers));
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     assert_eq!(placed(&decisions).len(), 3);
     let waits: Vec<_> = decisions
         .iter()
@@ -165,7 +179,7 @@ fn weights_one_and_three_share_a_full_cluster_one_to_three() {
     asks.extend(more);
     queued.extend(more_q);
     let mut usage = Usage::new(&tree, total(&offers));
-    place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    place(&mut offers, &asks, &queued, &tree, &mut usage);
     let a = usage.subtree(tree.index("a").unwrap()).cores;
     let b = usage.subtree(tree.index("b").unwrap()).cores;
     assert_eq!((a, b), (4, 12));
@@ -184,7 +198,7 @@ fn a_queue_below_its_guarantee_is_served_first() {
     let (more, more_q) = backlog(&tree, "small", "small", 4);
     asks.extend(more);
     queued.extend(more_q);
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     let mut got = placed(&decisions);
     got.sort();
     // Three to reach the guarantee; the fourth slot goes by weight, to `big`.
@@ -204,19 +218,22 @@ fn within_a_queue_priority_then_submission_order() {
         Queued {
             queue: q,
             priority: 0,
+            ..Default::default()
         },
         Queued {
             queue: q,
             priority: 5,
+            ..Default::default()
         },
         Queued {
             queue: q,
             priority: 5,
+            ..Default::default()
         },
     ];
     let mut offers = vec![offer("w1", 2, 8192)];
     let mut usage = Usage::new(&tree, total(&offers));
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     assert_eq!(placed(&decisions), ["high", "high2"]);
     assert_eq!(wait_of(&decisions, "low").unwrap().0, WaitCode::NoFreeSlots);
 }
@@ -232,11 +249,11 @@ fn one_that_cannot_fit_does_not_block_smaller_ones_and_says_why() {
     ];
     let queued = [Queued {
         queue: q,
-        priority: 0,
+        ..Default::default()
     }; 3];
     let mut offers = vec![offer("w1", 2, 8192), offer("w2", 2, 8192)];
     let mut usage = Usage::new(&tree, total(&offers));
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     assert_eq!(placed(&decisions), ["small"]);
     assert_eq!(wait_of(&decisions, "huge").unwrap().0, WaitCode::TooLarge);
     assert_eq!(wait_of(&decisions, "split").unwrap().0, WaitCode::TooLarge);
@@ -245,7 +262,7 @@ fn one_that_cannot_fit_does_not_block_smaller_ones_and_says_why() {
     let mut offers = vec![offer("w1", 2, 8192), offer("w2", 2, 8192)];
     offers[0].free_cores = 1;
     offers[1].free_cores = 1;
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued[..1], &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued[..1], &tree, &mut usage);
     assert_eq!(
         wait_of(&decisions, "spread").unwrap().0,
         WaitCode::Fragmented
@@ -256,13 +273,10 @@ fn one_that_cannot_fit_does_not_block_smaller_ones_and_says_why() {
 fn work_in_a_removed_queue_waits_with_that_reason() {
     let tree = QueueTree::default();
     let asks = vec![ask("orphan", 1, 100)];
-    let queued = [Queued {
-        queue: None,
-        priority: 0,
-    }];
+    let queued = [Queued::default()];
     let mut offers = vec![offer("w1", 2, 8192)];
     let mut usage = Usage::new(&tree, total(&offers));
-    let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
     assert_eq!(
         wait_of(&decisions, "orphan").unwrap().0,
         WaitCode::QueueUnknown
@@ -280,7 +294,7 @@ fn executors_stop_at_their_queues_cap() {
     }];
     let queued = [Queued {
         queue: tree.index("capped"),
-        priority: 0,
+        ..Default::default()
     }];
     let mut offers = vec![offer("w1", 8, 8192)];
     let mut usage = Usage::new(&tree, total(&offers));
@@ -366,12 +380,17 @@ fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() 
             .map(|_| Queued {
                 queue: (!rng.random_bool(0.05)).then(|| rng.random_range(0..tree.len())),
                 priority: rng.random_range(-2..3),
+                time_limit_ms: if rng.random_bool(0.3) {
+                    rng.random_range(1..5_000)
+                } else {
+                    0
+                },
             })
             .collect();
         let free_before: (u64, u64) = offers.iter().fold((0, 0), |t, o| {
             (t.0 + u64::from(o.free_cores), t.1 + o.free_memory_mb)
         });
-        let decisions = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage);
+        let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
         assert_eq!(decisions.len(), asks.len(), "round {round}");
 
         // Accounting: what the workers gave is what was placed is what the queues were charged.
@@ -444,5 +463,192 @@ fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() 
                 }
             }
         }
+    }
+}
+
+fn hold(worker: usize, driver: &str, ready_at_ms: Option<i64>) -> reservations::Hold {
+    reservations::Hold {
+        worker,
+        driver_id: driver.to_string(),
+        ready_at_ms,
+    }
+}
+
+#[test]
+fn held_room_goes_to_its_holder_or_to_work_that_ends_before_it_is_needed() {
+    let tree = QueueTree::default();
+    let q = tree.index(DEFAULT_QUEUE);
+    let queued = |limit: u64| Queued {
+        queue: q,
+        time_limit_ms: limit,
+        ..Default::default()
+    };
+    // w1 has 2 of 4 cores free, held for `big`, which needs all 4 by t=1000.
+    let mut offers = vec![offer("w1", 4, 8192), offer("w2", 1, 8192)];
+    offers[0].free_cores = 2;
+    let asks = vec![
+        ask("big", 4, 100),
+        ask("small", 1, 100),
+        ask("quick", 1, 100),
+        ask("slow", 1, 100),
+        ask("endless", 1, 100),
+    ];
+    let queued = [queued(0), queued(0), queued(500), queued(5_000), queued(0)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let holds = [hold(0, "big", Some(1_000))];
+    let out = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage, &holds, 0);
+    let d = &out.decisions;
+    // The free core elsewhere goes to the first in line; `quick` ends by t=500 and backfills.
+    assert_eq!(placed(d), ["small", "quick"]);
+    assert!(matches!(&d[2], Decision::Place { worker_id, .. } if worker_id == "w1"));
+    assert_eq!(wait_of(d, "big").unwrap().0, WaitCode::NoFreeSlots);
+    for id in ["slow", "endless"] {
+        let (code, reason) = wait_of(d, id).unwrap();
+        assert_eq!(code, WaitCode::Reserved, "{id}");
+        assert!(reason.contains("held for big"), "{reason}");
+    }
+    // What is still held stays hidden from what is placed after (the executors).
+    assert_eq!(out.withheld, [(0, 1, 8092)]);
+    assert_eq!((offers[0].free_cores, offers[0].free_memory_mb), (0, 0));
+
+    // Once the room is there, the holder takes it before anyone.
+    let mut offers = vec![offer("w1", 4, 8192)];
+    let asks = vec![ask("small", 1, 100), ask("big", 4, 100)];
+    let queued = [Queued {
+        queue: q,
+        ..Default::default()
+    }; 2];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let holds = [hold(0, "big", None)];
+    let out = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage, &holds, 0);
+    assert_eq!(placed(&out.decisions), ["big"]);
+    assert!(out.withheld.is_empty());
+}
+
+#[test]
+fn on_random_clusters_with_reservations_held_room_is_used_only_as_allowed() {
+    let mut rng = StdRng::seed_from_u64(0x5e5e_7e5e);
+    for round in 0..400 {
+        let tree = random_tree(&mut rng);
+        let mut offers: Vec<Offer> = (0..rng.random_range(1..6))
+            .map(|i| {
+                let mut o = offer(
+                    &format!("w{i}"),
+                    rng.random_range(1..9),
+                    rng.random_range(1..9) * 1024,
+                );
+                o.free_cores = rng.random_range(0..=o.cores);
+                o.free_memory_mb = rng.random_range(0..=o.memory_mb);
+                o
+            })
+            .collect();
+        let before = offers.clone();
+        let n = rng.random_range(1..30);
+        let asks: Vec<Ask> = (0..n)
+            .map(|i| {
+                ask(
+                    &format!("d{i}"),
+                    rng.random_range(1..6),
+                    rng.random_range(1..6) * 512,
+                )
+            })
+            .collect();
+        let queued: Vec<Queued> = (0..n)
+            .map(|_| Queued {
+                queue: Some(rng.random_range(0..tree.len())),
+                priority: rng.random_range(-2..3),
+                time_limit_ms: if rng.random_bool(0.5) {
+                    rng.random_range(1..5_000)
+                } else {
+                    0
+                },
+            })
+            .collect();
+        // Up to two holds, on distinct workers, for distinct drivers.
+        let mut holds = Vec::new();
+        for w in 0..offers.len().min(rng.random_range(0..3)) {
+            let holder = format!("d{}", rng.random_range(0..n));
+            if holds
+                .iter()
+                .any(|h: &reservations::Hold| h.driver_id == holder)
+            {
+                continue;
+            }
+            let ready = rng.random_bool(0.5).then(|| rng.random_range(0..6_000));
+            holds.push(hold(w, &holder, ready));
+        }
+        let now = 1_000;
+        let mut usage = Usage::new(&tree, total(&offers));
+        let out = place_drivers_fairly(&mut offers, &asks, &queued, &tree, &mut usage, &holds, now);
+        let mut given = (0u64, 0u64);
+        for (i, d) in out.decisions.iter().enumerate() {
+            let a = &asks[i];
+            match d {
+                Decision::Place { worker_id, .. } => {
+                    given.0 += u64::from(a.cores);
+                    given.1 += a.memory_mb;
+                    // On a held worker: its holder, or work done before the room is needed.
+                    if let Some(h) = holds
+                        .iter()
+                        .find(|h| offers[h.worker].worker_id == *worker_id)
+                        && h.driver_id != a.driver_id
+                    {
+                        // Held for the turn: its holder did not fit there at once.
+                        let held = out.withheld.iter().any(|w| w.0 == h.worker);
+                        if held {
+                            let limit = queued[i].time_limit_ms;
+                            assert!(
+                                limit > 0 && h.ready_at_ms.is_some_and(|r| now + limit as i64 <= r),
+                                "round {round}: {} took room held for {}",
+                                a.driver_id,
+                                h.driver_id
+                            );
+                        }
+                    }
+                }
+                Decision::Wait { code, reason, .. } => {
+                    assert!(!reason.is_empty(), "round {round}");
+                    let fits_open = offers
+                        .iter()
+                        .any(|o| o.free_cores >= a.cores && o.free_memory_mb >= a.memory_mb);
+                    if fits_open {
+                        assert!(
+                            *code == WaitCode::QueueCap,
+                            "round {round}: {} fits open room but waits with {code:?}",
+                            a.driver_id
+                        );
+                    }
+                    if *code == WaitCode::Reserved {
+                        assert!(
+                            out.withheld
+                                .iter()
+                                .any(|w| w.1 >= a.cores && w.2 >= a.memory_mb)
+                                || holds.iter().any(|h| {
+                                    let o = &before[h.worker];
+                                    o.free_cores >= a.cores && o.free_memory_mb >= a.memory_mb
+                                }),
+                            "round {round}: {} waits for held room it would not fit",
+                            a.driver_id
+                        );
+                    }
+                }
+            }
+        }
+        // Accounting: room given plus room still held is what the workers had free.
+        let free = |os: &[Offer]| {
+            os.iter().fold((0u64, 0u64), |t, o| {
+                (t.0 + u64::from(o.free_cores), t.1 + o.free_memory_mb)
+            })
+        };
+        let (after, was) = (free(&offers), free(&before));
+        let held = out
+            .withheld
+            .iter()
+            .fold((0u64, 0u64), |t, w| (t.0 + u64::from(w.1), t.1 + w.2));
+        assert_eq!(
+            (was.0 - after.0 - held.0, was.1 - after.1 - held.1),
+            given,
+            "round {round}"
+        );
     }
 }

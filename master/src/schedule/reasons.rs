@@ -51,6 +51,8 @@ pub enum WaitCode {
     QueueCap,
     /// Its queue is no longer in the queues file.
     QueueUnknown,
+    /// The room that would fit it is held for an item that has waited longer.
+    Reserved,
 }
 
 impl WaitCode {
@@ -64,6 +66,7 @@ impl WaitCode {
             WaitCode::NoFreeSlots => "NO_FREE_SLOTS",
             WaitCode::QueueCap => "QUEUE_CAP",
             WaitCode::QueueUnknown => "QUEUE_UNKNOWN",
+            WaitCode::Reserved => "RESERVED",
         }
     }
 }

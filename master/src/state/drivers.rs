@@ -40,6 +40,15 @@ pub struct DriverInfo {
     /// What kind of wait `waiting_reason` is.
     #[serde(default)]
     pub waiting_code: Option<WaitCode>,
+    /// When the current attempt was launched (its time limit counts from here).
+    #[serde(default)]
+    pub running_since_ms: Option<i64>,
+    /// While it waits: when it should start, if that can be worked out.
+    #[serde(default)]
+    pub estimated_start_ms: Option<i64>,
+    /// While it waits: what the estimate rests on, or why there is none.
+    #[serde(default)]
+    pub estimate: Option<String>,
     pub message: String,
     pub submitted_at_ms: i64,
     /// Set once a user asked for the kill, so a supervised driver is not relaunched.
@@ -77,6 +86,13 @@ impl DriverInfo {
                 .waiting_code
                 .map(|c| c.as_str().to_string())
                 .unwrap_or_default(),
+            estimated_start_ms: self.waiting_reason.as_ref().and(self.estimated_start_ms),
+            estimate: match (&self.waiting_reason, &self.estimate) {
+                (None, _) => String::new(),
+                (Some(_), Some(estimate)) => estimate.clone(),
+                // Only a reservation on a worker whose work has time limits gives a time.
+                (Some(_), None) => "unknown: it holds no reservation yet".to_string(),
+            },
             submitted_at_ms: self.submitted_at_ms,
             history: self.history.clone(),
             message: self.message.clone(),
@@ -187,6 +203,9 @@ impl State {
             exit_code: None,
             waiting_reason: Some("waiting for the scheduler".into()),
             waiting_code: Some(WaitCode::Scheduling),
+            running_since_ms: None,
+            estimated_start_ms: None,
+            estimate: None,
             message: String::new(),
             submitted_at_ms: now_ms,
             kill_requested: false,
@@ -460,6 +479,9 @@ impl State {
         d.worker_id = Some(worker_id.to_string());
         d.waiting_reason = None;
         d.waiting_code = None;
+        d.estimated_start_ms = None;
+        d.estimate = None;
+        d.running_since_ms = Some(now_ms);
         d.exit_code = None;
         d.record(
             DriverState::Running,

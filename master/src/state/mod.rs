@@ -10,9 +10,11 @@
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
 //! - [`queues`]: the queues in force and what each queue's work holds.
+//! - [`reservations`]: room held for the heads of queues that waited too long.
 //! - [`invariants`]: the accounting every state keeps, checked by the tests.
 //! - [`demand`]: how many workers the waiting work wants, for an autoscaler.
 //! - [`recovery`]: rebuilding the state from the store after a restart.
+//! - [`time_limits`]: ending what ran past its time limit.
 //! - [`stored`]: the shapes of what is kept across restarts.
 
 mod apps;
@@ -23,9 +25,11 @@ mod invariants;
 mod placement;
 mod queues;
 mod recovery;
+mod reservations;
 pub mod stored;
 #[cfg(test)]
 mod tests;
+mod time_limits;
 mod workers;
 
 use std::sync::Arc;
@@ -97,6 +101,11 @@ pub struct State {
     pub queues_refused: Option<String>,
     /// How many times the queues file was refused since the master started.
     pub queue_files_refused: u64,
+    /// Waiting drivers holding a reservation, and the worker each holds. Not kept in the store:
+    /// made again after a restart from how long each has waited.
+    pub reservations: std::collections::BTreeMap<String, String>,
+    /// When the queue heads were last checked for a reservation due.
+    reservations_checked_ms: i64,
     /// What the last placement of drivers left, so the next one need not try again the
     /// drivers that would wait again.
     tried: Option<Tried>,
@@ -114,6 +123,8 @@ pub struct Limits {
     pub max_waiting: usize,
     /// Deal executors round-robin over workers (true) or fill one worker first (false).
     pub spread_out: bool,
+    /// How long the head of a queue waits for room before it reserves a worker; `None`: never.
+    pub reserve_after_ms: Option<u64>,
 }
 
 impl Limits {
@@ -124,6 +135,7 @@ impl Limits {
             retained_apps: retained,
             max_waiting: usize::MAX,
             spread_out: true,
+            reserve_after_ms: None,
         }
     }
 }
@@ -148,6 +160,8 @@ impl State {
             queues: Arc::new(QueueTree::default()),
             queues_refused: None,
             queue_files_refused: 0,
+            reservations: Default::default(),
+            reservations_checked_ms: 0,
             tried: None,
         }
     }

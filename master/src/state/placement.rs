@@ -7,7 +7,7 @@ use std::sync::Arc;
 use imbl::Vector;
 
 use super::{Effect, State};
-use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage};
+use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reservations::Hold};
 
 /// The free room on each alive worker after the last placement of drivers, and how many
 /// drivers at the front of the queue (ending with `last`) were tried against room at least that
@@ -66,7 +66,15 @@ impl State {
                 .is_some_and(|a| a.wanted() > 0 || a.waiting_reason.is_some())
         });
         if self.waiting.is_empty() && !apps_want {
+            self.reservations.clear();
             return;
+        }
+        // Time alone makes a reservation due; it is looked for once a second at most.
+        if self.reservation_check_due(now_ms) {
+            self.reservations_checked_ms = now_ms;
+            if self.reservation_due(now_ms) {
+                self.tried = None;
+            }
         }
         // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
         // offers are not even built.
@@ -80,8 +88,10 @@ impl State {
             return;
         }
         let mut offers = self.offers();
+        let (holds, changed) = self.refresh_reservations(&offers, now_ms);
+        let tried = if changed { 0 } else { tried };
         let mut usage = self.usage();
-        self.schedule_drivers(&mut offers, &mut usage, tried, now_ms, effects);
+        self.schedule_drivers(&mut offers, &mut usage, &holds, tried, now_ms, effects);
         self.schedule_executors(&mut offers, &mut usage, now_ms, effects);
     }
 
@@ -122,6 +132,7 @@ impl State {
             .map(|d| Queued {
                 queue: self.queues.index(&d.spec.queue),
                 priority: d.spec.priority,
+                time_limit_ms: d.spec.time_limit_ms,
             })
             .collect()
     }
@@ -132,6 +143,7 @@ impl State {
         &mut self,
         offers: &mut [Offer],
         usage: &mut Usage,
+        holds: &[Hold],
         skip: usize,
         now_ms: i64,
         effects: &mut Vec<Effect>,
@@ -150,7 +162,9 @@ impl State {
         let queues = self.queues.clone();
         let mut still_waiting = self.waiting.clone();
         still_waiting.truncate(skip);
-        for decision in schedule::place_drivers_fairly(offers, &asks, &queued, &queues, usage) {
+        let placed =
+            schedule::place_drivers_fairly(offers, &asks, &queued, &queues, usage, holds, now_ms);
+        for decision in placed.decisions {
             match decision {
                 Decision::Place {
                     driver_id,
@@ -179,11 +193,17 @@ impl State {
             }
         }
         self.waiting = still_waiting;
+        // The room as it is, held room included: a reservation changing makes its own retry.
+        let mut room: Vec<(String, u32, u64)> = offers
+            .iter()
+            .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
+            .collect();
+        for (i, cores, memory) in placed.withheld {
+            room[i].1 += cores;
+            room[i].2 += memory;
+        }
         self.tried = self.waiting.last().map(|last| Tried {
-            room: offers
-                .iter()
-                .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
-                .collect(),
+            room,
             count: self.waiting.len(),
             last: last.clone(),
         });
@@ -218,6 +238,7 @@ impl State {
             .map(|a| Queued {
                 queue: self.queues.index(&a.queue),
                 priority: a.priority,
+                time_limit_ms: a.spec.time_limit_ms,
             })
             .collect();
         let queues = self.queues.clone();

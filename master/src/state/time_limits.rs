@@ -1,0 +1,81 @@
+//! Time limits: a driver that has run for its `time_limit_ms`, or an application registered
+//! without a driver that has lived for its own, is ended KILLED with the reason.
+
+use std::{sync::Arc, time::Duration};
+
+use hearth_common::{
+    duration::format_duration,
+    proto::{self, DriverState, master_message::Msg},
+};
+
+use super::{Effect, State};
+
+fn reached(limit_ms: u64) -> String {
+    format!(
+        "time limit of {} reached",
+        format_duration(Duration::from_millis(limit_ms))
+    )
+}
+
+impl State {
+    /// Orders the end of everything past its time limit; returns whether anything was.
+    pub fn enforce_time_limits(&mut self, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
+        let over: Vec<String> = self
+            .workers
+            .values()
+            .flat_map(|w| w.drivers.iter())
+            .filter_map(|id| self.drivers.get(id))
+            .filter(|d| {
+                d.state == DriverState::Running
+                    && !d.stop_requested()
+                    && d.spec.time_limit_ms > 0
+                    && d.running_since_ms.is_some_and(|since| {
+                        now_ms.saturating_sub(since) >= d.spec.time_limit_ms as i64
+                    })
+            })
+            .map(|d| d.id.clone())
+            .collect();
+        for id in &over {
+            let Some(d) = self.drivers.get_mut(id) else {
+                continue;
+            };
+            let d = Arc::make_mut(d);
+            let why = reached(d.spec.time_limit_ms);
+            tracing::info!(driver_id = %id, limit_ms = d.spec.time_limit_ms, "time limit reached");
+            d.kill_requested = true;
+            d.message = why.clone();
+            if let Some(worker_id) = &d.worker_id {
+                effects.push(Effect::send(
+                    worker_id,
+                    Msg::KillDriver(proto::KillDriver {
+                        driver_id: id.clone(),
+                        attempt: d.attempt,
+                        reason: why,
+                    }),
+                ));
+            }
+        }
+        let apps_over: Vec<(String, u64)> = self
+            .active_apps
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .filter(|a| {
+                a.driver_id.is_none()
+                    && a.spec.time_limit_ms > 0
+                    && now_ms.saturating_sub(a.registered_at_ms) >= a.spec.time_limit_ms as i64
+            })
+            .map(|a| (a.id.clone(), a.spec.time_limit_ms))
+            .collect();
+        for (app_id, limit_ms) in &apps_over {
+            tracing::info!(app_id, limit_ms, "time limit reached");
+            self.end_app(
+                app_id,
+                proto::ApplicationState::Killed,
+                reached(*limit_ms),
+                now_ms,
+                effects,
+            );
+        }
+        !over.is_empty() || !apps_over.is_empty()
+    }
+}
