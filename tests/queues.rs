@@ -341,3 +341,105 @@ async fn queue_priority_and_waiting_order_survive_a_restart() {
     }
     assert!(Path::new(&file).exists());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_driver_behind_a_stream_of_small_ones_starts_within_its_reservation_bound() {
+    let mut cluster = Cluster::start_with(MasterOptions {
+        extra: vec!["--reserve-after".into(), "2s".into()],
+        ..Default::default()
+    });
+    cluster.add_worker(4, "1g").await;
+    let client = cluster.client().await;
+    let small = |n: usize| DriverSpec {
+        name: format!("small-{n}"),
+        command: vec!["sleep".into(), "1".into()],
+        cores: 1,
+        memory_mb: 32,
+        time_limit_ms: 10_000,
+        ..Default::default()
+    };
+    // The cluster is full of small work, and more keeps coming faster than it ends.
+    for n in 0..6 {
+        client.submit(small(n)).await.expect("submit");
+    }
+    let stream = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for n in 6.. {
+                if client.submit(small(n)).await.is_err() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let submitted = std::time::Instant::now();
+    let large = client
+        .submit(DriverSpec {
+            name: "large".into(),
+            command: vec!["sleep".into(), "600".into()],
+            cores: 4,
+            memory_mb: 64,
+            ..Default::default()
+        })
+        .await
+        .expect("submit the large one");
+    // Once reserved, it knows when it starts: the small work in its way has time limits.
+    let reserved = wait_driver_json(&cluster, &large, "an estimate", |d| {
+        d["estimatedStart"].is_i64() || d["state"] == "RUNNING"
+    })
+    .await;
+    if reserved["state"] != "RUNNING" {
+        let estimate = reserved["estimate"].as_str().unwrap_or_default();
+        assert!(
+            estimate.contains("holds a reservation on worker-"),
+            "{reserved}"
+        );
+        let at = reserved["estimatedStart"].as_i64().unwrap_or_default();
+        let now = hearth_common::ids::now_ms();
+        assert!(at >= now - 1_000 && at <= now + 11_000, "{reserved}");
+    }
+    // Bound: 2 s of waiting, then the longest small one left there (1 s), plus turns.
+    cluster.wait_state(&large, "RUNNING", LIMIT).await;
+    let waited = submitted.elapsed();
+    stream.abort();
+    assert!(
+        waited <= Duration::from_secs(6),
+        "the large driver started after {waited:?}, over its 2 s + 1 s bound (with slack)"
+    );
+    let d = driver_json(&cluster, &large);
+    assert!(d["estimate"].is_null() && d["waitingCode"].is_null(), "{d}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_time_limit_ends_a_driver_killed_with_the_reason_and_it_is_not_relaunched() {
+    let mut cluster = Cluster::start();
+    cluster.add_worker(2, "1g").await;
+    let id = cluster.submit(&[
+        "--time-limit",
+        "2s",
+        "--supervise",
+        "--memory",
+        "32m",
+        "--",
+        "sleep",
+        "600",
+    ]);
+    let started = std::time::Instant::now();
+    cluster.wait_state(&id, "RUNNING", LIMIT).await;
+    let d = cluster.wait_state(&id, "KILLED", LIMIT).await;
+    assert!(started.elapsed() >= Duration::from_secs(2));
+    assert!(
+        d.message.contains("time limit of 2s reached"),
+        "{}",
+        d.message
+    );
+    assert_eq!(
+        d.attempt, 1,
+        "a time limit is not a failure to relaunch after"
+    );
+    assert_eq!(driver_json(&cluster, &id)["timeLimitMs"], 2000);
+    let out = cluster.hearth(&["submit", "--time-limit", "9000h", "--", "true"]);
+    assert!(stderr(&out).contains("time_limit"), "{}", stderr(&out));
+}
