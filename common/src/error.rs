@@ -78,6 +78,8 @@ fn with_causes(mut text: String, error: &dyn std::error::Error) -> String {
 fn status_text(status: &tonic::Status) -> String {
     let what = match status.code() {
         tonic::Code::Unauthenticated => "not authenticated",
+        tonic::Code::PermissionDenied => "permission denied",
+        tonic::Code::AlreadyExists => "already exists",
         tonic::Code::InvalidArgument => "invalid argument",
         tonic::Code::NotFound => "not found",
         tonic::Code::FailedPrecondition => "not possible now",

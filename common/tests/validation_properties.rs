@@ -92,6 +92,7 @@ fn driver_spec() -> impl Strategy<Value = DriverSpec> {
                     env,
                     queue,
                     priority,
+                    ..Default::default()
                 }
             },
         )

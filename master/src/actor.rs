@@ -19,12 +19,14 @@ use tokio::{
 use crate::{
     command::Command,
     config::MasterConfig,
+    driver_tokens::DriverTokens,
     error::{Error, Result},
     links::Links,
     schedule::QueueTree,
     state::{Effect, Limits, State, stored::Loaded},
     store::Store,
     telemetry::Telemetry,
+    tenants::Tenants,
 };
 
 /// Commands queued between handlers and the actor; senders wait when it is full.
@@ -41,6 +43,8 @@ pub struct MasterHandle {
     pub config: Arc<MasterConfig>,
     pub shutdown: Shutdown,
     pub telemetry: Arc<Telemetry>,
+    /// Mints and checks the drivers' own tokens.
+    pub tokens: Arc<DriverTokens>,
 }
 
 impl MasterHandle {
@@ -80,7 +84,8 @@ pub fn spawn(
     master_url: String,
     store: Store,
     loaded: Loaded,
-    queues: Arc<QueueTree>,
+    queues: (Arc<QueueTree>, Arc<Tenants>),
+    tokens: Arc<DriverTokens>,
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
     let now_ms = ids::now_ms();
@@ -92,7 +97,7 @@ pub fn spawn(
         reserve_after_ms: Some(config.reserve_after.as_millis() as u64),
     };
     let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
-    state.set_queues(queues);
+    state.set_queues(queues.0, queues.1);
     // What the file holds, as a state: the first turn writes only what differs from it.
     let persisted = state.clone();
     let mut settle = Vec::new();
@@ -118,6 +123,7 @@ pub fn spawn(
         config: config.clone(),
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
+        tokens: tokens.clone(),
     };
     let actor = Actor {
         state,
@@ -129,6 +135,7 @@ pub fn spawn(
         links,
         config,
         telemetry,
+        tokens,
     };
     let task = tokio::spawn(actor.run(shutdown));
     (handle, task)
@@ -145,6 +152,7 @@ struct Actor {
     links: Links,
     config: Arc<MasterConfig>,
     telemetry: Arc<Telemetry>,
+    tokens: Arc<DriverTokens>,
 }
 
 /// A reply held back until the turn's changes are durable and published. Given the store's
@@ -337,11 +345,12 @@ impl Actor {
                 spec,
                 application,
                 submission_id,
+                owner,
                 reply: tx,
             } => {
-                let result = self
-                    .state
-                    .submit_once(spec, application, submission_id, now_ms);
+                let result =
+                    self.state
+                        .submit_owned(spec, application, submission_id, owner, now_ms);
                 if let Ok(id) = &result {
                     tracing::info!(driver_id = %id, "driver submitted");
                 }
@@ -361,12 +370,14 @@ impl Actor {
                 spec,
                 driver,
                 driver_host,
+                owner,
                 reply: tx,
             } => {
-                let result = self.state.register_app(
+                let result = self.state.register_app_owned(
                     spec,
                     driver.as_ref().map(|(id, a)| (id.as_str(), *a)),
                     &driver_host,
+                    owner,
                     now_ms,
                 );
                 replies.push(reply(tx, result));
@@ -399,9 +410,9 @@ impl Actor {
                 }
                 replies.push(reply(tx, result));
             }
-            Command::SetQueues(Ok(tree)) => {
-                tracing::info!(queues = %tree.names(), "queues file applied");
-                self.state.set_queues(tree);
+            Command::SetQueues(Ok((tree, tenants))) => {
+                tracing::info!(queues = %tree.names(), tenants = tenants.all().len(), "queues file applied");
+                self.state.set_queues(tree, tenants);
                 self.state.queues_refused = None;
             }
             Command::SetQueues(Err(error)) => {
@@ -422,7 +433,15 @@ impl Actor {
 
     fn deliver(&self, effect: Effect) {
         match effect {
-            Effect::Send { worker_id, message } => {
+            Effect::Send {
+                worker_id,
+                mut message,
+            } => {
+                // The driver gets a token of its own, not the cluster secret; minted here so
+                // the state stays free of keys.
+                if let Some(Msg::LaunchDriver(launch)) = &mut message.msg {
+                    launch.token = self.tokens.mint(&launch.driver_id, launch.attempt);
+                }
                 if !self.links.send(&worker_id, message) {
                     // The stream is gone; its Disconnected command is on its way and will mark
                     // the worker dead, which relaunches or fails what was sent here.

@@ -7,7 +7,7 @@ use hearth_common::proto::{
 use std::sync::Arc;
 use tokio::sync::oneshot;
 
-use crate::{error::Result, links::Link, schedule::QueueTree};
+use crate::{error::Result, links::Link, schedule::QueueTree, tenants::Tenants};
 
 #[derive(Debug)]
 pub enum Command {
@@ -51,6 +51,8 @@ pub enum Command {
         application: Option<ApplicationSpec>,
         /// The client's id for this submission, so a retry returns the same driver.
         submission_id: Option<String>,
+        /// The tenant submitting; `None`: the admin.
+        owner: Option<String>,
         reply: oneshot::Sender<Result<String>>,
     },
     Kill {
@@ -63,6 +65,8 @@ pub enum Command {
         /// The owning driver and the attempt that asks (0: whichever runs now).
         driver: Option<(String, u32)>,
         driver_host: String,
+        /// The tenant registering it; `None`: the admin (or a driver, whose owner it takes).
+        owner: Option<String>,
         reply: oneshot::Sender<Result<String>>,
     },
     RequestExecutors {
@@ -85,5 +89,5 @@ pub enum Command {
     },
     /// The queues file was read again: the new queues to put in force, or why it was refused
     /// (the old ones stay).
-    SetQueues(std::result::Result<Arc<QueueTree>, String>),
+    SetQueues(std::result::Result<(Arc<QueueTree>, Arc<Tenants>), String>),
 }

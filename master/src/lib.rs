@@ -5,6 +5,8 @@
 //! - [`state`]: all cluster state and every transition of it, free of I/O.
 //! - [`schedule`]: placement as a pure function.
 //! - [`queue_file`]: the queues file, parsed and watched for changes.
+//! - [`tenants`]: who may submit with a token of their own, and into which queues.
+//! - [`driver_tokens`]: the token each driver launch gets instead of the cluster secret.
 //! - [`store`]: the durable state file (redb) the actor writes before it answers.
 //! - [`command`]: what can happen to the cluster: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
@@ -19,6 +21,7 @@
 pub mod actor;
 pub mod command;
 pub mod config;
+pub mod driver_tokens;
 pub mod error;
 pub mod grpc;
 pub mod links;
@@ -29,6 +32,7 @@ pub mod server;
 pub mod state;
 pub mod store;
 pub mod telemetry;
+pub mod tenants;
 pub mod tls;
 pub mod web;
 

@@ -15,6 +15,7 @@ use crate::{
     actor::MasterHandle,
     command::Command,
     schedule::{Amount, QueueDef, QueueTree},
+    tenants::{Tenant, Tenants, token_hash},
 };
 
 /// Why a queues file cannot be used; the message names the line where one is known.
@@ -30,6 +31,29 @@ pub struct QueueFileError {
 struct File {
     #[serde(default)]
     queues: Vec<Entry>,
+    #[serde(default)]
+    tenants: Vec<TenantEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantEntry {
+    name: String,
+    /// A file holding the token (a mounted Secret); read when the queues file is.
+    #[serde(default)]
+    token_file: Option<PathBuf>,
+    /// Or the token's SHA-256, as 64 hex digits, so the file itself holds no secret.
+    #[serde(default)]
+    token_sha256: Option<String>,
+    #[serde(default)]
+    queues: Vec<String>,
+}
+
+/// What the queues file says: the queues, and who may submit into which.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct QueueConfig {
+    pub tree: QueueTree,
+    pub tenants: Tenants,
 }
 
 #[derive(Debug, Deserialize)]
@@ -97,14 +121,39 @@ fn line_of(text: &str, name: &str) -> Option<usize> {
         .map(|i| i + 1)
 }
 
-/// Parses the queues file's `text`; `path` only names it in errors.
-pub fn parse(path: &str, text: &str) -> Result<QueueTree, QueueFileError> {
+/// The 1-based line where the tenant `name` is defined: its `name:` line after `tenants:`.
+fn tenant_line(text: &str, name: &str) -> Option<usize> {
+    let start = text
+        .lines()
+        .position(|l| l.trim_start().starts_with("tenants:"))?;
+    let rest: String = text.lines().skip(start).collect::<Vec<_>>().join("\n");
+    line_of(&rest, name).map(|l| l + start)
+}
+
+fn parse_hash(text: &str) -> Option<[u8; 32]> {
+    let text = text.trim();
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Parses the queues file's `text` (reading the tenants' token files); `path` only names it in
+/// errors.
+pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
     let fail = |message: String| QueueFileError {
         path: path.to_string(),
         message,
     };
     let file: File = if text.trim().is_empty() {
-        File { queues: Vec::new() }
+        File {
+            queues: Vec::new(),
+            tenants: Vec::new(),
+        }
     } else {
         serde_yaml_ng::from_str(text).map_err(|e| fail(e.to_string()))?
     };
@@ -135,7 +184,7 @@ pub fn parse(path: &str, text: &str) -> Result<QueueTree, QueueFileError> {
             max,
         });
     }
-    QueueTree::new(defs).map_err(|e| {
+    let tree = QueueTree::new(defs).map_err(|e| {
         let name = match &e {
             crate::schedule::queues::TreeError::Duplicate(n) => n.clone(),
             crate::schedule::queues::TreeError::NoParent { child, .. } => child.clone(),
@@ -143,6 +192,67 @@ pub fn parse(path: &str, text: &str) -> Result<QueueTree, QueueFileError> {
             | crate::schedule::queues::TreeError::GuaranteeOverMax { name, .. } => name.clone(),
         };
         at(&name, e.to_string())
+    })?;
+    let mut tenants: Vec<Tenant> = Vec::with_capacity(file.tenants.len());
+    for entry in file.tenants {
+        let here = |message: String| match tenant_line(text, &entry.name) {
+            Some(line) => fail(format!("line {line}: tenant {}: {message}", entry.name)),
+            None => fail(format!("tenant {}: {message}", entry.name)),
+        };
+        validate_queue_name("name", &entry.name).map_err(|e| {
+            here(format!(
+                "{e} (tenant names follow the rules of queue names)"
+            ))
+        })?;
+        if tenants.iter().any(|t| t.name == entry.name) {
+            return Err(here("defined twice".into()));
+        }
+        let token_sha256 = match (&entry.token_file, &entry.token_sha256) {
+            (Some(file), None) => {
+                let token = std::fs::read(file).map_err(|e| {
+                    here(format!(
+                        "token_file {}: cannot read it: {e}",
+                        file.display()
+                    ))
+                })?;
+                if token.trim_ascii().is_empty() {
+                    return Err(here(format!("token_file {}: is empty", file.display())));
+                }
+                token_hash(&token)
+            }
+            (None, Some(hash)) => parse_hash(hash)
+                .ok_or_else(|| here("token_sha256: must be 64 hex digits".into()))?,
+            _ => {
+                return Err(here(
+                    "give exactly one of token_file and token_sha256".into(),
+                ));
+            }
+        };
+        if entry.queues.is_empty() {
+            return Err(here(
+                "queues: name at least one queue it may submit into".into(),
+            ));
+        }
+        for q in &entry.queues {
+            if tree.index(q).is_none() {
+                return Err(here(format!(
+                    "queues: no queue named {q:?}; the queues are: {}",
+                    tree.names()
+                )));
+            }
+        }
+        if let Some(other) = tenants.iter().find(|t| t.token_sha256 == token_sha256) {
+            return Err(here(format!("has the same token as tenant {}", other.name)));
+        }
+        tenants.push(Tenant {
+            name: entry.name,
+            token_sha256,
+            queues: entry.queues,
+        });
+    }
+    Ok(QueueConfig {
+        tree,
+        tenants: Tenants::new(tenants),
     })
 }
 
@@ -171,7 +281,9 @@ pub async fn watch(
             Ok(bytes) => {
                 let parsed = parse(&shown, &String::from_utf8_lossy(&bytes));
                 last = bytes;
-                parsed.map(Arc::new).map_err(|e| format!("queues file {e}"))
+                parsed
+                    .map(|c| (Arc::new(c.tree), Arc::new(c.tenants)))
+                    .map_err(|e| format!("queues file {e}"))
             }
             Err(e) => {
                 // Reported once, not every poll; a file that comes back is read again.
@@ -205,7 +317,7 @@ queues:
 
     #[test]
     fn the_documented_example_reads_as_a_tree_with_default_added() {
-        let tree = parse("q.yaml", EXAMPLE).unwrap();
+        let tree = parse("q.yaml", EXAMPLE).unwrap().tree;
         let names: Vec<&str> = tree.defs().iter().map(|d| d.name.as_str()).collect();
         assert_eq!(names, ["adhoc", "default", "ml", "ml.training"]);
         let ml = tree.def(tree.index("ml").unwrap());
@@ -257,7 +369,7 @@ queues:
 
     #[test]
     fn an_empty_file_is_the_default_queue_alone() {
-        let tree = parse("q.yaml", "").unwrap();
-        assert_eq!(tree, QueueTree::default());
+        let config = parse("q.yaml", "").unwrap();
+        assert_eq!(config, QueueConfig::default());
     }
 }

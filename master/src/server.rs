@@ -8,12 +8,11 @@ use tokio::task::JoinHandle;
 use crate::{
     actor::{self, MasterHandle},
     config::MasterConfig,
+    driver_tokens::DriverTokens,
     error::{Error, Result},
     grpc,
     listen::{Listener, bind},
-    queue_file,
-    schedule::QueueTree,
-    tls, web,
+    queue_file, tls, web,
 };
 
 /// A started master: where it listens, a handle on its state, and its tasks.
@@ -106,21 +105,24 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
                     path.display()
                 ))
             })?;
-            let tree =
+            let parsed =
                 queue_file::parse(&path.display().to_string(), &String::from_utf8_lossy(&text))
                     .map_err(|e| Error::Config(format!("queues file {e}")))?;
-            tracing::info!(path = %path.display(), queues = %tree.names(), "queues file read");
-            (tree, text)
+            tracing::info!(path = %path.display(), queues = %parsed.tree.names(),
+                tenants = parsed.tenants.all().len(), "queues file read");
+            (parsed, text)
         }
-        None => (QueueTree::default(), Vec::new()),
+        None => (queue_file::QueueConfig::default(), Vec::new()),
     };
+    let tokens = Arc::new(DriverTokens::load_or_create(&config.state_dir)?);
     let config = Arc::new(config);
     let (handle, actor_task) = actor::spawn(
         config.clone(),
         url.clone(),
         store,
         loaded,
-        Arc::new(queues),
+        (Arc::new(queues.tree), Arc::new(queues.tenants)),
+        tokens,
         shutdown.clone(),
     );
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();

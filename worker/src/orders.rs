@@ -10,7 +10,7 @@ use hearth_common::{
     },
 };
 
-use crate::runner::{Launch, Outcome, Report};
+use crate::runner::{Credential, Launch, Outcome, Report};
 
 /// A driver's attempt. It can reach the master (`HEARTH_MASTER_URL` and the secret) to register
 /// applications; `driver_host` is where this worker is seen, for its executors to connect to.
@@ -32,7 +32,11 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str) -> Launch {
         cores: spec.cores,
         memory_mb: spec.memory_mb,
         identity,
-        with_secret: true,
+        credential: if order.token.is_empty() {
+            Credential::ClusterSecret
+        } else {
+            Credential::Token(order.token)
+        },
     }
 }
 
@@ -58,7 +62,7 @@ pub fn executor_launch(order: LaunchExecutor) -> Launch {
         cores: order.cores,
         memory_mb: order.memory_mb,
         identity,
-        with_secret: false,
+        credential: Credential::None,
     }
 }
 
@@ -164,7 +168,7 @@ mod tests {
             driver_host: "10.0.0.5".into(),
             ..Default::default()
         });
-        assert!(!launch.with_secret);
+        assert_eq!(launch.credential, Credential::None);
         assert_eq!(launch.process.to_string(), "app-1/3");
         for (key, value) in [
             ("HEARTH_APP_ID", "app-1"),

@@ -47,8 +47,19 @@ pub struct Launch {
     pub memory_mb: u64,
     /// `HEARTH_*` variables naming this process and where its driver is.
     pub identity: Vec<(&'static str, String)>,
-    /// Whether the process gets the cluster secret (drivers do; executors do not).
-    pub with_secret: bool,
+    /// What the process gets as `HEARTH_SECRET`.
+    pub credential: Credential,
+}
+
+/// The credential a process is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Credential {
+    /// None: executors.
+    None,
+    /// The worker's own cluster secret: drivers launched by a master that mints no tokens.
+    ClusterSecret,
+    /// The driver's own token from the master.
+    Token(String),
 }
 
 /// How a process stands, as the runner saw it.
@@ -380,10 +391,16 @@ impl Runner {
         if let Some(ca) = &self.config.tls_ca {
             command.env(hearth_common::client::TLS_CA_ENV, ca);
         }
-        if order.with_secret
-            && let Some(secret) = &self.config.secret
-        {
-            command.env(hearth_common::auth::SECRET_ENV, secret);
+        match &order.credential {
+            Credential::Token(token) => {
+                command.env(hearth_common::auth::SECRET_ENV, token);
+            }
+            Credential::ClusterSecret => {
+                if let Some(secret) = &self.config.secret {
+                    command.env(hearth_common::auth::SECRET_ENV, secret);
+                }
+            }
+            Credential::None => {}
         }
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
         unsafe {

@@ -13,6 +13,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status};
 
+use super::access::caller_of;
 use crate::{actor::MasterHandle, command::Command, error::Error, state::State};
 
 /// Bytes asked of a worker per log request.
@@ -49,11 +50,13 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::SubmitDriverRequest>,
     ) -> Result<Response<proto::SubmitDriverResponse>, Status> {
+        let caller = caller_of(&request)?;
         let request = request.into_inner();
         let spec = request
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         validate_driver_spec(&spec).map_err(Error::from)?;
+        caller.may_submit(&spec.queue)?;
         let application = request.application;
         if let Some(app) = &application {
             validate_app_spec(app).map_err(Error::from)?;
@@ -71,6 +74,7 @@ impl ClientService for ClientApi {
                 spec,
                 application,
                 submission_id,
+                owner: caller.owner(),
                 reply,
             })
             .await?;
@@ -81,14 +85,18 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::GetDriverRequest>,
     ) -> Result<Response<Driver>, Status> {
+        let caller = caller_of(&request)?;
         let id = request.into_inner().driver_id;
-        Ok(Response::new(driver_proto(&self.master.snapshot(), &id)?))
+        let state = self.master.snapshot();
+        caller.may_see_driver(&state, &id)?;
+        Ok(Response::new(driver_proto(&state, &id)?))
     }
 
     async fn list_drivers(
         &self,
-        _request: Request<proto::ListDriversRequest>,
+        request: Request<proto::ListDriversRequest>,
     ) -> Result<Response<proto::ListDriversResponse>, Status> {
+        caller_of(&request)?.may_list()?;
         let state = self.master.snapshot();
         let drivers = state.drivers.values().map(|d| d.to_proto()).collect();
         Ok(Response::new(proto::ListDriversResponse { drivers }))
@@ -96,8 +104,9 @@ impl ClientService for ClientApi {
 
     async fn list_workers(
         &self,
-        _request: Request<proto::ListWorkersRequest>,
+        request: Request<proto::ListWorkersRequest>,
     ) -> Result<Response<proto::ListWorkersResponse>, Status> {
+        caller_of(&request)?.may_list()?;
         let state = self.master.snapshot();
         let workers = state.workers.values().map(|w| w.to_proto()).collect();
         Ok(Response::new(proto::ListWorkersResponse { workers }))
@@ -105,8 +114,9 @@ impl ClientService for ClientApi {
 
     async fn list_queues(
         &self,
-        _request: Request<proto::ListQueuesRequest>,
+        request: Request<proto::ListQueuesRequest>,
     ) -> Result<Response<proto::ListQueuesResponse>, Status> {
+        caller_of(&request)?.may_list()?;
         let state = self.master.snapshot();
         Ok(Response::new(proto::ListQueuesResponse {
             queues: state.queue_views(),
@@ -118,8 +128,10 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::KillDriverRequest>,
     ) -> Result<Response<proto::KillDriverResponse>, Status> {
+        let caller = caller_of(&request)?;
         let driver_id = request.into_inner().driver_id;
         check_id("driver_id", &driver_id, IdKind::Driver).map_err(Error::from)?;
+        caller.may_act_on_driver(&self.master.snapshot(), &driver_id)?;
         let state = self
             .master
             .ask(|reply| Command::Kill { driver_id, reply })
@@ -135,7 +147,9 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::WatchDriverRequest>,
     ) -> Result<Response<Self::WatchDriverStream>, Status> {
+        let caller = caller_of(&request)?;
         let id = request.into_inner().driver_id;
+        caller.may_see_driver(&self.master.snapshot(), &id)?;
         let mut snapshots = self.master.subscribe();
         let first = driver_proto(&snapshots.borrow_and_update(), &id)?;
         let (tx, rx) = mpsc::channel(16);
@@ -174,11 +188,17 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::RegisterApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let request = request.into_inner();
         let spec = request
             .spec
             .ok_or_else(|| Status::invalid_argument("spec: missing"))?;
         validate_app_spec(&spec).map_err(Error::from)?;
+        caller.may_register_app(
+            &self.master.snapshot(),
+            (!request.driver_id.is_empty()).then_some(request.driver_id.as_str()),
+            &spec.queue,
+        )?;
         let driver = if request.driver_id.is_empty() {
             None
         } else {
@@ -193,6 +213,7 @@ impl ClientService for ClientApi {
                 spec,
                 driver,
                 driver_host,
+                owner: caller.owner(),
                 reply,
             })
             .await?;
@@ -203,8 +224,10 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::RequestExecutorsRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let proto::RequestExecutorsRequest { app_id, count } = request.into_inner();
         check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        caller.may_act_on_app(&self.master.snapshot(), &app_id)?;
         let id = app_id.clone();
         self.master
             .ask(|reply| Command::RequestExecutors {
@@ -220,11 +243,13 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::KillExecutorsRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let proto::KillExecutorsRequest {
             app_id,
             executor_ids,
         } = request.into_inner();
         check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        caller.may_act_on_app(&self.master.snapshot(), &app_id)?;
         let id = app_id.clone();
         self.master
             .ask(|reply| Command::KillExecutors {
@@ -240,8 +265,10 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::UnregisterApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let app_id = request.into_inner().app_id;
         check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        caller.may_act_on_app(&self.master.snapshot(), &app_id)?;
         let id = app_id.clone();
         self.master
             .ask(|reply| Command::UnregisterApp { app_id: id, reply })
@@ -253,14 +280,18 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::GetApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let app_id = request.into_inner().app_id;
-        Ok(Response::new(app_proto(&self.master.snapshot(), &app_id)?))
+        let state = self.master.snapshot();
+        caller.may_see_app(&state, &app_id)?;
+        Ok(Response::new(app_proto(&state, &app_id)?))
     }
 
     async fn list_applications(
         &self,
-        _request: Request<proto::ListApplicationsRequest>,
+        request: Request<proto::ListApplicationsRequest>,
     ) -> Result<Response<proto::ListApplicationsResponse>, Status> {
+        caller_of(&request)?.may_list()?;
         let state = self.master.snapshot();
         let applications = state.apps.values().map(|a| a.to_proto()).collect();
         Ok(Response::new(proto::ListApplicationsResponse {
@@ -272,8 +303,10 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::KillApplicationRequest>,
     ) -> Result<Response<Application>, Status> {
+        let caller = caller_of(&request)?;
         let app_id = request.into_inner().app_id;
         check_id("app_id", &app_id, IdKind::App).map_err(Error::from)?;
+        caller.may_act_on_app(&self.master.snapshot(), &app_id)?;
         let id = app_id.clone();
         self.master
             .ask(|reply| Command::KillApp { app_id: id, reply })
@@ -287,11 +320,13 @@ impl ClientService for ClientApi {
         &self,
         request: Request<proto::ReadLogRequest>,
     ) -> Result<Response<Self::ReadLogStream>, Status> {
+        let caller = caller_of(&request)?;
         let req = request.into_inner();
         let stream = LogStream::try_from(req.stream)
             .map_err(|_| Status::invalid_argument("stream: must be STDOUT or STDERR"))?;
         let process = ProcessRef::parse("id", &req.id).map_err(Error::from)?;
         let snapshot = self.master.snapshot();
+        caller.may_read_log(&snapshot, &process)?;
         let (worker_id, ended) = snapshot.log_source(&process)?;
         if worker_id.is_none() && (!req.follow || ended) {
             let d = snapshot.driver(&req.id)?;

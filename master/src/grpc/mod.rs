@@ -1,6 +1,8 @@
-//! The master's gRPC side: Hearth's two services behind the secret check, plus the standard
-//! health and reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
+//! The master's gRPC side: the worker service behind the cluster secret, the client service
+//! behind [`access`] (the secret, tenants' tokens, drivers' own), plus the standard health and
+//! reflection services (open, so Kubernetes' gRPC probes and `grpcurl` work).
 
+pub mod access;
 mod client_service;
 mod status_codes;
 mod timing;
@@ -62,7 +64,7 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
         .add_service(reflection_v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             client,
-            check.clone(),
+            access::Authenticate::new(handle.clone()),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             worker, check,

@@ -46,6 +46,10 @@ pub struct AppInfo {
     /// Its rank within the queue: its driver's priority, or the one it registered with.
     #[serde(default)]
     pub priority: i32,
+    /// The tenant it belongs to (its driver's, or the one that registered it); `None`: the
+    /// admin's.
+    #[serde(default)]
+    pub owner: Option<String>,
     pub message: String,
     pub executors: BTreeMap<u32, ExecutorInfo>,
     pub next_executor_id: u32,
@@ -163,6 +167,19 @@ impl State {
         driver_host: &str,
         now_ms: i64,
     ) -> Result<String> {
+        self.register_app_owned(spec, driver, driver_host, None, now_ms)
+    }
+
+    /// [`State::register_app`] by `owner` (a tenant; `None`: the admin). A driver's
+    /// application is its driver's owner's whoever registers it.
+    pub fn register_app_owned(
+        &mut self,
+        spec: ApplicationSpec,
+        driver: Option<(&str, u32)>,
+        driver_host: &str,
+        owner: Option<String>,
+        now_ms: i64,
+    ) -> Result<String> {
         let mut host = driver_host.to_string();
         let driver_id = driver.map(|(id, _)| id);
         if let Some((driver_id, attempt)) = driver {
@@ -186,10 +203,11 @@ impl State {
                 host = w.host.clone();
             }
         }
-        // A driver's application runs in its driver's queue, at its priority.
-        let (queue, priority) = match driver_id.and_then(|id| self.drivers.get(id)) {
-            Some(d) => (d.spec.queue.clone(), d.spec.priority),
-            None => (spec.queue.clone(), spec.priority),
+        // A driver's application runs in its driver's queue, at its priority, and is its
+        // owner's.
+        let (queue, priority, owner) = match driver_id.and_then(|id| self.drivers.get(id)) {
+            Some(d) => (d.spec.queue.clone(), d.spec.priority, d.owner.clone()),
+            None => (spec.queue.clone(), spec.priority, owner),
         };
         self.queue_index("queue", &queue)?;
         let queue = if queue.is_empty() {
@@ -221,6 +239,7 @@ impl State {
             waiting_code: Some(WaitCode::Scheduling),
             queue,
             priority,
+            owner,
             message: String::new(),
             executors: BTreeMap::new(),
             next_executor_id: 0,

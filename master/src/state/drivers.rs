@@ -40,6 +40,9 @@ pub struct DriverInfo {
     /// What kind of wait `waiting_reason` is.
     #[serde(default)]
     pub waiting_code: Option<WaitCode>,
+    /// The tenant that submitted it; `None`: the cluster's admin (the shared secret).
+    #[serde(default)]
+    pub owner: Option<String>,
     /// When the current attempt was launched (its time limit counts from here).
     #[serde(default)]
     pub running_since_ms: Option<i64>,
@@ -150,6 +153,37 @@ impl State {
     /// driver it made is returned and nothing changes (a client retrying after a lost answer),
     /// or, if that driver was submitted with another spec, the submission is refused.
     /// A new driver is refused while the queue holds `max_waiting` already.
+    /// [`State::submit_once`] for `owner` (a tenant; `None`: the admin). A submission id
+    /// already used by someone else is refused rather than answered with their driver.
+    pub fn submit_owned(
+        &mut self,
+        spec: DriverSpec,
+        app_spec: Option<ApplicationSpec>,
+        submission_id: Option<String>,
+        owner: Option<String>,
+        now_ms: i64,
+    ) -> Result<String> {
+        if let Some(existing) = submission_id
+            .as_ref()
+            .and_then(|s| self.submissions.get(s))
+            .and_then(|id| self.drivers.get(id))
+            && existing.owner != owner
+        {
+            return Err(Error::AlreadyExists(format!(
+                "submission_id: {} was already used by someone else; give a new id",
+                submission_id.unwrap_or_default()
+            )));
+        }
+        let seq = self.next_driver_seq;
+        let id = self.submit_once(spec, app_spec, submission_id, now_ms)?;
+        if self.next_driver_seq != seq
+            && let Some(d) = self.drivers.get_mut(&id)
+        {
+            Arc::make_mut(d).owner = owner;
+        }
+        Ok(id)
+    }
+
     pub fn submit_once(
         &mut self,
         mut spec: DriverSpec,
@@ -203,6 +237,7 @@ impl State {
             exit_code: None,
             waiting_reason: Some("waiting for the scheduler".into()),
             waiting_code: Some(WaitCode::Scheduling),
+            owner: None,
             running_since_ms: None,
             estimated_start_ms: None,
             estimate: None,
@@ -514,6 +549,8 @@ impl State {
                 attempt,
                 spec: Some((*spec).clone()),
                 app_id: app_id.unwrap_or_default(),
+                // Minted by the actor as it sends the order.
+                token: String::new(),
             }),
         ));
         Ok(())

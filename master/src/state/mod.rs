@@ -47,9 +47,13 @@ pub use workers::WorkerInfo;
 use crate::{
     error::{Error, Result},
     schedule::QueueTree,
+    tenants::Tenants,
 };
 
 /// An order for a worker that a transition implies; the actor delivers them after the turn.
+// Nearly every effect is a `Send`: boxing it would cost an allocation per order to shrink the
+// rare `Disconnect`.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {
     Send {
@@ -97,6 +101,8 @@ pub struct State {
     /// The queues in force (from the queues file; `default` alone without one). Not kept in
     /// the store: the file is read again at start.
     pub queues: Arc<QueueTree>,
+    /// Who may submit with a token of their own, from the same file.
+    pub tenants: Arc<Tenants>,
     /// Why the queues file last read was refused, while the queues in force are older.
     pub queues_refused: Option<String>,
     /// How many times the queues file was refused since the master started.
@@ -158,6 +164,7 @@ impl State {
             submissions: OrdMap::new(),
             recovering: false,
             queues: Arc::new(QueueTree::default()),
+            tenants: Arc::new(Tenants::default()),
             queues_refused: None,
             queue_files_refused: 0,
             reservations: Default::default(),

@@ -5,15 +5,17 @@ use std::sync::Arc;
 use hearth_common::{error::InvalidInput, proto};
 
 use super::State;
+use crate::tenants::Tenants;
 use crate::{
     error::Result,
     schedule::{Amount, DEFAULT_QUEUE, QueueTree, Usage},
 };
 
 impl State {
-    /// Puts `tree` in force; everything waiting is tried again against it.
-    pub fn set_queues(&mut self, tree: Arc<QueueTree>) {
+    /// Puts `tree` and `tenants` in force; everything waiting is tried again against them.
+    pub fn set_queues(&mut self, tree: Arc<QueueTree>, tenants: Arc<Tenants>) {
         self.queues = tree;
+        self.tenants = tenants;
         self.tried = None;
     }
 
