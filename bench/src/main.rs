@@ -7,6 +7,7 @@
 
 mod durable;
 mod failure;
+mod fairness;
 mod figures;
 mod launch;
 mod procs;
@@ -34,7 +35,7 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only the figures whose key or name contains this text (keys: start, submit,
-    /// throughput, executors, kill, stop, scheduler, heartbeat, idle, durable, ui).
+    /// throughput, executors, kill, stop, scheduler, queues, heartbeat, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -91,6 +92,12 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
     }
     if wanted("scheduler", "scheduler alone") {
         table.push(scheduler::place_all(pick(20, 2))?);
+    }
+    if wanted("queues", "queues:") {
+        table.push(fairness::hundred_queues(pick(20, 2))?);
+        for figure in fairness::trace_figures(pick(60, 10) as i64)? {
+            table.push(figure);
+        }
     }
     if wanted("heartbeat", "simulated workers") {
         let (cpu, rss) = sim::heartbeating(

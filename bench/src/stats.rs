@@ -10,6 +10,10 @@ pub enum Unit {
     /// Percent of one core.
     CorePercent,
     MiB,
+    Percent,
+    /// Percentage points.
+    Points,
+    Seconds,
 }
 
 impl Unit {
@@ -19,6 +23,9 @@ impl Unit {
             Unit::PerSecond => format!("{value:.0}/s"),
             Unit::CorePercent => format!("{value:.2} %"),
             Unit::MiB => format!("{value:.1} MiB"),
+            Unit::Percent => format!("{value:.1} %"),
+            Unit::Points => format!("{value:.2} pp"),
+            Unit::Seconds => format!("{value:.0} s"),
         }
     }
 }

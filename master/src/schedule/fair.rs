@@ -32,6 +32,8 @@ pub struct Queued {
 struct Pending {
     by_queue: Vec<VecDeque<usize>>,
     count: Vec<usize>,
+    /// Items pending in each queue's subtree, itself included.
+    subtree: Vec<usize>,
     lost: Vec<usize>,
 }
 
@@ -53,19 +55,29 @@ impl Pending {
                 q.into_iter().map(|(_, i)| i).collect()
             })
             .collect();
-        let count = by_queue.iter().map(VecDeque::len).collect();
+        let count: Vec<usize> = by_queue.iter().map(VecDeque::len).collect();
+        let mut subtree = vec![0; tree.len()];
+        for (q, n) in count.iter().enumerate() {
+            for a in tree.lineage(q) {
+                subtree[a] += n;
+            }
+        }
         Self {
             by_queue,
             count,
+            subtree,
             lost,
         }
     }
 
     /// The next item to try and its queue, in fair order.
     fn next(&mut self, tree: &QueueTree, usage: &Usage) -> Option<(usize, usize)> {
-        let q = usage.next(tree, &self.count)?;
+        let q = usage.next(tree, &self.count, &self.subtree)?;
         let i = self.by_queue[q].pop_front()?;
         self.count[q] -= 1;
+        for a in tree.lineage(q) {
+            self.subtree[a] -= 1;
+        }
         Some((q, i))
     }
 }

@@ -259,21 +259,10 @@ impl Usage {
         })
     }
 
-    /// Which queue with work pending (`pending[q]`: its own items still to try) is served
-    /// next, or `None` when nothing is pending.
-    pub fn next(&self, tree: &QueueTree, pending: &[usize]) -> Option<usize> {
-        // Whether each queue's subtree has anything pending.
-        let mut live = vec![false; tree.len()];
-        for q in (0..tree.len()).rev() {
-            if pending[q] > 0 {
-                for a in tree.lineage(q) {
-                    if live[a] {
-                        break;
-                    }
-                    live[a] = true;
-                }
-            }
-        }
+    /// Which queue with work pending is served next, or `None` when nothing is pending.
+    /// `pending[q]` counts the queue's own items still to try, `subtree[q]` its subtree's.
+    pub fn next(&self, tree: &QueueTree, pending: &[usize], subtree: &[usize]) -> Option<usize> {
+        let live = |q: usize| subtree[q] > 0;
         let mut level: &[usize] = &tree.roots;
         let mut own: Option<usize> = None;
         loop {
@@ -302,7 +291,7 @@ impl Usage {
             let best = level
                 .iter()
                 .copied()
-                .filter(|&c| live[c])
+                .filter(|&c| live(c))
                 .map(|c| (key(Some(c)), Some(c), c))
                 .chain(own_candidate)
                 .min_by(|a, b| {
@@ -315,7 +304,7 @@ impl Usage {
                 // The parent's own work won.
                 None => return Some(best.2),
                 Some(c) => {
-                    if tree.children[c].iter().all(|&k| !live[k]) {
+                    if tree.children[c].iter().all(|&k| !live(k)) {
                         return Some(c);
                     }
                     own = Some(c);

@@ -70,9 +70,11 @@ impl State {
             return;
         }
         // Time alone makes a reservation due; it is looked for once a second at most.
+        let mut due = false;
         if self.reservation_check_due(now_ms) {
             self.reservations_checked_ms = now_ms;
-            if self.reservation_due(now_ms) {
+            due = self.reservation_due(now_ms);
+            if due {
                 self.tried = None;
             }
         }
@@ -88,7 +90,11 @@ impl State {
             return;
         }
         let mut offers = self.offers();
-        let (holds, changed) = self.refresh_reservations(&offers, now_ms);
+        let (holds, changed) = if self.reservations.is_empty() && !due {
+            (Vec::new(), false)
+        } else {
+            self.refresh_reservations(&offers, now_ms)
+        };
         let tried = if changed { 0 } else { tried };
         let mut usage = self.usage();
         self.schedule_drivers(&mut offers, &mut usage, &holds, tried, now_ms, effects);
@@ -123,18 +129,28 @@ impl State {
             .collect()
     }
 
-    /// Each waiting driver's queue and priority, but for the first `skip`.
-    fn queued_drivers(&self, skip: usize) -> Vec<Queued> {
+    /// What the waiting drivers ask for, oldest first, leaving out the first `skip`, with
+    /// each one's queue, priority and time limit.
+    pub fn queued_asks(&self, skip: usize) -> (Vec<Ask>, Vec<Queued>) {
         self.waiting
             .iter()
             .skip(skip)
             .filter_map(|id| self.drivers.get(id))
-            .map(|d| Queued {
-                queue: self.queues.index(&d.spec.queue),
-                priority: d.spec.priority,
-                time_limit_ms: d.spec.time_limit_ms,
+            .map(|d| {
+                (
+                    Ask {
+                        driver_id: d.id.clone(),
+                        cores: d.spec.cores,
+                        memory_mb: d.spec.memory_mb,
+                    },
+                    Queued {
+                        queue: self.queues.index(&d.spec.queue),
+                        priority: d.spec.priority,
+                        time_limit_ms: d.spec.time_limit_ms,
+                    },
+                )
             })
-            .collect()
+            .unzip()
     }
 
     /// Places waiting drivers but for the first `skip`, which were tried against room at least
@@ -157,8 +173,7 @@ impl State {
         if skip == self.waiting.len() {
             return;
         }
-        let asks = self.asks(skip);
-        let queued = self.queued_drivers(skip);
+        let (asks, queued) = self.queued_asks(skip);
         let queues = self.queues.clone();
         let mut still_waiting = self.waiting.clone();
         still_waiting.truncate(skip);
