@@ -366,6 +366,87 @@ async fn without_ui_kill_there_is_no_button_and_links_hold_under_a_base_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
+async fn the_queues_page_shows_each_queues_bar_and_why_its_work_waits() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("queues.yaml");
+    std::fs::write(
+        &file,
+        "queues:\n  - name: ml\n    max: {cores: 2}\n    guaranteed: {cores: 1}\n  - name: ml.training\n",
+    )
+    .expect("queues file");
+    let mut cluster = Cluster::start_with(MasterOptions {
+        extra: vec!["--queues".into(), file.display().to_string()],
+        ..Default::default()
+    });
+    cluster.add_worker(4, "1g").await;
+    let mut ids = Vec::new();
+    for priority in ["0", "4", "0"] {
+        ids.push(cluster.submit(&[
+            "--queue",
+            "ml.training",
+            "--priority",
+            priority,
+            "--memory",
+            "32m",
+            "--",
+            "sleep",
+            "600",
+        ]));
+    }
+    cluster.wait_state(&ids[0], "RUNNING", LIMIT).await;
+    cluster.wait_state(&ids[1], "RUNNING", LIMIT).await;
+
+    let browser = Browser::start().await;
+    let c = &browser.client;
+    c.goto(&format!("http://{}/", cluster.web))
+        .await
+        .expect("overview");
+    browser.click("header a[href='/queues']").await;
+    assert_eq!(c.current_url().await.expect("url").path(), "/queues");
+    // ml holds 2 of its 2 cores: a full bar, its guarantee marked at half.
+    let row = browser.text("#queue-ml").await;
+    assert!(row.contains("2 / -") && row.contains("1 / -"), "{row}");
+    let bar = c
+        .find(Locator::Css("#queue-ml .queue-bar span"))
+        .await
+        .expect("ml's bar");
+    assert_eq!(
+        bar.attr("style").await.expect("style").as_deref(),
+        Some("width: 100%")
+    );
+    let mark = c
+        .find(Locator::Css("#queue-ml .queue-bar i"))
+        .await
+        .expect("ml's guarantee mark");
+    assert_eq!(
+        mark.attr("style").await.expect("style").as_deref(),
+        Some("left: 50%")
+    );
+    assert!(
+        browser
+            .text("#queue-ml\\.training")
+            .await
+            .contains("ml.training")
+    );
+    let waiting = browser.text("#waiting-drivers").await;
+    assert!(waiting.contains(&ids[2]), "{waiting}");
+    assert!(
+        waiting.contains("QUEUE_CAP queue ml is at its max of 2 cores"),
+        "{waiting}"
+    );
+
+    // A broken file shows on the page, and the old queues stay.
+    std::fs::write(&file, "queues: [\n").expect("write");
+    let banner = browser
+        .wait_text("#refused", "the refusal banner", |t| t.contains("refused"))
+        .await;
+    assert!(banner.contains("line"), "{banner}");
+    assert!(browser.text("#queue-ml").await.contains("2 / -"));
+    browser.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn ui_auth_asks_every_page_for_the_secret_but_not_the_probes() {
     let cluster = Cluster::start_with(MasterOptions {
         extra: vec!["--ui-auth".into()],

@@ -1,6 +1,7 @@
 //! The master's HTTP side on port 8080: pages for people, JSON for programs, probes and metrics.
 //!
 //! - [`pages`]: the overview and the worker, driver and application pages.
+//! - [`queue_page`]: the queues, their bars and what waits in each.
 //! - [`logs`]: a driver's or executor's stdout/stderr, read from its worker.
 //! - [`actions`]: kill buttons (POST, off unless `--ui-kill`, secret required).
 //! - [`auth`]: `--ui-auth`, the secret asked of every request but the probes.
@@ -17,6 +18,7 @@ mod logs;
 mod metrics;
 mod pages;
 mod paging;
+mod queue_page;
 mod rows;
 
 use axum::{
@@ -49,6 +51,7 @@ fn ui_routes(prefix: &str) -> Router<MasterHandle> {
             get(logs::executor_log),
         )
         .route(&at("/apps/{id}/kill"), post(actions::kill_app))
+        .route(&at("/queues"), get(queue_page::queues))
         .route(&at("/json"), get(api::spark_json))
         .route(&at("/json/"), get(api::spark_json))
         .route(&at("/json/{field}"), get(api::spark_json_field))
