@@ -30,6 +30,8 @@ static RECOVERY_TIMEOUT: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_RECOVERY_TIMEOUT));
 static RESERVE_AFTER: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_RESERVE_AFTER));
+static USAGE_HALF_LIFE: LazyLock<String> =
+    LazyLock::new(|| format_duration(master::DEFAULT_USAGE_HALF_LIFE));
 static KILL_GRACE: LazyLock<String> = LazyLock::new(|| format_duration(worker::DEFAULT_KILL_GRACE));
 static DECOMMISSION_GRACE: LazyLock<String> =
     LazyLock::new(|| format_duration(worker::DEFAULT_DECOMMISSION_GRACE));
@@ -179,6 +181,16 @@ pub struct MasterArgs {
         value_parser = duration_arg
     )]
     pub reserve_after: Duration,
+    /// Fair shares count what a queue held recently as well as what it holds now, forgetting
+    /// half of the past every this long, so a team that just ran a burst yields to one that
+    /// did not; 0s counts what it holds now only.
+    #[arg(
+        long,
+        env = "HEARTH_USAGE_HALF_LIFE",
+        default_value = USAGE_HALF_LIFE.as_str(),
+        value_parser = duration_arg
+    )]
+    pub usage_half_life: Duration,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     pub public_url: Option<String>,
@@ -555,6 +567,7 @@ mod tests {
         assert_eq!(m.retained_apps, config.retained_apps);
         assert_eq!(m.max_waiting, config.max_waiting);
         assert_eq!(m.reserve_after, config.reserve_after);
+        assert_eq!(m.usage_half_life, config.usage_half_life);
         assert_eq!(m.spread_out, config.spread_out);
 
         let Action::Worker(w) = parse(&["hearth", "worker"]) else {

@@ -85,6 +85,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         spread_out: args.spread_out,
         max_waiting: args.max_waiting,
         reserve_after: args.reserve_after,
+        usage_half_life: args.usage_half_life,
         recovery_timeout: args.recovery_timeout,
         public_url: args.public_url,
         tls: args

@@ -443,3 +443,38 @@ async fn a_time_limit_ends_a_driver_killed_with_the_reason_and_it_is_not_relaunc
     let out = cluster.hearth(&["submit", "--time-limit", "9000h", "--", "true"]);
     assert!(stderr(&out).contains("time_limit"), "{}", stderr(&out));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_that_just_ran_a_burst_yields_the_freed_slots_to_one_that_did_not() {
+    let (mut cluster, _file) = cluster_with_queues("queues:\n  - name: burst\n  - name: quiet\n");
+    cluster.restart_master(&["--usage-half-life", "2s"]);
+    cluster.add_worker(2, "1g").await;
+    let client = cluster.client().await;
+    let first = submit(&client, "burst", 0, "4").await;
+    let second = submit(&client, "burst", 0, "4").await;
+    cluster.wait_state(&first, "RUNNING", LIMIT).await;
+    cluster.wait_state(&second, "RUNNING", LIMIT).await;
+    // Both wait for the burst to end; `burst` asked first.
+    let mut later = Vec::new();
+    for queue in ["burst", "burst", "quiet", "quiet"] {
+        later.push((queue, submit(&client, queue, 0, "600").await));
+    }
+    wait_for("two of the later ones running", LIMIT, || async {
+        let running: Vec<&str> = later
+            .iter()
+            .filter(|(_, id)| driver_json(&cluster, id)["state"] == "RUNNING")
+            .map(|(q, _)| *q)
+            .collect();
+        (running.len() == 2).then_some(())
+    })
+    .await;
+    for (queue, id) in &later {
+        let state = driver_json(&cluster, id)["state"].clone();
+        let expected = if *queue == "quiet" {
+            "RUNNING"
+        } else {
+            "SUBMITTED"
+        };
+        assert_eq!(state, expected, "{queue} {id}");
+    }
+}

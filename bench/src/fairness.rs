@@ -21,6 +21,8 @@ const START_MS: i64 = 1_795_000_000_000;
 fn state_with_workers(workers: usize, cores: u32, reserve_after_ms: Option<u64>) -> State {
     let limits = Limits {
         reserve_after_ms,
+        // The master's default: recent use counts, with a 10-minute half-life.
+        usage_half_life_ms: Some(600_000),
         ..Limits::retaining(1000)
     };
     let mut state = State::new("http://hearth-master:7077".into(), START_MS, limits);
@@ -272,6 +274,7 @@ pub fn replay_trace(minutes: i64, reserve_after_ms: Option<u64>) -> Result<Trace
             );
             jobs.remove(&driver_id);
         }
+        state.decay_usage(now);
         state.schedule(now, &mut effects);
         for effect in effects.drain(..) {
             if let Effect::Send { worker_id, message } = effect

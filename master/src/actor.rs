@@ -95,6 +95,7 @@ pub fn spawn(
         max_waiting: config.max_waiting,
         spread_out: config.spread_out,
         reserve_after_ms: Some(config.reserve_after.as_millis() as u64),
+        usage_half_life_ms: Some(config.usage_half_life.as_millis() as u64).filter(|h| *h > 0),
     };
     let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
     state.set_queues(queues.0, queues.1);
@@ -201,6 +202,7 @@ impl Actor {
                     );
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
+                    self.state.decay_usage(now_ms);
                     expired
                         || limited
                         || self.state.recovering

@@ -28,6 +28,8 @@ pub const DEFAULT_UI_MAX_CONNECTIONS: usize = 512;
 /// How long the head of a queue waits for room before it reserves the worker where it fits
 /// first.
 pub const DEFAULT_RESERVE_AFTER: Duration = Duration::from_secs(120);
+/// The half-life of the recent use that fair shares count besides the current.
+pub const DEFAULT_USAGE_HALF_LIFE: Duration = Duration::from_secs(600);
 /// The queue work goes to when none is named.
 pub use crate::schedule::DEFAULT_QUEUE;
 
@@ -58,6 +60,9 @@ pub struct MasterConfig {
     pub max_waiting: usize,
     /// How long the head of a queue waits for room before it reserves a worker.
     pub reserve_after: Duration,
+    /// Fair shares are the mean of what a queue holds now and what it held recently, with
+    /// this half-life; zero: what it holds now only.
+    pub usage_half_life: Duration,
     /// Deal executors round-robin over workers (Spark's `spreadOut`); false fills each worker
     /// before the next.
     pub spread_out: bool,
@@ -111,6 +116,7 @@ impl Default for MasterConfig {
             state_dir: PathBuf::from(DEFAULT_STATE_DIR),
             queues_file: None,
             reserve_after: DEFAULT_RESERVE_AFTER,
+            usage_half_life: DEFAULT_USAGE_HALF_LIFE,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             retained_drivers: DEFAULT_RETAINED_DRIVERS,
             retained_apps: DEFAULT_RETAINED_APPS,

@@ -652,3 +652,28 @@ fn on_random_clusters_with_reservations_held_room_is_used_only_as_allowed() {
         );
     }
 }
+
+#[test]
+fn a_queue_that_just_ran_a_burst_yields_to_one_that_did_not() {
+    let tree = QueueTree::new(vec![
+        queue("burst", 1, (0, 0), None),
+        queue("quiet", 1, (0, 0), None),
+    ])
+    .unwrap();
+    let (mut asks, mut queued) = backlog(&tree, "burst", "b", 2);
+    let (more, more_q) = backlog(&tree, "quiet", "q", 2);
+    asks.extend(more);
+    queued.extend(more_q);
+    let mut recent = vec![0.0; tree.len()];
+    recent[tree.index("burst").unwrap()] = 0.8;
+    // Nobody holds anything now; only the recent past tells them apart.
+    let mut offers = vec![offer("w1", 2, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers)).with_recent(recent);
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(placed(&decisions), ["q0", "q1"]);
+    // Without the past, the two share.
+    let mut offers = vec![offer("w1", 2, 8192)];
+    let mut usage = Usage::new(&tree, total(&offers));
+    let decisions = place(&mut offers, &asks, &queued, &tree, &mut usage);
+    assert_eq!(placed(&decisions), ["b0", "q0"]);
+}

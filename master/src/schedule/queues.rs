@@ -212,6 +212,9 @@ pub struct Usage {
     subtree: Vec<Amount>,
     /// The cluster's alive capacity, that shares are fractions of.
     total: Amount,
+    /// Each queue's recent dominant share (its subtree's, decayed by a half-life), when
+    /// recent use counts; fair shares are then the mean of the current and the recent.
+    recent: Option<Vec<f64>>,
 }
 
 /// Why a queue's cap keeps an item waiting: the queue whose cap it is, and that cap.
@@ -228,6 +231,22 @@ impl Usage {
             own: vec![Amount::default(); tree.len()],
             subtree: vec![Amount::default(); tree.len()],
             total,
+            recent: None,
+        }
+    }
+
+    /// Counts recent use too: `recent[q]` is queue `q`'s decayed dominant share.
+    pub fn with_recent(mut self, recent: Vec<f64>) -> Self {
+        self.recent = Some(recent);
+        self
+    }
+
+    /// The share fairness goes by: the current dominant share, or its mean with the recent.
+    pub fn fair_share(&self, q: usize) -> f64 {
+        let now = self.subtree[q].dominant_share(self.total);
+        match &self.recent {
+            Some(recent) => (now + recent.get(q).copied().unwrap_or(now)) / 2.0,
+            None => now,
         }
     }
 
@@ -275,7 +294,7 @@ impl Usage {
                         let used = self.subtree[c];
                         (
                             !def.below_guarantee(used),
-                            used.dominant_share(self.total) / f64::from(def.weight),
+                            self.fair_share(c) / f64::from(def.weight),
                         )
                     }
                     None => (true, 0.0),

@@ -112,6 +112,10 @@ pub struct State {
     pub reservations: std::collections::BTreeMap<String, String>,
     /// When the queue heads were last checked for a reservation due.
     reservations_checked_ms: i64,
+    /// Each queue's recent dominant share, decayed by `usage_half_life_ms`. Not kept in the
+    /// store: a restarted master starts from what runs.
+    pub recent_use: std::collections::BTreeMap<String, f64>,
+    recent_updated_ms: i64,
     /// What the last placement of drivers left, so the next one need not try again the
     /// drivers that would wait again.
     tried: Option<Tried>,
@@ -131,6 +135,9 @@ pub struct Limits {
     pub spread_out: bool,
     /// How long the head of a queue waits for room before it reserves a worker; `None`: never.
     pub reserve_after_ms: Option<u64>,
+    /// The half-life of the recent use fair shares count besides the current; `None`: current
+    /// use only.
+    pub usage_half_life_ms: Option<u64>,
 }
 
 impl Limits {
@@ -142,6 +149,7 @@ impl Limits {
             max_waiting: usize::MAX,
             spread_out: true,
             reserve_after_ms: None,
+            usage_half_life_ms: None,
         }
     }
 }
@@ -169,6 +177,8 @@ impl State {
             queue_files_refused: 0,
             reservations: Default::default(),
             reservations_checked_ms: 0,
+            recent_use: Default::default(),
+            recent_updated_ms: 0,
             tried: None,
         }
     }

@@ -64,7 +64,38 @@ impl State {
                 }
             }
         }
+        if self.limits.usage_half_life_ms.is_some() {
+            let recent = tree
+                .defs()
+                .iter()
+                .map(|d| self.recent_use.get(&d.name).copied().unwrap_or(0.0))
+                .collect();
+            usage = usage.with_recent(recent);
+        }
         usage
+    }
+
+    /// Moves each queue's recent share toward its current one by the time passed, halving the
+    /// weight of the past every half-life. Called about once a second.
+    pub fn decay_usage(&mut self, now_ms: i64) {
+        let Some(half_life) = self.limits.usage_half_life_ms.filter(|h| *h > 0) else {
+            return;
+        };
+        let since = now_ms.saturating_sub(self.recent_updated_ms);
+        if self.recent_updated_ms == 0 || since <= 0 {
+            self.recent_updated_ms = now_ms;
+            return;
+        }
+        self.recent_updated_ms = now_ms;
+        let past = 0.5f64.powf(since as f64 / half_life as f64);
+        let usage = self.usage();
+        let tree = self.queues.clone();
+        self.recent_use.retain(|name, _| tree.index(name).is_some());
+        for (q, def) in tree.defs().iter().enumerate() {
+            let now = usage.subtree(q).dominant_share(usage.total());
+            let recent = self.recent_use.entry(def.name.clone()).or_insert(0.0);
+            *recent = *recent * past + now * (1.0 - past);
+        }
     }
 
     /// Each queue with its settings, use, waiting work and share, in name order.
