@@ -215,6 +215,24 @@ async fn within_a_queue_higher_priority_goes_first() {
     // Priorities given on the command line too.
     let lowest = cluster.submit(&["--priority", "-3", "--memory", "32m", "--", "sleep", "600"]);
     assert_eq!(driver_json(&cluster, &lowest)["priority"], -3);
+    // Each knows its place in the queue's order: priority first, then submission.
+    for (id, position) in [(&high, 1), (&low, 2), (&lowest, 3)] {
+        let d = driver_json(&cluster, id);
+        assert_eq!(
+            (d["queuePosition"].as_u64(), d["queueWaiting"].as_u64()),
+            (Some(position), Some(3)),
+            "{d}"
+        );
+    }
+    let status = stdout(&cluster.hearth(&["status", &low]));
+    assert!(
+        status.contains("queue:      default (priority 0), 2 of 3 waiting there"),
+        "{status}"
+    );
+    assert!(
+        status.contains("expected:   unknown: it holds no reservation yet"),
+        "{status}"
+    );
     cluster.hearth(&["kill", &busy]);
     cluster.wait_state(&high, "RUNNING", LIMIT).await;
     assert_eq!(driver_json(&cluster, &low)["state"], "SUBMITTED");

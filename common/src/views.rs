@@ -98,6 +98,9 @@ pub struct DriverView {
     pub estimate: Option<String>,
     /// Ended KILLED once it has run this long.
     pub time_limit_ms: Option<u64>,
+    /// While it waits: its place in its queue's order (1 goes next), and how many wait there.
+    pub queue_position: Option<u32>,
+    pub queue_waiting: Option<u32>,
     pub message: Option<String>,
     pub submitted_at_ms: i64,
     pub history: Vec<StateChangeView>,
@@ -127,6 +130,8 @@ impl From<&Driver> for DriverView {
             estimated_start: d.estimated_start_ms,
             estimate: non_empty(&d.estimate),
             time_limit_ms: (spec.time_limit_ms > 0).then_some(spec.time_limit_ms),
+            queue_position: (d.queue_position > 0).then_some(d.queue_position),
+            queue_waiting: (d.queue_position > 0).then_some(d.queue_waiting),
             message: non_empty(&d.message),
             submitted_at_ms: d.submitted_at_ms,
             history: d.history.iter().map(StateChangeView::from).collect(),

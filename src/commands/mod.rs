@@ -107,6 +107,12 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
             name: &view.name,
             queue: &view.queue,
             priority: view.priority,
+            position: view.queue_position.zip(view.queue_waiting),
+            estimate: match (view.estimated_start, &view.estimate) {
+                (Some(at), Some(why)) => Some(format!("{} ({why})", display_time(at))),
+                (None, Some(why)) => Some(why.clone()),
+                _ => None,
+            },
         },
     )?;
     writeln!(out, "command:    {}", view.command.join(" "))?;
@@ -150,6 +156,10 @@ struct Header<'a> {
     name: &'a str,
     queue: &'a str,
     priority: i32,
+    /// Its place in its queue while it waits, and how many wait there.
+    position: Option<(u32, u32)>,
+    /// When it should start, or why that is unknown.
+    estimate: Option<String>,
 }
 
 fn write_header(out: &mut impl Write, h: Header<'_>) -> Result<()> {
@@ -165,7 +175,17 @@ fn write_header(out: &mut impl Write, h: Header<'_>) -> Result<()> {
         writeln!(out, "message:    {message}")?;
     }
     writeln!(out, "name:       {}", h.name)?;
-    writeln!(out, "queue:      {} (priority {})", h.queue, h.priority)?;
+    match h.position {
+        Some((position, of)) => writeln!(
+            out,
+            "queue:      {} (priority {}), {position} of {of} waiting there",
+            h.queue, h.priority
+        )?,
+        None => writeln!(out, "queue:      {} (priority {})", h.queue, h.priority)?,
+    }
+    if let Some(estimate) = h.estimate {
+        writeln!(out, "expected:   {estimate}")?;
+    }
     Ok(())
 }
 
@@ -188,6 +208,8 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
             name: &view.name,
             queue: &view.queue,
             priority: view.priority,
+            position: None,
+            estimate: None,
         },
     )?;
     writeln!(

@@ -34,7 +34,7 @@ impl ClientApi {
 
 fn driver_proto(state: &State, id: &str) -> Result<Driver, Error> {
     check_id("driver_id", id, IdKind::Driver)?;
-    Ok(state.driver(id)?.to_proto())
+    Ok(state.driver_proto(id)?)
 }
 
 fn app_proto(state: &State, id: &str) -> Result<Application, Error> {
@@ -98,7 +98,7 @@ impl ClientService for ClientApi {
     ) -> Result<Response<proto::ListDriversResponse>, Status> {
         caller_of(&request)?.may_list()?;
         let state = self.master.snapshot();
-        let drivers = state.drivers.values().map(|d| d.to_proto()).collect();
+        let drivers = state.drivers_proto();
         Ok(Response::new(proto::ListDriversResponse { drivers }))
     }
 

@@ -96,6 +96,9 @@ impl DriverInfo {
                 // Only a reservation on a worker whose work has time limits gives a time.
                 (Some(_), None) => "unknown: it holds no reservation yet".to_string(),
             },
+            // Filled in by `State::driver_proto`, which sees the whole queue.
+            queue_position: 0,
+            queue_waiting: 0,
             submitted_at_ms: self.submitted_at_ms,
             history: self.history.clone(),
             message: self.message.clone(),

@@ -1,6 +1,6 @@
 //! The queues in force, what each queue's work holds, and the queues as the API shows them.
 
-use std::sync::Arc;
+use std::{collections::HashMap, sync::Arc};
 
 use hearth_common::{error::InvalidInput, proto};
 
@@ -96,6 +96,64 @@ impl State {
             let recent = self.recent_use.entry(def.name.clone()).or_insert(0.0);
             *recent = *recent * past + now * (1.0 - past);
         }
+    }
+
+    /// The waiting drivers of each queue in the order it serves them (priority, then
+    /// submission), as (position from 1, how many wait in the queue), by driver id.
+    fn queue_positions(&self, only_queue: Option<&str>) -> HashMap<&str, (u32, u32)> {
+        let mut by_queue: HashMap<&str, Vec<(i32, usize, &str)>> = HashMap::new();
+        for (pos, d) in self
+            .waiting
+            .iter()
+            .enumerate()
+            .filter_map(|(pos, id)| Some((pos, self.drivers.get(id)?)))
+            .filter(|(_, d)| only_queue.is_none_or(|q| q == d.spec.queue))
+        {
+            by_queue.entry(d.spec.queue.as_str()).or_default().push((
+                d.spec.priority,
+                pos,
+                d.id.as_str(),
+            ));
+        }
+        let mut positions = HashMap::new();
+        for (_, mut drivers) in by_queue {
+            drivers.sort_by_key(|(priority, pos, _)| (std::cmp::Reverse(*priority), *pos));
+            let n = drivers.len() as u32;
+            for (i, (_, _, id)) in drivers.into_iter().enumerate() {
+                positions.insert(id, (i as u32 + 1, n));
+            }
+        }
+        positions
+    }
+
+    /// Driver `id` as the API shows it, with its place in its queue while it waits.
+    pub fn driver_proto(&self, id: &str) -> Result<proto::Driver> {
+        let d = self.driver(id)?;
+        let mut p = d.to_proto();
+        if d.waiting_reason.is_some()
+            && let Some((position, of)) =
+                self.queue_positions(Some(&d.spec.queue)).get(d.id.as_str())
+        {
+            p.queue_position = *position;
+            p.queue_waiting = *of;
+        }
+        Ok(p)
+    }
+
+    /// Every driver as the API shows it, each waiting one with its place in its queue.
+    pub fn drivers_proto(&self) -> Vec<proto::Driver> {
+        let positions = self.queue_positions(None);
+        self.drivers
+            .values()
+            .map(|d| {
+                let mut p = d.to_proto();
+                if let Some((position, of)) = positions.get(d.id.as_str()) {
+                    p.queue_position = *position;
+                    p.queue_waiting = *of;
+                }
+                p
+            })
+            .collect()
     }
 
     /// Each queue with its settings, use, waiting work and share, in name order.

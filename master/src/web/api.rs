@@ -33,12 +33,7 @@ pub async fn worker(
 
 pub async fn drivers(State(master): State<MasterHandle>) -> Json<Vec<DriverView>> {
     let snap = master.snapshot();
-    Json(
-        snap.drivers
-            .values()
-            .map(|d| DriverView::from(&d.to_proto()))
-            .collect(),
-    )
+    Json(snap.drivers_proto().iter().map(DriverView::from).collect())
 }
 
 pub async fn driver(
@@ -46,7 +41,7 @@ pub async fn driver(
     Path(id): Path<String>,
 ) -> Result<Json<DriverView>, Error> {
     let snap = master.snapshot();
-    Ok(Json(DriverView::from(&snap.driver(&id)?.to_proto())))
+    Ok(Json(DriverView::from(&snap.driver_proto(&id)?)))
 }
 
 pub async fn apps(State(master): State<MasterHandle>) -> Json<Vec<AppView>> {
