@@ -34,7 +34,7 @@ impl ClientApi {
 
 fn driver_proto(state: &State, id: &str) -> Result<Driver, Error> {
     check_id("driver_id", id, IdKind::Driver)?;
-    Ok(state.driver_proto(id)?)
+    state.driver_proto(id)
 }
 
 fn app_proto(state: &State, id: &str) -> Result<Application, Error> {
