@@ -392,11 +392,19 @@ async fn a_worker_killed_while_launching_loses_nothing_and_runs_nothing_twice() 
     // Exactly one live copy of each, all on the spare worker's watch: the killed worker's
     // children died with it.
     for id in &drivers {
-        let copies = support::wait_for(&format!("one copy of {id}"), LIMIT, || {
-            let p = support::driver_processes(id);
-            async move { (p.len() == 1).then_some(p) }
-        })
-        .await;
+        let deadline = Instant::now() + LIMIT;
+        let copies = loop {
+            let copies = support::driver_processes(id);
+            if copies.len() == 1 {
+                break copies;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{id}: {} live copies (pid, program) after {LIMIT:?}: {copies:?}",
+                copies.len()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
         assert_eq!(copies[0].1, "sleep", "{id}: {copies:?}");
     }
     let listed = client.drivers().await.expect("list");

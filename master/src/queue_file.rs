@@ -6,6 +6,7 @@ use std::{path::PathBuf, sync::Arc, time::Duration};
 use hearth_common::Shutdown;
 
 use hearth_common::{
+    duration::parse_duration,
     resources::{parse_cores, parse_memory_mb},
     spec::validate_queue_name,
 };
@@ -54,6 +55,8 @@ struct TenantEntry {
 pub struct QueueConfig {
     pub tree: QueueTree,
     pub tenants: Tenants,
+    /// Queues whose `preempt` settings ask for preemption, which is not performed yet.
+    pub preempting: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -66,6 +69,23 @@ struct Entry {
     guaranteed: Option<Size>,
     #[serde(default)]
     max: Option<Size>,
+    #[serde(default)]
+    preempt: Option<Preempt>,
+}
+
+/// When a queue may take back its guarantee from others (`reclaim`) or let higher priorities
+/// displace lower ones (`priority`): read and checked; not acted on by this master yet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Preempt {
+    #[serde(default)]
+    reclaim: bool,
+    #[serde(default)]
+    priority: bool,
+    #[serde(default)]
+    min_runtime: Option<String>,
+    #[serde(default)]
+    grace: Option<String>,
 }
 
 fn one() -> u32 {
@@ -162,7 +182,19 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
         None => fail(message),
     };
     let mut defs = Vec::with_capacity(file.queues.len());
+    let mut preempting = Vec::new();
     for entry in file.queues {
+        if let Some(p) = &entry.preempt {
+            for (field, value) in [("min_runtime", &p.min_runtime), ("grace", &p.grace)] {
+                if let Some(text) = value {
+                    parse_duration(&format!("preempt.{field}"), text)
+                        .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?;
+                }
+            }
+            if p.reclaim || p.priority {
+                preempting.push(entry.name.clone());
+            }
+        }
         validate_queue_name("name", &entry.name).map_err(|e| at(&entry.name, e.to_string()))?;
         let guaranteed = match &entry.guaranteed {
             Some(size) => size
@@ -253,6 +285,7 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
     Ok(QueueConfig {
         tree,
         tenants: Tenants::new(tenants),
+        preempting,
     })
 }
 
@@ -310,6 +343,7 @@ queues:
     weight: 3
     guaranteed: {cores: 4, memory: 8g}
     max: {cores: 8, memory: 16g}
+    preempt: {reclaim: true, priority: false, min_runtime: 60s, grace: 30s}
   - name: ml.training
   - name: adhoc
     max: {cores: 2}
@@ -328,6 +362,7 @@ queues:
         assert_eq!(tree.parent(training), tree.index("ml"));
         let adhoc = tree.def(tree.index("adhoc").unwrap());
         assert_eq!(adhoc.max, Some(Amount::new(2, u64::MAX)));
+        assert_eq!(parse("q.yaml", EXAMPLE).unwrap().preempting, ["ml"]);
     }
 
     #[test]
@@ -358,6 +393,10 @@ queues:
                 "line 2: queue a: max.memory: \"lots\" is not a memory size",
             ),
             ("queues:\n  - name: a\n    wieght: 2\n", "line 3"),
+            (
+                "queues:\n  - name: a\n    preempt: {grace: soon}\n",
+                "line 2: queue a: preempt.grace",
+            ),
             ("queues: [\n", "line"),
         ];
         for (text, expected) in cases {

@@ -110,6 +110,10 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
                     .map_err(|e| Error::Config(format!("queues file {e}")))?;
             tracing::info!(path = %path.display(), queues = %parsed.tree.names(),
                 tenants = parsed.tenants.all().len(), "queues file read");
+            if !parsed.preempting.is_empty() {
+                tracing::warn!(queues = %parsed.preempting.join(", "),
+                    "these queues ask for preemption (preempt:), which this master does not perform yet: their work waits for slots to free instead");
+            }
             (parsed, text)
         }
         None => (queue_file::QueueConfig::default(), Vec::new()),

@@ -402,10 +402,19 @@ impl Runner {
             }
             Credential::None => {}
         }
-        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        // The child dies with the worker. A worker killed between the fork and the prctl has
+        // already gone when the signal is asked for: the child then sees another parent and
+        // stops itself, or it would run on as a second copy once the master relaunches it.
+        let worker_pid = nix::unistd::getpid();
+        // SAFETY: prctl, getppid and kill are async-signal-safe and touch no memory of the
+        // parent.
         unsafe {
-            command.pre_exec(|| {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)
+            command.pre_exec(move || {
+                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
+                if nix::unistd::getppid() != worker_pid {
+                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL);
+                }
+                Ok(())
             });
         }
         Ok(command)

@@ -2,27 +2,11 @@
 //! exceeded, accounting exact, no slot idle while a fitting item under its caps waits, every
 //! waiting item with a reason.
 
-use super::*;
+use super::{
+    tests::{ask, offer},
+    *,
+};
 use rand::{Rng, SeedableRng, rngs::StdRng};
-
-fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
-    Offer {
-        worker_id: id.to_string(),
-        cores,
-        memory_mb,
-        free_cores: cores,
-        free_memory_mb: memory_mb,
-        drivers: 0,
-    }
-}
-
-fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
-    Ask {
-        driver_id: id.to_string(),
-        cores,
-        memory_mb,
-    }
-}
 
 fn queue(name: &str, weight: u32, guaranteed: (u64, u64), max: Option<(u64, u64)>) -> QueueDef {
     QueueDef {
@@ -335,23 +319,28 @@ fn random_tree(rng: &mut StdRng) -> QueueTree {
     QueueTree::new(defs).unwrap()
 }
 
+/// Up to 5 workers (at least `fewest`) of random sizes, each partly taken.
+fn random_offers(rng: &mut StdRng, fewest: usize) -> Vec<Offer> {
+    (0..rng.random_range(fewest..6))
+        .map(|i| {
+            let mut o = offer(
+                &format!("w{i}"),
+                rng.random_range(1..9),
+                rng.random_range(1..9) * 1024,
+            );
+            o.free_cores = rng.random_range(0..=o.cores);
+            o.free_memory_mb = rng.random_range(0..=o.memory_mb);
+            o
+        })
+        .collect()
+}
+
 #[test]
 fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() {
     let mut rng = StdRng::seed_from_u64(0x0fa1_5ea5);
     for round in 0..400 {
         let tree = random_tree(&mut rng);
-        let mut offers: Vec<Offer> = (0..rng.random_range(0..6))
-            .map(|i| {
-                let mut o = offer(
-                    &format!("w{i}"),
-                    rng.random_range(1..9),
-                    rng.random_range(1..9) * 1024,
-                );
-                o.free_cores = rng.random_range(0..=o.cores);
-                o.free_memory_mb = rng.random_range(0..=o.memory_mb);
-                o
-            })
-            .collect();
+        let mut offers: Vec<Offer> = random_offers(&mut rng, 0);
         // What already runs, charged to random queues, within what is taken on the workers.
         let mut usage = Usage::new(&tree, total(&offers));
         for o in &offers {
@@ -530,18 +519,7 @@ fn on_random_clusters_with_reservations_held_room_is_used_only_as_allowed() {
     let mut rng = StdRng::seed_from_u64(0x5e5e_7e5e);
     for round in 0..400 {
         let tree = random_tree(&mut rng);
-        let mut offers: Vec<Offer> = (0..rng.random_range(1..6))
-            .map(|i| {
-                let mut o = offer(
-                    &format!("w{i}"),
-                    rng.random_range(1..9),
-                    rng.random_range(1..9) * 1024,
-                );
-                o.free_cores = rng.random_range(0..=o.cores);
-                o.free_memory_mb = rng.random_range(0..=o.memory_mb);
-                o
-            })
-            .collect();
+        let mut offers: Vec<Offer> = random_offers(&mut rng, 1);
         let before = offers.clone();
         let n = rng.random_range(1..30);
         let asks: Vec<Ask> = (0..n)

@@ -83,7 +83,7 @@ fn indexed_placement_decides_exactly_as_the_plain_rule() {
     }
 }
 
-fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
+pub(super) fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
     Offer {
         worker_id: id.into(),
         cores,
@@ -94,7 +94,7 @@ fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
     }
 }
 
-fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
+pub(super) fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
     Ask {
         driver_id: id.into(),
         cores,
