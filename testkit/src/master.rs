@@ -36,12 +36,31 @@ pub struct MasterProcess {
     pub web: String,
 }
 
-/// A port nobody listens on now (the caller binds it right after).
+/// Where [`free_port`] hands out ports: below the kernel's ephemeral range (32768 and up), which
+/// outgoing connections draw their local ports from, and below Kubernetes' NodePorts (30000 and
+/// up). A port from `bind(0)` is an ephemeral one, and between its release and the caller's own
+/// bind any outgoing connection (there are many in a test run) may take it.
+const PORTS: std::ops::Range<u16> = 20_000..30_000;
+
+/// A port nobody listens on now (the caller binds it right after), never the same twice in
+/// one process.
 pub fn free_port() -> Result<u16> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .map_err(Error::io("finding a free port"))
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let span = u32::from(PORTS.end - PORTS.start);
+    // Processes started together begin at different places.
+    let start = std::process::id().wrapping_mul(2_654_435_761) % span;
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = PORTS.start + ((start + n) % span) as u16;
+        if std::net::TcpListener::bind(("0.0.0.0", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(Error::io("finding a free port")(std::io::Error::new(
+        std::io::ErrorKind::AddrInUse,
+        format!("every port in {PORTS:?} is taken"),
+    )))
 }
 
 impl MasterSpawn {

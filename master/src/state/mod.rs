@@ -5,7 +5,8 @@
 //! (`imbl`), so publishing a snapshot after each turn is a cheap clone.
 //!
 //! - [`workers`]: registration (with fencing), heartbeats, loss and expiry.
-//! - [`drivers`]: submissions, kills, reports, relaunches.
+//! - [`drivers`]: kills, reports, relaunches.
+//! - [`submissions`]: new drivers admitted, retries answered, owners recorded.
 //! - [`apps`]: applications: registration, resizing and their end.
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
@@ -27,6 +28,7 @@ mod queues;
 mod recovery;
 mod reservations;
 pub mod stored;
+mod submissions;
 #[cfg(test)]
 mod tests;
 mod time_limits;
