@@ -418,13 +418,15 @@ async fn a_large_driver_behind_a_stream_of_small_ones_starts_within_its_reservat
         let now = hearth_common::ids::now_ms();
         assert!(at >= now - 1_000 && at <= now + 11_000, "{reserved}");
     }
-    // Bound: 2 s of waiting, then the longest small one left there (1 s), plus turns.
+    // Bound: 2 s of waiting (looked for once a second), then the longest small one left there
+    // (1 s), plus launches on a busy machine. Without the reservation it never starts.
     cluster.wait_state(&large, "RUNNING", LIMIT).await;
     let waited = submitted.elapsed();
     stream.abort();
+    eprintln!("the large driver started {waited:?} after its submission");
     assert!(
-        waited <= Duration::from_secs(6),
-        "the large driver started after {waited:?}, over its 2 s + 1 s bound (with slack)"
+        waited <= Duration::from_secs(9),
+        "the large driver started after {waited:?}, over its bound of 2 s + 1 s + 1 s (+ 5 s of slack)"
     );
     let d = driver_json(&cluster, &large);
     assert!(d["estimate"].is_null() && d["waitingCode"].is_null(), "{d}");

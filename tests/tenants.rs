@@ -130,6 +130,49 @@ async fn a_tenant_submits_into_its_queues_and_acts_on_its_own_work_only() {
         .await
         .expect("driver");
     assert_eq!(d.state, hearth_common::proto::DriverState::Running as i32);
+    // Nor its application, nor an id the master has not published yet.
+    let with_app = submitted(&hearth_as(
+        &cluster,
+        ALICE,
+        &[
+            "submit",
+            "--queue",
+            "ml",
+            "--memory",
+            "32m",
+            "--executors",
+            "1",
+            "--executor-memory",
+            "32m",
+            "--executor-command",
+            "sleep 600",
+            "--",
+            "sleep",
+            "600",
+        ],
+    ));
+    let app = wait_for("alice's application", LIMIT, || async {
+        let d = cluster.client().await.driver(&with_app).await.ok()?;
+        (!d.app_id.is_empty()).then_some(d.app_id)
+    })
+    .await;
+    refused(
+        &hearth_as(&cluster, BOB, &["kill", &app]),
+        "permission denied:",
+        &format!("{app} belongs to tenant alice"),
+    );
+    refused(
+        &hearth_as(&cluster, BOB, &["logs", &format!("{app}/0")]),
+        "permission denied:",
+        "belongs to tenant alice",
+    );
+    refused(
+        &hearth_as(&cluster, BOB, &["kill", "driver-29991231000000-0000"]),
+        "not found:",
+        "no driver driver-29991231000000-0000",
+    );
+    let app_now = cluster.json(&format!("/api/v1/apps/{app}"));
+    assert_ne!(app_now["state"], "KILLED", "{app_now}");
     // Its own, yes.
     let logs = wait_for("alice's log", LIMIT, || async {
         let out = hearth_as(&cluster, ALICE, &["logs", &alices]);
@@ -213,7 +256,7 @@ async fn a_drivers_own_token_acts_on_its_own_driver_only_and_only_while_it_runs(
         assert!(!log.contains(refused), "{log}");
     }
     assert!(
-        log.contains(&format!("sees its own driver only, not {other}")),
+        log.contains("cannot kill drivers; a driver ends by exiting"),
         "{log}"
     );
     assert!(log.contains("it cannot submit drivers"), "{log}");

@@ -293,15 +293,17 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
 /// symlink, which inotify on the file itself does not see; a read every few seconds does.
 pub const QUEUES_POLL: Duration = Duration::from_secs(2);
 
-/// Reads the queues file at `path` every [`QUEUES_POLL`]; when its bytes differ from `last`,
-/// puts the new queues in force, or keeps the old ones and reports why the new ones cannot be.
+/// Reads the queues file at `path` (and the tenants' token files) every [`QUEUES_POLL`]; when
+/// what it says differs from what is in force (`current`), puts the new queues in force, or
+/// keeps the old ones and reports why the new ones cannot be, once per change. Token files are
+/// read every time, so a rotated token (a mounted Secret changed) takes effect too.
 pub async fn watch(
     path: PathBuf,
-    mut last: Vec<u8>,
+    current: QueueConfig,
     handle: MasterHandle,
     shutdown: Shutdown,
 ) -> crate::error::Result<()> {
-    let shown = path.display().to_string();
+    let mut last: Result<QueueConfig, String> = Ok(current);
     let mut tick = tokio::time::interval(QUEUES_POLL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -309,25 +311,25 @@ pub async fn watch(
             _ = shutdown.cancelled() => return Ok(()),
             _ = tick.tick() => {}
         }
-        let outcome = match tokio::fs::read(&path).await {
-            Ok(bytes) if bytes == last => continue,
-            Ok(bytes) => {
-                let parsed = parse(&shown, &String::from_utf8_lossy(&bytes));
-                last = bytes;
-                parsed
-                    .map(|c| (Arc::new(c.tree), Arc::new(c.tenants)))
-                    .map_err(|e| format!("queues file {e}"))
+        let file = path.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let shown = file.display().to_string();
+            match std::fs::read(&file) {
+                Ok(bytes) => parse(&shown, &String::from_utf8_lossy(&bytes))
+                    .map_err(|e| format!("queues file {e}")),
+                Err(e) => Err(format!("queues file {shown}: cannot read it: {e}")),
             }
-            Err(e) => {
-                // Reported once, not every poll; a file that comes back is read again.
-                if last.is_empty() {
-                    continue;
-                }
-                last.clear();
-                Err(format!("queues file {shown}: cannot read it: {e}"))
-            }
+        })
+        .await;
+        let Ok(outcome) = read else {
+            continue;
         };
-        if handle.send(Command::SetQueues(outcome)).await.is_err() {
+        if outcome == last {
+            continue;
+        }
+        last = outcome.clone();
+        let command = Command::SetQueues(outcome.map(|c| (Arc::new(c.tree), Arc::new(c.tenants))));
+        if handle.send(command).await.is_err() {
             return Ok(());
         }
     }

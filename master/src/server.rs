@@ -97,7 +97,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         );
     }
     // A broken queues file at start stops the master, with its line and reason.
-    let (queues, queues_text) = match &config.queues_file {
+    let queues = match &config.queues_file {
         Some(path) => {
             let text = std::fs::read(path).map_err(|e| {
                 Error::Config(format!(
@@ -114,10 +114,16 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
                 tracing::warn!(queues = %parsed.preempting.join(", "),
                     "these queues ask for preemption (preempt:), which this master does not perform yet: their work waits for slots to free instead");
             }
-            (parsed, text)
+            if !parsed.tenants.is_empty() && config.secret.is_none() {
+                tracing::warn!(
+                    "the queues file names tenants, but this master runs without a secret: every caller may do anything, and tenants' queues and ownership are not enforced"
+                );
+            }
+            parsed
         }
-        None => (queue_file::QueueConfig::default(), Vec::new()),
+        None => queue_file::QueueConfig::default(),
     };
+    let in_force = queues.clone();
     let tokens = Arc::new(DriverTokens::load_or_create(&config.state_dir)?);
     let config = Arc::new(config);
     let (handle, actor_task) = actor::spawn(
@@ -166,7 +172,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
     if let Some(path) = config.queues_file.clone() {
         tasks.push(tokio::spawn(queue_file::watch(
             path,
-            queues_text,
+            in_force,
             handle.clone(),
             shutdown.clone(),
         )));

@@ -195,8 +195,9 @@ impl Caller {
                         owner.map_or("the cluster's admin".to_string(), |o| format!("tenant {o}"))
                     )))
                 } else {
-                    // Unknown ids answer NOT_FOUND as for anyone.
-                    Ok(())
+                    // Refused here rather than passed on: the actor may know a newer driver by
+                    // this id than the snapshot, and it does not check owners.
+                    Err(Status::not_found(format!("no driver {id}")))
                 }
             }
             Caller::Driver { .. } => self.may_see_driver(state, id),
@@ -216,7 +217,9 @@ impl Caller {
                         .as_deref()
                         .map_or("the cluster's admin".to_string(), |o| format!("tenant {o}"))
                 ))),
-                _ => Ok(()),
+                Some(_) => Ok(()),
+                // As for drivers: an id the snapshot does not know yet is not passed on.
+                None => Err(Status::not_found(format!("no application {app_id}"))),
             },
             Caller::Driver { driver_id, attempt } => {
                 Self::running_driver(state, driver_id, *attempt)?;
@@ -228,6 +231,25 @@ impl Caller {
                     ))),
                 }
             }
+        }
+    }
+
+    /// May kill driver `id`: as [`Caller::may_act_on_driver`], but a driver's own token may
+    /// not (a driver ends by exiting; a kill by an ended attempt's token could reach the next).
+    pub fn may_kill_driver(&self, state: &State, id: &str) -> Result<(), Status> {
+        match self {
+            Caller::Driver { driver_id, .. } => Err(denied(format!(
+                "a driver's token ({driver_id}) cannot kill drivers; a driver ends by exiting"
+            ))),
+            _ => self.may_act_on_driver(state, id),
+        }
+    }
+
+    /// The attempt an application registration binds to: a driver's token only ever its own.
+    pub fn attempt_for(&self, requested: u32) -> u32 {
+        match self {
+            Caller::Driver { attempt, .. } => *attempt,
+            _ => requested,
         }
     }
 

@@ -131,7 +131,7 @@ impl ClientService for ClientApi {
         let caller = caller_of(&request)?;
         let driver_id = request.into_inner().driver_id;
         check_id("driver_id", &driver_id, IdKind::Driver).map_err(Error::from)?;
-        caller.may_act_on_driver(&self.master.snapshot(), &driver_id)?;
+        caller.may_kill_driver(&self.master.snapshot(), &driver_id)?;
         let state = self
             .master
             .ask(|reply| Command::Kill { driver_id, reply })
@@ -203,7 +203,10 @@ impl ClientService for ClientApi {
             None
         } else {
             check_id("driver_id", &request.driver_id, IdKind::Driver).map_err(Error::from)?;
-            Some((request.driver_id, request.driver_attempt))
+            Some((
+                request.driver_id,
+                caller.attempt_for(request.driver_attempt),
+            ))
         };
         validate_name("driver_host", &request.driver_host).map_err(Error::from)?;
         let driver_host = request.driver_host;

@@ -27,6 +27,8 @@ mod placement;
 mod queues;
 mod recovery;
 mod reservations;
+#[cfg(test)]
+mod sharing_tests;
 pub mod stored;
 mod submissions;
 #[cfg(test)]

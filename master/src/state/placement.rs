@@ -169,8 +169,14 @@ impl State {
             return;
         }
         // Nothing new to try: what was tried stays tried against the room recorded then,
-        // which is at least the room now.
+        // which is at least the room now. No holder can be met either, so what they hold stays
+        // hidden from the executors.
         if skip == self.waiting.len() {
+            for hold in holds {
+                let offer = &mut offers[hold.worker];
+                offer.free_cores = 0;
+                offer.free_memory_mb = 0;
+            }
             return;
         }
         let (asks, queued) = self.queued_asks(skip);

@@ -45,7 +45,11 @@ impl State {
         let mut drivers = loaded.drivers;
         drivers.sort_by_key(|d| sequence(&d.id));
         let mut completed: Vec<(i64, String)> = Vec::new();
-        for d in drivers {
+        for mut d in drivers {
+            // Drivers kept before queues existed were in the one queue there was.
+            if d.spec.queue.is_empty() {
+                Arc::make_mut(&mut d.spec).queue = crate::schedule::DEFAULT_QUEUE.to_string();
+            }
             if let Some(s) = &d.submission_id {
                 state.submissions.insert(s.clone(), d.id.clone());
             }

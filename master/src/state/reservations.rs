@@ -130,6 +130,12 @@ impl State {
                 && self.drivers.get(driver_id).is_some_and(|d| {
                     matches!(d.state, DriverState::Submitted | DriverState::Relaunching)
                         && d.worker_id.is_none()
+                        // A cap or a lost queue keeps it waiting whatever room is held: the
+                        // room goes back to everyone.
+                        && !matches!(
+                            d.waiting_code,
+                            Some(WaitCode::QueueCap | WaitCode::QueueUnknown)
+                        )
                 })
         });
         let new = self.due_heads(now_ms);

@@ -1,0 +1,110 @@
+//! Reservations as the master's turns see them: room held for a waiting driver stays out of
+//! reach of executors too, turn after turn, and a holder its queue's cap stops lets go.
+
+use std::sync::Arc;
+
+use tokio::time::Instant;
+
+use super::{Effect, Limits, State};
+use crate::{
+    schedule::{Amount, QueueDef, QueueTree},
+    tenants::Tenants,
+};
+use hearth_common::proto::{ApplicationSpec, DriverSpec, Register};
+
+fn one_worker(cores: u32) -> (State, Vec<Effect>) {
+    let limits = Limits {
+        reserve_after_ms: Some(0),
+        ..Limits::retaining(50)
+    };
+    let mut state = State::new("http://m".into(), 1_795_271_400_000, limits);
+    let mut effects = Vec::new();
+    let reg = Register {
+        worker_id: "w1".into(),
+        cores,
+        memory_mb: 4096,
+        ..Default::default()
+    };
+    state.register_worker(reg, "h".into(), 1, Instant::now(), 0, &mut effects);
+    (state, effects)
+}
+
+fn driver(cores: u32, queue: &str) -> DriverSpec {
+    DriverSpec {
+        command: vec!["job".into()],
+        cores,
+        memory_mb: 64,
+        queue: queue.into(),
+        ..Default::default()
+    }
+}
+
+fn free_cores(state: &State) -> u32 {
+    state.workers.get("w1").map_or(0, |w| w.free_cores())
+}
+
+#[test]
+fn room_held_for_a_driver_goes_to_no_executor_turn_after_turn() {
+    let (mut state, mut effects) = one_worker(4);
+    for _ in 0..3 {
+        state.submit(driver(1, ""), None, 0).unwrap();
+    }
+    state.schedule(1_000, &mut effects);
+    let big = state.submit(driver(4, ""), None, 1_000).unwrap();
+    state.schedule(2_000, &mut effects);
+    let app = ApplicationSpec {
+        command: vec!["executor".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: 1,
+        ..Default::default()
+    };
+    let app_id = state.register_app(app, None, "h", 2_000).unwrap();
+    for now in [3_000, 5_000, 7_000] {
+        state.schedule(now, &mut effects);
+        assert_eq!(state.reservations.get(&big).map(String::as_str), Some("w1"));
+        assert_eq!(
+            free_cores(&state),
+            1,
+            "at {now}: the held core was given away"
+        );
+        assert_eq!(state.apps.get(&app_id).map(|a| a.live()), Some(0));
+    }
+}
+
+#[test]
+fn a_holder_held_back_by_its_queues_cap_lets_the_room_go() {
+    let (mut state, mut effects) = one_worker(4);
+    let tree = QueueTree::new(vec![QueueDef {
+        max: Some(Amount::new(4, u64::MAX)),
+        ..QueueDef::named("capped")
+    }])
+    .unwrap();
+    state.set_queues(Arc::new(tree), Arc::new(Tenants::default()));
+    for _ in 0..3 {
+        state.submit(driver(1, "default"), None, 0).unwrap();
+    }
+    state.schedule(1_000, &mut effects);
+    let big = state.submit(driver(4, "capped"), None, 1_000).unwrap();
+    state.schedule(2_000, &mut effects);
+    state.schedule(3_000, &mut effects);
+    assert!(state.reservations.contains_key(&big));
+    // The cap drops below what it needs: it cannot start whatever is held.
+    let tree = QueueTree::new(vec![QueueDef {
+        max: Some(Amount::new(2, u64::MAX)),
+        ..QueueDef::named("capped")
+    }])
+    .unwrap();
+    state.set_queues(Arc::new(tree), Arc::new(Tenants::default()));
+    state.schedule(4_000, &mut effects);
+    // The next work that wants room finds the reservation gone and the room free.
+    let small = state.submit(driver(1, "default"), None, 5_000).unwrap();
+    state.schedule(6_000, &mut effects);
+    assert!(!state.reservations.contains_key(&big));
+    assert!(
+        state
+            .drivers
+            .get(&small)
+            .is_some_and(|d| d.worker_id.is_some())
+    );
+}
