@@ -192,6 +192,8 @@ pub struct AppView {
     pub priority: i32,
     pub waiting_reason: Option<String>,
     pub waiting_code: Option<String>,
+    /// While it waits for executors: why no start time can be given.
+    pub estimate: Option<String>,
     pub message: Option<String>,
     pub registered_at_ms: i64,
     pub ended_at_ms: Option<i64>,
@@ -220,6 +222,7 @@ impl From<&Application> for AppView {
             priority: a.priority,
             waiting_reason: non_empty(&a.waiting_reason),
             waiting_code: non_empty(&a.waiting_code),
+            estimate: non_empty(&a.estimate),
             message: non_empty(&a.message),
             registered_at_ms: a.registered_at_ms,
             ended_at_ms: (a.ended_at_ms > 0).then_some(a.ended_at_ms),

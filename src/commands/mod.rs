@@ -209,7 +209,7 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
             queue: &view.queue,
             priority: view.priority,
             position: None,
-            estimate: None,
+            estimate: view.estimate.clone(),
         },
     )?;
     writeln!(

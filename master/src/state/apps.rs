@@ -104,6 +104,12 @@ impl AppInfo {
                 .unwrap_or_default(),
             queue: self.queue.clone(),
             priority: self.priority,
+            // Reservations and estimates are made for drivers only.
+            estimate: if self.waiting_reason.is_some() {
+                "unknown: executors waiting for room hold no reservation".to_string()
+            } else {
+                String::new()
+            },
             message: self.message.clone(),
             executors: self
                 .executors

@@ -108,3 +108,30 @@ fn a_holder_held_back_by_its_queues_cap_lets_the_room_go() {
             .is_some_and(|d| d.worker_id.is_some())
     );
 }
+
+#[test]
+fn an_application_waiting_for_executors_says_why_and_why_no_start_time() {
+    let (mut state, mut effects) = one_worker(1);
+    state.submit(driver(1, ""), None, 0).unwrap();
+    state.schedule(1_000, &mut effects);
+    let app = ApplicationSpec {
+        command: vec!["executor".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: 2,
+        ..Default::default()
+    };
+    let app_id = state.register_app(app, None, "h", 1_000).unwrap();
+    state.schedule(2_000, &mut effects);
+    let view = state.apps.get(&app_id).map(|a| a.to_proto()).unwrap();
+    assert_eq!(view.waiting_code, "NO_FREE_SLOTS");
+    assert!(
+        view.waiting_reason.starts_with("2 more executors wanted"),
+        "{view:?}"
+    );
+    assert_eq!(
+        view.estimate,
+        "unknown: executors waiting for room hold no reservation"
+    );
+    assert_eq!(view.queue, "default");
+}
