@@ -335,6 +335,19 @@ fn random_offers(rng: &mut StdRng, fewest: usize) -> Vec<Offer> {
         .collect()
 }
 
+/// `n` drivers `d0`, `d1`, ... of 1 to 5 cores and 512 MiB to 2.5 GiB.
+fn random_asks(rng: &mut StdRng, n: usize) -> Vec<Ask> {
+    (0..n)
+        .map(|i| {
+            ask(
+                &format!("d{i}"),
+                rng.random_range(1..6),
+                rng.random_range(1..6) * 512,
+            )
+        })
+        .collect()
+}
+
 #[test]
 fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() {
     let mut rng = StdRng::seed_from_u64(0x0fa1_5ea5);
@@ -356,15 +369,7 @@ fn on_random_clusters_caps_hold_accounting_is_exact_and_no_fitting_item_idles() 
         }
         let before: Vec<Amount> = (0..tree.len()).map(|q| usage.subtree(q)).collect();
         let n = rng.random_range(0..30);
-        let asks: Vec<Ask> = (0..n)
-            .map(|i| {
-                ask(
-                    &format!("d{i}"),
-                    rng.random_range(1..6),
-                    rng.random_range(1..6) * 512,
-                )
-            })
-            .collect();
+        let asks = random_asks(&mut rng, n);
         let queued: Vec<Queued> = (0..n)
             .map(|_| Queued {
                 queue: (!rng.random_bool(0.05)).then(|| rng.random_range(0..tree.len())),
@@ -522,15 +527,7 @@ fn on_random_clusters_with_reservations_held_room_is_used_only_as_allowed() {
         let mut offers: Vec<Offer> = random_offers(&mut rng, 1);
         let before = offers.clone();
         let n = rng.random_range(1..30);
-        let asks: Vec<Ask> = (0..n)
-            .map(|i| {
-                ask(
-                    &format!("d{i}"),
-                    rng.random_range(1..6),
-                    rng.random_range(1..6) * 512,
-                )
-            })
-            .collect();
+        let asks = random_asks(&mut rng, n);
         let queued: Vec<Queued> = (0..n)
             .map(|_| Queued {
                 queue: Some(rng.random_range(0..tree.len())),
