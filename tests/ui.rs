@@ -122,24 +122,6 @@ impl Browser {
     }
 }
 
-/// A driver that sleeps, with `executors` executors that sleep, 64 MiB each.
-fn submit_sleeping_app(cluster: &Cluster, executors: u32) -> String {
-    let executors = executors.to_string();
-    cluster.submit(&[
-        "--memory",
-        "64m",
-        "--executors",
-        &executors,
-        "--executor-memory",
-        "64m",
-        "--executor-command",
-        "exec sleep 600",
-        "--",
-        "sleep",
-        "600",
-    ])
-}
-
 fn target_dir() -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
@@ -170,7 +152,7 @@ async fn the_ui_shows_the_cluster_its_logs_and_kills_a_driver_when_enabled() {
     ]);
     let finished = cluster.submit(&["--memory", "64m", "--", "true"]);
     cluster.wait_state(&finished, "FINISHED", LIMIT).await;
-    let app_driver = submit_sleeping_app(&cluster, 2);
+    let app_driver = cluster.submit_app(2, "exec sleep 600", &[], &["sleep", "600"]);
     let running = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     let app_id = cluster
         .wait_state(&app_driver, "RUNNING", LIMIT)
@@ -510,7 +492,7 @@ async fn json_speaks_sparks_shape_and_metrics_parse_as_prometheus_text() {
     cluster.add_worker(2, "1g").await;
     let done = cluster.submit(&["--memory", "64m", "--", "true"]);
     cluster.wait_state(&done, "FINISHED", LIMIT).await;
-    let driver = submit_sleeping_app(&cluster, 1);
+    let driver = cluster.submit_app(1, "exec sleep 600", &[], &["sleep", "600"]);
     let app_id = cluster.wait_state(&driver, "RUNNING", LIMIT).await.app_id;
     cluster
         .wait_app(&app_id, "1 executor RUNNING", LIMIT, |a| {
