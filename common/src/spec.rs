@@ -258,6 +258,33 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
             format!("at most {MAX_EXECUTORS} executors per application"),
         ));
     }
+    if spec.gang && spec.executors == 0 {
+        return Err(InvalidInput::new(
+            "executors",
+            "a gang needs its size: how many executors start together",
+        ));
+    }
+    if !spec.gang && spec.gang_timeout_ms > 0 {
+        return Err(InvalidInput::new(
+            "gang_timeout",
+            "applies to a gang only (add --gang)",
+        ));
+    }
+    if !spec.gang && spec.gang_restart {
+        return Err(InvalidInput::new(
+            "gang_restart",
+            "applies to a gang only (add --gang)",
+        ));
+    }
+    if spec.gang_timeout_ms > MAX_TIME_LIMIT_MS {
+        return Err(InvalidInput::new(
+            "gang_timeout",
+            format!(
+                "{} ms is more than a year ({MAX_TIME_LIMIT_MS} ms)",
+                spec.gang_timeout_ms
+            ),
+        ));
+    }
     if spec.executor_retries.unwrap_or(0) > MAX_EXECUTOR_RETRIES {
         return Err(InvalidInput::new(
             "executor_retries",

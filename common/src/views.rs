@@ -152,6 +152,8 @@ pub struct ExecutorView {
     pub message: Option<String>,
     pub launched_at_ms: i64,
     pub ended_at_ms: Option<i64>,
+    /// HEARTH_EXECUTOR_RANK: 0..N-1; a replacement keeps the rank of the one it replaces.
+    pub rank: u32,
 }
 
 impl From<&Executor> for ExecutorView {
@@ -166,6 +168,7 @@ impl From<&Executor> for ExecutorView {
             message: non_empty(&e.message),
             launched_at_ms: e.launched_at_ms,
             ended_at_ms: (e.ended_at_ms > 0).then_some(e.ended_at_ms),
+            rank: e.rank,
         }
     }
 }
@@ -188,6 +191,12 @@ pub struct AppView {
     pub max_cores: Option<u32>,
     pub cores_granted: u32,
     pub executor_failures: u32,
+    /// All its executors start together or none ([`Self::target_executors`] is its size).
+    pub gang: bool,
+    /// A gang that has not started within this long ends FAILED.
+    pub gang_timeout_ms: Option<u64>,
+    /// A failed or lost member ends the whole gang, which starts again together.
+    pub gang_restart: bool,
     pub queue: String,
     pub priority: i32,
     pub waiting_reason: Option<String>,
@@ -218,6 +227,9 @@ impl From<&Application> for AppView {
             max_cores: (spec.max_cores > 0).then_some(spec.max_cores),
             cores_granted: a.cores_granted,
             executor_failures: a.executor_failures,
+            gang: spec.gang,
+            gang_timeout_ms: (spec.gang_timeout_ms > 0).then_some(spec.gang_timeout_ms),
+            gang_restart: spec.gang_restart,
             queue: a.queue.clone(),
             priority: a.priority,
             waiting_reason: non_empty(&a.waiting_reason),

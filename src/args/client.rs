@@ -127,6 +127,18 @@ pub struct AppArgs {
     /// A name for the application (default: the driver's name).
     #[arg(long)]
     app_name: Option<String>,
+    /// Start all --executors together in one scheduling turn, or none: a waiting gang holds
+    /// nothing (for MPI-style, barrier and distributed-training work).
+    #[arg(long)]
+    gang: bool,
+    /// End the application FAILED, with the reason it waited, when its gang has not started
+    /// within this long, e.g. 10m.
+    #[arg(long, value_parser = duration_arg)]
+    gang_timeout: Option<Duration>,
+    /// When a member of the gang fails or is lost, end all the others and start the whole gang
+    /// again together, instead of replacing that one member.
+    #[arg(long)]
+    gang_restart: bool,
 }
 
 impl AppArgs {
@@ -138,11 +150,14 @@ impl AppArgs {
                 || self.executor_memory.is_some()
                 || self.executor_retries.is_some()
                 || self.app_name.is_some()
+                || self.gang
+                || self.gang_timeout.is_some()
+                || self.gang_restart
                 || !self.executor_env.is_empty();
             if executor_flags {
                 return Err(anyhow!(
                     "executor_command: required with any --executor-* option, --executors, \
-                     --max-cores or --app-name (what each executor runs)"
+                     --max-cores, --app-name or --gang* (what each executor runs)"
                 ));
             }
             return Ok(None);
@@ -163,6 +178,11 @@ impl AppArgs {
             queue: String::new(),
             priority: 0,
             time_limit_ms: 0,
+            gang: self.gang,
+            gang_timeout_ms: self
+                .gang_timeout
+                .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX)),
+            gang_restart: self.gang_restart,
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))

@@ -228,6 +228,18 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
         view.cores_granted,
         view.executor_failures
     )?;
+    if view.gang {
+        writeln!(
+            out,
+            "gang:       all {} start together or none; a failed or lost member {}",
+            view.target_executors,
+            if view.gang_restart {
+                "restarts the whole gang"
+            } else {
+                "is replaced alone"
+            }
+        )?;
+    }
     writeln!(out, "registered: {}", display_time(view.registered_at_ms))?;
     if let Some(ended) = view.ended_at_ms {
         writeln!(out, "ended:      {}", display_time(ended))?;
@@ -245,6 +257,7 @@ fn write_executors(out: &mut impl Write, app: &Application) -> Result<()> {
         .map(|e| {
             vec![
                 format!("{}/{}", app.id, e.id),
+                e.rank.to_string(),
                 e.state.to_string(),
                 e.worker_id.unwrap_or_else(|| "-".into()),
                 e.cores.to_string(),
@@ -257,7 +270,7 @@ fn write_executors(out: &mut impl Write, app: &Application) -> Result<()> {
     write_table(
         out,
         &[
-            "EXECUTOR", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "MESSAGE",
+            "EXECUTOR", "RANK", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "MESSAGE",
         ],
         rows,
     )

@@ -46,6 +46,8 @@ pub fn executor_launch(order: LaunchExecutor) -> Launch {
     let mut identity = vec![
         ("HEARTH_APP_ID", order.app_id.clone()),
         ("HEARTH_EXECUTOR_ID", order.executor_id.to_string()),
+        ("HEARTH_EXECUTOR_RANK", order.rank.to_string()),
+        ("HEARTH_WORLD_SIZE", order.world_size.to_string()),
         ("HEARTH_DRIVER_HOST", order.driver_host),
     ];
     if !order.driver_id.is_empty() {
@@ -166,6 +168,8 @@ mod tests {
             memory_mb: 512,
             driver_id: "driver-1".into(),
             driver_host: "10.0.0.5".into(),
+            rank: 2,
+            world_size: 4,
             ..Default::default()
         });
         assert_eq!(launch.credential, Credential::None);
@@ -173,6 +177,8 @@ mod tests {
         for (key, value) in [
             ("HEARTH_APP_ID", "app-1"),
             ("HEARTH_EXECUTOR_ID", "3"),
+            ("HEARTH_EXECUTOR_RANK", "2"),
+            ("HEARTH_WORLD_SIZE", "4"),
             ("HEARTH_DRIVER_HOST", "10.0.0.5"),
             ("HEARTH_DRIVER_ID", "driver-1"),
         ] {

@@ -93,6 +93,7 @@ mod tests {
     fn executors_count_one_each_and_what_fits_no_worker_asks_for_none() {
         let apps = [AppAsk {
             app_id: "app".into(),
+            gang_size: 0,
             cores: 2,
             memory_mb: 1024,
             wanted: 5,

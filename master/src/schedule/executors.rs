@@ -15,6 +15,8 @@ pub struct AppAsk {
     pub memory_mb: u64,
     /// Executors still to place (its target minus those it holds; its cap already applied).
     pub wanted: u32,
+    /// A gang's size: all `wanted` go in one turn or none ([`super::gangs`]); 0: not a gang.
+    pub gang_size: u32,
 }
 
 /// Where one application's new executors go, and why the rest wait.

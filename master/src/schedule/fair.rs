@@ -11,6 +11,7 @@ use super::{
     AppAsk, AppPlacement, Ask, Decision, Offer,
     drivers::DriverFit,
     executors::{more_wanted, place_executors},
+    gangs::place_gang,
     queues::{Amount, CapHit, QueueTree, Usage},
     reasons::{Wait, WaitCode, plural},
     reservations::Hold,
@@ -308,7 +309,7 @@ fn room_under_caps(
 
 /// Places executors for the applications (`apps`, in registration order, with `queued[i]` for
 /// `apps[i]`) on `offers` after the drivers, each application in turn in fair order, at most
-/// as many as its queue's caps allow.
+/// as many as its queue's caps allow. A gang goes whole or not at all.
 pub fn place_executors_fairly(
     offers: &mut [Offer],
     apps: &[AppAsk],
@@ -330,17 +331,37 @@ pub fn place_executors_fairly(
     while let Some((q, i)) = pending.next(tree, usage) {
         let app = &apps[i];
         let (allowed, hit) = room_under_caps(tree, usage, q, app.cores, app.memory_mb, app.wanted);
+        if app.gang_size > 0 && allowed < app.wanted {
+            // A gang under a cap that allows only part of it waits whole.
+            let words = hit.as_ref().map(cap_words).unwrap_or_default();
+            placements[i] = Some(AppPlacement {
+                app_id: app.app_id.clone(),
+                workers: Vec::new(),
+                waiting: Some((
+                    WaitCode::QueueCap,
+                    format!(
+                        "gang of {}: all start together or none, and {words}",
+                        app.gang_size
+                    ),
+                )),
+            });
+            continue;
+        }
         let bounded = AppAsk {
             wanted: allowed,
             ..app.clone()
         };
-        let mut placement = place_executors(offers, std::slice::from_ref(&bounded), spread_out)
-            .pop()
-            .unwrap_or_else(|| AppPlacement {
-                app_id: app.app_id.clone(),
-                workers: Vec::new(),
-                waiting: None,
-            });
+        let mut placement = if app.gang_size > 0 {
+            place_gang(offers, &bounded, spread_out)
+        } else {
+            place_executors(offers, std::slice::from_ref(&bounded), spread_out)
+                .pop()
+                .unwrap_or_else(|| AppPlacement {
+                    app_id: app.app_id.clone(),
+                    workers: Vec::new(),
+                    waiting: None,
+                })
+        };
         let placed = placement.workers.len() as u32;
         usage.charge(
             tree,

@@ -18,6 +18,7 @@
 //! - [`fair`]: placement across queues, within their caps.
 //! - [`reservations`]: room held for what waited longest, and when it will fit.
 //! - [`drivers`]: where one driver fits, or why it waits.
+//! - [`gangs`]: all of a gang's executors in one turn, or none.
 //! - [`executors`]: where each application's wanted executors go, spread out or consolidated.
 //! - [`reasons`]: why something cannot be placed: a code, and words a person acts on.
 //! - [`demand`]: how many more workers of one shape the waiting work needs.
@@ -29,6 +30,7 @@ pub mod demand;
 pub mod drivers;
 pub mod executors;
 pub mod fair;
+pub mod gangs;
 pub mod queues;
 mod reasons;
 pub mod reservations;
@@ -50,6 +52,8 @@ pub struct Offer {
     pub drivers: usize,
 }
 
+#[cfg(test)]
+mod gang_tests;
 #[cfg(test)]
 mod queue_tests;
 #[cfg(test)]

@@ -17,7 +17,7 @@ fn queue(name: &str, weight: u32, guaranteed: (u64, u64), max: Option<(u64, u64)
     }
 }
 
-fn total(offers: &[Offer]) -> Amount {
+pub(super) fn total(offers: &[Offer]) -> Amount {
     let mut t = Amount::default();
     for o in offers {
         t.add(Amount::new(u64::from(o.cores), o.memory_mb));
@@ -272,6 +272,7 @@ fn executors_stop_at_their_queues_cap() {
     let tree = QueueTree::new(vec![queue("capped", 1, (0, 0), Some((3, u64::MAX)))]).unwrap();
     let apps = vec![AppAsk {
         app_id: "app".into(),
+        gang_size: 0,
         cores: 1,
         memory_mb: 100,
         wanted: 5,
@@ -291,7 +292,7 @@ fn executors_stop_at_their_queues_cap() {
 }
 
 /// A random tree of up to 8 queues over 2 levels, some with caps and guarantees.
-fn random_tree(rng: &mut StdRng) -> QueueTree {
+pub(super) fn random_tree(rng: &mut StdRng) -> QueueTree {
     let mut defs = Vec::new();
     for top in 0..rng.random_range(1..4) {
         let name = format!("q{top}");
@@ -320,7 +321,7 @@ fn random_tree(rng: &mut StdRng) -> QueueTree {
 }
 
 /// Up to 5 workers (at least `fewest`) of random sizes, each partly taken.
-fn random_offers(rng: &mut StdRng, fewest: usize) -> Vec<Offer> {
+pub(super) fn random_offers(rng: &mut StdRng, fewest: usize) -> Vec<Offer> {
     (0..rng.random_range(fewest..6))
         .map(|i| {
             let mut o = offer(

@@ -194,6 +194,7 @@ fn random_offer(rng: &mut StdRng, i: usize) -> Offer {
 fn app(id: &str, cores: u32, memory_mb: u64, wanted: u32) -> AppAsk {
     AppAsk {
         app_id: id.into(),
+        gang_size: 0,
         cores,
         memory_mb,
         wanted,

@@ -53,6 +53,9 @@ pub struct AppInfo {
     pub message: String,
     pub executors: BTreeMap<u32, ExecutorInfo>,
     pub next_executor_id: u32,
+    /// A gang not placed yet: since when it waits whole (registration, or its last restart).
+    #[serde(default)]
+    pub gang_waiting_since_ms: Option<i64>,
 }
 
 impl AppInfo {
@@ -70,6 +73,27 @@ impl AppInfo {
             return 0;
         }
         self.target.saturating_sub(self.live())
+    }
+
+    /// Its gang's size; 0: not a gang.
+    pub fn gang_size(&self) -> u32 {
+        if self.spec.gang {
+            self.spec.executors
+        } else {
+            0
+        }
+    }
+
+    /// The lowest rank no live executor holds: a replacement takes the rank of the one it
+    /// replaces, so ranks stay 0..N-1.
+    pub fn free_rank(&self) -> u32 {
+        let held: std::collections::BTreeSet<u32> = self
+            .executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .map(|e| e.rank)
+            .collect();
+        (0..).find(|r| !held.contains(r)).unwrap_or(0)
     }
 
     pub fn cores_granted(&self) -> u32 {
@@ -224,7 +248,11 @@ impl State {
         let id = hearth_common::ids::app_id(self.started_ms, self.next_app_seq);
         self.next_app_seq += 1;
         let max_executors = max_executors(&spec);
-        let target = if spec.executors > 0 {
+        let spec_gang = spec.gang;
+        let target = if spec.gang {
+            // A gang's size is fixed: it asks for its members, not for its cap.
+            spec.executors
+        } else if spec.executors > 0 {
             spec.executors.min(max_executors)
         } else {
             max_executors
@@ -249,6 +277,7 @@ impl State {
             message: String::new(),
             executors: BTreeMap::new(),
             next_executor_id: 0,
+            gang_waiting_since_ms: spec_gang.then_some(now_ms),
         };
         tracing::info!(app_id = %id, driver_id = driver_id.unwrap_or(""), executors = target, "application registered");
         self.apps.insert(id.clone(), Arc::new(app));
@@ -271,6 +300,12 @@ impl State {
             );
         }
         let app = self.active_app_mut(app_id)?;
+        if app.spec.gang {
+            return Err(Error::FailedPrecondition(format!(
+                "{app_id} is a gang of {}: its size is fixed when it registers",
+                app.spec.executors
+            )));
+        }
         let target = u64::from(app.target) + u64::from(count);
         if target > u64::from(app.max_executors) {
             let cap = if app.spec.max_cores > 0 {

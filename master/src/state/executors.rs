@@ -46,6 +46,9 @@ pub struct ExecutorInfo {
     pub message: String,
     pub launched_at_ms: i64,
     pub ended_at_ms: i64,
+    /// HEARTH_EXECUTOR_RANK.
+    #[serde(default)]
+    pub rank: u32,
 }
 
 impl ExecutorInfo {
@@ -60,6 +63,7 @@ impl ExecutorInfo {
             message: self.message.clone(),
             launched_at_ms: self.launched_at_ms,
             ended_at_ms: self.ended_at_ms,
+            rank: self.rank,
         }
     }
 }
@@ -74,11 +78,17 @@ impl State {
         effects: &mut Vec<Effect>,
     ) -> Result<()> {
         let app = self.app(app_id)?;
-        let (cores, memory_mb, executor_id) = (
+        let (cores, memory_mb, executor_id, rank) = (
             app.spec.executor_cores,
             app.spec.executor_memory_mb,
             app.next_executor_id,
+            app.free_rank(),
         );
+        let world_size = if app.spec.gang {
+            app.spec.executors
+        } else {
+            app.target
+        };
         let key = ExecKey::new(app_id, executor_id);
         self.take_slot(worker_id, &key.to_string(), cores, memory_mb)?
             .executors
@@ -86,6 +96,7 @@ impl State {
         let app = self.app_mut(app_id)?;
         app.next_executor_id += 1;
         app.state = ApplicationState::Running;
+        app.gang_waiting_since_ms = None;
         app.executors.insert(
             executor_id,
             ExecutorInfo {
@@ -98,9 +109,10 @@ impl State {
                 message: format!("launched on {worker_id}"),
                 launched_at_ms: now_ms,
                 ended_at_ms: 0,
+                rank,
             },
         );
-        tracing::info!(app_id, executor_id, worker_id, "launching executor");
+        tracing::info!(app_id, executor_id, rank, worker_id, "launching executor");
         effects.push(Effect::send(
             worker_id,
             Msg::LaunchExecutor(proto::LaunchExecutor {
@@ -112,9 +124,48 @@ impl State {
                 memory_mb,
                 driver_id: app.driver_id.clone().unwrap_or_default(),
                 driver_host: app.driver_host.clone(),
+                rank,
+                world_size,
             }),
         ));
         Ok(())
+    }
+
+    /// A member of a gang that restarts whole failed or was lost: the others end too, and the
+    /// gang waits to be placed again together.
+    fn restart_gang(
+        &mut self,
+        key: &ExecKey,
+        state: ExecutorState,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Ok(app) = self.app_mut(&key.app_id) else {
+            return;
+        };
+        app.gang_waiting_since_ms = Some(now_ms);
+        let others: Vec<u32> = app
+            .executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .map(|e| e.id)
+            .collect();
+        tracing::info!(app_id = %key.app_id, executor_id = key.executor_id, ending = others.len(), "restarting the gang");
+        let why = format!(
+            "gang restart: executor {} {}",
+            key.executor_id,
+            state.name().to_lowercase()
+        );
+        for id in others {
+            self.executor_gone(
+                &ExecKey::new(&key.app_id, id),
+                ExecutorState::Killed,
+                None,
+                why.clone(),
+                now_ms,
+                effects,
+            );
+        }
     }
 
     /// A report from a worker about one of its executors. Reports about executors the master
@@ -227,8 +278,15 @@ impl State {
             _ => {}
         }
         app.trim_ended();
+        let restart_gang = failed.is_none()
+            && app.spec.gang_restart
+            && !app.state.is_terminal()
+            && matches!(state, ExecutorState::Failed | ExecutorState::Lost);
+        let driver_id = app.driver_id.clone();
+        if restart_gang {
+            self.restart_gang(key, state, now_ms, effects);
+        }
         if let Some(reason) = failed {
-            let driver_id = app.driver_id.clone();
             self.end_app(
                 &key.app_id,
                 ApplicationState::Failed,

@@ -240,6 +240,12 @@ impl State {
                 cores: a.spec.executor_cores,
                 memory_mb: a.spec.executor_memory_mb,
                 wanted: a.wanted(),
+                // A gang with members running replaces one alone; whole, it starts together.
+                gang_size: if a.spec.gang && a.live() == 0 {
+                    a.gang_size()
+                } else {
+                    0
+                },
             })
             .collect()
     }

@@ -76,6 +76,49 @@ impl State {
                 effects,
             );
         }
-        !over.is_empty() || !apps_over.is_empty()
+        let gangs_over = self.end_overdue_gangs(now_ms, effects);
+        !over.is_empty() || !apps_over.is_empty() || gangs_over
+    }
+
+    /// Ends FAILED every gang that has waited past its `gang_timeout_ms`, with why it waited.
+    fn end_overdue_gangs(&mut self, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
+        let overdue: Vec<(String, String)> = self
+            .active_apps
+            .iter()
+            .filter_map(|id| self.apps.get(id))
+            .filter(|a| {
+                a.spec.gang_timeout_ms > 0
+                    && a.gang_waiting_since_ms.is_some_and(|since| {
+                        now_ms.saturating_sub(since) >= a.spec.gang_timeout_ms as i64
+                    })
+            })
+            .map(|a| {
+                let waited = a.waiting_reason.as_deref().unwrap_or("it was not placed");
+                let why = format!(
+                    "gang timeout of {} reached: {waited}",
+                    format_duration(Duration::from_millis(a.spec.gang_timeout_ms))
+                );
+                (a.id.clone(), why)
+            })
+            .collect();
+        for (app_id, why) in &overdue {
+            tracing::info!(app_id, why, "gang timeout reached");
+            let driver_id = self.apps.get(app_id).and_then(|a| a.driver_id.clone());
+            self.end_app(
+                app_id,
+                proto::ApplicationState::Failed,
+                why.clone(),
+                now_ms,
+                effects,
+            );
+            if let Some(driver_id) = driver_id {
+                self.fail_driver(
+                    &driver_id,
+                    format!("its application {app_id} failed: {why}"),
+                    effects,
+                );
+            }
+        }
+        !overdue.is_empty()
     }
 }

@@ -229,6 +229,28 @@ struct WorkerPage {
     executors: Vec<ExecutorRow>,
 }
 
+/// "all 8 start together or none; restarts whole; fails after 10m waiting".
+fn gang_words(spec: &hearth_common::proto::ApplicationSpec) -> String {
+    if !spec.gang {
+        return String::new();
+    }
+    let mut words = format!("all {} start together or none", spec.executors);
+    words.push_str(if spec.gang_restart {
+        "; a failed or lost member restarts the whole gang"
+    } else {
+        "; a failed or lost member is replaced alone, keeping its rank"
+    });
+    if spec.gang_timeout_ms > 0 {
+        words.push_str(&format!(
+            "; fails if not started within {}",
+            hearth_common::duration::format_duration(std::time::Duration::from_millis(
+                spec.gang_timeout_ms
+            ))
+        ));
+    }
+    words
+}
+
 #[derive(Template)]
 #[template(path = "app.html")]
 struct AppPage {
@@ -241,6 +263,8 @@ struct AppPage {
     executor_cores: u32,
     cores_requested: u32,
     max_executors: u32,
+    /// Empty: not a gang.
+    gang: String,
     failures: String,
     driver_host: String,
     ended: String,
@@ -365,6 +389,7 @@ pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Re
         executor_cores: a.spec.executor_cores,
         cores_requested: a.target.saturating_mul(a.spec.executor_cores),
         max_executors: a.max_executors,
+        gang: gang_words(&a.spec),
         failures: format!("{} of {} allowed", a.failures, a.retries),
         driver_host: a.driver_host.clone(),
         ended: if a.ended_at_ms > 0 {

@@ -39,6 +39,7 @@ impl From<&AppInfo> for AppRow {
 pub struct ExecutorRow {
     pub app_id: String,
     pub id: u32,
+    pub rank: u32,
     pub worker: String,
     pub state: &'static str,
     pub cores: u32,
@@ -52,6 +53,7 @@ impl ExecutorRow {
         Self {
             app_id: app_id.to_string(),
             id: e.id,
+            rank: e.rank,
             worker: e.worker_id.clone(),
             state: e.state.name(),
             cores: e.cores,
