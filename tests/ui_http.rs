@@ -303,8 +303,13 @@ async fn the_kill_forms_take_the_secret_and_during_a_rotation_the_previous_one()
         apps.push(d.app_id);
     }
 
-    // A wrong secret kills nothing and changes nothing.
-    let before = cluster.json(&format!("/api/v1/apps/{}", apps[0]));
+    // A wrong secret kills nothing and changes nothing (once the executors' own reports,
+    // which change their records, are in).
+    let before = cluster
+        .wait_app(&apps[0], "its executor RUNNING", LIMIT, |a| {
+            a["executors"][0]["state"] == "RUNNING"
+        })
+        .await;
     assert_eq!(
         kill_form(&cluster, &format!("/apps/{}", apps[0]), "neither"),
         403

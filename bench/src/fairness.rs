@@ -71,6 +71,7 @@ pub fn hundred_queues(runs: usize) -> Result<Figure> {
             weight: rng.random_range(1..4),
             guaranteed: Amount::new(if team % 3 == 0 { 400 } else { 0 }, 0),
             max: (team % 4 == 0).then(|| Amount::new(2000, u64::MAX)),
+            ..QueueDef::named(&name)
         });
         for child in 0..4 {
             let leaf = format!("{name}.q{child}");
@@ -79,6 +80,7 @@ pub fn hundred_queues(runs: usize) -> Result<Figure> {
                 weight: 1,
                 guaranteed: Amount::default(),
                 max: None,
+                ..QueueDef::named(&leaf)
             });
             leaves.push(leaf);
         }

@@ -5,7 +5,9 @@
 use serde::Serialize;
 
 use crate::{
-    proto::{Application, Driver, DriverStateChange, Executor, Queue, Resources, Worker},
+    proto::{
+        Application, Driver, DriverStateChange, Executor, Preemption, Queue, Resources, Worker,
+    },
     state_names::{StateName, app_state, driver_state, executor_state, worker_state},
 };
 
@@ -59,6 +61,33 @@ pub struct StateChangeView {
     pub worker_id: Option<String>,
 }
 
+/// One preemption: who ended whom, under which rule (`reclaim`, `priority`), and why.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PreemptionView {
+    pub at_ms: i64,
+    pub rule: String,
+    pub preemptor: String,
+    pub preemptor_queue: String,
+    pub victim: String,
+    pub victim_queue: String,
+    pub reason: String,
+}
+
+impl From<&Preemption> for PreemptionView {
+    fn from(p: &Preemption) -> Self {
+        Self {
+            at_ms: p.at_ms,
+            rule: p.rule.clone(),
+            preemptor: p.preemptor.clone(),
+            preemptor_queue: p.preemptor_queue.clone(),
+            victim: p.victim.clone(),
+            victim_queue: p.victim_queue.clone(),
+            reason: p.reason.clone(),
+        }
+    }
+}
+
 impl From<&DriverStateChange> for StateChangeView {
     fn from(c: &DriverStateChange) -> Self {
         Self {
@@ -105,6 +134,8 @@ pub struct DriverView {
     pub submitted_at_ms: i64,
     pub history: Vec<StateChangeView>,
     pub app_id: Option<String>,
+    /// Preemptions it made (for room) or suffered, oldest first.
+    pub preemptions: Vec<PreemptionView>,
 }
 
 impl From<&Driver> for DriverView {
@@ -136,6 +167,7 @@ impl From<&Driver> for DriverView {
             submitted_at_ms: d.submitted_at_ms,
             history: d.history.iter().map(StateChangeView::from).collect(),
             app_id: non_empty(&d.app_id),
+            preemptions: d.preemptions.iter().map(PreemptionView::from).collect(),
         }
     }
 }
@@ -207,6 +239,8 @@ pub struct AppView {
     pub registered_at_ms: i64,
     pub ended_at_ms: Option<i64>,
     pub executors: Vec<ExecutorView>,
+    /// Preemptions it (or its executors) made or suffered, oldest first.
+    pub preemptions: Vec<PreemptionView>,
 }
 
 impl From<&Application> for AppView {
@@ -239,6 +273,7 @@ impl From<&Application> for AppView {
             registered_at_ms: a.registered_at_ms,
             ended_at_ms: (a.ended_at_ms > 0).then_some(a.ended_at_ms),
             executors: a.executors.iter().map(ExecutorView::from).collect(),
+            preemptions: a.preemptions.iter().map(PreemptionView::from).collect(),
         }
     }
 }

@@ -207,6 +207,7 @@ impl Actor {
                         || limited
                         || self.state.recovering
                         || self.state.reservation_check_due(now_ms)
+                        || self.state.preemption_due(now_ms)
                 }
             };
             if !changed {
@@ -219,6 +220,7 @@ impl Actor {
             }
             let started = Instant::now();
             self.state.schedule(ids::now_ms(), &mut effects);
+            self.state.preempt(ids::now_ms(), &mut effects);
             self.telemetry.schedule.observe(started.elapsed());
             self.state.prune();
             let failure = self.persist().await.err();

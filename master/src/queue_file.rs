@@ -15,7 +15,7 @@ use serde::Deserialize;
 use crate::{
     actor::MasterHandle,
     command::Command,
-    schedule::{Amount, QueueDef, QueueTree},
+    schedule::{Amount, QueueDef, QueueTree, preemption::Preempt},
     tenants::{Tenant, Tenants, token_hash},
 };
 
@@ -55,8 +55,6 @@ struct TenantEntry {
 pub struct QueueConfig {
     pub tree: QueueTree,
     pub tenants: Tenants,
-    /// Queues whose `preempt` settings ask for preemption, which is not performed yet.
-    pub preempting: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -70,14 +68,15 @@ struct Entry {
     #[serde(default)]
     max: Option<Size>,
     #[serde(default)]
-    preempt: Option<Preempt>,
+    preempt: Option<PreemptEntry>,
 }
 
-/// When a queue may take back its guarantee from others (`reclaim`) or let higher priorities
-/// displace lower ones (`priority`): read and checked; not acted on by this master yet.
+/// When a queue takes back its guarantee from others (`reclaim`) or lets higher priorities
+/// displace lower ones (`priority`), and how its own work is protected (`min_runtime`) and
+/// warned (`grace`) when it is preempted.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Preempt {
+struct PreemptEntry {
     #[serde(default)]
     reclaim: bool,
     #[serde(default)]
@@ -182,17 +181,20 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
         None => fail(message),
     };
     let mut defs = Vec::with_capacity(file.queues.len());
-    let mut preempting = Vec::new();
     for entry in file.queues {
+        let mut preempt = Preempt::default();
         if let Some(p) = &entry.preempt {
-            for (field, value) in [("min_runtime", &p.min_runtime), ("grace", &p.grace)] {
+            preempt.reclaim = p.reclaim;
+            preempt.priority = p.priority;
+            for (field, value, into) in [
+                ("min_runtime", &p.min_runtime, &mut preempt.min_runtime_ms),
+                ("grace", &p.grace, &mut preempt.grace_ms),
+            ] {
                 if let Some(text) = value {
-                    parse_duration(&format!("preempt.{field}"), text)
+                    let d = parse_duration(&format!("preempt.{field}"), text)
                         .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?;
+                    *into = d.as_millis().try_into().unwrap_or(u64::MAX);
                 }
-            }
-            if p.reclaim || p.priority {
-                preempting.push(entry.name.clone());
             }
         }
         validate_queue_name("name", &entry.name).map_err(|e| at(&entry.name, e.to_string()))?;
@@ -214,6 +216,7 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
             weight: entry.weight,
             guaranteed,
             max,
+            preempt,
         });
     }
     let tree = QueueTree::new(defs).map_err(|e| {
@@ -285,7 +288,6 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
     Ok(QueueConfig {
         tree,
         tenants: Tenants::new(tenants),
-        preempting,
     })
 }
 
@@ -364,7 +366,17 @@ queues:
         assert_eq!(tree.parent(training), tree.index("ml"));
         let adhoc = tree.def(tree.index("adhoc").unwrap());
         assert_eq!(adhoc.max, Some(Amount::new(2, u64::MAX)));
-        assert_eq!(parse("q.yaml", EXAMPLE).unwrap().preempting, ["ml"]);
+        let parsed = parse("q.yaml", EXAMPLE).unwrap();
+        let ml = parsed.tree.def(parsed.tree.index("ml").unwrap());
+        assert_eq!(
+            ml.preempt,
+            Preempt {
+                reclaim: true,
+                priority: false,
+                min_runtime_ms: 60_000,
+                grace_ms: 30_000
+            }
+        );
     }
 
     #[test]

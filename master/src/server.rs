@@ -110,10 +110,6 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
                     .map_err(|e| Error::Config(format!("queues file {e}")))?;
             tracing::info!(path = %path.display(), queues = %parsed.tree.names(),
                 tenants = parsed.tenants.all().len(), "queues file read");
-            if !parsed.preempting.is_empty() {
-                tracing::warn!(queues = %parsed.preempting.join(", "),
-                    "these queues ask for preemption (preempt:), which this master does not perform yet: their work waits for slots to free instead");
-            }
             if !parsed.tenants.is_empty() && config.secret.is_none() {
                 tracing::warn!(
                     "the queues file names tenants, but this master runs without a secret: every caller may do anything, and tenants' queues and ownership are not enforced"

@@ -142,7 +142,33 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
         writeln!(out, "exit code:  {code}")?;
     }
     writeln!(out, "submitted:  {}", display_time(view.submitted_at_ms))?;
+    write_preemptions(&mut out, &view.id, &view.preemptions)?;
     Ok(0)
+}
+
+/// "preempted:  <time> by driver-... (reclaim): <why>" or "preempted:  <time> app-.../3 for it".
+fn write_preemptions(
+    out: &mut impl Write,
+    id: &str,
+    preemptions: &[hearth_common::views::PreemptionView],
+) -> Result<()> {
+    for p in preemptions {
+        let at = display_time(p.at_ms);
+        if p.preemptor == id {
+            writeln!(
+                out,
+                "preempted:  {at} {} of queue {} for it ({})",
+                p.victim, p.victim_queue, p.rule
+            )?;
+        } else {
+            writeln!(
+                out,
+                "preempted:  {at} {} by {} of queue {} ({}): {}",
+                p.victim, p.preemptor, p.preemptor_queue, p.rule, p.reason
+            )?;
+        }
+    }
+    Ok(())
 }
 
 /// The first lines of `hearth status`, the same for drivers and applications.
@@ -244,6 +270,7 @@ async fn app_status(client: &Client, id: &str, json: bool) -> Result<i32> {
     if let Some(ended) = view.ended_at_ms {
         writeln!(out, "ended:      {}", display_time(ended))?;
     }
+    write_preemptions(&mut out, &view.id, &view.preemptions)?;
     writeln!(out)?;
     write_executors(&mut out, &app)?;
     Ok(0)

@@ -317,11 +317,14 @@ impl Connection {
             master_message::Msg::KillDriver(kill) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %kill.driver_id,
                     attempt = kill.attempt, reason = %kill.reason, "kill ordered");
-                self.runner.kill(
-                    &ProcessRef::Driver(kill.driver_id),
-                    kill.attempt,
-                    kill.reason,
-                );
+                let process = ProcessRef::Driver(kill.driver_id);
+                if kill.preempted {
+                    let grace = Duration::from_millis(kill.grace_ms);
+                    self.runner
+                        .preempt(&process, kill.attempt, kill.reason, grace);
+                } else {
+                    self.runner.kill(&process, kill.attempt, kill.reason);
+                }
             }
             master_message::Msg::LaunchExecutor(launch) => {
                 tracing::info!(worker_id = %self.identity.worker_id, app_id = %launch.app_id,
@@ -335,7 +338,12 @@ impl Connection {
                     app_id: kill.app_id,
                     executor_id: kill.executor_id,
                 };
-                self.runner.kill(&process, 0, kill.reason);
+                if kill.preempted {
+                    let grace = Duration::from_millis(kill.grace_ms);
+                    self.runner.preempt(&process, 0, kill.reason, grace);
+                } else {
+                    self.runner.kill(&process, 0, kill.reason);
+                }
             }
             master_message::Msg::ReadLog(request) => {
                 let work_dir = self.work_dir.clone();

@@ -23,6 +23,26 @@ use nix::{
 };
 use tokio::{process::Command, sync::mpsc, sync::oneshot};
 
+/// The file in a process's directory that says it is being preempted, written just before its
+/// SIGTERM: `reason=...` and `sigkill_at_ms=...` (epoch ms) lines.
+pub const PREEMPTION_FILE: &str = "PREEMPTED";
+/// The longest grace a preemption order may ask for.
+const MAX_PREEMPT_GRACE: Duration = Duration::from_secs(3600);
+
+/// Writes the preemption notice atomically, so a process that reads it on SIGTERM sees all
+/// of it or none.
+fn write_preemption_notice(dir: &Path, reason: &str, grace: Duration) {
+    let kill_at = hearth_common::ids::now_ms().saturating_add(grace.as_millis() as i64);
+    let reason = reason.replace(['\n', '\r'], " ");
+    let text = format!("reason={reason}\nsigkill_at_ms={kill_at}\n");
+    let tmp = dir.join(format!(".{PREEMPTION_FILE}.tmp"));
+    let done =
+        std::fs::write(&tmp, text).and_then(|()| std::fs::rename(&tmp, dir.join(PREEMPTION_FILE)));
+    if let Err(e) = done {
+        tracing::warn!(dir = %dir.display(), error = %e, "cannot write the preemption notice");
+    }
+}
+
 /// What the runner needs to know about its worker.
 #[derive(Debug, Clone)]
 pub struct RunnerConfig {
@@ -98,6 +118,10 @@ pub struct Report {
 #[derive(Debug)]
 struct KillOrder {
     reason: String,
+    /// Between SIGTERM and SIGKILL instead of the worker's own grace.
+    grace: Option<Duration>,
+    /// Preempted: the process is told so in its preemption file before SIGTERM.
+    preempted: bool,
     /// The worker is leaving: report ERROR (so the master relaunches supervised drivers
     /// elsewhere) rather than KILLED (a user's decision, never relaunched).
     worker_stopping: bool,
@@ -187,6 +211,8 @@ impl Runner {
                     let _ = tx.send(KillOrder {
                         reason: format!("superseded by attempt {}", order.attempt),
                         worker_stopping: false,
+                        grace: None,
+                        preempted: false,
                     });
                 }
                 p.next = Some(order);
@@ -229,10 +255,26 @@ impl Runner {
 
     /// Kills a process (any attempt when `attempt` is 0).
     pub fn kill(&self, process: &ProcessRef, attempt: u32, reason: String) {
-        self.send_kill(process, attempt, reason, false);
+        self.send_kill(process, attempt, reason, false, None, false);
     }
 
-    fn send_kill(&self, process: &ProcessRef, attempt: u32, reason: String, worker_stopping: bool) {
+    /// Preempts a process: writes `reason` and the time of its SIGKILL to its preemption file
+    /// (`HEARTH_PREEMPTION_FILE`), then SIGTERM, then SIGKILL after `grace` (the worker's own
+    /// when zero) unless it has ended.
+    pub fn preempt(&self, process: &ProcessRef, attempt: u32, reason: String, grace: Duration) {
+        let grace = (!grace.is_zero()).then_some(grace.min(MAX_PREEMPT_GRACE));
+        self.send_kill(process, attempt, reason, false, grace, true);
+    }
+
+    fn send_kill(
+        &self,
+        process: &ProcessRef,
+        attempt: u32,
+        reason: String,
+        worker_stopping: bool,
+        grace: Option<Duration>,
+        preempted: bool,
+    ) {
         let mut procs = self.procs();
         match procs.get_mut(process) {
             Some(p) if attempt == 0 || p.attempt == attempt => {
@@ -243,6 +285,8 @@ impl Runner {
                     let _ = tx.send(KillOrder {
                         reason,
                         worker_stopping,
+                        grace,
+                        preempted,
                     });
                 }
             }
@@ -257,7 +301,7 @@ impl Runner {
             .store(true, std::sync::atomic::Ordering::SeqCst);
         let ids: Vec<ProcessRef> = self.procs().keys().cloned().collect();
         for id in ids {
-            self.send_kill(&id, 0, reason.to_string(), true);
+            self.send_kill(&id, 0, reason.to_string(), true, None, false);
         }
         let deadline = tokio::time::Instant::now() + limit;
         while self.count() > 0 && tokio::time::Instant::now() < deadline {
@@ -309,10 +353,19 @@ impl Runner {
         let status = tokio::select! {
             status = child.wait() => status,
             order = kill_rx => {
-                let order = order.unwrap_or(KillOrder { reason: "worker stopping".into(), worker_stopping: true });
-                tracing::info!(%process, attempt, reason = %order.reason, "killing process");
+                let order = order.unwrap_or(KillOrder {
+                    reason: "worker stopping".into(),
+                    worker_stopping: true,
+                    grace: None,
+                    preempted: false,
+                });
+                let grace = order.grace.unwrap_or(self.config.kill_grace);
+                tracing::info!(%process, attempt, reason = %order.reason, preempted = order.preempted, grace_ms = grace.as_millis() as u64, "killing process");
+                if order.preempted {
+                    write_preemption_notice(&dir, &order.reason, grace);
+                }
                 let _ = killpg(pgid, Signal::SIGTERM);
-                let status = match tokio::time::timeout(self.config.kill_grace, child.wait()).await {
+                let status = match tokio::time::timeout(grace, child.wait()).await {
                     Ok(status) => status,
                     Err(_) => {
                         tracing::warn!(%process, attempt, "grace period over; SIGKILL");
@@ -357,6 +410,8 @@ impl Runner {
             .ok_or_else(|| "empty command".to_string())?;
         std::fs::create_dir_all(dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        // A notice left by an earlier attempt's preemption is not this attempt's.
+        let _ = std::fs::remove_file(dir.join(PREEMPTION_FILE));
         let open = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -387,7 +442,8 @@ impl Runner {
             .env("HEARTH_CORES", order.cores.to_string())
             .env("HEARTH_MEMORY_MB", order.memory_mb.to_string())
             .env("HEARTH_MASTER_URL", &self.config.master_url)
-            .env("HEARTH_WORK_DIR", dir);
+            .env("HEARTH_WORK_DIR", dir)
+            .env("HEARTH_PREEMPTION_FILE", dir.join(PREEMPTION_FILE));
         if let Some(ca) = &self.config.tls_ca {
             command.env(hearth_common::client::TLS_CA_ENV, ca);
         }

@@ -16,6 +16,7 @@
 //!
 //! - [`queues`]: the queue tree, what each queue uses, and which is served next.
 //! - [`fair`]: placement across queues, within their caps.
+//! - [`preemption`]: which running work ends so that work a queue is owed can start.
 //! - [`reservations`]: room held for what waited longest, and when it will fit.
 //! - [`drivers`]: where one driver fits, or why it waits.
 //! - [`gangs`]: all of a gang's executors in one turn, or none.
@@ -31,6 +32,7 @@ pub mod drivers;
 pub mod executors;
 pub mod fair;
 pub mod gangs;
+pub mod preemption;
 pub mod queues;
 mod reasons;
 pub mod reservations;

@@ -14,6 +14,7 @@ fn queue(name: &str, weight: u32, guaranteed: (u64, u64), max: Option<(u64, u64)
         weight,
         guaranteed: Amount::new(guaranteed.0, guaranteed.1),
         max: max.map(|(c, m)| Amount::new(c, m)),
+        ..QueueDef::named(name)
     }
 }
 

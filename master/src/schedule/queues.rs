@@ -25,6 +25,12 @@ impl Amount {
         self.memory_mb += other.memory_mb;
     }
 
+    /// Takes `other` away, stopping at zero.
+    pub fn sub(&mut self, other: Amount) {
+        self.cores = self.cores.saturating_sub(other.cores);
+        self.memory_mb = self.memory_mb.saturating_sub(other.memory_mb);
+    }
+
     /// Whether `self` plus `more` stays within `cap` in both.
     pub fn fits_with(self, more: Amount, cap: Amount) -> bool {
         self.cores + more.cores <= cap.cores && self.memory_mb + more.memory_mb <= cap.memory_mb
@@ -52,6 +58,8 @@ pub struct QueueDef {
     pub guaranteed: Amount,
     /// Never exceeded by the queue and its children together.
     pub max: Option<Amount>,
+    /// When it takes room back, and how its own work may be preempted.
+    pub preempt: super::preemption::Preempt,
 }
 
 impl QueueDef {
@@ -61,6 +69,7 @@ impl QueueDef {
             weight: 1,
             guaranteed: Amount::default(),
             max: None,
+            preempt: Default::default(),
         }
     }
 
@@ -255,6 +264,14 @@ impl Usage {
         self.own[q].add(amount);
         for a in tree.lineage(q) {
             self.subtree[a].add(amount);
+        }
+    }
+
+    /// Takes `amount` back from queue `q` (and its ancestors' subtrees): work that ends.
+    pub fn charge_back(&mut self, tree: &QueueTree, q: usize, amount: Amount) {
+        self.own[q].sub(amount);
+        for a in tree.lineage(q) {
+            self.subtree[a].sub(amount);
         }
     }
 

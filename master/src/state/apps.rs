@@ -56,6 +56,9 @@ pub struct AppInfo {
     /// A gang not placed yet: since when it waits whole (registration, or its last restart).
     #[serde(default)]
     pub gang_waiting_since_ms: Option<i64>,
+    /// Preemptions it (or its executors) made or suffered, oldest first.
+    #[serde(default)]
+    pub preemptions: Vec<super::preemption::PreemptionEvent>,
 }
 
 impl AppInfo {
@@ -67,9 +70,18 @@ impl AppInfo {
             .count() as u32
     }
 
-    /// Executors still to place.
+    /// Executors still to place. A gang being preempted wants none until every member has
+    /// ended: then it starts again whole.
     pub fn wanted(&self) -> u32 {
         if self.state.is_terminal() {
+            return 0;
+        }
+        if self.spec.gang
+            && self
+                .executors
+                .values()
+                .any(|e| e.state.is_live() && e.preempted.is_some())
+        {
             return 0;
         }
         self.target.saturating_sub(self.live())
@@ -141,6 +153,11 @@ impl AppInfo {
                 .map(ExecutorInfo::to_proto)
                 .collect(),
             env_names,
+            preemptions: self
+                .preemptions
+                .iter()
+                .map(super::preemption::PreemptionEvent::to_proto)
+                .collect(),
         }
     }
 
@@ -278,6 +295,7 @@ impl State {
             executors: BTreeMap::new(),
             next_executor_id: 0,
             gang_waiting_since_ms: spec_gang.then_some(now_ms),
+            preemptions: Vec::new(),
         };
         tracing::info!(app_id = %id, driver_id = driver_id.unwrap_or(""), executors = target, "application registered");
         self.apps.insert(id.clone(), Arc::new(app));

@@ -10,7 +10,7 @@ use hearth_common::{
     state_names::StateName,
 };
 
-use super::{Effect, State};
+use super::{Effect, State, preemption::PreemptionEvent};
 use crate::{
     error::{Error, Result},
     schedule::WaitCode,
@@ -64,6 +64,12 @@ pub struct DriverInfo {
     /// Applications bound to the current attempt and not yet ended.
     pub apps: Vec<String>,
     pub history: Vec<DriverStateChange>,
+    /// Its running attempt is being preempted (why): when it ends it waits again.
+    #[serde(default)]
+    pub preempted: Option<String>,
+    /// Preemptions it made or suffered, oldest first.
+    #[serde(default)]
+    pub preemptions: Vec<PreemptionEvent>,
 }
 
 impl DriverInfo {
@@ -105,6 +111,11 @@ impl DriverInfo {
             env_names,
             application,
             app_id: self.app_id.clone().unwrap_or_default(),
+            preemptions: self
+                .preemptions
+                .iter()
+                .map(PreemptionEvent::to_proto)
+                .collect(),
         }
     }
 
@@ -171,6 +182,7 @@ impl State {
                         driver_id: id.to_string(),
                         attempt,
                         reason: "killed by a user".into(),
+                        ..Default::default()
                     }),
                 ));
                 Ok(DriverState::Running)
@@ -209,6 +221,7 @@ impl State {
                     driver_id: id.to_string(),
                     attempt: d.attempt,
                     reason,
+                    ..Default::default()
                 }),
             ));
         }
@@ -244,6 +257,12 @@ impl State {
         };
         let d = Arc::make_mut(d);
         d.exit_code = status.exit_code;
+        if d.preempted.is_some() && !d.stop_requested() {
+            let why = d.preempted.clone().unwrap_or_default();
+            self.end_driver_apps(&driver_id, DriverState::Killed, &why, now_ms, effects);
+            self.requeue_preempted(&driver_id, now_ms);
+            return;
+        }
         let relaunch = d.spec.supervise
             && !d.stop_requested()
             && matches!(state, DriverState::Failed | DriverState::Error)
@@ -291,6 +310,13 @@ impl State {
             return;
         }
         let d = Arc::make_mut(d);
+        if d.preempted.is_some() && !d.stop_requested() {
+            // It was being preempted anyway: it waits again, as it would have.
+            let why = d.preempted.clone().unwrap_or_default();
+            self.end_driver_apps(driver_id, DriverState::Killed, &why, now_ms, effects);
+            self.requeue_preempted(driver_id, now_ms);
+            return;
+        }
         if d.spec.supervise && !d.stop_requested() && d.relaunches < d.spec.max_retries {
             self.end_driver_apps(driver_id, DriverState::Error, &reason, now_ms, effects);
             self.relaunch(driver_id, reason, now_ms);

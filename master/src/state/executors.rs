@@ -49,6 +49,9 @@ pub struct ExecutorInfo {
     /// HEARTH_EXECUTOR_RANK.
     #[serde(default)]
     pub rank: u32,
+    /// Being preempted (why): when it ends it is KILLED with this, and not replaced.
+    #[serde(default)]
+    pub preempted: Option<String>,
 }
 
 impl ExecutorInfo {
@@ -110,6 +113,7 @@ impl State {
                 launched_at_ms: now_ms,
                 ended_at_ms: 0,
                 rank,
+                preempted: None,
             },
         );
         tracing::info!(app_id, executor_id, rank, worker_id, "launching executor");
@@ -235,6 +239,12 @@ impl State {
             return;
         }
         let (worker_id, cores, memory_mb) = (e.worker_id.clone(), e.cores, e.memory_mb);
+        // A preempted executor ends KILLED with the reason, however its process ended.
+        let preempted = e.preempted.clone();
+        let (state, exit_code, message) = match preempted.clone() {
+            Some(why) => (ExecutorState::Killed, exit_code, why),
+            None => (state, exit_code, message),
+        };
         if let Some(w) = self.workers.get_mut(&worker_id)
             && w.executors.contains(key)
         {
@@ -249,6 +259,7 @@ impl State {
                         app_id: key.app_id.clone(),
                         executor_id: key.executor_id,
                         reason: message.clone(),
+                        ..Default::default()
                     }),
                 ));
             }
@@ -265,6 +276,14 @@ impl State {
         tracing::info!(app_id = %key.app_id, executor_id = key.executor_id, worker_id, state = state.name(), message, "executor ended");
         let mut failed = None;
         match state {
+            // Its application may ask again; a gang waits to start whole again.
+            _ if preempted.is_some() => {
+                if app.spec.gang {
+                    app.gang_waiting_since_ms.get_or_insert(now_ms);
+                } else {
+                    app.target = app.target.saturating_sub(1);
+                }
+            }
             ExecutorState::Exited => app.target = app.target.saturating_sub(1),
             ExecutorState::Failed => {
                 app.failures += 1;
@@ -279,6 +298,7 @@ impl State {
         }
         app.trim_ended();
         let restart_gang = failed.is_none()
+            && preempted.is_none()
             && app.spec.gang_restart
             && !app.state.is_terminal()
             && matches!(state, ExecutorState::Failed | ExecutorState::Lost);

@@ -11,6 +11,7 @@
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
 //! - [`queues`]: the queues in force and what each queue's work holds.
+//! - [`preemption`]: victims chosen, ordered ended with their grace, and what their end means.
 //! - [`reservations`]: room held for the heads of queues that waited too long.
 //! - [`invariants`]: the accounting every state keeps, checked by the tests.
 //! - [`demand`]: how many workers the waiting work wants, for an autoscaler.
@@ -24,6 +25,9 @@ mod drivers;
 mod executors;
 mod invariants;
 mod placement;
+mod preemption;
+#[cfg(test)]
+mod preemption_tests;
 mod queues;
 mod recovery;
 mod reservations;
@@ -46,6 +50,7 @@ pub use demand::Sizing;
 pub use drivers::DriverInfo;
 pub use executors::{ExecKey, ExecutorInfo};
 use placement::Tried;
+pub use preemption::PreemptionEvent;
 pub use workers::WorkerInfo;
 
 use crate::{
@@ -123,6 +128,13 @@ pub struct State {
     /// What the last placement of drivers left, so the next one need not try again the
     /// drivers that would wait again.
     tried: Option<Tried>,
+    /// When preemptions were last looked for.
+    preemption_checked_ms: i64,
+    /// Room being freed by preemption, by the driver or application it is for.
+    claims: std::collections::BTreeMap<String, preemption::Claim>,
+    /// Preemptions ordered since the master started, by the victim's queue, the rule and the
+    /// kind of victim (`driver`, `executor`).
+    pub preemptions_total: std::collections::BTreeMap<(String, &'static str, &'static str), u64>,
 }
 
 /// The settings that shape what the state admits and keeps and how it places executors, given
@@ -184,6 +196,9 @@ impl State {
             recent_use: Default::default(),
             recent_updated_ms: 0,
             tried: None,
+            preemption_checked_ms: 0,
+            claims: Default::default(),
+            preemptions_total: Default::default(),
         }
     }
 

@@ -95,8 +95,10 @@ impl State {
         } else {
             self.refresh_reservations(&offers, now_ms)
         };
-        let tried = if changed { 0 } else { tried };
         let mut usage = self.usage();
+        let served = self.serve_claims(&mut offers, &mut usage, now_ms, effects);
+        // Either changes what waits: everything is tried again.
+        let tried = if changed || served { 0 } else { tried };
         self.schedule_drivers(&mut offers, &mut usage, &holds, tried, now_ms, effects);
         self.schedule_executors(&mut offers, &mut usage, now_ms, effects);
     }

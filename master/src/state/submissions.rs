@@ -121,6 +121,8 @@ impl State {
             app_id: None,
             apps: Vec::new(),
             history: Vec::new(),
+            preempted: None,
+            preemptions: Vec::new(),
         };
         driver.record(DriverState::Submitted, "", now_ms);
         self.drivers.insert(id.clone(), Arc::new(driver));

@@ -51,6 +51,7 @@ impl State {
                         driver_id: id.clone(),
                         attempt: d.attempt,
                         reason: why,
+                        ..Default::default()
                     }),
                 ));
             }

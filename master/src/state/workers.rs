@@ -74,6 +74,7 @@ fn kill_driver_order(worker_id: &str, driver_id: String, attempt: u32, reason: &
             driver_id,
             attempt,
             reason: reason.into(),
+            ..Default::default()
         }),
     )
 }
@@ -161,11 +162,19 @@ impl State {
                 let (cores, memory, attempt) = (d.spec.cores, d.spec.memory_mb, d.attempt);
                 // A kill ordered before the stream broke may have been lost: order it again.
                 let kill_again = d.stop_requested().then(|| d.message.clone());
+                let preempt_again = d
+                    .preempted
+                    .clone()
+                    .map(|why| (why, self.grace_ms(&d.spec.queue)));
                 match self.take_slot(&id, &driver_id, cores, memory) {
                     Ok(w) => {
                         w.drivers.insert(driver_id.clone());
                         if let Some(reason) = kill_again {
                             effects.push(kill_driver_order(&id, driver_id, attempt, &reason));
+                        } else if let Some((why, grace_ms)) = preempt_again {
+                            effects.push(super::preemption::kill_driver(
+                                &id, &driver_id, attempt, &why, grace_ms,
+                            ));
                         }
                     }
                     Err(e) => {
@@ -213,6 +222,7 @@ impl State {
                         app_id: key.app_id,
                         executor_id: key.executor_id,
                         reason: "fenced: the master no longer runs this executor here".into(),
+                        ..Default::default()
                     }),
                 ));
             }
@@ -238,6 +248,7 @@ impl State {
                                 app_id: key.app_id.clone(),
                                 executor_id: key.executor_id,
                                 reason: "no longer fits the worker's offer".into(),
+                                ..Default::default()
                             }),
                         ));
                         false
@@ -246,6 +257,18 @@ impl State {
             if kept {
                 // It runs, whether or not its RUNNING report got through before the break.
                 self.executor_running(&key, None);
+                let preempt_again = self.executor(&key).and_then(|e| e.preempted.clone());
+                if let Some(why) = preempt_again {
+                    let queue = self.apps.get(&key.app_id).map(|a| a.queue.clone());
+                    let grace_ms = self.grace_ms(queue.as_deref().unwrap_or_default());
+                    effects.push(super::preemption::kill_executor(
+                        &id,
+                        &key.app_id,
+                        key.executor_id,
+                        &why,
+                        grace_ms,
+                    ));
+                }
             } else {
                 self.executor_gone(
                     &key,

@@ -284,4 +284,14 @@ fn queue_metrics(snap: &crate::state::State, out: &mut String) {
         "# HELP hearth_queues_file_refusals_total Times the queues file was refused since the master started.\n# TYPE hearth_queues_file_refusals_total counter\nhearth_queues_file_refusals_total {}",
         snap.queue_files_refused
     );
+    let _ = writeln!(
+        out,
+        "# HELP hearth_preemptions_total Preemptions ordered since the master started, by the victim's queue, the rule (reclaim, priority) and the kind of victim (driver, executor).\n# TYPE hearth_preemptions_total counter"
+    );
+    for ((queue, rule, kind), n) in &snap.preemptions_total {
+        let _ = writeln!(
+            out,
+            "hearth_preemptions_total{{queue=\"{queue}\",rule=\"{rule}\",kind=\"{kind}\"}} {n}"
+        );
+    }
 }

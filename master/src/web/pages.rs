@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::{
     chart::utilisation_svg,
     paging::Pager,
-    rows::{AppRow, DriverRow, ExecutorRow, WorkerRow},
+    rows::{AppRow, DriverRow, ExecutorRow, PreemptionRow, WorkerRow},
     status_of,
 };
 use crate::{
@@ -269,6 +269,7 @@ struct AppPage {
     driver_host: String,
     ended: String,
     executors: Vec<ExecutorRow>,
+    preemptions: Vec<PreemptionRow>,
 }
 
 #[derive(Template)]
@@ -285,6 +286,7 @@ struct DriverPage {
     env_names: String,
     app_id: String,
     history: Vec<HistoryRow>,
+    preemptions: Vec<PreemptionRow>,
 }
 
 struct HistoryRow {
@@ -390,6 +392,7 @@ pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Re
         cores_requested: a.target.saturating_mul(a.spec.executor_cores),
         max_executors: a.max_executors,
         gang: gang_words(&a.spec),
+        preemptions: PreemptionRow::rows(&a.preemptions),
         failures: format!("{} of {} allowed", a.failures, a.retries),
         driver_host: a.driver_host.clone(),
         ended: if a.ended_at_ms > 0 {
@@ -428,6 +431,7 @@ pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
         command: d.spec.command.join(" "),
         env_names: env_names(d.spec.env.keys()),
         app_id: d.app_id.clone().unwrap_or_default(),
+        preemptions: PreemptionRow::rows(&d.preemptions),
         history: d
             .history
             .iter()

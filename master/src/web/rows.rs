@@ -2,7 +2,7 @@
 
 use hearth_common::{ids::display_time, resources::format_mb, state_names::StateName};
 
-use crate::state::{AppInfo, DriverInfo, ExecutorInfo, WorkerInfo};
+use crate::state::{AppInfo, DriverInfo, ExecutorInfo, PreemptionEvent, WorkerInfo};
 
 /// An application as a table row.
 pub struct AppRow {
@@ -61,6 +61,41 @@ impl ExecutorRow {
             exit_code: e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             message: e.message.clone(),
         }
+    }
+}
+
+/// A preemption as a table row.
+pub struct PreemptionRow {
+    pub at: String,
+    pub rule: &'static str,
+    pub preemptor: String,
+    /// Below the UI's base: `drivers/{id}` or `apps/{id}`.
+    pub preemptor_path: String,
+    pub preemptor_queue: String,
+    pub victim: String,
+    pub victim_queue: String,
+    pub reason: String,
+}
+
+impl PreemptionRow {
+    pub fn rows(events: &[PreemptionEvent]) -> Vec<Self> {
+        events
+            .iter()
+            .map(|e| Self {
+                at: display_time(e.at_ms),
+                rule: e.rule.as_str(),
+                preemptor_path: if e.preemptor.starts_with("app-") {
+                    format!("apps/{}", e.preemptor)
+                } else {
+                    format!("drivers/{}", e.preemptor)
+                },
+                preemptor: e.preemptor.clone(),
+                preemptor_queue: e.preemptor_queue.clone(),
+                victim: e.victim.clone(),
+                victim_queue: e.victim_queue.clone(),
+                reason: e.reason.clone(),
+            })
+            .collect()
     }
 }
 
