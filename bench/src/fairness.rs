@@ -16,9 +16,13 @@ use rand::{Rng, SeedableRng, rngs::StdRng};
 
 use crate::{figures::Figure, stats::Unit};
 
-const START_MS: i64 = 1_795_000_000_000;
+pub(crate) const START_MS: i64 = 1_795_000_000_000;
 
-fn state_with_workers(workers: usize, cores: u32, reserve_after_ms: Option<u64>) -> State {
+pub(crate) fn state_with_workers(
+    workers: usize,
+    cores: u32,
+    reserve_after_ms: Option<u64>,
+) -> State {
     let limits = Limits {
         reserve_after_ms,
         // The master's default: recent use counts, with a 10-minute half-life.
@@ -44,7 +48,13 @@ fn state_with_workers(workers: usize, cores: u32, reserve_after_ms: Option<u64>)
     state
 }
 
-fn job(name: String, queue: &str, cores: u32, priority: i32, limit_ms: u64) -> DriverSpec {
+pub(crate) fn job(
+    name: String,
+    queue: &str,
+    cores: u32,
+    priority: i32,
+    limit_ms: u64,
+) -> DriverSpec {
     DriverSpec {
         name,
         command: vec!["job".into()],

@@ -10,6 +10,7 @@ mod failure;
 mod fairness;
 mod figures;
 mod launch;
+mod preemption;
 mod procs;
 mod scheduler;
 mod sim;
@@ -35,7 +36,8 @@ struct Args {
     #[arg(long)]
     quick: bool,
     /// Only the figures whose key or name contains this text (keys: start, submit,
-    /// throughput, executors, kill, stop, scheduler, queues, heartbeat, idle, durable, ui).
+    /// throughput, executors, kill, stop, scheduler, queues, preemption, heartbeat, idle,
+    /// durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -96,6 +98,12 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
     if wanted("queues", "queues:") {
         table.push(fairness::hundred_queues(pick(20, 2))?);
         for figure in fairness::trace_figures(pick(60, 10) as i64)? {
+            table.push(figure);
+        }
+    }
+    if wanted("preemption", "preemption:") {
+        table.push(preemption::decision(pick(20, 2))?);
+        for figure in preemption::trace_figures(pick(60, 10) as i64)? {
             table.push(figure);
         }
     }

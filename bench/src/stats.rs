@@ -14,6 +14,8 @@ pub enum Unit {
     /// Percentage points.
     Points,
     Seconds,
+    /// A plain ratio.
+    Ratio,
 }
 
 impl Unit {
@@ -26,6 +28,7 @@ impl Unit {
             Unit::Percent => format!("{value:.1} %"),
             Unit::Points => format!("{value:.2} pp"),
             Unit::Seconds => format!("{value:.0} s"),
+            Unit::Ratio => format!("{value:.2}"),
         }
     }
 }

@@ -57,6 +57,8 @@ pub struct Offer {
 #[cfg(test)]
 mod gang_tests;
 #[cfg(test)]
+mod preemption_tests;
+#[cfg(test)]
 mod queue_tests;
 #[cfg(test)]
 mod tests;

@@ -82,7 +82,7 @@ pub struct Running {
 }
 
 impl Running {
-    fn amount(&self) -> Amount {
+    pub(super) fn amount(&self) -> Amount {
         let mut a = Amount::default();
         for &(_, c, m) in &self.pieces {
             a.add(Amount::new(u64::from(c), m));
@@ -195,20 +195,55 @@ fn within_guarantee(tree: &QueueTree, usage: &Usage, q: usize, more: Amount) -> 
         && (g.memory_mb == 0 || used.memory_mb + more.memory_mb <= g.memory_mb)
 }
 
-/// Whether taking `amount` from queue `v` leaves it and every ancestor not shared with `q` at
-/// or above their guarantees: only what is above a guarantee may be reclaimed.
-fn reclaimable(tree: &QueueTree, usage: &Usage, v: usize, q: usize, amount: Amount) -> bool {
-    let shared: Vec<usize> = tree.lineage(q).collect();
-    if shared.contains(&v) || tree.lineage(v).any(|a| a == q) {
-        return false;
+/// What reclaim may still take from each queue for one need: how far each queue's subtree is
+/// above its guarantee, for the queues outside the reclaiming queue's lineage and subtree.
+#[derive(Clone)]
+struct Floors {
+    /// Per queue: (cores, memory) above its guarantee; `None`: off limits.
+    above: Vec<Option<(u64, u64)>>,
+}
+
+impl Floors {
+    fn new(tree: &QueueTree, usage: &Usage, q: usize) -> Self {
+        let shared: Vec<usize> = tree.lineage(q).collect();
+        let above = (0..tree.len())
+            .map(|a| {
+                let related = shared.contains(&a) || tree.lineage(a).any(|x| x == q);
+                (!related).then(|| {
+                    let g = tree.def(a).guaranteed;
+                    let used = usage.subtree(a);
+                    (
+                        used.cores.saturating_sub(g.cores),
+                        used.memory_mb.saturating_sub(g.memory_mb),
+                    )
+                })
+            })
+            .collect();
+        Self { above }
     }
-    tree.lineage(v)
-        .take_while(|a| !shared.contains(a))
-        .all(|a| {
-            let g = tree.def(a).guaranteed;
-            let used = usage.subtree(a);
-            used.cores >= g.cores + amount.cores && used.memory_mb >= g.memory_mb + amount.memory_mb
-        })
+
+    /// Whether `amount` may be taken from queue `v`: every queue from `v` up to (not including)
+    /// the shared ancestors stays at or above its guarantee.
+    fn allows(&self, tree: &QueueTree, v: usize, amount: Amount) -> bool {
+        if self.above[v].is_none() {
+            return false;
+        }
+        tree.lineage(v)
+            .map_while(|a| self.above[a])
+            .all(|(c, m)| c >= amount.cores && m >= amount.memory_mb)
+    }
+
+    fn take(&mut self, tree: &QueueTree, v: usize, amount: Amount) {
+        for a in tree.lineage(v) {
+            match &mut self.above[a] {
+                Some((c, m)) => {
+                    *c = c.saturating_sub(amount.cores);
+                    *m = m.saturating_sub(amount.memory_mb);
+                }
+                None => break,
+            }
+        }
+    }
 }
 
 /// The part of `need` that reclaim may make room for: all of it, or as many pieces as the
@@ -234,18 +269,55 @@ fn reclaimable_part(tree: &QueueTree, usage: &Usage, policy: &[Preempt], need: &
     }
 }
 
-/// Decides the preemptions for `needs` (in the order they should be served), given each
-/// offer's free room `free` (cores, memory), the running work, each queue's settings
-/// (`policy[q]`) and what each queue uses. `usage` is updated as victims are chosen.
+/// Takes what need `n` left of the room it could see; offers hidden from it keep theirs.
+fn keep_unhidden(free: &mut [(u64, u64)], seen: &[(u64, u64)], owners: &[Option<usize>], n: usize) {
+    for (w, room) in free.iter_mut().enumerate() {
+        if owners.get(w).is_none_or(|o| o.is_none_or(|o| o == n)) {
+            *room = seen[w];
+        }
+    }
+}
+
+/// The cluster as preemption sees it.
+#[derive(Debug, Clone, Copy)]
+pub struct Cluster<'a> {
+    /// Each offer's free room (cores, memory).
+    pub free: &'a [(u32, u64)],
+    pub running: &'a [Running],
+    /// Each offer's claimant, if it is claimed: the index of a need, or any other number for
+    /// work not among the needs. Its room, free or being freed, is its claimant's alone.
+    pub owners: &'a [Option<usize>],
+}
+
+/// One way to make room for one more piece: these victims (in the order taken), and how
+/// good a way it is (lower is better): cores freed beyond what was missing, then the latest
+/// place in the victim order any of them has.
+struct Way {
+    victims: Vec<usize>,
+    cost: (u64, usize),
+}
+
+/// Decides the preemptions for `needs` (in the order they should be served), given the
+/// cluster, each queue's settings (`policy[q]`) and what each queue uses. `usage` is updated
+/// as victims are chosen.
+///
+/// For each piece a need still lacks, every worker is asked what it would take there: its
+/// candidates in victim order until the piece fits. The worker that frees the least beyond the
+/// piece wins (then the one whose victims come earliest in the order). Gangs, which free room
+/// on several workers at once, are tried only when no single victim set on one worker does.
 pub fn choose(
     tree: &QueueTree,
     usage: &mut Usage,
     policy: &[Preempt],
-    free: &[(u32, u64)],
-    running: &[Running],
+    cluster: &Cluster<'_>,
     needs: &[Need],
     now_ms: i64,
 ) -> Vec<Decision> {
+    let Cluster {
+        free,
+        running,
+        owners,
+    } = *cluster;
     let mut free: Vec<(u64, u64)> = free.iter().map(|&(c, m)| (u64::from(c), m)).collect();
     for r in running.iter().filter(|r| r.ending) {
         for &(w, c, m) in &r.pieces {
@@ -253,10 +325,7 @@ pub fn choose(
             free[w].1 += m;
         }
     }
-    let mut taken = vec![false; running.len()];
-    for (i, r) in running.iter().enumerate() {
-        taken[i] = r.ending;
-    }
+    let mut taken: Vec<bool> = running.iter().map(|r| r.ending).collect();
     // Candidates in the order victims are taken: executors before drivers, lowest priority,
     // most recently started.
     let mut order: Vec<usize> = (0..running.len()).filter(|&i| !taken[i]).collect();
@@ -271,14 +340,32 @@ pub fn choose(
         let min = policy.get(r.queue).map_or(0, |p| p.min_runtime_ms);
         now_ms.saturating_sub(r.started_ms) >= min as i64
     };
+    // Each worker's single-piece candidates, in victim order (rank = place in `order`).
+    let mut by_worker: Vec<Vec<(usize, usize)>> = vec![Vec::new(); free.len()];
+    let mut multi: Vec<(usize, usize)> = Vec::new();
+    for (rank, &i) in order.iter().enumerate() {
+        if !old_enough(&running[i]) {
+            continue;
+        }
+        match running[i].pieces.as_slice() {
+            [(w, _, _)] => by_worker[*w].push((rank, i)),
+            _ => multi.push((rank, i)),
+        }
+    }
     let mut decisions = Vec::new();
     for (n, need) in needs.iter().enumerate() {
         let need = &reclaimable_part(tree, usage, policy, need);
-        let mut room = Room::new(free.clone(), need.cores, need.memory_mb);
+        let mut visible = free.clone();
+        for (w, owner) in owners.iter().enumerate() {
+            if owner.is_some_and(|o| o != n) {
+                visible[w] = (0, 0);
+            }
+        }
+        let mut room = Room::new(visible, need.cores, need.memory_mb);
         if room.fitting >= u64::from(need.count) {
             // Room is there, or being freed: it goes to this need, not to a new decision.
             room.consume(u64::from(need.count));
-            free = room.free;
+            keep_unhidden(&mut free, &room.free, owners, n);
             continue;
         }
         let q = need.queue;
@@ -290,47 +377,89 @@ pub fn choose(
         } else {
             continue;
         };
-        let eligible = |r: &Running, usage: &Usage| {
-            old_enough(r)
-                && match rule {
-                    Rule::Reclaim => reclaimable(tree, usage, r.queue, q, r.amount()),
-                    Rule::Priority => r.queue == q && r.priority < need.priority,
-                }
-        };
         let mut chosen: Vec<usize> = Vec::new();
-        let mut trial = usage.clone();
-        for &i in &order {
-            if taken[i] || !eligible(&running[i], &trial) {
-                continue;
+        let mut floors = Floors::new(tree, usage, q);
+        let mut scratch = floors.clone();
+        let eligible = |r: &Running, floors: &Floors| match rule {
+            Rule::Reclaim => floors.allows(tree, r.queue, r.amount()),
+            Rule::Priority => r.queue == q && r.priority < need.priority,
+        };
+        while room.fitting < u64::from(need.count) {
+            let mut best: Option<(usize, Way)> = None;
+            for (w, candidates) in by_worker.iter().enumerate() {
+                // One more piece than the worker holds now.
+                let pieces = room.term(w) + 1;
+                let want_c = u64::from(need.cores) * pieces;
+                let want_m = need.memory_mb * pieces;
+                let (start_c, start_m) = room.free[w];
+                let (mut c, mut m) = (start_c, start_m);
+                scratch.above.clone_from(&floors.above);
+                let mut victims = Vec::new();
+                let mut worst = 0;
+                for &(rank, i) in candidates {
+                    if c >= want_c && m >= want_m {
+                        break;
+                    }
+                    if taken[i] || !eligible(&running[i], &scratch) {
+                        continue;
+                    }
+                    let (_, vc, vm) = running[i].pieces[0];
+                    c += u64::from(vc);
+                    m += vm;
+                    scratch.take(tree, running[i].queue, running[i].amount());
+                    victims.push(i);
+                    worst = worst.max(rank);
+                }
+                if c < want_c || m < want_m || victims.is_empty() {
+                    continue;
+                }
+                // Freed beyond what the piece lacked there.
+                let lacked = want_c.saturating_sub(start_c);
+                let cost = ((c - start_c).saturating_sub(lacked), worst);
+                if best.as_ref().is_none_or(|(_, b)| cost < b.cost) {
+                    best = Some((w, Way { victims, cost }));
+                }
             }
-            room.change(&running[i].pieces, true);
-            chosen.push(i);
-            trial.charge_back(tree, running[i].queue, running[i].amount());
-            if room.fitting >= u64::from(need.count) {
-                break;
+            let picked = match best {
+                Some((_, option)) => option.victims,
+                // No worker alone: a gang that frees room the need can use.
+                None => {
+                    let gang = multi.iter().find(|&&(_, i)| {
+                        if taken[i] || !eligible(&running[i], &floors) {
+                            return false;
+                        }
+                        let before = room.fitting;
+                        room.change(&running[i].pieces, true);
+                        let helps = room.fitting > before;
+                        room.change(&running[i].pieces, false);
+                        helps
+                    });
+                    match gang {
+                        Some(&(_, i)) => vec![i],
+                        None => break,
+                    }
+                }
+            };
+            for i in picked {
+                taken[i] = true;
+                room.change(&running[i].pieces, true);
+                floors.take(tree, running[i].queue, running[i].amount());
+                chosen.push(i);
             }
         }
         if room.fitting < u64::from(need.count) {
             // Preempting cannot make room enough: nothing ends for nothing.
+            for &i in &chosen {
+                taken[i] = false;
+            }
             continue;
         }
-        // Let go of any victim not needed after all, latest taken first.
-        for k in (0..chosen.len()).rev() {
-            let i = chosen[k];
-            room.change(&running[i].pieces, false);
-            if room.fitting >= u64::from(need.count) {
-                chosen.remove(k);
-            } else {
-                room.change(&running[i].pieces, true);
-            }
-        }
         for &i in &chosen {
-            taken[i] = true;
             usage.charge_back(tree, running[i].queue, running[i].amount());
         }
         usage.charge(tree, q, need.amount());
         let places = room.consume(u64::from(need.count));
-        free = room.free;
+        keep_unhidden(&mut free, &room.free, owners, n);
         decisions.push(Decision {
             need: n,
             rule,
@@ -339,212 +468,4 @@ pub fn choose(
         });
     }
     decisions
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::schedule::QueueDef;
-
-    fn tree() -> QueueTree {
-        let q = |name: &str, g: u64| QueueDef {
-            guaranteed: Amount::new(g, 0),
-            ..QueueDef::named(name)
-        };
-        QueueTree::new(vec![q("owed", 4), q("lender", 0)]).unwrap_or_default()
-    }
-
-    fn policy(tree: &QueueTree, reclaim: &str, min_runtime_ms: u64) -> Vec<Preempt> {
-        (0..tree.len())
-            .map(|i| Preempt {
-                reclaim: tree.def(i).name == reclaim,
-                priority: true,
-                min_runtime_ms,
-                grace_ms: 1000,
-            })
-            .collect()
-    }
-
-    fn running(queue: usize, worker: usize, cores: u32, started_ms: i64) -> Running {
-        Running {
-            queue,
-            priority: 0,
-            started_ms,
-            is_driver: false,
-            ending: false,
-            pieces: vec![(worker, cores, 100)],
-        }
-    }
-
-    fn usage_of(tree: &QueueTree, running: &[Running]) -> Usage {
-        let mut usage = Usage::new(tree, Amount::new(8, 8000));
-        for r in running {
-            usage.charge(tree, r.queue, r.amount());
-        }
-        usage
-    }
-
-    #[test]
-    fn a_queue_below_its_guarantee_takes_just_enough_from_a_lender_newest_first() {
-        let tree = tree();
-        let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
-        // The lender fills both workers with 1-core executors, started at 0..8 s.
-        let work: Vec<Running> = (0..8)
-            .map(|i| running(lender, (i % 2) as usize, 1, i * 1000))
-            .collect();
-        let mut usage = usage_of(&tree, &work);
-        let need = Need {
-            queue: owed,
-            priority: 0,
-            cores: 2,
-            memory_mb: 100,
-            count: 1,
-            whole: false,
-        };
-        let decisions = choose(
-            &tree,
-            &mut usage,
-            &policy(&tree, "owed", 0),
-            &[(0, 7000), (0, 7000)],
-            &work,
-            &[need],
-            100_000,
-        );
-        assert_eq!(decisions.len(), 1);
-        let d = &decisions[0];
-        assert_eq!(d.rule, Rule::Reclaim);
-        // Two newest executors on one worker: 7 s is on worker 1, and 5 s is the next there.
-        assert_eq!(d.victims, [7, 5]);
-        assert_eq!(usage.subtree(owed).cores, 2);
-        assert_eq!(usage.subtree(lender).cores, 6);
-    }
-
-    #[test]
-    fn work_younger_than_min_runtime_is_never_chosen_and_nothing_ends_for_nothing() {
-        let tree = tree();
-        let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
-        let work = vec![running(lender, 0, 4, 95_000), running(lender, 1, 4, 10_000)];
-        let need = Need {
-            queue: owed,
-            priority: 0,
-            cores: 4,
-            memory_mb: 100,
-            count: 2,
-            whole: true,
-        };
-        let mut usage = usage_of(&tree, &work);
-        // Only the old one may go, and one is not enough for a gang of two: nothing is
-        // preempted.
-        let decisions = choose(
-            &tree,
-            &mut usage,
-            &policy(&tree, "owed", 60_000),
-            &[(0, 7000), (0, 7000)],
-            &work,
-            std::slice::from_ref(&need),
-            100_000,
-        );
-        assert!(decisions.is_empty(), "{decisions:?}");
-        let one = Need {
-            count: 1,
-            whole: false,
-            ..need
-        };
-        let decisions = choose(
-            &tree,
-            &mut usage,
-            &policy(&tree, "owed", 60_000),
-            &[(0, 7000), (0, 7000)],
-            &work,
-            &[one],
-            100_000,
-        );
-        assert_eq!(decisions[0].victims, [1]);
-    }
-
-    #[test]
-    fn a_queue_at_its_guarantee_does_not_reclaim_and_a_lender_at_its_own_is_no_victim() {
-        let q = |name: &str, g: u64| QueueDef {
-            guaranteed: Amount::new(g, 0),
-            ..QueueDef::named(name)
-        };
-        let tree = QueueTree::new(vec![q("owed", 2), q("lender", 4)]).unwrap_or_default();
-        let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
-        let work: Vec<Running> = (0..6).map(|_| running(lender, 0, 1, 0)).collect();
-        let need = |cores| Need {
-            queue: owed,
-            priority: 0,
-            cores,
-            memory_mb: 100,
-            count: 1,
-            whole: false,
-        };
-        let policy = policy(&tree, "owed", 0);
-        // 3 cores would take owed past its guarantee of 2.
-        let mut usage = usage_of(&tree, &work);
-        assert!(choose(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(3)], 1).is_empty());
-        // 2 cores: the lender has 6 of a guarantee of 4, so exactly 2 may go.
-        let decisions = choose(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(2)], 1);
-        assert_eq!(decisions[0].victims.len(), 2);
-        // Another 2 would take the lender below its guarantee.
-        let again = choose(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(2)], 1);
-        assert!(again.iter().all(|d| d.victims.is_empty()), "{again:?}");
-    }
-
-    #[test]
-    fn room_already_being_freed_is_not_taken_twice() {
-        let tree = tree();
-        let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
-        let mut work: Vec<Running> = (0..4).map(|i| running(lender, 0, 2, i)).collect();
-        work[3].ending = true;
-        let mut usage = usage_of(&tree, &work);
-        let need = Need {
-            queue: owed,
-            priority: 0,
-            cores: 2,
-            memory_mb: 100,
-            count: 1,
-            whole: false,
-        };
-        let decisions = choose(
-            &tree,
-            &mut usage,
-            &policy(&tree, "owed", 0),
-            &[(0, 8000)],
-            &work,
-            &[need],
-            10,
-        );
-        assert!(decisions.is_empty(), "{decisions:?}");
-    }
-
-    #[test]
-    fn priority_preempts_lower_priority_in_the_same_queue_executors_first() {
-        let tree = tree();
-        let lender = tree.index("lender").unwrap();
-        let mut work = vec![running(lender, 0, 2, 0), running(lender, 0, 2, 0)];
-        work[0].is_driver = true;
-        work[1].priority = 5;
-        let mut usage = usage_of(&tree, &work);
-        let need = Need {
-            queue: lender,
-            priority: 3,
-            cores: 2,
-            memory_mb: 100,
-            count: 1,
-            whole: false,
-        };
-        let decisions = choose(
-            &tree,
-            &mut usage,
-            &policy(&tree, "none", 0),
-            &[(0, 8000)],
-            &work,
-            &[need],
-            10,
-        );
-        // The executor has priority 5, above the need's 3: only the driver (0) may go.
-        assert_eq!(decisions[0].rule, Rule::Priority);
-        assert_eq!(decisions[0].victims, [0]);
-    }
 }

@@ -11,7 +11,9 @@
 //! - [`executors`]: executors: placement, reports and replacement.
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
 //! - [`queues`]: the queues in force and what each queue's work holds.
+//! - [`claims`]: room being freed, held for the work it is freed for.
 //! - [`preemption`]: victims chosen, ordered ended with their grace, and what their end means.
+//! - [`gang_reservations`]: workers held for gangs that waited too long.
 //! - [`reservations`]: room held for the heads of queues that waited too long.
 //! - [`invariants`]: the accounting every state keeps, checked by the tests.
 //! - [`demand`]: how many workers the waiting work wants, for an autoscaler.
@@ -20,9 +22,11 @@
 //! - [`stored`]: the shapes of what is kept across restarts.
 
 mod apps;
+mod claims;
 mod demand;
 mod drivers;
 mod executors;
+mod gang_reservations;
 mod invariants;
 mod placement;
 mod preemption;
@@ -131,7 +135,8 @@ pub struct State {
     /// When preemptions were last looked for.
     preemption_checked_ms: i64,
     /// Room being freed by preemption, by the driver or application it is for.
-    claims: std::collections::BTreeMap<String, preemption::Claim>,
+    claims: std::collections::BTreeMap<String, claims::Claim>,
+    claim_seq: u64,
     /// Preemptions ordered since the master started, by the victim's queue, the rule and the
     /// kind of victim (`driver`, `executor`).
     pub preemptions_total: std::collections::BTreeMap<(String, &'static str, &'static str), u64>,
@@ -198,6 +203,7 @@ impl State {
             tried: None,
             preemption_checked_ms: 0,
             claims: Default::default(),
+            claim_seq: 0,
             preemptions_total: Default::default(),
         }
     }

@@ -96,6 +96,7 @@ impl State {
             self.refresh_reservations(&offers, now_ms)
         };
         let mut usage = self.usage();
+        self.reserve_for_gangs(&offers, now_ms);
         let served = self.serve_claims(&mut offers, &mut usage, now_ms, effects);
         // Either changes what waits: everything is tried again.
         let tried = if changed || served { 0 } else { tried };

@@ -10,14 +10,17 @@
 //! worker comes back still running the victim, and acted on once, when the victim's end is
 //! reported.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{collections::HashMap, sync::Arc};
 
 use hearth_common::{
     duration::format_duration,
     proto::{self, DriverState, master_message::Msg},
 };
 
-use super::{Effect, ExecKey, State};
+use super::{
+    Effect, ExecKey, State,
+    claims::{CLAIM_MARGIN_MS, Claim},
+};
 use crate::schedule::{
     WaitCode,
     preemption::{self, Need, Preempt, Rule, Running},
@@ -28,6 +31,9 @@ const MAX_EVENTS: usize = 20;
 /// Decisions are looked for at most this often: a victim's room is counted as coming free
 /// from the decision on, so looking more often would find nothing new.
 const CHECK_EVERY_MS: i64 = 200;
+/// Waiting items considered a turn: a burst is served over a few turns rather than one long
+/// one.
+const MAX_NEEDS: usize = 64;
 
 /// One preemption, as kept with the driver or application that made or suffered it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -62,18 +68,6 @@ pub(super) fn remember(events: &mut Vec<PreemptionEvent>, event: PreemptionEvent
     }
 }
 
-/// Room being freed by preemption, held for the work it was freed for: hidden from everything
-/// else, so a victim (or anyone) cannot take part of it back while the rest is still ending.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claim {
-    pub workers: Vec<String>,
-    /// Given up then, whatever happened: the victims' grace and a margin.
-    pub until_ms: i64,
-}
-
-/// How long after its victims' grace a claim is kept.
-const CLAIM_MARGIN_MS: i64 = 10_000;
-
 /// Who ends: a driver, one executor, or every live member of a gang.
 #[derive(Debug, Clone)]
 enum Victim {
@@ -96,15 +90,26 @@ impl Waiter {
     }
 }
 
-/// The room that waits are for: a wait for lack of free slots (not a cap or a reservation).
+/// The room that waits are for: a wait for lack of free slots, or for room another queue's
+/// reservation holds (not a cap).
 fn wants_room(code: Option<WaitCode>) -> bool {
-    matches!(code, Some(WaitCode::NoFreeSlots | WaitCode::Fragmented))
+    matches!(
+        code,
+        Some(WaitCode::NoFreeSlots | WaitCode::Fragmented | WaitCode::Reserved)
+    )
 }
 
 impl State {
     /// Each queue's preemption settings, by index in the tree.
     fn preempt_policy(&self) -> Vec<Preempt> {
         self.queues.defs().iter().map(|d| d.preempt).collect()
+    }
+
+    /// Whether victims are still ending for `waiter`: its claim from a preemption holds.
+    fn preempted_for(&self, waiter: &str, now_ms: i64) -> bool {
+        self.claims
+            .get(waiter)
+            .is_some_and(|c| c.until_ms != i64::MAX && c.until_ms > now_ms)
     }
 
     /// The grace a victim of `queue` gets (the default when the queue is gone).
@@ -136,12 +141,12 @@ impl State {
         self.preemption_checked_ms = now_ms;
         let policy = self.preempt_policy();
         let preempting: Vec<bool> = policy.iter().map(|p| p.reclaim || p.priority).collect();
-        let (needs, waiters) = self.needs(&preempting);
+        let (needs, waiters) = self.needs(&preempting, now_ms);
         if needs.is_empty() {
             return false;
         }
         let offers = self.offers();
-        let index: BTreeMap<&str, usize> = offers
+        let index: HashMap<&str, usize> = offers
             .iter()
             .enumerate()
             .map(|(i, o)| (o.worker_id.as_str(), i))
@@ -151,16 +156,40 @@ impl State {
             .iter()
             .map(|o| (o.free_cores, o.free_memory_mb))
             .collect();
+        // Claimed room is its claimant's alone, whether it is free yet or still being freed;
+        // a worker reserved for a driver that waited long is kept for it.
+        let mut owners: Vec<Option<usize>> = vec![None; offers.len()];
+        for (holder, worker) in &self.reservations {
+            if let Some(&i) = index.get(worker.as_str()) {
+                owners[i] = Some(
+                    waiters
+                        .iter()
+                        .position(|w| w.id() == holder)
+                        .unwrap_or(usize::MAX),
+                );
+            }
+        }
+        for (claimant, claim) in &self.claims {
+            let owner = waiters
+                .iter()
+                .position(|w| w.id() == claimant)
+                .unwrap_or(usize::MAX);
+            for worker in claim.workers() {
+                if let Some(&i) = index.get(worker)
+                    && owners[i].is_none()
+                {
+                    owners[i] = Some(owner);
+                }
+            }
+        }
         let mut usage = self.usage();
-        let decisions = preemption::choose(
-            &self.queues,
-            &mut usage,
-            &policy,
-            &free,
-            &running,
-            &needs,
-            now_ms,
-        );
+        let cluster = preemption::Cluster {
+            free: &free,
+            running: &running,
+            owners: &owners,
+        };
+        let decisions =
+            preemption::choose(&self.queues, &mut usage, &policy, &cluster, &needs, now_ms);
         let mut any = false;
         for decision in decisions {
             let waiter = &waiters[decision.need];
@@ -172,20 +201,23 @@ impl State {
                 .map(|&v| self.queues.def(running[v].queue).preempt.grace_ms)
                 .max()
                 .unwrap_or(0);
-            let mut workers: Vec<String> = decision
+            let pieces: Vec<String> = decision
                 .places
                 .iter()
                 .map(|&i| offers[i].worker_id.clone())
                 .collect();
-            workers.dedup();
+            let seq = self.next_claim_seq();
             self.claims.insert(
                 waiter.id().to_string(),
-                Claim {
-                    workers,
-                    until_ms: now_ms
+                Claim::of_pieces(
+                    &pieces,
+                    need.cores,
+                    need.memory_mb,
+                    now_ms
                         .saturating_add(longest_grace as i64)
                         .saturating_add(CLAIM_MARGIN_MS),
-                },
+                    seq,
+                ),
             );
             for &v in &decision.victims {
                 let victim_queue = self.queues.def(running[v].queue).clone();
@@ -224,20 +256,11 @@ impl State {
         any
     }
 
-    /// What waits for room in queues that preempt: per queue, its first item in serve order
-    /// (priority, then submission) that waits for free slots.
-    fn needs(&self, preempting: &[bool]) -> (Vec<Need>, Vec<Waiter>) {
-        let mut first: BTreeMap<usize, (i32, usize, Need, Waiter)> = BTreeMap::new();
-        let mut seq = 0;
-        let mut offer = |q: usize, priority: i32, need: Need, waiter: Waiter| {
-            seq += 1;
-            let better = first.get(&q).is_none_or(|(p, s, _, _)| {
-                (priority, std::cmp::Reverse(seq)) > (*p, std::cmp::Reverse(*s))
-            });
-            if better {
-                first.insert(q, (priority, seq, need, waiter));
-            }
-        };
+    /// What waits for room in queues that preempt, in serve order (higher priority first, then
+    /// the longest waiting), at most [`MAX_NEEDS`] a turn.
+    fn needs(&self, preempting: &[bool], now_ms: i64) -> (Vec<Need>, Vec<Waiter>) {
+        // (priority, waiting since, need, who)
+        let mut items: Vec<(i32, i64, Need, Waiter)> = Vec::new();
         for id in &self.waiting {
             let Some(d) = self.drivers.get(id) else {
                 continue;
@@ -245,7 +268,7 @@ impl State {
             let Some(q) = self.queues.index(&d.spec.queue) else {
                 continue;
             };
-            if !preempting[q] || !wants_room(d.waiting_code) {
+            if !preempting[q] || !wants_room(d.waiting_code) || self.preempted_for(id, now_ms) {
                 continue;
             }
             let need = Need {
@@ -256,7 +279,8 @@ impl State {
                 count: 1,
                 whole: true,
             };
-            offer(q, d.spec.priority, need, Waiter::Driver(id.clone()));
+            let since = d.history.last().map_or(d.submitted_at_ms, |h| h.at_ms);
+            items.push((d.spec.priority, since, need, Waiter::Driver(id.clone())));
         }
         for id in &self.active_apps {
             let Some(a) = self.apps.get(id) else {
@@ -265,7 +289,11 @@ impl State {
             let Some(q) = self.queues.index(&a.queue) else {
                 continue;
             };
-            if !preempting[q] || !wants_room(a.waiting_code) || a.wanted() == 0 {
+            if !preempting[q]
+                || !wants_room(a.waiting_code)
+                || a.wanted() == 0
+                || self.preempted_for(id, now_ms)
+            {
                 continue;
             }
             let need = Need {
@@ -276,43 +304,42 @@ impl State {
                 count: a.wanted(),
                 whole: a.spec.gang && a.live() == 0,
             };
-            offer(q, a.priority, need, Waiter::App(id.clone()));
+            let since = a.gang_waiting_since_ms.unwrap_or(a.registered_at_ms);
+            items.push((a.priority, since, need, Waiter::App(id.clone())));
         }
-        // Higher priorities first, then the longest waiting.
-        let mut items: Vec<(i32, usize, Need, Waiter)> = first.into_values().collect();
-        items.sort_by_key(|(p, s, _, _)| (std::cmp::Reverse(*p), *s));
+        // Stable: equal times keep drivers' waiting order, then applications'.
+        items.sort_by_key(|(p, since, _, _)| (std::cmp::Reverse(*p), *since));
+        items.truncate(MAX_NEEDS);
         items.into_iter().map(|(_, _, n, w)| (n, w)).unzip()
     }
 
     /// Everything running on alive workers as preemption candidates, with who each one is.
-    fn running(&self, index: &BTreeMap<&str, usize>) -> (Vec<Running>, Vec<Victim>) {
+    fn running(&self, index: &HashMap<&str, usize>) -> (Vec<Running>, Vec<Victim>) {
         let mut running = Vec::new();
         let mut victims = Vec::new();
-        for (worker_id, &w) in index {
-            let Some(worker) = self.workers.get(*worker_id) else {
+        // In one pass over the records: a lookup per driver costs more than the whole pass.
+        for d in self.drivers.values() {
+            if d.state != DriverState::Running {
+                continue;
+            }
+            let (Some(&w), Some(q)) = (
+                d.worker_id.as_deref().and_then(|w| index.get(w)),
+                self.queues.index(&d.spec.queue),
+            ) else {
                 continue;
             };
-            for id in &worker.drivers {
-                let Some(d) = self.drivers.get(id) else {
-                    continue;
-                };
-                let (Some(q), DriverState::Running) = (self.queues.index(&d.spec.queue), d.state)
-                else {
-                    continue;
-                };
-                running.push(Running {
-                    queue: q,
-                    priority: d.spec.priority,
-                    started_ms: d.running_since_ms.unwrap_or(0),
-                    is_driver: true,
-                    ending: d.preempted.is_some() || d.stop_requested(),
-                    pieces: vec![(w, d.spec.cores, d.spec.memory_mb)],
-                });
-                victims.push(Victim::Driver {
-                    id: id.clone(),
-                    attempt: d.attempt,
-                });
-            }
+            running.push(Running {
+                queue: q,
+                priority: d.spec.priority,
+                started_ms: d.running_since_ms.unwrap_or(0),
+                is_driver: true,
+                ending: d.preempted.is_some() || d.stop_requested(),
+                pieces: vec![(w, d.spec.cores, d.spec.memory_mb)],
+            });
+            victims.push(Victim::Driver {
+                id: d.id.clone(),
+                attempt: d.attempt,
+            });
         }
         for app_id in &self.active_apps {
             let Some(a) = self.apps.get(app_id) else {
@@ -492,145 +519,4 @@ pub(super) fn kill_executor(
             preempted: true,
         }),
     )
-}
-
-impl State {
-    /// Gives claimed room to the work it was freed for, and hides what remains of it from
-    /// this turn's other placements. A claim ends when its work runs, leaves, or time is up.
-    /// Returns whether any claim ended (then what waits has changed).
-    pub(super) fn serve_claims(
-        &mut self,
-        offers: &mut [crate::schedule::Offer],
-        usage: &mut crate::schedule::Usage,
-        now_ms: i64,
-        effects: &mut Vec<Effect>,
-    ) -> bool {
-        if self.claims.is_empty() {
-            return false;
-        }
-        let mut ended = false;
-        let claims = std::mem::take(&mut self.claims);
-        for (waiter, claim) in claims {
-            if claim.until_ms <= now_ms {
-                ended = true;
-                continue;
-            }
-            let places: Vec<usize> = claim
-                .workers
-                .iter()
-                .filter_map(|w| offers.iter().position(|o| &o.worker_id == w))
-                .collect();
-            let done = if self.drivers.contains_key(&waiter) {
-                self.serve_driver_claim(&waiter, &places, offers, usage, now_ms, effects)
-            } else {
-                self.serve_app_claim(&waiter, &places, offers, usage, now_ms, effects)
-            };
-            if done {
-                ended = true;
-            } else {
-                for &i in &places {
-                    offers[i].free_cores = 0;
-                    offers[i].free_memory_mb = 0;
-                }
-                self.claims.insert(waiter, claim);
-            }
-        }
-        ended
-    }
-
-    /// Places a claiming driver on its claimed room if it fits now; true once the claim is
-    /// over (placed, or no longer waiting).
-    fn serve_driver_claim(
-        &mut self,
-        driver_id: &str,
-        places: &[usize],
-        offers: &mut [crate::schedule::Offer],
-        usage: &mut crate::schedule::Usage,
-        now_ms: i64,
-        effects: &mut Vec<Effect>,
-    ) -> bool {
-        let Some(d) = self.drivers.get(driver_id) else {
-            return true;
-        };
-        if d.worker_id.is_some() || d.state.is_terminal() || !self.waiting.contains(&d.id) {
-            return true;
-        }
-        let (cores, memory_mb, queue) = (d.spec.cores, d.spec.memory_mb, d.spec.queue.clone());
-        let Some(&i) = places
-            .iter()
-            .find(|&&i| offers[i].free_cores >= cores && offers[i].free_memory_mb >= memory_mb)
-        else {
-            return false;
-        };
-        let worker_id = offers[i].worker_id.clone();
-        if self.launch(driver_id, &worker_id, now_ms, effects).is_err() {
-            return false;
-        }
-        offers[i].free_cores -= cores;
-        offers[i].free_memory_mb -= memory_mb;
-        offers[i].drivers += 1;
-        if let Some(q) = self.queues.index(&queue) {
-            usage.charge(
-                &self.queues.clone(),
-                q,
-                crate::schedule::Amount::new(u64::from(cores), memory_mb),
-            );
-        }
-        self.waiting.retain(|id| id != driver_id);
-        self.tried = None;
-        true
-    }
-
-    /// Places a claiming application's wanted executors on its claimed room (a gang whole);
-    /// true once the claim is over (nothing more wanted, or ended).
-    fn serve_app_claim(
-        &mut self,
-        app_id: &str,
-        places: &[usize],
-        offers: &mut [crate::schedule::Offer],
-        usage: &mut crate::schedule::Usage,
-        now_ms: i64,
-        effects: &mut Vec<Effect>,
-    ) -> bool {
-        let Some(ask) = self.app_asks().into_iter().find(|a| a.app_id == app_id) else {
-            return true;
-        };
-        if ask.wanted == 0 {
-            return true;
-        }
-        let mut claimed: Vec<crate::schedule::Offer> =
-            places.iter().map(|&i| offers[i].clone()).collect();
-        let placement = if ask.gang_size > 0 {
-            crate::schedule::gangs::place_gang(&mut claimed, &ask, self.limits.spread_out)
-        } else {
-            match crate::schedule::place_executors(
-                &mut claimed,
-                std::slice::from_ref(&ask),
-                self.limits.spread_out,
-            )
-            .pop()
-            {
-                Some(p) => p,
-                None => return false,
-            }
-        };
-        for (k, &i) in places.iter().enumerate() {
-            offers[i] = claimed[k].clone();
-        }
-        let placed = placement.workers.len() as u64;
-        for worker_id in &placement.workers {
-            if let Err(e) = self.launch_executor(app_id, worker_id, now_ms, effects) {
-                tracing::error!(app_id, worker_id, error = %e, "executor placement refused");
-            }
-        }
-        let queue = self.apps.get(app_id).map(|a| a.queue.clone());
-        if let Some(q) = queue.and_then(|q| self.queues.index(&q)) {
-            usage.charge(
-                &self.queues.clone(),
-                q,
-                crate::schedule::Amount::new(u64::from(ask.cores) * placed, ask.memory_mb * placed),
-            );
-        }
-        placement.waiting.is_none()
-    }
 }

@@ -327,3 +327,89 @@ fn on_random_event_sequences_no_two_items_preempt_each_other_and_preemption_sett
     }
     assert!(total > 50, "the sequences preempt at all: {total}");
 }
+
+/// A preemption decided, written, and then the master restarts before the victim has ended:
+/// the worker that comes back still running it is ordered to end it again (with its grace and
+/// notice), and the victim waits again exactly once however often its end is reported.
+#[test]
+fn a_preemption_written_before_a_restart_is_carried_out_once_after_it() {
+    let (mut state, mut effects) = state_with(
+        &[2],
+        vec![
+            queue("owed", 2, preempting(true, false)),
+            queue("lender", 0, preempting(false, false)),
+        ],
+    );
+    let lent = state.submit(driver("lender", 2, 0), None, 0).unwrap();
+    state.schedule(0, &mut effects);
+    let owed = state.submit(driver("owed", 2, 0), None, 5_000).unwrap();
+    state.schedule(5_000, &mut effects);
+    assert!(state.preempt(5_000, &mut effects));
+
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = crate::store::Store::open(dir.path()).unwrap();
+    let empty = State::new("http://m".into(), state.started_ms, state.limits);
+    store.save(&crate::store::diff(&empty, &state)).unwrap();
+    drop(store);
+    let (_, loaded) = crate::store::Store::open(dir.path()).unwrap();
+    let mut state = State::recover(
+        loaded,
+        "http://m".into(),
+        Instant::now(),
+        6_000,
+        state.limits,
+    );
+    let tree = QueueTree::new(vec![
+        queue("owed", 2, preempting(true, false)),
+        queue("lender", 0, preempting(false, false)),
+    ])
+    .unwrap();
+    state.set_queues(Arc::new(tree), Arc::new(Tenants::default()));
+    assert!(
+        state.drivers[&lent].preempted.is_some(),
+        "the mark was kept"
+    );
+
+    // The worker comes back, still running the victim: the order is repeated.
+    let mut effects = Vec::new();
+    let reg = Register {
+        worker_id: "w1".into(),
+        cores: 2,
+        memory_mb: 64 * 1024,
+        running: vec![hearth_common::proto::RunningDriver {
+            driver_id: lent.clone(),
+            attempt: 1,
+        }],
+        ..Default::default()
+    };
+    state.register_worker(reg, "h".into(), 7, Instant::now(), 7_000, &mut effects);
+    state.finish_recovery(7_000, &mut effects);
+    assert_eq!(preemption_orders(&effects), [(lent.clone(), 1_000)]);
+    // Not decided a second time.
+    effects.clear();
+    state.schedule(7_500, &mut effects);
+    assert!(!state.preempt(7_500, &mut effects));
+
+    // Its end, reported twice (a retry after a broken stream): it waits again once.
+    for now in [8_000, 8_100] {
+        let status = DriverStatus {
+            driver_id: lent.clone(),
+            attempt: 1,
+            state: DriverState::Killed as i32,
+            exit_code: None,
+            message: "killed".into(),
+        };
+        state.driver_status("w1", status, now, &mut effects);
+        state.schedule(now, &mut effects);
+    }
+    let d = &state.drivers[&lent];
+    assert_eq!(d.state, DriverState::Submitted);
+    let requeued = d
+        .history
+        .iter()
+        .filter(|h| h.message.starts_with("preempted for"))
+        .count();
+    assert_eq!(requeued, 1, "{:?}", d.history);
+    assert_eq!(state.drivers[&owed].state, DriverState::Running);
+    state.check_invariants().unwrap();
+}

@@ -2,7 +2,10 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use hearth_common::{error::InvalidInput, proto};
+use hearth_common::{
+    error::InvalidInput,
+    proto::{self, DriverState},
+};
 
 use super::State;
 use crate::tenants::Tenants;
@@ -43,26 +46,35 @@ impl State {
             total.add(Amount::new(u64::from(w.cores), w.memory_mb));
         }
         let mut usage = Usage::new(tree, total);
-        for w in self.workers.values().filter(|w| w.holds_slots()) {
-            for d in w.drivers.iter().filter_map(|id| self.drivers.get(id)) {
-                if let Some(q) = tree.index(&d.spec.queue) {
-                    usage.charge(
-                        tree,
-                        q,
-                        Amount::new(u64::from(d.spec.cores), d.spec.memory_mb),
-                    );
+        let holding: std::collections::HashSet<&str> = self
+            .workers
+            .values()
+            .filter(|w| w.holds_slots())
+            .map(|w| w.id.as_str())
+            .collect();
+        // In one pass over the records: a lookup per driver costs more than the whole pass.
+        for d in self.drivers.values() {
+            let held = d.state == DriverState::Running
+                && d.worker_id.as_deref().is_some_and(|w| holding.contains(w));
+            if held && let Some(q) = tree.index(&d.spec.queue) {
+                usage.charge(
+                    tree,
+                    q,
+                    Amount::new(u64::from(d.spec.cores), d.spec.memory_mb),
+                );
+            }
+        }
+        for app in self.active_apps.iter().filter_map(|id| self.apps.get(id)) {
+            let Some(q) = tree.index(&app.queue) else {
+                continue;
+            };
+            let mut held = Amount::default();
+            for e in app.executors.values() {
+                if e.state.is_live() && holding.contains(e.worker_id.as_str()) {
+                    held.add(Amount::new(u64::from(e.cores), e.memory_mb));
                 }
             }
-            for key in &w.executors {
-                let Some(app) = self.apps.get(&key.app_id) else {
-                    continue;
-                };
-                if let (Some(q), Some(e)) =
-                    (tree.index(&app.queue), app.executors.get(&key.executor_id))
-                {
-                    usage.charge(tree, q, Amount::new(u64::from(e.cores), e.memory_mb));
-                }
-            }
+            usage.charge(tree, q, held);
         }
         if self.limits.usage_half_life_ms.is_some() {
             let recent = tree

@@ -135,3 +135,55 @@ fn an_application_waiting_for_executors_says_why_and_why_no_start_time() {
     );
     assert_eq!(view.queue, "default");
 }
+
+/// Small drivers keep coming and going on a full worker; a gang of 4 that needs the whole
+/// worker starts once it has waited `reserve_after` and the small ones there have ended,
+/// instead of losing each freed core to the next small driver.
+#[test]
+fn a_gang_that_waited_long_enough_is_not_starved_by_small_work() {
+    let (mut state, mut effects) = one_worker(4);
+    state.limits.reserve_after_ms = Some(5_000);
+    let mut running: Vec<String> = (0..4)
+        .map(|_| state.submit(driver(1, ""), None, 0).unwrap())
+        .collect();
+    state.schedule(0, &mut effects);
+    let gang = ApplicationSpec {
+        command: vec!["member".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: 4,
+        gang: true,
+        ..Default::default()
+    };
+    let gang_id = state.register_app(gang, None, "h", 0).unwrap();
+    let mut started_at = None;
+    for step in 1..=40 {
+        let now = step * 1_000;
+        // The oldest small driver ends and a new one is submitted.
+        let done = running.remove(0);
+        let attempt = state.drivers[&done].attempt;
+        let status = hearth_common::proto::DriverStatus {
+            driver_id: done,
+            attempt,
+            state: hearth_common::proto::DriverState::Finished as i32,
+            exit_code: Some(0),
+            message: String::new(),
+        };
+        state.driver_status("w1", status, now, &mut effects);
+        let next = state.submit(driver(1, ""), None, now).unwrap();
+        state.schedule(now, &mut effects);
+        running.retain(|id| state.drivers[id].worker_id.is_some());
+        if state.drivers[&next].worker_id.is_some() {
+            running.push(next);
+        }
+        state.check_invariants().unwrap();
+        if state.apps[&gang_id].live() == 4 {
+            started_at = Some(now);
+            break;
+        }
+        assert_eq!(state.apps[&gang_id].live(), 0, "never partly placed");
+    }
+    let started_at = started_at.expect("the gang started");
+    // Reserved at 5 s; the four small drivers there end within the next four turns.
+    assert!(started_at <= 10_000, "started at {started_at}");
+}
