@@ -19,35 +19,7 @@
 //! other back and forth.
 
 use super::queues::{Amount, QueueTree, Usage};
-
-/// A queue's preemption settings (`preempt:` in the queues file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Preempt {
-    /// Take back room up to the guarantee from queues above theirs.
-    pub reclaim: bool,
-    /// Higher priorities displace lower ones within the queue.
-    pub priority: bool,
-    /// Work of this queue younger than this is never a victim.
-    pub min_runtime_ms: u64,
-    /// A victim of this queue gets SIGTERM, then SIGKILL this much later.
-    pub grace_ms: u64,
-}
-
-/// Work younger than this is never preempted, unless its queue says otherwise.
-pub const DEFAULT_MIN_RUNTIME_MS: u64 = 60_000;
-/// Between a victim's SIGTERM and its SIGKILL, unless its queue says otherwise.
-pub const DEFAULT_GRACE_MS: u64 = 30_000;
-
-impl Default for Preempt {
-    fn default() -> Self {
-        Self {
-            reclaim: false,
-            priority: false,
-            min_runtime_ms: DEFAULT_MIN_RUNTIME_MS,
-            grace_ms: DEFAULT_GRACE_MS,
-        }
-    }
-}
+pub use super::queues::{DEFAULT_GRACE_MS, DEFAULT_MIN_RUNTIME_MS, Preempt};
 
 /// Which rule a preemption followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -379,7 +379,12 @@ impl State {
             }
         }
         let ids: std::collections::BTreeSet<u32> = executor_ids.iter().copied().collect();
-        app.target = app.target.saturating_sub(ids.len() as u32);
+        // A preempted executor lowers the target itself as it ends.
+        let counted = ids
+            .iter()
+            .filter(|id| app.executors.get(id).is_some_and(|e| e.preempted.is_none()))
+            .count();
+        app.target = app.target.saturating_sub(counted as u32);
         for id in ids {
             self.executor_gone(
                 &ExecKey::new(app_id, id),

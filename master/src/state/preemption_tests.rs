@@ -63,6 +63,18 @@ fn driver(queue: &str, cores: u32, priority: i32) -> DriverSpec {
     }
 }
 
+/// An application of `executors` 1-core executors in queue `lender`.
+fn lender_app(executors: u32) -> ApplicationSpec {
+    ApplicationSpec {
+        command: vec!["executor".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors,
+        queue: "lender".into(),
+        ..Default::default()
+    }
+}
+
 /// The preemption orders among `effects`: (victim, grace_ms), drivers by id, executors as
 /// app/N.
 fn preemption_orders(effects: &[Effect]) -> Vec<(String, u64)> {
@@ -189,15 +201,7 @@ fn a_preempted_executor_is_killed_with_the_reason_and_not_replaced() {
             ),
         ],
     );
-    let app = ApplicationSpec {
-        command: vec!["executor".into()],
-        executor_cores: 1,
-        executor_memory_mb: 64,
-        executors: 4,
-        queue: "lender".into(),
-        ..Default::default()
-    };
-    let app_id = state.register_app(app, None, "h", 0).unwrap();
+    let app_id = state.register_app(lender_app(4), None, "h", 0).unwrap();
     state.schedule(0, &mut effects);
     assert_eq!(state.apps[&app_id].live(), 4);
     let owed = state.submit(driver("owed", 1, 0), None, 10_000).unwrap();
@@ -220,6 +224,10 @@ fn a_preempted_executor_is_killed_with_the_reason_and_not_replaced() {
     let a = &state.apps[&app_id];
     let e = &a.executors[&victim];
     assert_eq!(e.state, ExecutorState::Killed);
+    assert_eq!(
+        a.preemptions.first().map(|p| p.victim.clone()),
+        Some(format!("{app_id}/{victim}"))
+    );
     assert!(
         e.message.starts_with(&format!("preempted for {owed}")),
         "{}",
@@ -411,5 +419,34 @@ fn a_preemption_written_before_a_restart_is_carried_out_once_after_it() {
         .count();
     assert_eq!(requeued, 1, "{:?}", d.history);
     assert_eq!(state.drivers[&owed].state, DriverState::Running);
+    state.check_invariants().unwrap();
+}
+
+/// An application that kills an executor already being preempted lowers its target once.
+#[test]
+fn killing_an_executor_being_preempted_lowers_the_target_once() {
+    let (mut state, mut effects) = state_with(
+        &[2],
+        vec![
+            queue("owed", 1, preempting(true, false)),
+            queue("lender", 0, preempting(false, false)),
+        ],
+    );
+    let app_id = state.register_app(lender_app(2), None, "h", 0).unwrap();
+    state.schedule(0, &mut effects);
+    state.submit(driver("owed", 1, 0), None, 1_000).unwrap();
+    effects.clear();
+    state.schedule(1_000, &mut effects);
+    assert!(state.preempt(1_000, &mut effects));
+    let victim: u32 = preemption_orders(&effects)[0]
+        .0
+        .rsplit('/')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    state
+        .kill_executors(&app_id, &[victim], 1_500, &mut effects)
+        .unwrap();
+    assert_eq!(state.apps[&app_id].target, 1);
     state.check_invariants().unwrap();
 }
