@@ -296,3 +296,49 @@ async fn a_gang_is_preempted_whole_and_waits_to_start_again_whole() {
     let app = cluster.json(&format!("/api/v1/apps/{gang}"));
     assert_eq!(live(&app), 4, "{app}\n{}", cluster.master_log());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn higher_priority_displaces_lower_in_a_queue_that_preempts_by_priority_and_never_back() {
+    let (mut cluster, _dir) = cluster_with_queues(
+        "queues:
+  - name: research
+    preempt: {priority: true, min_runtime: 0s, grace: 2s}
+",
+    );
+    cluster.add_worker(2, "1g").await;
+    let client = cluster.client().await;
+    let low = submit_all(
+        &client,
+        vec![sleeper("research", 1), sleeper("research", 1)],
+    )
+    .await;
+    for id in &low {
+        cluster.wait_state(id, "RUNNING", LIMIT).await;
+    }
+    let urgent = client
+        .submit(DriverSpec {
+            priority: 5,
+            ..sleeper("research", 1)
+        })
+        .await
+        .expect("submit");
+    cluster.wait_state(&urgent, "RUNNING", LIMIT).await;
+    let d = driver_json(&cluster, &urgent);
+    let events = d["preemptions"].as_array().cloned().unwrap_or_default();
+    assert_eq!(events.len(), 1, "{d}");
+    assert_eq!(events[0]["rule"], "priority");
+    let victim = events[0]["victim"].as_str().unwrap_or_default().to_string();
+    assert!(low.contains(&victim), "{victim}");
+    // The displaced one waits; being lower, it never takes the room back.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(driver_json(&cluster, &urgent)["state"], "RUNNING");
+    let v = driver_json(&cluster, &victim);
+    assert_eq!(v["state"], "SUBMITTED", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("(priority 5 over 0 in queue research)"),
+        "{v}"
+    );
+}

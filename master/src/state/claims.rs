@@ -63,8 +63,9 @@ impl State {
 
     /// Gives claimed room to the work it was held for, each claim at most its own share of a
     /// worker's free room, and hides what is held and still free from this turn's other
-    /// placements. A claim ends when its work runs, leaves, or its time is up. Returns whether
-    /// any claim ended (then what waits has changed).
+    /// placements. A claim ends when its work runs, leaves, or its time is up, or when a worker
+    /// it holds room on is no longer alive. Returns whether any claim ended (then what waits
+    /// has changed).
     pub(super) fn serve_claims(
         &mut self,
         offers: &mut [Offer],
@@ -86,7 +87,9 @@ impl State {
             std::mem::take(&mut self.claims).into_iter().collect();
         claims.sort_by_key(|(_, c)| c.seq);
         for (waiter, claim) in claims {
-            if claim.until_ms <= now_ms {
+            // Over by time, or a worker it holds room on is gone (its victims with it).
+            let gone = claim.workers().any(|w| !index.contains_key(w));
+            if claim.until_ms <= now_ms || gone {
                 ended = true;
                 continue;
             }

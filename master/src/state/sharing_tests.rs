@@ -187,3 +187,50 @@ fn a_gang_that_waited_long_enough_is_not_starved_by_small_work() {
     // Reserved at 5 s; the four small drivers there end within the next four turns.
     assert!(started_at <= 10_000, "started at {started_at}");
 }
+
+/// A gang's reservation on a worker that dies is given up: the gang waits again with the
+/// reason the cluster gives now, and holds no room on the survivor.
+#[test]
+fn a_gang_reservation_on_a_worker_that_dies_is_given_up() {
+    let (mut state, mut effects) = one_worker(2);
+    state.limits.reserve_after_ms = Some(0);
+    let reg = Register {
+        worker_id: "w2".into(),
+        cores: 2,
+        memory_mb: 4096,
+        ..Default::default()
+    };
+    state.register_worker(reg, "h".into(), 2, Instant::now(), 0, &mut effects);
+    let small = state.submit(driver(1, ""), None, 0).unwrap();
+    state.schedule(0, &mut effects);
+    let gang = ApplicationSpec {
+        command: vec!["member".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: 4,
+        gang: true,
+        ..Default::default()
+    };
+    let gang_id = state.register_app(gang, None, "h", 0).unwrap();
+    state.schedule(1_000, &mut effects);
+    state.schedule(2_000, &mut effects);
+    assert!(state.claims.contains_key(&gang_id), "the gang reserved");
+    let on = state.drivers[&small].worker_id.clone().unwrap_or_default();
+    let other = if on == "w1" { "w2" } else { "w1" };
+    assert!(state.worker_lost(
+        other,
+        if other == "w1" { 1 } else { 2 },
+        "gone",
+        3_000,
+        &mut effects
+    ));
+    state.schedule(3_000, &mut effects);
+    assert!(
+        !state.claims.contains_key(&gang_id),
+        "the reservation was given up"
+    );
+    let a = &state.apps[&gang_id];
+    assert_eq!(a.live(), 0);
+    assert_eq!(a.waiting_code, Some(crate::schedule::WaitCode::TooLarge));
+    state.check_invariants().unwrap();
+}
