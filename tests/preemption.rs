@@ -342,3 +342,56 @@ async fn higher_priority_displaces_lower_in_a_queue_that_preempts_by_priority_an
         "{v}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_users_kill_during_a_long_preemption_grace_ends_the_victim_within_the_kill_grace() {
+    let (mut cluster, _dir) = cluster_with_queues(
+        "queues:
+  - name: owed
+    guaranteed: {cores: 1}
+    preempt: {reclaim: true}
+  - name: lender
+    preempt: {min_runtime: 0s, grace: 60s}
+",
+    );
+    cluster.add_worker(1, "1g").await;
+    let client = cluster.client().await;
+    // It ignores SIGTERM: only SIGKILL ends it.
+    let stubborn = client
+        .submit(DriverSpec {
+            command: vec![
+                "sh".into(),
+                "-c".into(),
+                "trap '' TERM; while :; do sleep 0.1; done".into(),
+            ],
+            ..sleeper("lender", 1)
+        })
+        .await
+        .expect("submit");
+    cluster.wait_state(&stubborn, "RUNNING", LIMIT).await;
+    let owed = client.submit(sleeper("owed", 1)).await.expect("submit");
+    wait_for_preemption(&cluster, &stubborn).await;
+    // The preemption gives it 60 s; a user's kill (the worker's grace is 1 s) cuts that short.
+    let killed_at = Instant::now();
+    client.kill(&stubborn).await.expect("kill");
+    cluster.wait_state(&stubborn, "KILLED", LIMIT).await;
+    assert!(
+        killed_at.elapsed() < Duration::from_secs(5),
+        "ended {:?} after the kill",
+        killed_at.elapsed()
+    );
+    cluster.wait_state(&owed, "RUNNING", LIMIT).await;
+}
+
+/// Waits until `id` has been preempted.
+async fn wait_for_preemption(cluster: &Cluster, id: &str) {
+    let started = Instant::now();
+    while started.elapsed() < LIMIT {
+        let d = driver_json(cluster, id);
+        if d["preemptions"].as_array().is_some_and(|p| !p.is_empty()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{id} was not preempted within {LIMIT:?}");
+}

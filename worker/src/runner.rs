@@ -21,7 +21,7 @@ use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
-use tokio::{process::Command, sync::mpsc, sync::oneshot};
+use tokio::{process::Command, sync::mpsc};
 
 /// The file in a process's directory that says it is being preempted, written just before its
 /// SIGTERM: `reason=...` and `sigkill_at_ms=...` (epoch ms) lines.
@@ -130,7 +130,9 @@ struct KillOrder {
 #[derive(Debug)]
 struct Proc {
     attempt: u32,
-    kill: Option<oneshot::Sender<KillOrder>>,
+    /// Kill orders: the first starts the kill; a later one can only shorten its grace (a
+    /// user's kill during a preemption's long grace is not left waiting).
+    kill: Option<mpsc::UnboundedSender<KillOrder>>,
     /// A newer attempt ordered while this one was still running (after a fence): it starts as
     /// soon as this one has ended.
     next: Option<Launch>,
@@ -195,7 +197,7 @@ impl Runner {
             });
             return;
         }
-        let (kill_tx, kill_rx) = oneshot::channel();
+        let (kill_tx, kill_rx) = mpsc::unbounded_channel();
         {
             let mut procs = self.procs();
             if let Some(p) = procs.get_mut(&order.process) {
@@ -207,7 +209,7 @@ impl Runner {
                 // An older attempt is still being fenced off: start this one once it is gone.
                 tracing::info!(process = %order.process, attempt = order.attempt, old_attempt = p.attempt,
                     "launch queued behind the old attempt");
-                if let Some(tx) = p.kill.take() {
+                if let Some(tx) = &p.kill {
                     let _ = tx.send(KillOrder {
                         reason: format!("superseded by attempt {}", order.attempt),
                         worker_stopping: false,
@@ -281,7 +283,7 @@ impl Runner {
                 if worker_stopping {
                     p.next = None;
                 }
-                if let Some(tx) = p.kill.take() {
+                if let Some(tx) = &p.kill {
                     let _ = tx.send(KillOrder {
                         reason,
                         worker_stopping,
@@ -312,7 +314,7 @@ impl Runner {
     async fn run(
         &self,
         order: Launch,
-        kill_rx: oneshot::Receiver<KillOrder>,
+        mut kill_rx: mpsc::UnboundedReceiver<KillOrder>,
     ) -> (Outcome, Option<i32>, String) {
         let process = &order.process;
         let attempt = order.attempt;
@@ -352,7 +354,7 @@ impl Runner {
         let mut killed: Option<KillOrder> = None;
         let status = tokio::select! {
             status = child.wait() => status,
-            order = kill_rx => {
+            order = kill_rx.recv() => {
                 let order = order.unwrap_or(KillOrder {
                     reason: "worker stopping".into(),
                     worker_stopping: true,
@@ -365,12 +367,23 @@ impl Runner {
                     write_preemption_notice(&dir, &order.reason, grace);
                 }
                 let _ = killpg(pgid, Signal::SIGTERM);
-                let status = match tokio::time::timeout(grace, child.wait()).await {
-                    Ok(status) => status,
-                    Err(_) => {
-                        tracing::warn!(%process, attempt, "grace period over; SIGKILL");
-                        let _ = killpg(pgid, Signal::SIGKILL);
-                        child.wait().await
+                let mut deadline = tokio::time::Instant::now() + grace;
+                let mut open = true;
+                let status = loop {
+                    tokio::select! {
+                        status = child.wait() => break status,
+                        () = tokio::time::sleep_until(deadline) => {
+                            tracing::warn!(%process, attempt, "grace period over; SIGKILL");
+                            let _ = killpg(pgid, Signal::SIGKILL);
+                            break child.wait().await;
+                        }
+                        later = kill_rx.recv(), if open => match later {
+                            Some(later) => {
+                                let grace = later.grace.unwrap_or(self.config.kill_grace);
+                                deadline = deadline.min(tokio::time::Instant::now() + grace);
+                            }
+                            None => open = false,
+                        },
                     }
                 };
                 killed = Some(order);

@@ -54,7 +54,7 @@ pub struct Running {
 }
 
 impl Running {
-    pub(super) fn amount(&self) -> Amount {
+    pub fn amount(&self) -> Amount {
         let mut a = Amount::default();
         for &(_, c, m) in &self.pieces {
             a.add(Amount::new(u64::from(c), m));
@@ -96,23 +96,70 @@ pub struct Decision {
 }
 
 /// Free room per offer (cores, memory), and how many pieces of one shape it holds in all.
+/// A need's view of the room: what is free for it, and on each offer the room held for others
+/// that is not free yet (its debt): room freed there pays the debt first.
 struct Room {
     free: Vec<(u64, u64)>,
+    debt: Vec<(u64, u64)>,
     cores: u64,
     memory_mb: u64,
     fitting: u64,
 }
 
+/// Adds `x` to `free`, paying `debt` first; or, with `add` false, the exact inverse (takes
+/// from `free` first, the rest becomes debt). Free room and debt are never both above zero.
+fn settle(free: &mut u64, debt: &mut u64, x: u64, add: bool) {
+    if add {
+        let paid = x.min(*debt);
+        *debt -= paid;
+        *free += x - paid;
+    } else {
+        let taken = x.min(*free);
+        *free -= taken;
+        *debt += x - taken;
+    }
+}
+
 impl Room {
-    fn new(free: Vec<(u64, u64)>, cores: u32, memory_mb: u64) -> Self {
+    /// `free` less what is `held` for others.
+    fn new(free: &[(u64, u64)], held: &[(u64, u64)], cores: u32, memory_mb: u64) -> Self {
+        let at = |w: usize| held.get(w).copied().unwrap_or((0, 0));
         let mut room = Self {
-            free,
+            free: (0..free.len())
+                .map(|w| {
+                    (
+                        free[w].0.saturating_sub(at(w).0),
+                        free[w].1.saturating_sub(at(w).1),
+                    )
+                })
+                .collect(),
+            debt: (0..free.len())
+                .map(|w| {
+                    (
+                        at(w).0.saturating_sub(free[w].0),
+                        at(w).1.saturating_sub(free[w].1),
+                    )
+                })
+                .collect(),
             cores: u64::from(cores.max(1)),
             memory_mb: memory_mb.max(1),
             fitting: 0,
         };
         room.fitting = (0..room.free.len()).map(|w| room.term(w)).sum();
         room
+    }
+
+    /// The whole free room again, held room included: what the next need starts from.
+    fn actual(&self, held: &[(u64, u64)]) -> Vec<(u64, u64)> {
+        (0..self.free.len())
+            .map(|w| {
+                let h = held.get(w).copied().unwrap_or((0, 0));
+                (
+                    self.free[w].0 + h.0 - self.debt[w].0,
+                    self.free[w].1 + h.1 - self.debt[w].1,
+                )
+            })
+            .collect()
     }
 
     fn term(&self, w: usize) -> u64 {
@@ -125,13 +172,9 @@ impl Room {
         for &(w, c, m) in pieces {
             let old = self.term(w);
             let (fc, fm) = &mut self.free[w];
-            if add {
-                *fc += u64::from(c);
-                *fm += m;
-            } else {
-                *fc -= u64::from(c);
-                *fm -= m;
-            }
+            let (dc, dm) = &mut self.debt[w];
+            settle(fc, dc, u64::from(c), add);
+            settle(fm, dm, m, add);
             self.fitting = self.fitting - old + self.term(w);
         }
     }
@@ -241,13 +284,25 @@ fn reclaimable_part(tree: &QueueTree, usage: &Usage, policy: &[Preempt], need: &
     }
 }
 
-/// Takes what need `n` left of the room it could see; offers hidden from it keep theirs.
-fn keep_unhidden(free: &mut [(u64, u64)], seen: &[(u64, u64)], owners: &[Option<usize>], n: usize) {
-    for (w, room) in free.iter_mut().enumerate() {
-        if owners.get(w).is_none_or(|o| o.is_none_or(|o| o == n)) {
-            *room = seen[w];
-        }
-    }
+/// Room held on one offer for someone: a claimant among the needs (its index), or not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    pub owner: Option<usize>,
+    pub cores: u64,
+    pub memory_mb: u64,
+}
+
+/// What is held on each offer for anyone but need `n`.
+fn held_from(held: &[Vec<Held>], n: usize) -> Vec<(u64, u64)> {
+    held.iter()
+        .map(|hs| {
+            hs.iter()
+                .filter(|h| h.owner != Some(n))
+                .fold((0u64, 0u64), |(c, m), h| {
+                    (c.saturating_add(h.cores), m.saturating_add(h.memory_mb))
+                })
+        })
+        .collect()
 }
 
 /// The cluster as preemption sees it.
@@ -256,9 +311,9 @@ pub struct Cluster<'a> {
     /// Each offer's free room (cores, memory).
     pub free: &'a [(u32, u64)],
     pub running: &'a [Running],
-    /// Each offer's claimant, if it is claimed: the index of a need, or any other number for
-    /// work not among the needs. Its room, free or being freed, is its claimant's alone.
-    pub owners: &'a [Option<usize>],
+    /// Room held on each offer (claims and reservations): free or being freed, it is its
+    /// holder's alone. Missing offers hold nothing.
+    pub held: &'a [Vec<Held>],
 }
 
 /// One way to make room for one more piece: these victims (in the order taken), and how
@@ -288,7 +343,7 @@ pub fn choose(
     let Cluster {
         free,
         running,
-        owners,
+        held,
     } = *cluster;
     let mut free: Vec<(u64, u64)> = free.iter().map(|&(c, m)| (u64::from(c), m)).collect();
     for r in running.iter().filter(|r| r.ending) {
@@ -327,17 +382,12 @@ pub fn choose(
     let mut decisions = Vec::new();
     for (n, need) in needs.iter().enumerate() {
         let need = &reclaimable_part(tree, usage, policy, need);
-        let mut visible = free.clone();
-        for (w, owner) in owners.iter().enumerate() {
-            if owner.is_some_and(|o| o != n) {
-                visible[w] = (0, 0);
-            }
-        }
-        let mut room = Room::new(visible, need.cores, need.memory_mb);
+        let others = held_from(held, n);
+        let mut room = Room::new(&free, &others, need.cores, need.memory_mb);
         if room.fitting >= u64::from(need.count) {
             // Room is there, or being freed: it goes to this need, not to a new decision.
             room.consume(u64::from(need.count));
-            keep_unhidden(&mut free, &room.free, owners, n);
+            free = room.actual(&others);
             continue;
         }
         let q = need.queue;
@@ -359,12 +409,16 @@ pub fn choose(
         while room.fitting < u64::from(need.count) {
             let mut best: Option<(usize, Way)> = None;
             for (w, candidates) in by_worker.iter().enumerate() {
-                // One more piece than the worker holds now.
+                // One more piece than the worker holds now; room freed here pays what is held
+                // for others first.
                 let pieces = room.term(w) + 1;
                 let want_c = u64::from(need.cores) * pieces;
                 let want_m = need.memory_mb * pieces;
                 let (start_c, start_m) = room.free[w];
                 let (mut c, mut m) = (start_c, start_m);
+                let (mut debt_c, mut debt_m) = room.debt[w];
+                let owed_c = debt_c;
+                let mut freed_c = 0;
                 scratch.above.clone_from(&floors.above);
                 let mut victims = Vec::new();
                 let mut worst = 0;
@@ -376,8 +430,9 @@ pub fn choose(
                         continue;
                     }
                     let (_, vc, vm) = running[i].pieces[0];
-                    c += u64::from(vc);
-                    m += vm;
+                    settle(&mut c, &mut debt_c, u64::from(vc), true);
+                    freed_c += u64::from(vc);
+                    settle(&mut m, &mut debt_m, vm, true);
                     scratch.take(tree, running[i].queue, running[i].amount());
                     victims.push(i);
                     worst = worst.max(rank);
@@ -385,9 +440,9 @@ pub fn choose(
                 if c < want_c || m < want_m || victims.is_empty() {
                     continue;
                 }
-                // Freed beyond what the piece lacked there.
-                let lacked = want_c.saturating_sub(start_c);
-                let cost = ((c - start_c).saturating_sub(lacked), worst);
+                // Freed beyond what the piece lacked there (what is held for others included).
+                let lacked = want_c.saturating_sub(start_c) + owed_c;
+                let cost = (freed_c.saturating_sub(lacked), worst);
                 if best.as_ref().is_none_or(|(_, b)| cost < b.cost) {
                     best = Some((w, Way { victims, cost }));
                 }
@@ -431,7 +486,7 @@ pub fn choose(
         }
         usage.charge(tree, q, need.amount());
         let places = room.consume(u64::from(need.count));
-        keep_unhidden(&mut free, &room.free, owners, n);
+        free = room.actual(&others);
         decisions.push(Decision {
             need: n,
             rule,

@@ -70,7 +70,7 @@ fn a_queue_below_its_guarantee_takes_just_enough_from_a_lender_newest_first() {
         &Cluster {
             free: &[(0, 7000), (0, 7000)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[need],
         100_000,
@@ -107,7 +107,7 @@ fn work_younger_than_min_runtime_is_never_chosen_and_nothing_ends_for_nothing() 
         &Cluster {
             free: &[(0, 7000), (0, 7000)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         std::slice::from_ref(&need),
         100_000,
@@ -125,7 +125,7 @@ fn work_younger_than_min_runtime_is_never_chosen_and_nothing_ends_for_nothing() 
         &Cluster {
             free: &[(0, 7000), (0, 7000)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[one],
         100_000,
@@ -161,7 +161,7 @@ fn a_queue_at_its_guarantee_does_not_reclaim_and_a_lender_at_its_own_is_no_victi
             &Cluster {
                 free: &[(0, 0)],
                 running: &work,
-                owners: &[]
+                held: &[]
             },
             &[need(3)],
             1
@@ -176,7 +176,7 @@ fn a_queue_at_its_guarantee_does_not_reclaim_and_a_lender_at_its_own_is_no_victi
         &Cluster {
             free: &[(0, 0)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[need(2)],
         1,
@@ -190,7 +190,7 @@ fn a_queue_at_its_guarantee_does_not_reclaim_and_a_lender_at_its_own_is_no_victi
         &Cluster {
             free: &[(0, 0)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[need(2)],
         1,
@@ -220,7 +220,7 @@ fn room_already_being_freed_is_not_taken_twice() {
         &Cluster {
             free: &[(0, 8000)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[need],
         10,
@@ -251,7 +251,7 @@ fn priority_preempts_lower_priority_in_the_same_queue_executors_first() {
         &Cluster {
             free: &[(0, 8000)],
             running: &work,
-            owners: &[],
+            held: &[],
         },
         &[need],
         10,
@@ -320,7 +320,7 @@ fn on_random_clusters_victims_free_just_enough_and_only_what_is_allowed() {
             &Cluster {
                 free: &free,
                 running: &work,
-                owners: &[],
+                held: &[],
             },
             std::slice::from_ref(&need),
             100_000,

@@ -111,13 +111,28 @@ impl State {
             } else {
                 self.serve_app_claim(&waiter, &mut room, usage, now_ms, effects)
             };
+            let mut claim = claim;
             for ((i, before), after) in shares.iter().zip(&room) {
+                let (cores, memory_mb) = (
+                    before.free_cores - after.free_cores,
+                    before.free_memory_mb - after.free_memory_mb,
+                );
                 let offer = &mut offers[*i];
-                offer.free_cores -= before.free_cores - after.free_cores;
-                offer.free_memory_mb -= before.free_memory_mb - after.free_memory_mb;
+                offer.free_cores -= cores;
+                offer.free_memory_mb -= memory_mb;
                 offer.drivers = after.drivers;
+                // What was placed is no longer held for it.
+                if let Some(held) = claim
+                    .room
+                    .iter_mut()
+                    .find(|(w, _, _)| *w == offer.worker_id)
+                {
+                    held.1 = held.1.saturating_sub(cores);
+                    held.2 = held.2.saturating_sub(memory_mb);
+                }
             }
-            if done {
+            let filled = claim.room.iter().all(|(_, c, m)| *c == 0 && *m == 0);
+            if done || filled {
                 ended = true;
             } else {
                 for (w, c, m) in &claim.room {

@@ -297,6 +297,11 @@ impl State {
             _ => {}
         }
         app.trim_ended();
+        // A gang with no member left waits whole again, from now (its timeout and its
+        // reservation count from here).
+        if app.spec.gang && !app.state.is_terminal() && app.live() == 0 {
+            app.gang_waiting_since_ms.get_or_insert(now_ms);
+        }
         let restart_gang = failed.is_none()
             && preempted.is_none()
             && app.spec.gang_restart

@@ -157,36 +157,56 @@ impl State {
             .map(|o| (o.free_cores, o.free_memory_mb))
             .collect();
         // Claimed room is its claimant's alone, whether it is free yet or still being freed;
-        // a worker reserved for a driver that waited long is kept for it.
-        let mut owners: Vec<Option<usize>> = vec![None; offers.len()];
+        // a worker reserved for a driver that waited long is kept for it whole.
+        let mut held: Vec<Vec<preemption::Held>> = vec![Vec::new(); offers.len()];
+        let owner_of = |id: &str| waiters.iter().position(|w| w.id() == id);
         for (holder, worker) in &self.reservations {
             if let Some(&i) = index.get(worker.as_str()) {
-                owners[i] = Some(
-                    waiters
-                        .iter()
-                        .position(|w| w.id() == holder)
-                        .unwrap_or(usize::MAX),
-                );
+                held[i].push(preemption::Held {
+                    owner: owner_of(holder),
+                    cores: u64::MAX,
+                    memory_mb: u64::MAX,
+                });
             }
         }
         for (claimant, claim) in &self.claims {
-            let owner = waiters
-                .iter()
-                .position(|w| w.id() == claimant)
-                .unwrap_or(usize::MAX);
-            for worker in claim.workers() {
-                if let Some(&i) = index.get(worker)
-                    && owners[i].is_none()
-                {
-                    owners[i] = Some(owner);
+            for (worker, cores, memory_mb) in &claim.room {
+                if let Some(&i) = index.get(worker.as_str()) {
+                    held[i].push(preemption::Held {
+                        owner: owner_of(claimant),
+                        cores: u64::from(*cores),
+                        memory_mb: *memory_mb,
+                    });
                 }
             }
         }
+        // What each queue will hold once what is being freed has ended and what it was freed
+        // for has started: victims in their grace no longer count, claimants already do.
         let mut usage = self.usage();
+        for r in running.iter().filter(|r| r.ending) {
+            usage.charge_back(&self.queues, r.queue, r.amount());
+        }
+        for (claimant, claim) in &self.claims {
+            let queue = match self.drivers.get(claimant) {
+                Some(d) => Some(d.spec.queue.as_str()),
+                None => self.apps.get(claimant).map(|a| a.queue.as_str()),
+            };
+            if let Some(q) = queue.and_then(|q| self.queues.index(q)) {
+                let (cores, memory_mb) =
+                    claim.room.iter().fold((0u64, 0u64), |(c, m), (_, rc, rm)| {
+                        (c + u64::from(*rc), m + rm)
+                    });
+                usage.charge(
+                    &self.queues,
+                    q,
+                    crate::schedule::Amount::new(cores, memory_mb),
+                );
+            }
+        }
         let cluster = preemption::Cluster {
             free: &free,
             running: &running,
-            owners: &owners,
+            held: &held,
         };
         let decisions =
             preemption::choose(&self.queues, &mut usage, &policy, &cluster, &needs, now_ms);
@@ -369,12 +389,22 @@ impl State {
                         .max()
                         .unwrap_or(0),
                     is_driver: false,
-                    ending: live.iter().any(|(e, _)| e.preempted.is_some()),
+                    ending: a
+                        .executors
+                        .values()
+                        .any(|e| e.state.is_live() && e.preempted.is_some()),
                     pieces: live.iter().map(piece).collect(),
                 });
+                // Every live member ends, wherever it runs (one on a leaving worker too), or
+                // the gang would be left in part.
                 victims.push(Victim::Executors {
                     app_id: app_id.clone(),
-                    ids: live.iter().map(|(e, _)| e.id).collect(),
+                    ids: a
+                        .executors
+                        .values()
+                        .filter(|e| e.state.is_live())
+                        .map(|e| e.id)
+                        .collect(),
                 });
             } else {
                 for item in &live {

@@ -450,3 +450,62 @@ fn killing_an_executor_being_preempted_lowers_the_target_once() {
     assert_eq!(state.apps[&app_id].target, 1);
     state.check_invariants().unwrap();
 }
+
+/// Items of a reclaiming queue arriving turn after turn, while the first victims are still in
+/// their grace: reclaim takes no more than the guarantee in all.
+#[test]
+fn reclaim_over_several_turns_stops_at_the_guarantee() {
+    let (mut state, mut effects) = state_with(
+        &[16],
+        vec![
+            queue("prod", 8, preempting(true, false)),
+            queue("batch", 4, preempting(false, false)),
+        ],
+    );
+    for _ in 0..16 {
+        state.submit(driver("batch", 1, 0), None, 0).unwrap();
+    }
+    state.schedule(0, &mut effects);
+    let mut evicted = 0;
+    for turn in 1..=4 {
+        let now = turn * 1_000;
+        state.submit(driver("prod", 4, 0), None, now).unwrap();
+        effects.clear();
+        state.schedule(now, &mut effects);
+        state.preempt(now, &mut effects);
+        evicted += preemption_orders(&effects).len();
+    }
+    assert_eq!(evicted, 8, "prod's guarantee of 8 cores, in 1-core victims");
+    state.check_invariants().unwrap();
+}
+
+/// A gang whose every member was lost waits whole again, and its timeout counts from then.
+#[test]
+fn a_gang_left_without_members_times_out_from_then() {
+    let (mut state, mut effects) = state_with(&[4], vec![queue("q", 0, Preempt::default())]);
+    let gang = ApplicationSpec {
+        command: vec!["member".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: 2,
+        gang: true,
+        gang_timeout_ms: 5_000,
+        queue: "q".into(),
+        ..Default::default()
+    };
+    let app_id = state.register_app(gang, None, "h", 0).unwrap();
+    state.schedule(0, &mut effects);
+    assert_eq!(state.apps[&app_id].live(), 2);
+    assert!(state.worker_lost("w1", 1, "gone", 60_000, &mut effects));
+    state.schedule(60_000, &mut effects);
+    assert_eq!(state.apps[&app_id].gang_waiting_since_ms, Some(60_000));
+    assert!(!state.enforce_time_limits(64_000, &mut effects));
+    assert!(state.enforce_time_limits(65_000, &mut effects));
+    let a = &state.apps[&app_id];
+    assert_eq!(a.state, hearth_common::proto::ApplicationState::Failed);
+    assert!(
+        a.message.starts_with("gang timeout of 5s reached"),
+        "{}",
+        a.message
+    );
+}

@@ -89,6 +89,7 @@ impl State {
             .filter_map(|id| self.apps.get(id))
             .filter(|a| {
                 a.spec.gang_timeout_ms > 0
+                    && a.wanted() > 0
                     && a.gang_waiting_since_ms.is_some_and(|since| {
                         now_ms.saturating_sub(since) >= a.spec.gang_timeout_ms as i64
                     })
