@@ -16,22 +16,9 @@ use hearth_common::{
     proto::{ApplicationSpec, DriverSpec, RegisterApplicationRequest},
 };
 use serde_json::Value;
-use support::{Cluster, MasterOptions, stdout};
+use support::{Cluster, stdout, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
-
-/// A cluster whose master reads `queues`; the directory (queues file, checkpoints) lives as
-/// long as the returned handle.
-fn cluster_with_queues(queues: &str) -> (Cluster, tempfile::TempDir) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("queues.yaml");
-    std::fs::write(&path, queues).expect("write the queues file");
-    let cluster = Cluster::start_with(MasterOptions {
-        extra: vec!["--queues".into(), path.display().to_string()],
-        ..Default::default()
-    });
-    (cluster, dir)
-}
 
 /// A driver that, on SIGTERM, copies its preemption notice to `$CKPT/<id>.<attempt>` (its
 /// checkpoint) and exits.
@@ -83,10 +70,10 @@ const RECLAIM: &str = "queues:
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_below_its_guarantee_gets_its_share_back_and_its_victims_checkpoint_and_run_again()
 {
-    let (mut cluster, dir) = cluster_with_queues(RECLAIM);
+    let (mut cluster, file) = Cluster::start_with_queues(RECLAIM);
     cluster.add_worker(4, "1g").await;
     let client = cluster.client().await;
-    let checkpoints = dir.path().join("checkpoints");
+    let checkpoints = file.dir().join("checkpoints");
     std::fs::create_dir(&checkpoints).expect("mkdir");
     let lent = submit_all(
         &client,
@@ -176,7 +163,7 @@ async fn a_queue_below_its_guarantee_gets_its_share_back_and_its_victims_checkpo
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn work_younger_than_min_runtime_is_never_preempted() {
-    let (mut cluster, _dir) = cluster_with_queues(
+    let (mut cluster, _file) = Cluster::start_with_queues(
         "queues:
   - name: owed
     guaranteed: {cores: 2}
@@ -226,7 +213,7 @@ async fn work_younger_than_min_runtime_is_never_preempted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gang_is_preempted_whole_and_waits_to_start_again_whole() {
-    let (mut cluster, _dir) = cluster_with_queues(RECLAIM);
+    let (mut cluster, _file) = Cluster::start_with_queues(RECLAIM);
     cluster.add_worker(2, "1g").await;
     cluster.add_worker(2, "1g").await;
     let client = cluster.client().await;
@@ -258,15 +245,9 @@ async fn a_gang_is_preempted_whole_and_waits_to_start_again_whole() {
         .await;
     let owed = client.submit(sleeper("owed", 1)).await.expect("submit");
     cluster.wait_state(&owed, "RUNNING", LIMIT).await;
-    let mut app = cluster.json(&format!("/api/v1/apps/{gang}"));
-    for _ in 0..100 {
-        if live(&app) == 0 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-        app = cluster.json(&format!("/api/v1/apps/{gang}"));
-    }
-    assert_eq!(live(&app), 0, "{app}\n{}", cluster.master_log());
+    let app = cluster
+        .wait_app(&gang, "every member preempted", LIMIT, |a| live(a) == 0)
+        .await;
     let killed = app["executors"]
         .as_array()
         .map(|all| {
@@ -292,14 +273,14 @@ async fn a_gang_is_preempted_whole_and_waits_to_start_again_whole() {
         .await;
     assert_eq!(live(&waiting), 0);
     client.kill(&owed).await.expect("kill owed");
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let app = cluster.json(&format!("/api/v1/apps/{gang}"));
-    assert_eq!(live(&app), 4, "{app}\n{}", cluster.master_log());
+    cluster
+        .wait_app(&gang, "4 RUNNING again", LIMIT, |a| live(a) == 4)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn higher_priority_displaces_lower_in_a_queue_that_preempts_by_priority_and_never_back() {
-    let (mut cluster, _dir) = cluster_with_queues(
+    let (mut cluster, _file) = Cluster::start_with_queues(
         "queues:
   - name: research
     preempt: {priority: true, min_runtime: 0s, grace: 2s}
@@ -345,7 +326,7 @@ async fn higher_priority_displaces_lower_in_a_queue_that_preempts_by_priority_an
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_users_kill_during_a_long_preemption_grace_ends_the_victim_within_the_kill_grace() {
-    let (mut cluster, _dir) = cluster_with_queues(
+    let (mut cluster, _file) = Cluster::start_with_queues(
         "queues:
   - name: owed
     guaranteed: {cores: 1}
@@ -385,13 +366,14 @@ async fn a_users_kill_during_a_long_preemption_grace_ends_the_victim_within_the_
 
 /// Waits until `id` has been preempted.
 async fn wait_for_preemption(cluster: &Cluster, id: &str) {
-    let started = Instant::now();
-    while started.elapsed() < LIMIT {
+    wait_for(&format!("{id} preempted"), LIMIT, || {
         let d = driver_json(cluster, id);
-        if d["preemptions"].as_array().is_some_and(|p| !p.is_empty()) {
-            return;
+        async move {
+            d["preemptions"]
+                .as_array()
+                .is_some_and(|p| !p.is_empty())
+                .then_some(())
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{id} was not preempted within {LIMIT:?}");
+    })
+    .await;
 }

@@ -13,24 +13,6 @@ use support::{Cluster, MasterOptions, stderr, stdout, wait_for};
 
 const LIMIT: Duration = Duration::from_secs(20);
 
-/// A cluster whose master reads `queues` (YAML) from a file; the file's directory lives as long
-/// as the returned handle.
-fn cluster_with_queues(queues: &str) -> (Cluster, QueuesFile) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("queues.yaml");
-    std::fs::write(&path, queues).expect("write the queues file");
-    let cluster = Cluster::start_with(MasterOptions {
-        extra: vec!["--queues".into(), path.display().to_string()],
-        ..Default::default()
-    });
-    (cluster, QueuesFile { _dir: dir, path })
-}
-
-struct QueuesFile {
-    _dir: tempfile::TempDir,
-    path: std::path::PathBuf,
-}
-
 fn sleeper(queue: &str, priority: i32, seconds: &str) -> DriverSpec {
     DriverSpec {
         name: format!("{queue}-sleeper"),
@@ -80,8 +62,9 @@ fn used_cores(cluster: &Cluster, queue: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_at_its_max_waits_with_the_cap_named_while_another_queues_work_runs() {
-    let (mut cluster, _file) =
-        cluster_with_queues("queues:\n  - name: capped\n    max: {cores: 1}\n  - name: other\n");
+    let (mut cluster, _file) = Cluster::start_with_queues(
+        "queues:\n  - name: capped\n    max: {cores: 1}\n  - name: other\n",
+    );
     cluster.add_worker(4, "1g").await;
     let client = cluster.client().await;
     let first = submit(&client, "capped", 0, "600").await;
@@ -135,7 +118,7 @@ async fn a_queue_at_its_max_waits_with_the_cap_named_while_another_queues_work_r
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn weights_one_and_three_converge_to_one_to_three_of_the_cores_under_a_steady_backlog() {
-    let (mut cluster, _file) = cluster_with_queues(
+    let (mut cluster, _file) = Cluster::start_with_queues(
         "queues:\n  - name: light\n    weight: 1\n  - name: heavy\n    weight: 3\n",
     );
     cluster.add_worker(8, "2g").await;
@@ -174,7 +157,7 @@ async fn weights_one_and_three_converge_to_one_to_three_of_the_cores_under_a_ste
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_below_its_guarantee_is_served_first_as_slots_free() {
     // By weight alone `heavy` (weight 10) would take every freed slot.
-    let (mut cluster, _file) = cluster_with_queues(
+    let (mut cluster, _file) = Cluster::start_with_queues(
         "queues:\n  - name: heavy\n    weight: 10\n  - name: team\n    guaranteed: {cores: 2}\n",
     );
     let client = cluster.client().await;
@@ -244,7 +227,7 @@ async fn within_a_queue_higher_priority_goes_first() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_broken_queues_file_is_refused_with_its_line_and_the_old_one_stays() {
     let (mut cluster, file) =
-        cluster_with_queues("queues:\n  - name: capped\n    max: {cores: 1}\n");
+        Cluster::start_with_queues("queues:\n  - name: capped\n    max: {cores: 1}\n");
     let file = &file.path;
     cluster.add_worker(4, "1g").await;
     let client = cluster.client().await;
@@ -313,7 +296,7 @@ async fn a_broken_queues_file_at_start_stops_the_master_with_its_line() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_queue_is_refused_naming_the_queues() {
-    let (cluster, _file) = cluster_with_queues("queues:\n  - name: ml\n");
+    let (cluster, _file) = Cluster::start_with_queues("queues:\n  - name: ml\n");
     let out = cluster.hearth(&["submit", "--queue", "nope", "--", "true"]);
     assert!(!out.status.success());
     let err = stderr(&out);
@@ -335,7 +318,7 @@ async fn an_unknown_queue_is_refused_naming_the_queues() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn queue_priority_and_waiting_order_survive_a_restart() {
-    let (mut cluster, file) = cluster_with_queues("queues:\n  - name: ml\n");
+    let (mut cluster, file) = Cluster::start_with_queues("queues:\n  - name: ml\n");
     let file = &file.path;
     let client = cluster.client().await;
     let mut ids = Vec::new();
@@ -466,7 +449,8 @@ async fn a_time_limit_ends_a_driver_killed_with_the_reason_and_it_is_not_relaunc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_queue_that_just_ran_a_burst_yields_the_freed_slots_to_one_that_did_not() {
-    let (mut cluster, _file) = cluster_with_queues("queues:\n  - name: burst\n  - name: quiet\n");
+    let (mut cluster, _file) =
+        Cluster::start_with_queues("queues:\n  - name: burst\n  - name: quiet\n");
     cluster.restart_master(&["--usage-half-life", "2s"]);
     cluster.add_worker(2, "1g").await;
     let client = cluster.client().await;

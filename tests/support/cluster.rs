@@ -20,6 +20,18 @@ use super::{
     stderr, stdout, wait_app_at, wait_for,
 };
 
+/// A master's queues file, and a directory beside it for the test's own files.
+pub struct QueuesFile {
+    dir: tempfile::TempDir,
+    pub path: std::path::PathBuf,
+}
+
+impl QueuesFile {
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
 /// A master and workers, each a real `hearth` process, in a temporary directory.
 pub struct Cluster {
     pub dir: tempfile::TempDir,
@@ -88,6 +100,19 @@ pub fn master_command_bound(
 impl Cluster {
     pub fn start() -> Self {
         Self::start_with(MasterOptions::default())
+    }
+
+    /// A cluster whose master reads `queues` (YAML) from a file, in a directory that lives as
+    /// long as the returned [`QueuesFile`].
+    pub fn start_with_queues(queues: &str) -> (Self, QueuesFile) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("queues.yaml");
+        std::fs::write(&path, queues).expect("write the queues file");
+        let cluster = Self::start_with(MasterOptions {
+            extra: vec!["--queues".into(), path.display().to_string()],
+            ..Default::default()
+        });
+        (cluster, QueuesFile { dir, path })
     }
 
     pub fn start_with(options: MasterOptions) -> Self {

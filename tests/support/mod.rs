@@ -27,7 +27,7 @@ use std::{
 use hearth_common::{auth::Secret, client::Client};
 
 pub use cluster::{
-    Cluster, MasterOptions, master_command, master_command_bound, master_command_on,
+    Cluster, MasterOptions, QueuesFile, master_command, master_command_bound, master_command_on,
 };
 pub use hearth_testkit::process::{Proc, process_alive};
 pub use http::{http_get, http_request, try_http_get};

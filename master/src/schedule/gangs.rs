@@ -8,11 +8,14 @@ use super::{
     reasons::{Wait, WaitCode, plural},
 };
 
-/// How many executors of `cores` and `memory_mb` fit in `room` (cores, memory) of each worker.
+/// How many executors of `cores` and `memory_mb` fit in one worker's `room` (cores, memory).
+pub fn pieces_in(room: (u32, u64), cores: u32, memory_mb: u64) -> u64 {
+    u64::from(room.0 / cores.max(1)).min(room.1 / memory_mb.max(1))
+}
+
+/// How many executors of `cores` and `memory_mb` fit in `rooms`, each worker's.
 fn count_fitting(rooms: impl Iterator<Item = (u32, u64)>, cores: u32, memory_mb: u64) -> u64 {
-    rooms
-        .map(|(c, m)| u64::from(c / cores.max(1)).min(m / memory_mb.max(1)))
-        .sum()
+    rooms.map(|room| pieces_in(room, cores, memory_mb)).sum()
 }
 
 /// Executors of `app` that fit in the free room of `offers` now, and on the same workers idle.

@@ -6,20 +6,22 @@
 //!   ancestor) below its guarantee;
 //! - **priority**: within one queue, higher-priority work displaces strictly lower.
 //!
-//! Victims free just enough: candidates are taken executors before drivers, lowest priority
-//! first, most recently started first, until the item fits; then every victim the item does not
-//! need after all is let go, latest taken first. Nothing younger than its queue's
-//! `min_runtime` is chosen. Room already being freed (victims in their grace period) counts as
-//! free, so a decision is not made twice.
+//! Victims free just enough: for each piece the item still lacks, every worker says which of
+//! its candidates (executors before drivers, lowest priority first, most recently started
+//! first) would make the piece fit there, and the worker that frees the least beyond it wins. A
+//! gang, ended whole, is taken only when no single worker will do. Nothing younger than its
+//! queue's `min_runtime` is chosen. Room already being freed (victims in their grace period)
+//! counts as free, and room held for others (claims, reservations) is theirs, so a decision is
+//! not made twice.
 //!
 //! Neither rule can undo the other's work, and neither undoes itself: a reclaiming queue ends at
 //! or below its guarantee, so it is never a reclaim victim of the queue it took from (which stays
 //! at or above its own and so cannot reclaim); priority preemption only ever goes from strictly
-//! higher to lower. `preemption_tests` drives random events to show no two items preempt each
-//! other back and forth.
+//! higher to lower. `state::preemption_tests` drives random events to show no two items preempt
+//! each other back and forth.
 
+pub use super::queues::Preempt;
 use super::queues::{Amount, QueueTree, Usage};
-pub use super::queues::{DEFAULT_GRACE_MS, DEFAULT_MIN_RUNTIME_MS, Preempt};
 
 /// Which rule a preemption followed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

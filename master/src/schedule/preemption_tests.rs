@@ -46,6 +46,36 @@ fn usage_of(tree: &QueueTree, running: &[Running]) -> Usage {
     usage
 }
 
+/// A need in `queue` of `count` pieces of `cores` and 100 MiB.
+fn need(queue: usize, priority: i32, cores: u32, count: u32, whole: bool) -> Need {
+    Need {
+        queue,
+        priority,
+        cores,
+        memory_mb: 100,
+        count,
+        whole,
+    }
+}
+
+/// [`choose`] on offers with `free` room and nothing held.
+fn decide(
+    tree: &QueueTree,
+    usage: &mut Usage,
+    policy: &[Preempt],
+    free: &[(u32, u64)],
+    work: &[Running],
+    needs: &[Need],
+    now_ms: i64,
+) -> Vec<Decision> {
+    let cluster = Cluster {
+        free,
+        running: work,
+        held: &[],
+    };
+    choose(tree, usage, policy, &cluster, needs, now_ms)
+}
+
 #[test]
 fn a_queue_below_its_guarantee_takes_just_enough_from_a_lender_newest_first() {
     let tree = tree();
@@ -55,23 +85,13 @@ fn a_queue_below_its_guarantee_takes_just_enough_from_a_lender_newest_first() {
         .map(|i| running(lender, (i % 2) as usize, 1, i * 1000))
         .collect();
     let mut usage = usage_of(&tree, &work);
-    let need = Need {
-        queue: owed,
-        priority: 0,
-        cores: 2,
-        memory_mb: 100,
-        count: 1,
-        whole: false,
-    };
-    let decisions = choose(
+    let need = need(owed, 0, 2, 1, false);
+    let decisions = decide(
         &tree,
         &mut usage,
         &policy(&tree, "owed", 0),
-        &Cluster {
-            free: &[(0, 7000), (0, 7000)],
-            running: &work,
-            held: &[],
-        },
+        &[(0, 7000), (0, 7000)],
+        &work,
         &[need],
         100_000,
     );
@@ -89,26 +109,16 @@ fn work_younger_than_min_runtime_is_never_chosen_and_nothing_ends_for_nothing() 
     let tree = tree();
     let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
     let work = vec![running(lender, 0, 4, 95_000), running(lender, 1, 4, 10_000)];
-    let need = Need {
-        queue: owed,
-        priority: 0,
-        cores: 4,
-        memory_mb: 100,
-        count: 2,
-        whole: true,
-    };
+    let need = need(owed, 0, 4, 2, true);
     let mut usage = usage_of(&tree, &work);
     // Only the old one may go, and one is not enough for a gang of two: nothing is
     // preempted.
-    let decisions = choose(
+    let decisions = decide(
         &tree,
         &mut usage,
         &policy(&tree, "owed", 60_000),
-        &Cluster {
-            free: &[(0, 7000), (0, 7000)],
-            running: &work,
-            held: &[],
-        },
+        &[(0, 7000), (0, 7000)],
+        &work,
         std::slice::from_ref(&need),
         100_000,
     );
@@ -118,15 +128,12 @@ fn work_younger_than_min_runtime_is_never_chosen_and_nothing_ends_for_nothing() 
         whole: false,
         ..need
     };
-    let decisions = choose(
+    let decisions = decide(
         &tree,
         &mut usage,
         &policy(&tree, "owed", 60_000),
-        &Cluster {
-            free: &[(0, 7000), (0, 7000)],
-            running: &work,
-            held: &[],
-        },
+        &[(0, 7000), (0, 7000)],
+        &work,
         &[one],
         100_000,
     );
@@ -142,59 +149,16 @@ fn a_queue_at_its_guarantee_does_not_reclaim_and_a_lender_at_its_own_is_no_victi
     let tree = QueueTree::new(vec![q("owed", 2), q("lender", 4)]).unwrap_or_default();
     let (owed, lender) = (tree.index("owed").unwrap(), tree.index("lender").unwrap());
     let work: Vec<Running> = (0..6).map(|_| running(lender, 0, 1, 0)).collect();
-    let need = |cores| Need {
-        queue: owed,
-        priority: 0,
-        cores,
-        memory_mb: 100,
-        count: 1,
-        whole: false,
-    };
+    let need = |cores| need(owed, 0, cores, 1, false);
     let policy = policy(&tree, "owed", 0);
     // 3 cores would take owed past its guarantee of 2.
     let mut usage = usage_of(&tree, &work);
-    assert!(
-        choose(
-            &tree,
-            &mut usage,
-            &policy,
-            &Cluster {
-                free: &[(0, 0)],
-                running: &work,
-                held: &[]
-            },
-            &[need(3)],
-            1
-        )
-        .is_empty()
-    );
+    assert!(decide(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(3)], 1).is_empty());
     // 2 cores: the lender has 6 of a guarantee of 4, so exactly 2 may go.
-    let decisions = choose(
-        &tree,
-        &mut usage,
-        &policy,
-        &Cluster {
-            free: &[(0, 0)],
-            running: &work,
-            held: &[],
-        },
-        &[need(2)],
-        1,
-    );
+    let decisions = decide(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(2)], 1);
     assert_eq!(decisions[0].victims.len(), 2);
     // Another 2 would take the lender below its guarantee.
-    let again = choose(
-        &tree,
-        &mut usage,
-        &policy,
-        &Cluster {
-            free: &[(0, 0)],
-            running: &work,
-            held: &[],
-        },
-        &[need(2)],
-        1,
-    );
+    let again = decide(&tree, &mut usage, &policy, &[(0, 0)], &work, &[need(2)], 1);
     assert!(again.iter().all(|d| d.victims.is_empty()), "{again:?}");
 }
 
@@ -205,23 +169,13 @@ fn room_already_being_freed_is_not_taken_twice() {
     let mut work: Vec<Running> = (0..4).map(|i| running(lender, 0, 2, i)).collect();
     work[3].ending = true;
     let mut usage = usage_of(&tree, &work);
-    let need = Need {
-        queue: owed,
-        priority: 0,
-        cores: 2,
-        memory_mb: 100,
-        count: 1,
-        whole: false,
-    };
-    let decisions = choose(
+    let need = need(owed, 0, 2, 1, false);
+    let decisions = decide(
         &tree,
         &mut usage,
         &policy(&tree, "owed", 0),
-        &Cluster {
-            free: &[(0, 8000)],
-            running: &work,
-            held: &[],
-        },
+        &[(0, 8000)],
+        &work,
         &[need],
         10,
     );
@@ -236,23 +190,13 @@ fn priority_preempts_lower_priority_in_the_same_queue_executors_first() {
     work[0].is_driver = true;
     work[1].priority = 5;
     let mut usage = usage_of(&tree, &work);
-    let need = Need {
-        queue: lender,
-        priority: 3,
-        cores: 2,
-        memory_mb: 100,
-        count: 1,
-        whole: false,
-    };
-    let decisions = choose(
+    let need = need(lender, 3, 2, 1, false);
+    let decisions = decide(
         &tree,
         &mut usage,
         &policy(&tree, "none", 0),
-        &Cluster {
-            free: &[(0, 8000)],
-            running: &work,
-            held: &[],
-        },
+        &[(0, 8000)],
+        &work,
         &[need],
         10,
     );
@@ -302,26 +246,22 @@ fn on_random_clusters_victims_free_just_enough_and_only_what_is_allowed() {
             }
             free.push((left, 7000));
         }
-        let need = Need {
-            queue: owed,
-            priority: 0,
-            cores: rng.random_range(1..9),
-            memory_mb: 100,
-            count: rng.random_range(1..3),
-            whole: false,
-        };
+        let need = need(
+            owed,
+            0,
+            rng.random_range(1..9),
+            rng.random_range(1..3),
+            false,
+        );
         let min_runtime_ms = 30_000;
         let mut usage = usage_of(&tree, &work);
         let lender_before = usage.subtree(lender).cores;
-        let decisions = choose(
+        let decisions = decide(
             &tree,
             &mut usage,
             &policy(&tree, "owed", min_runtime_ms),
-            &Cluster {
-                free: &free,
-                running: &work,
-                held: &[],
-            },
+            &free,
+            &work,
             std::slice::from_ref(&need),
             100_000,
         );

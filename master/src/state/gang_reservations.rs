@@ -5,7 +5,7 @@
 //! holds; it lasts until the gang has started or ended.
 
 use super::{State, claims::Claim};
-use crate::schedule::{Offer, WaitCode};
+use crate::schedule::{Offer, WaitCode, gangs::pieces_in};
 
 impl State {
     /// Claims workers for each gang that has waited long enough for room and holds no claim.
@@ -29,8 +29,8 @@ impl State {
                 (
                     a.id.clone(),
                     a.wanted(),
-                    a.spec.executor_cores.max(1),
-                    a.spec.executor_memory_mb.max(1),
+                    a.spec.executor_cores,
+                    a.spec.executor_memory_mb,
                 )
             })
             .collect();
@@ -41,9 +41,8 @@ impl State {
                 .flat_map(Claim::workers)
                 .chain(self.reservations.values().map(String::as_str))
                 .collect();
-            let idle = |o: &Offer| u64::from(o.cores / cores).min(o.memory_mb / memory_mb);
-            let free =
-                |o: &Offer| u64::from(o.free_cores / cores).min(o.free_memory_mb / memory_mb);
+            let idle = |o: &Offer| pieces_in((o.cores, o.memory_mb), cores, memory_mb);
+            let free = |o: &Offer| pieces_in((o.free_cores, o.free_memory_mb), cores, memory_mb);
             let mut candidates: Vec<&Offer> = offers
                 .iter()
                 .filter(|o| !claimed.contains(o.worker_id.as_str()) && idle(o) > 0)

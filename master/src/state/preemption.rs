@@ -121,8 +121,9 @@ impl State {
             })
     }
 
-    /// Whether some queue preempts and something waits: then a turn looks for preemptions
-    /// even when nothing else changed (a victim may have come of age).
+    /// Whether some queue preempts, something may wait (a driver, or an application that may
+    /// want executors) and the last look is 200 ms old: then a turn looks for preemptions even
+    /// when nothing else changed (a victim may have come of age).
     pub fn preemption_due(&self, now_ms: i64) -> bool {
         now_ms.saturating_sub(self.preemption_checked_ms) >= CHECK_EVERY_MS
             && self

@@ -39,6 +39,18 @@ fn driver(cores: u32, queue: &str) -> DriverSpec {
     }
 }
 
+/// A gang of `members` executors of 1 core and 64 MiB.
+fn gang_of(members: u32) -> ApplicationSpec {
+    ApplicationSpec {
+        command: vec!["member".into()],
+        executor_cores: 1,
+        executor_memory_mb: 64,
+        executors: members,
+        gang: true,
+        ..Default::default()
+    }
+}
+
 fn free_cores(state: &State) -> u32 {
     state.workers.get("w1").map_or(0, |w| w.free_cores())
 }
@@ -147,15 +159,7 @@ fn a_gang_that_waited_long_enough_is_not_starved_by_small_work() {
         .map(|_| state.submit(driver(1, ""), None, 0).unwrap())
         .collect();
     state.schedule(0, &mut effects);
-    let gang = ApplicationSpec {
-        command: vec!["member".into()],
-        executor_cores: 1,
-        executor_memory_mb: 64,
-        executors: 4,
-        gang: true,
-        ..Default::default()
-    };
-    let gang_id = state.register_app(gang, None, "h", 0).unwrap();
+    let gang_id = state.register_app(gang_of(4), None, "h", 0).unwrap();
     let mut started_at = None;
     for step in 1..=40 {
         let now = step * 1_000;
@@ -203,15 +207,7 @@ fn a_gang_reservation_on_a_worker_that_dies_is_given_up() {
     state.register_worker(reg, "h".into(), 2, Instant::now(), 0, &mut effects);
     let small = state.submit(driver(1, ""), None, 0).unwrap();
     state.schedule(0, &mut effects);
-    let gang = ApplicationSpec {
-        command: vec!["member".into()],
-        executor_cores: 1,
-        executor_memory_mb: 64,
-        executors: 4,
-        gang: true,
-        ..Default::default()
-    };
-    let gang_id = state.register_app(gang, None, "h", 0).unwrap();
+    let gang_id = state.register_app(gang_of(4), None, "h", 0).unwrap();
     state.schedule(1_000, &mut effects);
     state.schedule(2_000, &mut effects);
     assert!(state.claims.contains_key(&gang_id), "the gang reserved");
