@@ -98,6 +98,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
             base_path: args.ui_base_path,
             max_connections: ui_connections(args.ui_max_connections, open_files),
         },
+        kept_logs_bytes: args.kept_logs,
         ..Default::default()
     };
     let shutdown = Shutdown::new();
@@ -136,6 +137,8 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
                 ("node", args.node_name),
             ],
         )?,
+        log_tail: args.log_tail,
+        log_ship_interval: args.log_ship_interval,
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -228,6 +231,8 @@ async fn run(cli: Cli) -> Result<i32> {
                 time_limit_ms: args
                     .time_limit
                     .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+                ui_port: args.ui_port.map_or(0, u32::from),
+                ui_keep_prefix: args.ui_keep_prefix,
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {

@@ -5,6 +5,35 @@ use crate::error::InvalidInput;
 /// Parses a memory size into MiB: `512m`, `4g`, `1.5g`, `2Gi`, `1t`, or a bare number of MiB.
 ///
 /// Sizes below one MiB and zero are refused: no slot can be that small.
+/// Parses a size in bytes: `4096`, `512k`, `1m`, `2Gi` (units of 1024).
+pub fn parse_bytes(field: &str, text: &str) -> Result<u64, InvalidInput> {
+    let bad = || {
+        InvalidInput::new(
+            field,
+            format!("{text:?} is not a size (use e.g. 4096, 512k, 1m, 2g)"),
+        )
+    };
+    let (number, unit) = split_number(text.trim());
+    let value: u64 = number.parse().map_err(|_| bad())?;
+    let unit = unit.trim().to_ascii_lowercase();
+    let unit = unit
+        .strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .or_else(|| unit.strip_suffix('i'))
+        .unwrap_or(&unit);
+    let scale: u64 = match unit {
+        "" => 1,
+        "k" => 1 << 10,
+        "m" => 1 << 20,
+        "g" => 1 << 30,
+        "t" => 1 << 40,
+        _ => return Err(bad()),
+    };
+    value
+        .checked_mul(scale)
+        .ok_or_else(|| InvalidInput::new(field, format!("{text:?} is too large")))
+}
+
 pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
     let t = text.trim();
     let bad = || {
@@ -96,6 +125,22 @@ pub fn format_mb(mb: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn byte_sizes_parse_with_binary_units_and_name_the_field_when_wrong() {
+        for (text, bytes) in [
+            ("4096", 4096),
+            ("512k", 512 << 10),
+            ("1m", 1 << 20),
+            ("2Gi", 2 << 30),
+        ] {
+            assert_eq!(parse_bytes("log_tail", text).ok(), Some(bytes), "{text}");
+        }
+        for bad in ["", "1.5m", "-1", "12x", "99999999999999999999t"] {
+            let e = parse_bytes("log_tail", bad).err().map(|e| e.to_string());
+            assert!(e.unwrap_or_default().contains("log_tail"), "{bad}");
+        }
+    }
 
     #[test]
     fn memory_sizes_parse_like_spark_and_kubernetes() {

@@ -48,6 +48,18 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
         validate_queue_name("queue", &spec.queue)?;
     }
     validate_time_limit(spec.time_limit_ms)?;
+    if spec.ui_port > u32::from(u16::MAX) {
+        return Err(InvalidInput::new(
+            "ui_port",
+            format!("{} is not a TCP port (1 to 65535)", spec.ui_port),
+        ));
+    }
+    if spec.ui_keep_prefix && spec.ui_port == 0 {
+        return Err(InvalidInput::new(
+            "ui_keep_prefix",
+            "applies to a driver UI: set ui_port too",
+        ));
+    }
     validate_program(
         Fields {
             name: "name",

@@ -136,6 +136,11 @@ pub struct DriverView {
     pub app_id: Option<String>,
     /// Preemptions it made (for room) or suffered, oldest first.
     pub preemptions: Vec<PreemptionView>,
+    /// The port its own web UI listens on.
+    pub ui_port: Option<u32>,
+    /// While it runs: where that UI is served, under the master's web UI root (after any base
+    /// path), `/drivers/<id>/ui/`.
+    pub ui_path: Option<String>,
 }
 
 impl From<&Driver> for DriverView {
@@ -168,6 +173,8 @@ impl From<&Driver> for DriverView {
             history: d.history.iter().map(StateChangeView::from).collect(),
             app_id: non_empty(&d.app_id),
             preemptions: d.preemptions.iter().map(PreemptionView::from).collect(),
+            ui_port: (spec.ui_port > 0).then_some(spec.ui_port),
+            ui_path: non_empty(&d.ui_path),
         }
     }
 }

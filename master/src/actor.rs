@@ -21,12 +21,14 @@ use crate::{
     config::MasterConfig,
     driver_tokens::DriverTokens,
     error::{Error, Result},
+    kept_logs::KeptLogs,
     links::Links,
     schedule::QueueTree,
     state::{Effect, Limits, State, stored::Loaded},
     store::Store,
     telemetry::Telemetry,
     tenants::Tenants,
+    tunnels::Tunnels,
 };
 
 /// Commands queued between handlers and the actor; senders wait when it is full.
@@ -45,6 +47,10 @@ pub struct MasterHandle {
     pub telemetry: Arc<Telemetry>,
     /// Mints and checks the drivers' own tokens.
     pub tokens: Arc<DriverTokens>,
+    /// The logs workers shipped, served once a worker is gone.
+    pub kept_logs: KeptLogs,
+    /// Driver UI connections waiting for their worker to open the tunnel.
+    pub tunnels: Tunnels,
 }
 
 impl MasterHandle {
@@ -76,16 +82,16 @@ impl MasterHandle {
     }
 }
 
-/// Starts the actor on the state `store` held; it runs until `shutdown` is cancelled, or
-/// fails when the store cannot be written (the master stops rather than answer for state it
-/// cannot keep).
+/// Starts the actor on the state `store` held (`loaded`, as read); it runs until `shutdown` is
+/// cancelled, or fails when the store cannot be written (the master stops rather than answer
+/// for state it cannot keep).
 pub fn spawn(
     config: Arc<MasterConfig>,
     master_url: String,
-    store: Store,
-    loaded: Loaded,
+    (store, loaded): (Store, Loaded),
     queues: (Arc<QueueTree>, Arc<Tenants>),
     tokens: Arc<DriverTokens>,
+    kept_logs: KeptLogs,
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
     let now_ms = ids::now_ms();
@@ -125,6 +131,8 @@ pub fn spawn(
         shutdown: shutdown.clone(),
         telemetry: telemetry.clone(),
         tokens: tokens.clone(),
+        kept_logs,
+        tunnels: Tunnels::default(),
     };
     let actor = Actor {
         state,
@@ -445,6 +453,12 @@ impl Actor {
                 // the state stays free of keys.
                 if let Some(Msg::LaunchDriver(launch)) = &mut message.msg {
                     launch.token = self.tokens.mint(&launch.driver_id, launch.attempt);
+                    if launch.spec.as_ref().is_some_and(|s| s.ui_port > 0) {
+                        launch.ui_base = format!(
+                            "{}/drivers/{}/ui",
+                            self.config.ui.base_path, launch.driver_id
+                        );
+                    }
                 }
                 if !self.links.send(&worker_id, message) {
                     // The stream is gone; its Disconnected command is on its way and will mark

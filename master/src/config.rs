@@ -73,6 +73,8 @@ pub struct MasterConfig {
     pub ui: UiConfig,
     /// How often cluster use is sampled for the UI's chart; the last hour is kept.
     pub sample_interval: Duration,
+    /// The most bytes of shipped logs kept, all together; the least recently written go first.
+    pub kept_logs_bytes: u64,
 }
 
 /// How the web UI behaves for people who reach port 8080.
@@ -127,6 +129,7 @@ impl Default for MasterConfig {
             tls: None,
             ui: UiConfig::default(),
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
+            kept_logs_bytes: crate::kept_logs::DEFAULT_LIMIT_BYTES,
         }
     }
 }

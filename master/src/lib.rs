@@ -11,6 +11,8 @@
 //! - [`command`]: what can happen to the cluster: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
+//! - [`kept_logs`]: the tails of logs workers ship, kept for when the worker is gone.
+//! - [`tunnels`]: drivers' web UIs, proxied through tunnels their workers open.
 //! - [`grpc`]: the worker and client services, plus health and reflection.
 //! - [`web`]: pages, JSON, probes and metrics on port 8080.
 //! - [`listen`]: the ports as bound, plain or behind TLS.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod driver_tokens;
 pub mod error;
 pub mod grpc;
+pub mod kept_logs;
 pub mod links;
 pub mod listen;
 pub mod queue_file;
@@ -34,6 +37,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tenants;
 pub mod tls;
+pub mod tunnels;
 pub mod web;
 
 pub use config::MasterConfig;

@@ -33,6 +33,9 @@ pub const ORDER_QUEUE: usize = 1024;
 /// cannot crowd out its orders.
 const LOG_READS_IN_FLIGHT: usize = 8;
 
+/// Driver UI connections open through one worker at once.
+pub const TUNNELS_PER_WORKER: usize = 32;
+
 /// The order queue for a worker offering `cores`.
 pub fn order_queue(cores: u32) -> usize {
     usize::try_from(cores)
@@ -53,6 +56,8 @@ pub struct Link {
     /// Filled by the stream's reader task when `LogData` arrives.
     pub pending_logs: PendingLogs,
     pub log_reads: Arc<tokio::sync::Semaphore>,
+    /// Driver UI tunnels open through this worker, at most [`TUNNELS_PER_WORKER`].
+    pub tunnels: Arc<tokio::sync::Semaphore>,
 }
 
 impl Link {
@@ -69,6 +74,7 @@ impl Link {
             closed: tokio_util::sync::CancellationToken::new(),
             pending_logs,
             log_reads: Arc::new(tokio::sync::Semaphore::new(LOG_READS_IN_FLIGHT)),
+            tunnels: Arc::new(tokio::sync::Semaphore::new(TUNNELS_PER_WORKER)),
         }
     }
 
@@ -129,6 +135,10 @@ impl Links {
         // Cloned so the lock is not held while the queue is tried.
         let link = self.lock().get(worker_id).cloned();
         link.is_some_and(|l| l.send(message))
+    }
+
+    pub fn get(&self, worker_id: &str) -> Option<Link> {
+        self.lock().get(worker_id).cloned()
     }
 
     pub fn connected(&self) -> usize {

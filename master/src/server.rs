@@ -121,14 +121,15 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
     };
     let in_force = queues.clone();
     let tokens = Arc::new(DriverTokens::load_or_create(&config.state_dir)?);
+    let kept_logs = crate::kept_logs::KeptLogs::open(&config.state_dir, config.kept_logs_bytes)?;
     let config = Arc::new(config);
     let (handle, actor_task) = actor::spawn(
         config.clone(),
         url.clone(),
-        store,
-        loaded,
+        (store, loaded),
         (Arc::new(queues.tree), Arc::new(queues.tenants)),
         tokens,
+        kept_logs,
         shutdown.clone(),
     );
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();

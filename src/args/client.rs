@@ -88,6 +88,17 @@ pub struct SubmitArgs {
     /// limit it may start early on room reserved for larger work that will not need it sooner.
     #[arg(long, value_parser = duration_arg)]
     pub time_limit: Option<Duration>,
+    /// A port the driver serves its own web UI on (Spark's 4040, Jupyter, a Dask dashboard),
+    /// listening on the worker's loopback or all addresses: the master serves it at
+    /// `/drivers/<id>/ui/` while it runs, and the driver gets HEARTH_UI_BASE (that public path)
+    /// and HEARTH_UI_PORT.
+    #[arg(long)]
+    pub ui_port: Option<u16>,
+    /// Forward the UI's requests with the path as the browser sent it (HEARTH_UI_BASE
+    /// included), for servers that serve under their base path (Jupyter's base_url, Dask's
+    /// --dashboard-prefix); by default that prefix is taken off.
+    #[arg(long, requires = "ui_port")]
+    pub ui_keep_prefix: bool,
     /// Your own id for this submission (1 to 128 letters, digits, '-', '_', '.', ':'): running
     /// the same `hearth submit` again answers with the driver the first one made instead of
     /// starting a second (the same id with a different spec is refused). Default: a fresh id.

@@ -33,6 +33,8 @@ static RESERVE_AFTER: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_RESERVE_AFTER));
 static USAGE_HALF_LIFE: LazyLock<String> =
     LazyLock::new(|| format_duration(master::DEFAULT_USAGE_HALF_LIFE));
+static LOG_SHIP_INTERVAL: LazyLock<String> =
+    LazyLock::new(|| format_duration(worker::DEFAULT_LOG_SHIP_INTERVAL));
 static KILL_GRACE: LazyLock<String> = LazyLock::new(|| format_duration(worker::DEFAULT_KILL_GRACE));
 static DECOMMISSION_GRACE: LazyLock<String> =
     LazyLock::new(|| format_duration(worker::DEFAULT_DECOMMISSION_GRACE));
@@ -84,6 +86,10 @@ fn base_path_arg(text: &str) -> Result<String, String> {
 
 fn label_arg(text: &str) -> Result<(String, String), String> {
     hearth_common::spec::parse_label(text).map_err(|e| e.to_string())
+}
+
+fn bytes_arg(s: &str) -> Result<u64, String> {
+    hearth_common::resources::parse_bytes("size", s).map_err(|e| e.reason)
 }
 
 fn duration_arg(s: &str) -> Result<Duration, String> {
@@ -205,6 +211,10 @@ pub struct MasterArgs {
     /// Path prefix the UI is served under behind a proxy or ingress, e.g. /hearth.
     #[arg(long, env = "HEARTH_UI_BASE_PATH", default_value = "", value_parser = base_path_arg)]
     pub ui_base_path: String,
+    /// The most shipped logs the master keeps, all together (e.g. 256m, 2g); the least
+    /// recently written go first.
+    #[arg(long, env = "HEARTH_KEPT_LOGS", default_value = "256m", value_parser = bytes_arg)]
+    pub kept_logs: u64,
     /// Most connections open on the UI port at once; at the cap the oldest client that has not
     /// sent a whole request is closed to make room (capped again at a quarter of the open-file
     /// limit).
@@ -296,6 +306,19 @@ pub struct WorkerArgs {
     /// The node the pod runs on (downward API), shown as the label `node`.
     #[arg(long, env = "HEARTH_NODE_NAME")]
     pub node_name: Option<String>,
+    /// How much of the end of each driver's and executor's stdout and stderr the master is
+    /// sent to keep, e.g. 1m or 256k.
+    #[arg(long, env = "HEARTH_LOG_TAIL", default_value = "1m", value_parser = bytes_arg)]
+    pub log_tail: u64,
+    /// How often the new output of running processes is sent to the master; a worker killed
+    /// without warning loses at most the output of this long.
+    #[arg(
+        long,
+        env = "HEARTH_LOG_SHIP_INTERVAL",
+        default_value = LOG_SHIP_INTERVAL.as_str(),
+        value_parser = duration_arg
+    )]
+    pub log_ship_interval: Duration,
 }
 
 #[derive(Args)]

@@ -128,6 +128,18 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
         view.worker_id.as_deref().unwrap_or("-")
     )?;
     writeln!(out, "attempt:    {}", view.attempt)?;
+    if let Some(port) = view.ui_port {
+        match &view.ui_path {
+            Some(path) => writeln!(
+                out,
+                "ui:         {path} on the master's web UI (the driver's port {port})"
+            )?,
+            None => writeln!(
+                out,
+                "ui:         port {port}, served through the master while it runs"
+            )?,
+        }
+    }
     if let Some(app) = &view.app_id {
         writeln!(out, "app:        {app}")?;
     }
@@ -469,7 +481,21 @@ pub async fn queues(client: &Client, json: bool) -> Result<i32> {
 pub async fn logs(client: &Client, id: &str, stream: LogStream, follow: bool) -> Result<i32> {
     let mut chunks = client.logs(id, stream, 0, follow).await?;
     let mut out = std::io::stdout().lock();
+    let mut told = false;
     while let Some(chunk) = chunks.message().await? {
+        if chunk.kept && !told {
+            told = true;
+            let cut = if chunk.kept_from > 0 {
+                format!("; the first {} bytes were cut", chunk.kept_from)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "hearth: the worker that ran {id} is gone; this is the tail the master kept \
+                 (up to byte {}{cut})",
+                chunk.size
+            );
+        }
         out.write_all(&chunk.data)?;
         out.flush()?;
     }

@@ -3,6 +3,7 @@
 //! with `hearth-bench` live in the `hearth-testkit` crate; these wrappers turn its errors into
 //! test failures.
 //!
+//! - [`browser`]: a headless Chromium over WebDriver.
 //! - [`cluster`]: a master and workers as processes, the `hearth` command run against them.
 //! - [`in_process`]: a master and workers inside the test's own process, for behaviour where
 //!   the process boundary is not the point.
@@ -13,6 +14,7 @@
 // Each test binary uses a part of the harness.
 #![allow(dead_code, unused_imports)]
 
+pub mod browser;
 pub mod cluster;
 pub mod http;
 pub mod images;
@@ -26,6 +28,7 @@ use std::{
 
 use hearth_common::{auth::Secret, client::Client};
 
+pub use browser::Browser;
 pub use cluster::{
     Cluster, MasterOptions, QueuesFile, master_command, master_command_bound, master_command_on,
 };

@@ -16,6 +16,10 @@ pub const DEFAULT_WORK_DIR: &str = "./hearth-work";
 pub const DEFAULT_KILL_GRACE: Duration = Duration::from_secs(10);
 pub const DEFAULT_DECOMMISSION_GRACE: Duration = Duration::from_secs(30);
 pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+/// How much of the end of each stdout and stderr the master keeps.
+pub const DEFAULT_LOG_TAIL: u64 = 1024 * 1024;
+/// How often running processes' new output is shipped to the master.
+pub const DEFAULT_LOG_SHIP_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -44,6 +48,11 @@ pub struct WorkerConfig {
     pub cgroup_root: PathBuf,
     /// Shown on the master's worker page: pod, node, namespace, and any the operator adds.
     pub labels: std::collections::BTreeMap<String, String>,
+    /// How much of the end of each log the master is asked to keep.
+    pub log_tail: u64,
+    /// How often running processes' new output is shipped; a worker killed without warning
+    /// loses at most this much of it.
+    pub log_ship_interval: Duration,
 }
 
 impl Default for WorkerConfig {
@@ -62,6 +71,8 @@ impl Default for WorkerConfig {
             decommission_grace: DEFAULT_DECOMMISSION_GRACE,
             cgroup_root: PathBuf::from(DEFAULT_CGROUP_ROOT),
             labels: Default::default(),
+            log_tail: DEFAULT_LOG_TAIL,
+            log_ship_interval: DEFAULT_LOG_SHIP_INTERVAL,
         }
     }
 }

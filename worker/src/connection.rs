@@ -27,9 +27,11 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     error::{Error, Result},
+    log_shipping::Shipper,
     logs,
     orders::{self, Inventory},
     runner::{Report, Runner},
+    tunnels::TunnelClient,
 };
 
 /// Terminal reports kept for re-sending after a reconnect.
@@ -113,6 +115,12 @@ pub struct Connection {
     pub decommission_grace: Duration,
     /// True while registered; read by `/readyz`.
     pub registered: Arc<AtomicBool>,
+    /// The tails of logs, shipped to the master to keep.
+    pub shipper: Shipper,
+    /// How often running processes' new output is shipped.
+    pub ship_interval: Duration,
+    /// Drivers' web UIs, on a connection of their own.
+    pub tunnels: TunnelClient,
     pub shutdown: Shutdown,
 }
 
@@ -148,6 +156,9 @@ impl Connection {
         // neither (the runner reports under the lock it removes the driver with).
         let running = self.runner.running();
         while let Ok(report) = self.reports.try_recv() {
+            if report.outcome.is_terminal() {
+                self.shipper.ended(report.process.clone(), report.attempt);
+            }
             keep_if_terminal(unconfirmed, report);
         }
         let inventory = Inventory::new(running, unconfirmed.iter());
@@ -195,6 +206,9 @@ impl Connection {
 
         let mut heartbeat = tokio::time::interval(interval);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: what ended while disconnected is shipped first.
+        let mut ship = tokio::time::interval(self.ship_interval);
+        ship.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => {
@@ -206,12 +220,14 @@ impl Connection {
                         .await
                         .map_err(|_| Error::Closed)?;
                 }
+                _ = ship.tick() => {
+                    let running = self.runner.running();
+                    self.ship_logs(Some(running), &up).await?;
+                }
                 report = self.reports.recv() => {
                     let Some(report) = report else { return Ok(()) };
-                    keep_if_terminal(unconfirmed, report.clone());
-                    up.send(WorkerMessage { msg: Some(orders::status_message(report)) })
-                        .await
-                        .map_err(|_| Error::Closed)?;
+                    self.report(report.clone(), &up).await?;
+                    keep_if_terminal(unconfirmed, report);
                 }
                 message = inbound.message() => {
                     match message? {
@@ -261,7 +277,7 @@ impl Connection {
                     let _ = up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) }).await;
                 }
                 Some(report) = self.reports.recv() => {
-                    let _ = up.send(WorkerMessage { msg: Some(orders::status_message(report)) }).await;
+                    let _ = self.report(report, &up).await;
                 }
                 message = inbound.message(), if master_open => match message {
                     Ok(Some(MasterMessage { msg: Some(order) })) => self.obey(order, &up),
@@ -283,19 +299,18 @@ impl Connection {
         let kill_all = runner.kill_all(&reason, self.kill_limit);
         tokio::pin!(kill_all);
         loop {
-            let message = tokio::select! {
+            tokio::select! {
                 _ = &mut kill_all => break,
-                _ = heartbeat.tick() => Msg::Heartbeat(Heartbeat {}),
-                Some(report) = self.reports.recv() => orders::status_message(report),
-            };
-            let _ = up.send(WorkerMessage { msg: Some(message) }).await;
+                _ = heartbeat.tick() => {
+                    let _ = up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) }).await;
+                }
+                Some(report) = self.reports.recv() => {
+                    let _ = self.report(report, &up).await;
+                }
+            }
         }
         while let Ok(report) = self.reports.try_recv() {
-            let _ = up
-                .send(WorkerMessage {
-                    msg: Some(orders::status_message(report)),
-                })
-                .await;
+            let _ = self.report(report, &up).await;
         }
         drop(up);
         if master_open {
@@ -304,6 +319,41 @@ impl Connection {
             })
             .await;
         }
+    }
+
+    /// Sends a process's report; an ended one's last output goes first, so the master holds
+    /// it by the time it learns of the end.
+    async fn report(&self, report: Report, up: &mpsc::Sender<WorkerMessage>) -> Result<()> {
+        if report.outcome.is_terminal() {
+            self.shipper.ended(report.process.clone(), report.attempt);
+            self.ship_logs(None, up).await?;
+        }
+        up.send(WorkerMessage {
+            msg: Some(orders::status_message(report)),
+        })
+        .await
+        .map_err(|_| Error::Closed)
+    }
+
+    /// Ships what ended processes, and (given `running`) running ones, wrote since the last
+    /// round.
+    async fn ship_logs(
+        &self,
+        running: Option<Vec<(ProcessRef, u32)>>,
+        up: &mpsc::Sender<WorkerMessage>,
+    ) -> Result<()> {
+        let shipper = self.shipper.clone();
+        let pieces = tokio::task::spawn_blocking(move || shipper.round(running.as_deref()))
+            .await
+            .unwrap_or_default();
+        for piece in pieces {
+            up.send(WorkerMessage {
+                msg: Some(Msg::LogTail(piece)),
+            })
+            .await
+            .map_err(|_| Error::Closed)?;
+        }
+        Ok(())
     }
 
     fn obey(&self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {
@@ -360,6 +410,20 @@ impl Connection {
                             .await;
                     }
                 });
+            }
+            master_message::Msg::OpenTunnel(open) => {
+                // Only to a driver running here: the master asks for its UI port, nothing else.
+                let here = self
+                    .runner
+                    .running()
+                    .iter()
+                    .any(|(p, _)| matches!(p, ProcessRef::Driver(d) if *d == open.driver_id));
+                let refused =
+                    (!here).then(|| format!("{} does not run on this worker", open.driver_id));
+                tracing::debug!(worker_id = %self.identity.worker_id, driver_id = %open.driver_id,
+                    port = open.port, "driver UI tunnel ordered");
+                let tunnels = self.tunnels.clone();
+                tokio::spawn(async move { tunnels.serve(open, refused).await });
             }
             master_message::Msg::Registered(_) => {}
         }

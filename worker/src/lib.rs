@@ -7,16 +7,20 @@
 //! - [`runner`]: drivers and executors as process groups: launch, report, kill.
 //! - [`orders`]: the master's launch orders and the runner's reports, translated.
 //! - [`logs`]: reading stdout/stderr files in chunks for the master.
+//! - [`log_shipping`]: the tails of those files, shipped for the master to keep.
+//! - [`tunnels`]: drivers' web UIs, reached by the master through this worker.
 //! - [`http`]: `/healthz`, `/readyz`, `/metrics` and a small page on port 8081.
 
 pub mod config;
 pub mod connection;
 pub mod error;
 pub mod http;
+pub mod log_shipping;
 pub mod logs;
 pub mod orders;
 pub mod resources;
 pub mod runner;
+pub mod tunnels;
 
 use std::{
     net::SocketAddr,
@@ -50,6 +54,17 @@ impl RunningWorker {
 pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
     if config.cores == Some(0) {
         return Err(Error::Config("cores: must be at least 1, got 0".into()));
+    }
+    if config.log_ship_interval < std::time::Duration::from_millis(100) {
+        return Err(Error::Config(format!(
+            "log ship interval: must be at least 100ms, got {:?}",
+            config.log_ship_interval
+        )));
+    }
+    if config.log_tail == 0 {
+        return Err(Error::Config(
+            "log tail: must be at least 1 byte, got 0".into(),
+        ));
     }
     if config.memory_mb == Some(0) {
         return Err(Error::Config("memory: must be at least 1m, got 0".into()));
@@ -137,10 +152,17 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         runner: runner.clone(),
         reports,
         driver_host: id_host,
-        work_dir,
+        work_dir: work_dir.clone(),
         kill_limit: config.kill_grace + std::time::Duration::from_secs(1),
         decommission_grace: config.decommission_grace,
         registered,
+        shipper: log_shipping::Shipper::new(work_dir.clone(), config.log_tail),
+        ship_interval: config.log_ship_interval,
+        tunnels: tunnels::TunnelClient::new(
+            config.master_url.clone(),
+            config.tls.clone(),
+            config.secret.clone(),
+        ),
         shutdown: shutdown.clone(),
     };
     let grace = config.kill_grace;

@@ -24,6 +24,10 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str) -> Launch {
     if !order.app_id.is_empty() {
         identity.push(("HEARTH_APP_ID", order.app_id));
     }
+    if spec.ui_port > 0 {
+        identity.push(("HEARTH_UI_PORT", spec.ui_port.to_string()));
+        identity.push(("HEARTH_UI_BASE", order.ui_base));
+    }
     Launch {
         process: ProcessRef::Driver(order.driver_id),
         attempt: order.attempt,

@@ -331,7 +331,13 @@ impl ClientService for ClientApi {
         let snapshot = self.master.snapshot();
         caller.may_read_log(&snapshot, &process)?;
         let (worker_id, ended) = snapshot.log_source(&process)?;
-        if worker_id.is_none() && (!req.follow || ended) {
+        let kept = self
+            .master
+            .kept_logs
+            .read(&process, stream, 0, 0)
+            .await?
+            .is_some();
+        if worker_id.is_none() && !kept && (!req.follow || ended) {
             let d = snapshot.driver(&req.id)?;
             return Err(Status::failed_precondition(format!(
                 "{} has no logs yet: it is {} and not on a worker{}",
@@ -378,7 +384,22 @@ async fn copy_log(
             let snap: Arc<State> = snapshots.borrow_and_update().clone();
             snap.log_source(process)?
         };
-        let Some(worker_id) = worker_id else {
+        let connected = worker_id
+            .as_ref()
+            .filter(|w| master.links.get(w).is_some())
+            .cloned();
+        let Some(worker_id) = connected else {
+            // Its worker is gone (or it waits to be relaunched): what the master kept, once.
+            if reading_from.is_none() && copy_kept(master, process, stream, offset, tx).await? {
+                return Ok(());
+            }
+            if worker_id.is_some() {
+                return Err(Error::Unavailable(format!(
+                    "the logs of {process} are on {}, which is not connected, and the master \
+                     kept none of them",
+                    worker_id.unwrap_or_default()
+                )));
+            }
             if !follow || ended {
                 return Ok(());
             }
@@ -402,6 +423,7 @@ async fn copy_log(
             let chunk = LogChunk {
                 data: data.data,
                 offset: data.offset,
+                ..Default::default()
             };
             if !send(tx, Ok(chunk), &master.shutdown).await {
                 return Ok(());
@@ -421,6 +443,53 @@ async fn copy_log(
             _ = tx.closed() => return Ok(()),
         }
     }
+}
+
+/// Streams what the master kept of a log from `offset` (negative: before the end); whether
+/// anything of it was kept.
+async fn copy_kept(
+    master: &MasterHandle,
+    process: &ProcessRef,
+    stream: LogStream,
+    offset: i64,
+    tx: &mpsc::Sender<Result<LogChunk, Status>>,
+) -> Result<bool, Error> {
+    let Some(first) = master
+        .kept_logs
+        .read(process, stream, offset, u64::from(LOG_CHUNK))
+        .await?
+    else {
+        return Ok(false);
+    };
+    let mut next = first.offset;
+    let mut piece = Some(first);
+    while let Some(kept) = piece.take() {
+        if kept.data.is_empty() {
+            break;
+        }
+        next = kept.offset + kept.data.len() as u64;
+        let chunk = LogChunk {
+            data: kept.data,
+            offset: kept.offset,
+            kept: true,
+            kept_from: kept.kept_from,
+            size: kept.size,
+        };
+        if !send(tx, Ok(chunk), &master.shutdown).await {
+            return Ok(true);
+        }
+        piece = master
+            .kept_logs
+            .read(
+                process,
+                stream,
+                i64::try_from(next).unwrap_or(i64::MAX),
+                u64::from(LOG_CHUNK),
+            )
+            .await?;
+    }
+    tracing::debug!(%process, next, "kept log served");
+    Ok(true)
 }
 
 /// Sends unless the client went away or the master is stopping; says whether it was sent.

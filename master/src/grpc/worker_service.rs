@@ -12,7 +12,8 @@ use std::{
 
 use hearth_common::{
     proto::{
-        MasterMessage, WorkerMessage, worker_message::Msg, worker_service_server::WorkerService,
+        MasterMessage, TunnelData, WorkerMessage, worker_message::Msg,
+        worker_service_server::WorkerService,
     },
     spec::validate_register,
 };
@@ -20,7 +21,7 @@ use tokio::sync::mpsc;
 use tokio_stream::{Stream, StreamExt, wrappers::ReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::{actor::MasterHandle, command::Command, error::Error, links::Link};
+use crate::{actor::MasterHandle, command::Command, error::Error, links::Link, tunnels::Opened};
 
 /// How long a new stream may take to send its `Register`.
 const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
@@ -39,10 +40,36 @@ impl WorkerApi {
 }
 
 type OrderStream = Pin<Box<dyn Stream<Item = Result<MasterMessage, Status>> + Send>>;
+type TunnelStream = Pin<Box<dyn Stream<Item = Result<TunnelData, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl WorkerService for WorkerApi {
     type SessionStream = OrderStream;
+    type TunnelStream = TunnelStream;
+
+    async fn tunnel(
+        &self,
+        request: Request<Streaming<TunnelData>>,
+    ) -> Result<Response<Self::TunnelStream>, Status> {
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(REGISTER_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| Status::deadline_exceeded("no first message within 10 s"))??
+            .ok_or_else(|| Status::invalid_argument("tunnel: closed before its first message"))?;
+        let (outbound, rx) = mpsc::channel(4);
+        let opened = Opened {
+            error: first.error,
+            inbound,
+            outbound,
+        };
+        if !self.master.tunnels.arrived(first.tunnel_id, opened) {
+            return Err(Status::not_found(format!(
+                "tunnel_id: no tunnel {} is waiting (it timed out, or was never asked for)",
+                first.tunnel_id
+            )));
+        }
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
 
     async fn session(
         &self,
@@ -160,6 +187,10 @@ async fn read_worker_stream(
                 conn_id,
                 reason: d.reason,
             },
+            Msg::LogTail(tail) => {
+                master.kept_logs.ship(worker_id, tail).await;
+                continue;
+            }
             Msg::Register(_) => return "protocol error: a second Register on one stream".into(),
         };
         if master.send(command).await.is_err() {

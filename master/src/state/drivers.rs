@@ -83,7 +83,13 @@ impl DriverInfo {
             a.env.clear();
             a
         });
+        let ui_path = if self.spec.ui_port > 0 && self.state == DriverState::Running {
+            format!("/drivers/{}/ui/", self.id)
+        } else {
+            String::new()
+        };
         proto::Driver {
+            ui_path,
             id: self.id.clone(),
             spec: Some(spec),
             state: self.state as i32,
@@ -464,6 +470,8 @@ impl State {
                 app_id: app_id.unwrap_or_default(),
                 // Minted by the actor as it sends the order.
                 token: String::new(),
+                // Known to the actor (the UI's base path).
+                ui_base: String::new(),
             }),
         ));
         Ok(())

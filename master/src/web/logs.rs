@@ -14,7 +14,7 @@ use hearth_common::{
 use serde::Deserialize;
 
 use super::{pages::error_page, status_of};
-use crate::{actor::MasterHandle, error::Error};
+use crate::{actor::MasterHandle, error::Error, kept_logs::Kept as KeptLog};
 
 /// Bytes shown when the page is opened.
 const TAIL_BYTES: u64 = 64 * 1024;
@@ -46,6 +46,8 @@ struct LogPage {
     more: Option<String>,
     more_label: String,
     text: String,
+    /// Set when the text is the master's kept tail, saying so.
+    kept: Option<String>,
 }
 
 fn format_bytes(n: u64) -> String {
@@ -139,34 +141,64 @@ async fn log_page(
         more: None,
         more_label: String::new(),
         text: String::new(),
+        kept: None,
     };
     let snap = master.snapshot();
     let mut status = StatusCode::OK;
-    match snap.log_source(&process) {
+    let source = match snap.log_source(&process) {
         Err(e) => return error_page(&base, status_of(&e), e.to_string()),
-        Ok((None, _)) => {
-            page.unavailable = Some(format!(
-                "{process} has no logs yet: it has not been placed on a worker."
-            ));
+        Ok((worker_id, _)) => worker_id.filter(|w| master.links.get(w).is_some()),
+    };
+    // From the worker while it is connected; else the tail the master kept.
+    let mut read = None;
+    if let Some(worker_id) = &source {
+        match read_tail(master, worker_id, &process, stream, bytes).await {
+            Ok((start, size, data)) => read = Some(Ok((start, size, data, 0))),
+            // Gone while reading: what was kept may still tell.
+            Err(_) if master.links.get(worker_id).is_none() => {}
+            Err(e) => read = Some(Err(e)),
         }
-        Ok((Some(worker_id), _)) => {
-            match read_tail(master, &worker_id, &process, stream, bytes).await {
-                Ok((start, size, data)) => {
-                    page.start = start;
-                    page.end = start.saturating_add(data.len() as u64);
-                    page.size = size;
-                    page.text = String::from_utf8_lossy(&data).into_owned();
-                    if start > 0 && bytes < MAX_BYTES {
-                        let more = (bytes * 2).min(MAX_BYTES);
-                        page.more = Some(format!("{here}/{stream_name}?bytes={more}"));
-                        page.more_label = format_bytes(more - bytes);
-                    }
-                }
-                Err(e) => {
-                    status = status_of(&e);
-                    page.unavailable = Some(e.to_string());
-                }
+    }
+    if read.is_none() {
+        read = match master
+            .kept_logs
+            .read(&process, stream, -(bytes as i64), bytes)
+            .await
+        {
+            Ok(Some(kept)) => {
+                page.kept = Some(kept_note(&kept));
+                Some(Ok((kept.offset, kept.size, kept.data, kept.kept_from)))
             }
+            Ok(None) => None,
+            Err(e) => Some(Err(e)),
+        };
+    }
+    match read {
+        None => {
+            let (worker_id, _) = snap.log_source(&process).unwrap_or((None, false));
+            page.unavailable = Some(match worker_id {
+                None => format!("{process} has no logs yet: it has not been placed on a worker."),
+                Some(w) => format!(
+                    "the logs of {process} are on {w}, which is not connected, and the master \
+                     kept none of them (it ended before shipping any, or they were cut to keep \
+                     the master's store within its bound)"
+                ),
+            });
+        }
+        Some(Ok((start, size, data, first))) => {
+            page.start = start;
+            page.end = start.saturating_add(data.len() as u64);
+            page.size = size;
+            page.text = String::from_utf8_lossy(&data).into_owned();
+            if start > first && bytes < MAX_BYTES {
+                let more = (bytes * 2).min(MAX_BYTES);
+                page.more = Some(format!("{here}/{stream_name}?bytes={more}"));
+                page.more_label = format_bytes(more - bytes);
+            }
+        }
+        Some(Err(e)) => {
+            status = status_of(&e);
+            page.unavailable = Some(e.to_string());
         }
     }
     match page.render() {
@@ -177,6 +209,32 @@ async fn log_page(
             format!("rendering a log page: {e}"),
         ),
     }
+}
+
+/// Says that the text is the master's copy, and how much of the log it holds.
+pub fn kept_note(kept: &KeptLog) -> String {
+    let held = kept.size.saturating_sub(kept.kept_from);
+    let mut note = format!(
+        "Kept by the master: {} (which ran attempt {}) is gone or not connected. ",
+        kept.worker_id, kept.attempt
+    );
+    if kept.kept_from > 0 {
+        note.push_str(&format!(
+            "The last {} of {} bytes were kept; the first {} bytes were cut.",
+            format_bytes(held),
+            kept.size,
+            kept.kept_from
+        ));
+    } else {
+        note.push_str(&format!("All {} bytes were kept.", kept.size));
+    }
+    if !kept.ended {
+        note.push_str(
+            " It was still running when last shipped: output of its last few seconds may be \
+             missing.",
+        );
+    }
+    note
 }
 
 /// The last `bytes` of the log as `(offset of the first byte, file size, data)`, read in

@@ -31,7 +31,23 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     }
     let in_use = Sample::of(&snap, hearth_common::ids::now_ms());
     let sizing = snap.sizing();
+    let kept = master.kept_logs.usage();
     let gauges = [
+        (
+            "hearth_kept_logs_bytes",
+            "Bytes of shipped logs the master keeps.",
+            kept.bytes,
+        ),
+        (
+            "hearth_kept_logs_limit_bytes",
+            "The most bytes of shipped logs the master keeps (--kept-logs).",
+            kept.limit,
+        ),
+        (
+            "hearth_kept_log_streams",
+            "Stdout and stderr streams the master keeps a tail of.",
+            kept.streams,
+        ),
         (
             "hearth_cores_total",
             "Cores offered by alive workers.",

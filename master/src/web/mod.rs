@@ -2,7 +2,9 @@
 //!
 //! - [`pages`]: the overview and the worker, driver and application pages.
 //! - [`queue_page`]: the queues, their bars and what waits in each.
-//! - [`logs`]: a driver's or executor's stdout/stderr, read from its worker.
+//! - [`logs`]: a driver's or executor's stdout/stderr, read from its worker or kept by the
+//!   master.
+//! - [`driver_ui`]: a running driver's own web UI, through a tunnel its worker opens.
 //! - [`actions`]: kill buttons (POST, off unless `--ui-kill`, secret required).
 //! - [`auth`]: `--ui-auth`, the secret asked of every request but the probes.
 //! - [`api`], [`metrics`]: JSON and Prometheus text.
@@ -14,6 +16,7 @@ mod api;
 mod auth;
 mod chart;
 mod connections;
+mod driver_ui;
 mod logs;
 mod metrics;
 mod pages;
@@ -25,7 +28,7 @@ use axum::{
     Router,
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{any, get, post},
 };
 use hearth_common::Shutdown;
 
@@ -45,6 +48,9 @@ fn ui_routes(prefix: &str) -> Router<MasterHandle> {
         .route(&at("/drivers/{id}"), get(pages::driver))
         .route(&at("/drivers/{id}/logs/{stream}"), get(logs::driver_log))
         .route(&at("/drivers/{id}/kill"), post(actions::kill_driver))
+        .route(&at("/drivers/{id}/ui"), get(driver_ui::add_slash))
+        .route(&at("/drivers/{id}/ui/"), any(driver_ui::root))
+        .route(&at("/drivers/{id}/ui/{*rest}"), any(driver_ui::rest))
         .route(&at("/apps/{id}"), get(pages::app))
         .route(
             &at("/apps/{id}/executors/{executor}/logs/{stream}"),
@@ -94,19 +100,19 @@ pub fn router(master: MasterHandle) -> Router {
 }
 
 /// No page may be framed by another site (a kill button under someone else's overlay), and
-/// no answer is sniffed into another type.
+/// no answer is sniffed into another type. A driver UI's own policy, if it sets one, stands.
 async fn guard_headers(mut response: Response) -> Response {
     use axum::http::{HeaderValue, header};
     let headers = response.headers_mut();
-    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("frame-ancestors 'none'"),
-    );
-    headers.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
+    headers
+        .entry(header::X_FRAME_OPTIONS)
+        .or_insert(HeaderValue::from_static("DENY"));
+    headers
+        .entry(header::CONTENT_SECURITY_POLICY)
+        .or_insert(HeaderValue::from_static("frame-ancestors 'none'"));
+    headers
+        .entry(header::X_CONTENT_TYPE_OPTIONS)
+        .or_insert(HeaderValue::from_static("nosniff"));
     response
 }
 

@@ -287,6 +287,9 @@ struct DriverPage {
     app_id: String,
     history: Vec<HistoryRow>,
     preemptions: Vec<PreemptionRow>,
+    /// The port of the driver's own UI (0: none), linked while it runs.
+    ui_port: u32,
+    running: bool,
 }
 
 struct HistoryRow {
@@ -417,7 +420,10 @@ pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
         base: base.clone(),
         d: DriverRow::from(d.as_ref()),
         live: !d.state.is_terminal(),
-        placed: d.worker_id.is_some(),
+        // A driver placed once has logs, on its worker or kept by the master.
+        placed: d.worker_id.is_some() || d.attempt > 0,
+        ui_port: d.spec.ui_port,
+        running: d.state == hearth_common::proto::DriverState::Running,
         ui_kill: master.config.ui.kill,
         attempt: d.attempt,
         supervise: if d.spec.supervise {
