@@ -27,8 +27,9 @@ pub const DEFAULT_LIMIT_BYTES: u64 = 256 * 1024 * 1024;
 pub const DEFAULT_TAIL_BYTES: u64 = 1024 * 1024;
 /// The most kept of one stream, whatever a worker asks.
 pub const MAX_TAIL_BYTES: u64 = 64 * 1024 * 1024;
-/// Shipped pieces waiting to be written; a full queue slows the workers' streams that ship.
-const QUEUE: usize = 256;
+/// Shipped pieces waiting to be written (each at most a few hundred KiB, so the queue holds
+/// tens of MiB at worst); a full queue slows the streams of the workers that ship.
+const QUEUE: usize = 64;
 
 /// The kept stream, by `process/stream`.
 const TAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("tails");
