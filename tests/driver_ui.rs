@@ -246,6 +246,81 @@ async fn with_ui_keep_prefix_the_driver_is_asked_with_its_public_path() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn endless_uis_nobody_reads_cannot_starve_their_worker_or_each_other() {
+    let mut cluster = Cluster::start();
+    let worker = cluster.spawn_worker(4, "2g", &["--kill-grace", "1s"]);
+    cluster
+        .wait_worker(&worker, WorkerState::Alive, LIMIT)
+        .await;
+    let id = ui_driver(&cluster, &[], &[]).await;
+    let page = format!("/drivers/{id}/ui/");
+    // Answers that never end, to clients that never read: 31 of the worker's 32 tunnels.
+    let mut stalled = Vec::new();
+    for _ in 0..31 {
+        let mut tcp = TcpStream::connect(&cluster.web).expect("connect");
+        write!(
+            tcp,
+            "GET /drivers/{id}/ui/forever HTTP/1.1\r\nHost: {}\r\n\r\n",
+            cluster.web
+        )
+        .expect("write");
+        stalled.push(tcp);
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The last tunnel still serves a page at once: the stalled ones hold only their own room.
+    let started = Instant::now();
+    let (status, body) = cluster.http_get(&page);
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "a page took {:?} beside the stalled streams",
+        started.elapsed()
+    );
+    // The worker's own stream is untouched: it stays ALIVE, takes orders and answers log reads.
+    let other = cluster.submit(&[
+        "--memory",
+        "64m",
+        "--",
+        "sh",
+        "-c",
+        "echo still-here; exec sleep 600",
+    ]);
+    cluster
+        .wait_state(&other, "RUNNING", Duration::from_secs(5))
+        .await;
+    let out = cluster.hearth(&["logs", &other]);
+    assert!(stdout(&out).contains("still-here"), "{}", stderr(&out));
+    // One more endless reader reaches the cap; the next connection is refused, saying why.
+    let mut last = TcpStream::connect(&cluster.web).expect("connect");
+    write!(
+        last,
+        "GET /drivers/{id}/ui/forever HTTP/1.1\r\nHost: {}\r\n\r\n",
+        cluster.web
+    )
+    .expect("write");
+    stalled.push(last);
+    let refusal = wait_for("the 33rd connection refused", LIMIT, || {
+        let (status, body) = cluster.http_get(&page);
+        async move { (status == 429).then_some(body) }
+    })
+    .await;
+    assert!(
+        refusal.contains("32 driver UI connections open"),
+        "{refusal}"
+    );
+    cluster
+        .wait_worker(&worker, WorkerState::Alive, LIMIT)
+        .await;
+    // Closing them gives the room back.
+    drop(stalled);
+    wait_for("the tunnels closed", LIMIT, || {
+        let (status, _) = cluster.http_get(&page);
+        async move { (status == 200).then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs Chromium and chromedriver (Debian chromium, chromium-driver); ./scripts/test installs them and runs it, or: cargo test -- --include-ignored"]
 async fn a_driver_ui_is_browsed_in_chromium_under_a_base_path_and_ui_auth_with_its_websocket() {
     let mut cluster = Cluster::start_with(MasterOptions {

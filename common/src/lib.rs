@@ -36,3 +36,9 @@ pub use tokio_util::sync::CancellationToken as Shutdown;
 
 /// Largest gRPC message either side accepts or sends (log chunks are well below it).
 pub const MAX_MESSAGE_BYTES: usize = 8 * 1024 * 1024;
+
+/// HTTP/2 flow-control windows of the master's gRPC port and the workers' tunnel connection: a
+/// stream may hold [`STREAM_WINDOW_BYTES`] unread, and the connection many times that, so
+/// every tunnel of a worker (at most 32) can stall at once without holding up the others.
+pub const STREAM_WINDOW_BYTES: u32 = 256 * 1024;
+pub const CONNECTION_WINDOW_BYTES: u32 = 16 * 1024 * 1024;

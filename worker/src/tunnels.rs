@@ -47,7 +47,16 @@ impl TunnelClient {
         let client = self
             .client
             .get_or_try_init(|| async {
-                let channel = client::channel(&self.master_url, &self.tls).await?;
+                // Its own connection, with windows room enough for every tunnel to stall.
+                let channel = client::endpoint(&self.master_url, &self.tls)?
+                    .initial_stream_window_size(hearth_common::STREAM_WINDOW_BYTES)
+                    .initial_connection_window_size(hearth_common::CONNECTION_WINDOW_BYTES)
+                    .connect()
+                    .await
+                    .map_err(|cause| hearth_common::Error::Connect {
+                        url: self.master_url.clone(),
+                        cause,
+                    })?;
                 client::worker_client(channel, self.secret.as_ref())
             })
             .await?;
