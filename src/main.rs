@@ -139,6 +139,9 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         )?,
         log_tail: args.log_tail,
         log_ship_interval: args.log_ship_interval,
+        resources: args.resources,
+        resource_discovery: args.resource_discovery,
+        device_dir: args.device_dir,
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -233,6 +236,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 ui_port: args.ui_port.map_or(0, u32::from),
                 ui_keep_prefix: args.ui_keep_prefix,
+                resources: args.resources.into_iter().collect(),
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {

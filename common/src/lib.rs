@@ -3,6 +3,7 @@
 //! - [`proto`]: the `hearth.v1` wire protocol, generated from `proto/hearth.proto` at build time.
 //! - [`ids`]: Spark-style ids (`driver-20261121143000-0000`, `worker-...`) and clock helpers.
 //! - [`resources`]: cores and memory (`4g`, `512m`) and their validation.
+//! - [`named_resources`]: GPUs and other named resources: offers, asks, discovery output.
 //! - [`duration`]: durations in settings (`10s`, `500ms`).
 //! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
 //! - [`state_names`]: Spark's state names for the protocol's enums.
@@ -16,6 +17,7 @@ pub mod client;
 pub mod duration;
 pub mod error;
 pub mod ids;
+pub mod named_resources;
 pub mod resources;
 pub mod spec;
 pub mod state_names;

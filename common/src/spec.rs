@@ -54,6 +54,7 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             format!("{} is not a TCP port (1 to 65535)", spec.ui_port),
         ));
     }
+    crate::named_resources::validate_asks("resources", &spec.resources)?;
     if spec.ui_keep_prefix && spec.ui_port == 0 {
         return Err(InvalidInput::new(
             "ui_keep_prefix",
@@ -218,6 +219,7 @@ pub fn validate_app_spec(spec: &ApplicationSpec) -> Result<(), InvalidInput> {
     if !spec.queue.is_empty() {
         validate_queue_name("queue", &spec.queue)?;
     }
+    crate::named_resources::validate_asks("executor_resources", &spec.executor_resources)?;
     validate_time_limit(spec.time_limit_ms)?;
     if spec.executor_cores == 0 || spec.executor_cores > MAX_CORES {
         return Err(InvalidInput::new(
@@ -348,7 +350,8 @@ pub fn validate_register(reg: &Register) -> Result<(), InvalidInput> {
         ));
     }
     validate_name("name", &reg.name)?;
-    validate_name("host", &reg.host)
+    validate_name("host", &reg.host)?;
+    crate::named_resources::validate_offer("resources", &reg.resources)
 }
 
 /// Checks a client's submission id: 1 to 128 letters, digits, `-`, `_`, `.` or `:`.

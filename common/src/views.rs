@@ -2,11 +2,14 @@
 //!
 //! Built from the protocol's messages so the API, the CLI and gRPC clients always agree.
 
+use std::collections::BTreeMap;
+
 use serde::Serialize;
 
 use crate::{
     proto::{
-        Application, Driver, DriverStateChange, Executor, Preemption, Queue, Resources, Worker,
+        Application, Driver, DriverStateChange, Executor, Preemption, Queue, ResourceAddresses,
+        Resources, Worker,
     },
     state_names::{StateName, app_state, driver_state, executor_state, worker_state},
 };
@@ -28,6 +31,17 @@ pub struct WorkerView {
     pub drivers: Vec<String>,
     pub executors: Vec<String>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Named resources offered (`gpu` → its addresses), and those handed out.
+    pub resources: BTreeMap<String, Vec<String>>,
+    pub resources_used: BTreeMap<String, Vec<String>>,
+}
+
+/// Resource addresses by name, as the views show them.
+pub fn by_name(resources: &[ResourceAddresses]) -> BTreeMap<String, Vec<String>> {
+    resources
+        .iter()
+        .map(|r| (r.name.clone(), r.addresses.clone()))
+        .collect()
 }
 
 impl From<&Worker> for WorkerView {
@@ -47,6 +61,8 @@ impl From<&Worker> for WorkerView {
             drivers: w.driver_ids.clone(),
             executors: w.executor_ids.clone(),
             labels: w.labels.clone().into_iter().collect(),
+            resources: by_name(&w.resources),
+            resources_used: by_name(&w.resources_used),
         }
     }
 }
@@ -141,6 +157,9 @@ pub struct DriverView {
     /// While it runs: where that UI is served, under the master's web UI root (after any base
     /// path), `/drivers/<id>/ui/`.
     pub ui_path: Option<String>,
+    /// Named resources it asks for (`gpu` → 1), and the addresses its attempt was given.
+    pub resources: BTreeMap<String, u32>,
+    pub resource_addresses: BTreeMap<String, Vec<String>>,
 }
 
 impl From<&Driver> for DriverView {
@@ -175,6 +194,8 @@ impl From<&Driver> for DriverView {
             preemptions: d.preemptions.iter().map(PreemptionView::from).collect(),
             ui_port: (spec.ui_port > 0).then_some(spec.ui_port),
             ui_path: non_empty(&d.ui_path),
+            resources: spec.resources.clone().into_iter().collect(),
+            resource_addresses: by_name(&d.resources),
         }
     }
 }
@@ -193,6 +214,8 @@ pub struct ExecutorView {
     pub ended_at_ms: Option<i64>,
     /// HEARTH_EXECUTOR_RANK: 0..N-1; a replacement keeps the rank of the one it replaces.
     pub rank: u32,
+    /// The named resource addresses it was given.
+    pub resources: BTreeMap<String, Vec<String>>,
 }
 
 impl From<&Executor> for ExecutorView {
@@ -208,6 +231,7 @@ impl From<&Executor> for ExecutorView {
             launched_at_ms: e.launched_at_ms,
             ended_at_ms: (e.ended_at_ms > 0).then_some(e.ended_at_ms),
             rank: e.rank,
+            resources: by_name(&e.resources),
         }
     }
 }
@@ -236,6 +260,8 @@ pub struct AppView {
     pub gang_timeout_ms: Option<u64>,
     /// A failed or lost member ends the whole gang, which starts again together.
     pub gang_restart: bool,
+    /// Named resources each executor asks for (`gpu` → 1).
+    pub executor_resources: BTreeMap<String, u32>,
     pub queue: String,
     pub priority: i32,
     pub waiting_reason: Option<String>,
@@ -271,6 +297,7 @@ impl From<&Application> for AppView {
             gang: spec.gang,
             gang_timeout_ms: (spec.gang_timeout_ms > 0).then_some(spec.gang_timeout_ms),
             gang_restart: spec.gang_restart,
+            executor_resources: spec.executor_resources.clone().into_iter().collect(),
             queue: a.queue.clone(),
             priority: a.priority,
             waiting_reason: non_empty(&a.waiting_reason),

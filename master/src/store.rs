@@ -403,4 +403,26 @@ mod tests {
         ));
         assert!(diff(&before, &state).is_empty());
     }
+
+    #[test]
+    fn records_written_before_later_fields_still_read() {
+        let state = cluster();
+        let driver = state.driver("driver-20261121143000-0000").unwrap();
+        let mut record = serde_json::to_value(driver.as_ref()).unwrap();
+        // As an older master wrote it: none of the fields added since.
+        for field in ["ui_port", "ui_keep_prefix", "resources"] {
+            record["spec"].as_object_mut().unwrap().remove(field);
+        }
+        for field in [
+            "gang",
+            "gang_timeout_ms",
+            "gang_restart",
+            "executor_resources",
+        ] {
+            record["app_spec"].as_object_mut().unwrap().remove(field);
+        }
+        let back: crate::state::DriverInfo = serde_json::from_value(record).unwrap();
+        assert_eq!(back.spec.ui_port, 0);
+        assert!(!back.app_spec.unwrap().gang);
+    }
 }

@@ -99,6 +99,10 @@ pub struct SubmitArgs {
     /// --dashboard-prefix); by default that prefix is taken off.
     #[arg(long, requires = "ui_port")]
     pub ui_keep_prefix: bool,
+    /// A named resource the driver needs on its worker, NAME=COUNT, e.g. gpu=1 (repeatable):
+    /// it gets that many addresses in HEARTH_RESOURCE_<NAME> (and CUDA_VISIBLE_DEVICES for gpu).
+    #[arg(long = "resource", value_parser = super::resource_ask_arg)]
+    pub resources: Vec<(String, u32)>,
     /// Your own id for this submission (1 to 128 letters, digits, '-', '_', '.', ':'): running
     /// the same `hearth submit` again answers with the driver the first one made instead of
     /// starting a second (the same id with a different spec is refused). Default: a fresh id.
@@ -150,6 +154,9 @@ pub struct AppArgs {
     /// again together, instead of replacing that one member.
     #[arg(long)]
     gang_restart: bool,
+    /// A named resource each executor needs, NAME=COUNT, e.g. gpu=1 (repeatable).
+    #[arg(long = "executor-resource", value_parser = super::resource_ask_arg)]
+    executor_resources: Vec<(String, u32)>,
 }
 
 impl AppArgs {
@@ -164,6 +171,7 @@ impl AppArgs {
                 || self.gang
                 || self.gang_timeout.is_some()
                 || self.gang_restart
+                || !self.executor_resources.is_empty()
                 || !self.executor_env.is_empty();
             if executor_flags {
                 return Err(anyhow!(
@@ -194,6 +202,7 @@ impl AppArgs {
                 .gang_timeout
                 .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX)),
             gang_restart: self.gang_restart,
+            executor_resources: self.executor_resources.into_iter().collect(),
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))

@@ -88,6 +88,14 @@ fn label_arg(text: &str) -> Result<(String, String), String> {
     hearth_common::spec::parse_label(text).map_err(|e| e.to_string())
 }
 
+fn resource_offer_arg(s: &str) -> Result<hearth_common::proto::ResourceAddresses, String> {
+    hearth_common::named_resources::parse_offer("resource", s).map_err(|e| e.reason)
+}
+
+pub(crate) fn resource_ask_arg(s: &str) -> Result<(String, u32), String> {
+    hearth_common::named_resources::parse_ask("resource", s).map_err(|e| e.reason)
+}
+
 fn bytes_arg(s: &str) -> Result<u64, String> {
     hearth_common::resources::parse_bytes("size", s).map_err(|e| e.reason)
 }
@@ -319,6 +327,18 @@ pub struct WorkerArgs {
         value_parser = duration_arg
     )]
     pub log_ship_interval: Duration,
+    /// A named resource to offer, NAME=ADDR,ADDR,... or NAME=COUNT (addresses 0..COUNT-1), e.g.
+    /// gpu=0,1 (repeatable; ';'-separated in the variable). Replaces what was found of that name.
+    #[arg(long = "resource", env = "HEARTH_WORKER_RESOURCES", value_delimiter = ';', value_parser = resource_offer_arg)]
+    pub resources: Vec<hearth_common::proto::ResourceAddresses>,
+    /// A program that prints the resources to offer in Spark's discovery format,
+    /// {"name":"gpu","addresses":["0","1"]} (one object, an array, or one per line).
+    #[arg(long, env = "HEARTH_RESOURCE_DISCOVERY")]
+    pub resource_discovery: Option<PathBuf>,
+    /// Where GPU device files (nvidia0, nvidia1, ...) are looked for when NVIDIA_VISIBLE_DEVICES
+    /// is not set.
+    #[arg(long, env = "HEARTH_DEVICE_DIR", default_value = worker::DEFAULT_DEVICE_DIR)]
+    pub device_dir: PathBuf,
 }
 
 #[derive(Args)]

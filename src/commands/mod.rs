@@ -348,8 +348,24 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                 &mut out,
                 json,
                 &views,
-                &["ID", "HOST", "STATE", "CORES", "MEMORY", "DRIVERS"],
+                &[
+                    "ID",
+                    "HOST",
+                    "STATE",
+                    "CORES",
+                    "MEMORY",
+                    "DRIVERS",
+                    "RESOURCES",
+                ],
                 |w| {
+                    let resources: Vec<String> = w
+                        .resources
+                        .iter()
+                        .map(|(name, all)| {
+                            let used = w.resources_used.get(name).map_or(0, Vec::len);
+                            format!("{name} {used}/{}", all.len())
+                        })
+                        .collect();
                     vec![
                         w.id.clone(),
                         w.host.clone(),
@@ -357,6 +373,7 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                         format!("{}/{}", w.cores_used, w.cores),
                         format!("{}/{}", format_mb(w.memory_used_mb), format_mb(w.memory_mb)),
                         w.drivers.len().to_string(),
+                        resources.join(" "),
                     ]
                 },
             )?;
@@ -368,9 +385,22 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                 json,
                 &views,
                 &[
-                    "ID", "NAME", "STATE", "WORKER", "CORES", "MEMORY", "EXIT", "WAITING",
+                    "ID",
+                    "NAME",
+                    "STATE",
+                    "WORKER",
+                    "CORES",
+                    "MEMORY",
+                    "RESOURCES",
+                    "EXIT",
+                    "WAITING",
                 ],
                 |d| {
+                    let resources: Vec<String> = d
+                        .resource_addresses
+                        .iter()
+                        .map(|(name, given)| format!("{name} {}", given.join(",")))
+                        .collect();
                     vec![
                         d.id.clone(),
                         d.name.clone(),
@@ -378,6 +408,7 @@ pub async fn list(client: &Client, what: ListWhat, json: bool) -> Result<i32> {
                         d.worker_id.clone().unwrap_or_else(|| "-".into()),
                         d.cores.to_string(),
                         format_mb(d.memory_mb),
+                        resources.join(" "),
                         d.exit_code.map(|c| c.to_string()).unwrap_or_default(),
                         d.waiting_reason.clone().unwrap_or_default(),
                     ]

@@ -20,6 +20,8 @@ pub const DEFAULT_CGROUP_ROOT: &str = "/sys/fs/cgroup";
 pub const DEFAULT_LOG_TAIL: u64 = 1024 * 1024;
 /// How often running processes' new output is shipped to the master.
 pub const DEFAULT_LOG_SHIP_INTERVAL: Duration = Duration::from_secs(5);
+/// Where GPU device files are looked for.
+pub const DEFAULT_DEVICE_DIR: &str = "/dev";
 
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
@@ -53,6 +55,12 @@ pub struct WorkerConfig {
     /// How often running processes' new output is shipped; a worker killed without warning
     /// loses at most this much of it.
     pub log_ship_interval: Duration,
+    /// Named resources offered as given (`--resource`), replacing those found of that name.
+    pub resources: Vec<hearth_common::proto::ResourceAddresses>,
+    /// A program printing Spark's resource discovery format.
+    pub resource_discovery: Option<PathBuf>,
+    /// Where GPU device files (`nvidia0`, ...) are looked for.
+    pub device_dir: PathBuf,
 }
 
 impl Default for WorkerConfig {
@@ -73,6 +81,9 @@ impl Default for WorkerConfig {
             labels: Default::default(),
             log_tail: DEFAULT_LOG_TAIL,
             log_ship_interval: DEFAULT_LOG_SHIP_INTERVAL,
+            resources: Vec::new(),
+            resource_discovery: None,
+            device_dir: PathBuf::from(DEFAULT_DEVICE_DIR),
         }
     }
 }

@@ -47,9 +47,15 @@ pub struct Identity {
     pub cores: u32,
     pub memory_mb: u64,
     pub labels: std::collections::HashMap<String, String>,
+    /// Named resources it offers (GPUs and the like).
+    pub resources: Vec<hearth_common::proto::ResourceAddresses>,
 }
 
 impl Identity {
+    pub fn has_gpus(&self) -> bool {
+        self.resources.iter().any(|r| r.name == "gpu")
+    }
+
     /// The `Register` message saying who this worker is and what it still holds.
     pub fn register(&self, inventory: Inventory) -> Register {
         Register {
@@ -64,6 +70,7 @@ impl Identity {
             running_executors: inventory.running_executors,
             completed_executors: inventory.completed_executors,
             labels: self.labels.clone(),
+            resources: self.resources.clone(),
         }
     }
 }
@@ -361,8 +368,11 @@ impl Connection {
             master_message::Msg::LaunchDriver(launch) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %launch.driver_id,
                     attempt = launch.attempt, "launch ordered");
-                self.runner
-                    .launch(orders::driver_launch(launch, &self.driver_host));
+                self.runner.launch(orders::driver_launch(
+                    launch,
+                    &self.driver_host,
+                    self.identity.has_gpus(),
+                ));
             }
             master_message::Msg::KillDriver(kill) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %kill.driver_id,
@@ -379,7 +389,8 @@ impl Connection {
             master_message::Msg::LaunchExecutor(launch) => {
                 tracing::info!(worker_id = %self.identity.worker_id, app_id = %launch.app_id,
                     executor_id = launch.executor_id, "executor launch ordered");
-                self.runner.launch(orders::executor_launch(launch));
+                self.runner
+                    .launch(orders::executor_launch(launch, self.identity.has_gpus()));
             }
             master_message::Msg::KillExecutor(kill) => {
                 tracing::info!(worker_id = %self.identity.worker_id, app_id = %kill.app_id,

@@ -3,6 +3,7 @@
 //!
 //! - [`config`]: settings as a plain struct.
 //! - [`resources`]: cgroup v2/v1 limits, else the host's, as the offer.
+//! - [`discovery`]: GPUs and other named resources the worker offers.
 //! - [`connection`]: the one outgoing stream to the master, with back-off and reconnects.
 //! - [`runner`]: drivers and executors as process groups: launch, report, kill.
 //! - [`orders`]: the master's launch orders and the runner's reports, translated.
@@ -13,6 +14,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod discovery;
 pub mod error;
 pub mod http;
 pub mod log_shipping;
@@ -77,6 +79,13 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
     }
     hearth_common::client::endpoint(&config.master_url, &config.tls)?;
     let detected = resources::detect(&config.cgroup_root);
+    let (named, named_from) = discovery::discover(&discovery::Sources {
+        given: config.resources.clone(),
+        program: config.resource_discovery.clone(),
+        device_dir: config.device_dir.clone(),
+        nvidia_visible_devices: std::env::var("NVIDIA_VISIBLE_DEVICES").ok(),
+    })
+    .await?;
     let cores = config.cores.unwrap_or(detected.cores);
     let memory_mb = config.memory_mb.unwrap_or(detected.memory_mb);
 
@@ -118,13 +127,16 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         cores,
         memory_mb,
         labels: config.labels.clone().into_iter().collect(),
+        resources: named.clone(),
     };
     // The master would refuse what it refuses anyway: say so here, before dialling.
     hearth_common::spec::validate_register(&identity.register(Default::default()))
         .map_err(|e| Error::Config(format!("this worker cannot register: {e}")))?;
     tracing::info!(worker_id, cores, cores_from = %if config.cores.is_some() { "setting".to_string() } else { detected.cores_source.clone() },
         memory_mb, memory_from = %if config.memory_mb.is_some() { "setting".to_string() } else { detected.memory_source.clone() },
-        work_dir = %work_dir.display(), "worker starting");
+        work_dir = %work_dir.display(),
+        resources = %named.iter().map(|r| format!("{}={}", r.name, r.addresses.join(","))).collect::<Vec<_>>().join(" "),
+        resources_from = %named_from.join(", "), "worker starting");
 
     let (reports_tx, reports) = mpsc::unbounded_channel();
     let runner = runner::Runner::new(

@@ -4,29 +4,47 @@
 
 use hearth_common::{
     ids::ProcessRef,
+    named_resources,
     proto::{
         DriverState, DriverStatus, ExecutorState, ExecutorStatus, LaunchDriver, LaunchExecutor,
-        RunningDriver, RunningExecutor, worker_message::Msg,
+        ResourceAddresses, RunningDriver, RunningExecutor, worker_message::Msg,
     },
 };
 
 use crate::runner::{Credential, Launch, Outcome, Report};
 
+/// The variables that hand a process its resource addresses: `HEARTH_RESOURCE_<NAME>` for
+/// each, and for `gpu` also `CUDA_VISIBLE_DEVICES`, which is set empty for a process given no
+/// GPU on a worker that has some, so it cannot take one that another was given.
+fn resource_env(given: &[ResourceAddresses], worker_has_gpus: bool) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = given
+        .iter()
+        .map(|r| (named_resources::env_name(&r.name), r.addresses.join(",")))
+        .collect();
+    match given.iter().find(|r| r.name == "gpu") {
+        Some(gpus) => env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.addresses.join(","))),
+        None if worker_has_gpus => env.push(("CUDA_VISIBLE_DEVICES".into(), String::new())),
+        None => {}
+    }
+    env
+}
+
 /// A driver's attempt. It can reach the master (`HEARTH_MASTER_URL` and the secret) to register
 /// applications; `driver_host` is where this worker is seen, for its executors to connect to.
-pub fn driver_launch(order: LaunchDriver, driver_host: &str) -> Launch {
+pub fn driver_launch(order: LaunchDriver, driver_host: &str, worker_has_gpus: bool) -> Launch {
     let spec = order.spec.unwrap_or_default();
     let mut identity = vec![
-        ("HEARTH_DRIVER_ID", order.driver_id.clone()),
-        ("HEARTH_ATTEMPT", order.attempt.to_string()),
-        ("HEARTH_DRIVER_HOST", driver_host.to_string()),
+        ("HEARTH_DRIVER_ID".into(), order.driver_id.clone()),
+        ("HEARTH_ATTEMPT".into(), order.attempt.to_string()),
+        ("HEARTH_DRIVER_HOST".into(), driver_host.to_string()),
     ];
     if !order.app_id.is_empty() {
-        identity.push(("HEARTH_APP_ID", order.app_id));
+        identity.push(("HEARTH_APP_ID".into(), order.app_id));
     }
+    identity.extend(resource_env(&order.resources, worker_has_gpus));
     if spec.ui_port > 0 {
-        identity.push(("HEARTH_UI_PORT", spec.ui_port.to_string()));
-        identity.push(("HEARTH_UI_BASE", order.ui_base));
+        identity.push(("HEARTH_UI_PORT".into(), spec.ui_port.to_string()));
+        identity.push(("HEARTH_UI_BASE".into(), order.ui_base));
     }
     Launch {
         process: ProcessRef::Driver(order.driver_id),
@@ -46,17 +64,18 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str) -> Launch {
 
 /// An executor: it knows its application, its number and where its driver is, but not the
 /// cluster secret.
-pub fn executor_launch(order: LaunchExecutor) -> Launch {
+pub fn executor_launch(order: LaunchExecutor, worker_has_gpus: bool) -> Launch {
     let mut identity = vec![
-        ("HEARTH_APP_ID", order.app_id.clone()),
-        ("HEARTH_EXECUTOR_ID", order.executor_id.to_string()),
-        ("HEARTH_EXECUTOR_RANK", order.rank.to_string()),
-        ("HEARTH_WORLD_SIZE", order.world_size.to_string()),
-        ("HEARTH_DRIVER_HOST", order.driver_host),
+        ("HEARTH_APP_ID".into(), order.app_id.clone()),
+        ("HEARTH_EXECUTOR_ID".into(), order.executor_id.to_string()),
+        ("HEARTH_EXECUTOR_RANK".into(), order.rank.to_string()),
+        ("HEARTH_WORLD_SIZE".into(), order.world_size.to_string()),
+        ("HEARTH_DRIVER_HOST".into(), order.driver_host),
     ];
     if !order.driver_id.is_empty() {
-        identity.push(("HEARTH_DRIVER_ID", order.driver_id));
+        identity.push(("HEARTH_DRIVER_ID".into(), order.driver_id));
     }
+    identity.extend(resource_env(&order.resources, worker_has_gpus));
     Launch {
         process: ProcessRef::Executor {
             app_id: order.app_id,
@@ -164,18 +183,25 @@ mod tests {
 
     #[test]
     fn executors_learn_where_their_driver_is_but_not_the_secret() {
-        let launch = executor_launch(LaunchExecutor {
-            app_id: "app-1".into(),
-            executor_id: 3,
-            command: vec!["run".into()],
-            cores: 2,
-            memory_mb: 512,
-            driver_id: "driver-1".into(),
-            driver_host: "10.0.0.5".into(),
-            rank: 2,
-            world_size: 4,
-            ..Default::default()
-        });
+        let launch = executor_launch(
+            LaunchExecutor {
+                app_id: "app-1".into(),
+                executor_id: 3,
+                command: vec!["run".into()],
+                cores: 2,
+                memory_mb: 512,
+                driver_id: "driver-1".into(),
+                driver_host: "10.0.0.5".into(),
+                rank: 2,
+                world_size: 4,
+                resources: vec![ResourceAddresses {
+                    name: "gpu".into(),
+                    addresses: vec!["1".into(), "3".into()],
+                }],
+                ..Default::default()
+            },
+            true,
+        );
         assert_eq!(launch.credential, Credential::None);
         assert_eq!(launch.process.to_string(), "app-1/3");
         for (key, value) in [
@@ -185,12 +211,24 @@ mod tests {
             ("HEARTH_WORLD_SIZE", "4"),
             ("HEARTH_DRIVER_HOST", "10.0.0.5"),
             ("HEARTH_DRIVER_ID", "driver-1"),
+            ("HEARTH_RESOURCE_GPU", "1,3"),
+            ("CUDA_VISIBLE_DEVICES", "1,3"),
         ] {
             assert!(
-                launch.identity.iter().any(|(k, v)| *k == key && v == value),
+                launch.identity.iter().any(|(k, v)| k == key && v == value),
                 "{key}"
             );
         }
+    }
+
+    #[test]
+    fn a_process_given_no_gpu_on_a_worker_with_gpus_sees_none() {
+        let env = resource_env(&[], true);
+        assert_eq!(
+            env,
+            vec![("CUDA_VISIBLE_DEVICES".to_string(), String::new())]
+        );
+        assert!(resource_env(&[], false).is_empty());
     }
 
     #[test]

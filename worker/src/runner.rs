@@ -66,7 +66,7 @@ pub struct Launch {
     pub cores: u32,
     pub memory_mb: u64,
     /// `HEARTH_*` variables naming this process and where its driver is.
-    pub identity: Vec<(&'static str, String)>,
+    pub identity: Vec<(String, String)>,
     /// What the process gets as `HEARTH_SECRET`.
     pub credential: Credential,
 }
@@ -451,7 +451,7 @@ impl Runner {
         }
         command
             .envs(&order.env)
-            .envs(order.identity.iter().map(|(k, v)| (*k, v)))
+            .envs(order.identity.iter().map(|(k, v)| (k, v)))
             .env("HEARTH_CORES", order.cores.to_string())
             .env("HEARTH_MEMORY_MB", order.memory_mb.to_string())
             .env("HEARTH_MASTER_URL", &self.config.master_url)

@@ -65,6 +65,7 @@ mod tests {
 
     fn driver(cores: u32, memory_mb: u64) -> Ask {
         Ask {
+            resources: Default::default(),
             driver_id: format!("d-{cores}-{memory_mb}"),
             cores,
             memory_mb,
@@ -92,6 +93,7 @@ mod tests {
     #[test]
     fn executors_count_one_each_and_what_fits_no_worker_asks_for_none() {
         let apps = [AppAsk {
+            resources: Default::default(),
             app_id: "app".into(),
             gang_size: 0,
             cores: 2,

@@ -10,15 +10,18 @@ use std::{
 
 use super::{
     Offer,
+    named::{self, Named},
     reasons::{MostFree, Wait, WaitCode, wait_reason},
 };
 
 /// What one waiting driver asks for.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Ask {
     pub driver_id: String,
     pub cores: u32,
     pub memory_mb: u64,
+    /// Named resources it needs on the same worker.
+    pub resources: Named,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,15 +98,31 @@ impl<'a> DriverFit<'a> {
             memory_mb: self.by_memory.first().map_or(0, |m| m.0.0),
         };
         let fits = ask.cores <= most_free.cores && ask.memory_mb <= most_free.memory_mb;
+        let offers = &*self.offers;
         let best = fits
             .then(|| {
                 self.preferred
                     .iter()
                     .take_while(|r| r.0.0 >= ask.cores)
-                    .find(|r| r.1.0 >= ask.memory_mb)
+                    .find(|r| {
+                        r.1.0 >= ask.memory_mb && offers[r.4].free_resources.covers(&ask.resources)
+                    })
                     .copied()
             })
             .flatten();
+        if best.is_none() && !ask.resources.is_empty() {
+            // The named resources are rare: they say why first, else their combination does.
+            if let Some(wait) = named::short_of(offers, &ask.resources) {
+                return Err(wait);
+            }
+            if fits {
+                return Err(named::not_together(
+                    &ask.resources,
+                    ask.cores,
+                    ask.memory_mb,
+                ));
+            }
+        }
         let Some(found) = best else {
             let (offers, largest) = (&*self.offers, (self.largest_cores, self.largest_memory));
             return Err(self
@@ -119,6 +138,7 @@ impl<'a> DriverFit<'a> {
         let offer = &mut self.offers[i];
         offer.free_cores -= ask.cores;
         offer.free_memory_mb -= ask.memory_mb;
+        offer.free_resources.take(&ask.resources);
         offer.drivers += 1;
         let worker_id = offer.worker_id.clone();
         let free_memory = offer.free_memory_mb;

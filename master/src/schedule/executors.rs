@@ -3,6 +3,7 @@
 
 use super::{
     Ask, Offer,
+    named::{self, Named},
     reasons::{MostFree, Wait, wait_reason},
 };
 
@@ -17,6 +18,8 @@ pub struct AppAsk {
     pub wanted: u32,
     /// A gang's size: all `wanted` go in one turn or none ([`super::gangs`]); 0: not a gang.
     pub gang_size: u32,
+    /// Named resources each executor needs on its worker.
+    pub resources: Named,
 }
 
 /// Where one application's new executors go, and why the rest wait.
@@ -40,7 +43,11 @@ pub fn place_executors(
     let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
     apps.iter()
         .map(|app| {
-            let fits = |o: &Offer| o.free_cores >= app.cores && o.free_memory_mb >= app.memory_mb;
+            let fits = |o: &Offer| {
+                o.free_cores >= app.cores
+                    && o.free_memory_mb >= app.memory_mb
+                    && o.free_resources.covers(&app.resources)
+            };
             let mut usable: Vec<usize> = (0..offers.len()).filter(|&i| fits(&offers[i])).collect();
             usable.sort_by(|&a, &b| {
                 let (a, b) = (&offers[a], &offers[b]);
@@ -57,6 +64,7 @@ pub fn place_executors(
                         let offer = &mut offers[i];
                         offer.free_cores -= app.cores;
                         offer.free_memory_mb -= app.memory_mb;
+                        offer.free_resources.take(&app.resources);
                         workers.push(offer.worker_id.clone());
                         remaining -= 1;
                         if spread_out {
@@ -71,7 +79,11 @@ pub fn place_executors(
                     driver_id: app.app_id.clone(),
                     cores: app.cores,
                     memory_mb: app.memory_mb,
+                    resources: app.resources.clone(),
                 };
+                if let Some((code, why)) = named::short_of(offers, &app.resources) {
+                    return (code, more_wanted(remaining, &why));
+                }
                 let (code, why) = wait_reason(
                     offers,
                     &ask,

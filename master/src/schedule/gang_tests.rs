@@ -35,6 +35,7 @@ fn on_random_clusters_no_gang_is_ever_partly_placed_and_accounting_is_exact() {
                 let size = rng.random_range(1..10);
                 App {
                     ask: AppAsk {
+                        resources: Default::default(),
                         app_id: format!("app{i}"),
                         cores: rng.random_range(1..4),
                         memory_mb: rng.random_range(1..5) * 256,

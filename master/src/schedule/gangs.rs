@@ -13,23 +13,22 @@ pub fn pieces_in(room: (u32, u64), cores: u32, memory_mb: u64) -> u64 {
     u64::from(room.0 / cores.max(1)).min(room.1 / memory_mb.max(1))
 }
 
-/// How many executors of `cores` and `memory_mb` fit in `rooms`, each worker's.
-fn count_fitting(rooms: impl Iterator<Item = (u32, u64)>, cores: u32, memory_mb: u64) -> u64 {
-    rooms.map(|room| pieces_in(room, cores, memory_mb)).sum()
-}
-
 /// Executors of `app` that fit in the free room of `offers` now, and on the same workers idle.
 pub fn gang_fit(offers: &[Offer], app: &AppAsk) -> (u64, u64) {
-    let now = count_fitting(
-        offers.iter().map(|o| (o.free_cores, o.free_memory_mb)),
-        app.cores,
-        app.memory_mb,
-    );
-    let idle = count_fitting(
-        offers.iter().map(|o| (o.cores, o.memory_mb)),
-        app.cores,
-        app.memory_mb,
-    );
+    let now = offers
+        .iter()
+        .map(|o| {
+            pieces_in((o.free_cores, o.free_memory_mb), app.cores, app.memory_mb)
+                .min(o.free_resources.pieces(&app.resources))
+        })
+        .sum();
+    let idle = offers
+        .iter()
+        .map(|o| {
+            pieces_in((o.cores, o.memory_mb), app.cores, app.memory_mb)
+                .min(o.resources.pieces(&app.resources))
+        })
+        .sum();
     (now, idle)
 }
 
@@ -87,6 +86,8 @@ mod tests {
 
     fn offer(id: &str, cores: u32, free: u32) -> Offer {
         Offer {
+            free_resources: Default::default(),
+            resources: Default::default(),
             worker_id: id.into(),
             cores,
             memory_mb: 64 * 1024,
@@ -98,6 +99,7 @@ mod tests {
 
     fn gang(wanted: u32) -> AppAsk {
         AppAsk {
+            resources: Default::default(),
             app_id: "app".into(),
             cores: 1,
             memory_mb: 100,

@@ -20,6 +20,7 @@
 //! - [`reservations`]: room held for what waited longest, and when it will fit.
 //! - [`drivers`]: where one driver fits, or why it waits.
 //! - [`gangs`]: all of a gang's executors in one turn, or none.
+//! - [`named`]: GPUs and other named resources: counts, fit, and why one waits for them.
 //! - [`executors`]: where each application's wanted executors go, spread out or consolidated.
 //! - [`reasons`]: why something cannot be placed: a code, and words a person acts on.
 //! - [`demand`]: how many more workers of one shape the waiting work needs.
@@ -32,6 +33,7 @@ pub mod drivers;
 pub mod executors;
 pub mod fair;
 pub mod gangs;
+pub mod named;
 pub mod preemption;
 pub mod queues;
 mod reasons;
@@ -44,7 +46,7 @@ pub use queues::{Amount, DEFAULT_QUEUE, QueueDef, QueueTree, Usage};
 pub use reasons::{Wait, WaitCode};
 
 /// What one alive worker offers and has free.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Offer {
     pub worker_id: String,
     pub cores: u32,
@@ -52,6 +54,9 @@ pub struct Offer {
     pub free_cores: u32,
     pub free_memory_mb: u64,
     pub drivers: usize,
+    /// Named resources it offers, and those free.
+    pub resources: named::Named,
+    pub free_resources: named::Named,
 }
 
 #[cfg(test)]

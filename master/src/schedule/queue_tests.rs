@@ -272,6 +272,7 @@ fn work_in_a_removed_queue_waits_with_that_reason() {
 fn executors_stop_at_their_queues_cap() {
     let tree = QueueTree::new(vec![queue("capped", 1, (0, 0), Some((3, u64::MAX)))]).unwrap();
     let apps = vec![AppAsk {
+        resources: Default::default(),
         app_id: "app".into(),
         gang_size: 0,
         cores: 1,

@@ -92,6 +92,8 @@ mod tests {
 
     fn offer(id: &str, cores: u32, free_cores: u32) -> Offer {
         Offer {
+            free_resources: Default::default(),
+            resources: Default::default(),
             worker_id: id.into(),
             cores,
             memory_mb: 4096,

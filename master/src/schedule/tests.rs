@@ -85,6 +85,8 @@ fn indexed_placement_decides_exactly_as_the_plain_rule() {
 
 pub(super) fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
     Offer {
+        free_resources: Default::default(),
+        resources: Default::default(),
         worker_id: id.into(),
         cores,
         memory_mb,
@@ -96,6 +98,7 @@ pub(super) fn offer(id: &str, cores: u32, memory_mb: u64) -> Offer {
 
 pub(super) fn ask(id: &str, cores: u32, memory_mb: u64) -> Ask {
     Ask {
+        resources: Default::default(),
         driver_id: id.into(),
         cores,
         memory_mb,
@@ -193,6 +196,7 @@ fn random_offer(rng: &mut StdRng, i: usize) -> Offer {
 
 fn app(id: &str, cores: u32, memory_mb: u64, wanted: u32) -> AppAsk {
     AppAsk {
+        resources: Default::default(),
         app_id: id.into(),
         gang_size: 0,
         cores,

@@ -70,6 +70,9 @@ pub struct DriverInfo {
     /// Preemptions it made or suffered, oldest first.
     #[serde(default)]
     pub preemptions: Vec<PreemptionEvent>,
+    /// The resource addresses its current (or last) attempt holds.
+    #[serde(default)]
+    pub resources: Vec<proto::ResourceAddresses>,
 }
 
 impl DriverInfo {
@@ -90,6 +93,7 @@ impl DriverInfo {
         };
         proto::Driver {
             ui_path,
+            resources: self.resources.clone(),
             id: self.id.clone(),
             spec: Some(spec),
             state: self.state as i32,
@@ -404,13 +408,13 @@ impl State {
         let Some(d) = self.drivers.get(driver_id) else {
             return;
         };
-        let (cores, memory_mb) = (d.spec.cores, d.spec.memory_mb);
+        let (cores, memory_mb, held) = (d.spec.cores, d.spec.memory_mb, d.resources.clone());
         if let Some(w) = self.workers.get_mut(worker_id)
             && w.drivers.contains(driver_id)
         {
             let w = Arc::make_mut(w);
             w.drivers.remove(driver_id);
-            Self::give_back(w, cores, memory_mb);
+            Self::give_back(w, cores, memory_mb, &held);
         }
     }
 
@@ -425,10 +429,12 @@ impl State {
         let d = self.driver(driver_id)?;
         let (cores, memory_mb) = (d.spec.cores, d.spec.memory_mb);
         let app_spec = d.app_spec.clone();
-        self.take_slot(worker_id, driver_id, cores, memory_mb)?
+        let held = self.pick_resources(worker_id, driver_id, &d.spec.resources)?;
+        self.take_slot(worker_id, driver_id, (cores, memory_mb), &held)?
             .drivers
             .insert(driver_id.to_string());
         let d = self.driver_mut(driver_id)?;
+        d.resources = held.clone();
         d.attempt += 1;
         d.worker_id = Some(worker_id.to_string());
         d.waiting_reason = None;
@@ -472,6 +478,7 @@ impl State {
                 token: String::new(),
                 // Known to the actor (the UI's base path).
                 ui_base: String::new(),
+                resources: held,
             }),
         ));
         Ok(())

@@ -52,6 +52,9 @@ pub struct ExecutorInfo {
     /// Being preempted (why): when it ends it is KILLED with this, and not replaced.
     #[serde(default)]
     pub preempted: Option<String>,
+    /// The resource addresses it holds.
+    #[serde(default)]
+    pub resources: Vec<proto::ResourceAddresses>,
 }
 
 impl ExecutorInfo {
@@ -67,6 +70,7 @@ impl ExecutorInfo {
             launched_at_ms: self.launched_at_ms,
             ended_at_ms: self.ended_at_ms,
             rank: self.rank,
+            resources: self.resources.clone(),
         }
     }
 }
@@ -93,7 +97,9 @@ impl State {
             app.target
         };
         let key = ExecKey::new(app_id, executor_id);
-        self.take_slot(worker_id, &key.to_string(), cores, memory_mb)?
+        let asked = app.spec.executor_resources.clone();
+        let held = self.pick_resources(worker_id, &key.to_string(), &asked)?;
+        self.take_slot(worker_id, &key.to_string(), (cores, memory_mb), &held)?
             .executors
             .insert(key);
         let app = self.app_mut(app_id)?;
@@ -114,6 +120,7 @@ impl State {
                 ended_at_ms: 0,
                 rank,
                 preempted: None,
+                resources: held.clone(),
             },
         );
         tracing::info!(app_id, executor_id, rank, worker_id, "launching executor");
@@ -130,6 +137,7 @@ impl State {
                 driver_host: app.driver_host.clone(),
                 rank,
                 world_size,
+                resources: held,
             }),
         ));
         Ok(())
@@ -239,6 +247,7 @@ impl State {
             return;
         }
         let (worker_id, cores, memory_mb) = (e.worker_id.clone(), e.cores, e.memory_mb);
+        let held = e.resources.clone();
         // A preempted executor ends KILLED with the reason, however its process ended.
         let preempted = e.preempted.clone();
         let (state, exit_code, message) = match preempted.clone() {
@@ -250,7 +259,7 @@ impl State {
         {
             let w = Arc::make_mut(w);
             w.executors.remove(key);
-            Self::give_back(w, cores, memory_mb);
+            Self::give_back(w, cores, memory_mb, &held);
             // Killed by the master: the process is still running there.
             if state == ExecutorState::Killed && w.connected {
                 effects.push(Effect::send(

@@ -9,6 +9,7 @@ impl State {
     pub fn check_invariants(&self) -> std::result::Result<(), String> {
         for w in self.workers.values() {
             let (mut cores, mut memory) = (0u32, 0u64);
+            let mut held = Vec::new();
             for id in &w.drivers {
                 let d = self
                     .drivers
@@ -19,6 +20,7 @@ impl State {
                 }
                 cores += d.spec.cores;
                 memory += d.spec.memory_mb;
+                held.push((id.clone(), &d.resources));
             }
             for key in &w.executors {
                 let e = self
@@ -31,6 +33,33 @@ impl State {
                 }
                 cores += e.cores;
                 memory += e.memory_mb;
+                held.push((key.to_string(), &e.resources));
+            }
+            // Every address held is offered, held by one holder only, and the worker's used
+            // sets are exactly the holders' addresses.
+            let mut used: std::collections::BTreeMap<String, std::collections::BTreeSet<String>> =
+                Default::default();
+            for (holder, resources) in &held {
+                for r in resources.iter() {
+                    let offered = w.resources.iter().find(|o| o.name == r.name);
+                    for a in &r.addresses {
+                        if !offered.is_some_and(|o| o.addresses.contains(a)) {
+                            return Err(format!(
+                                "{holder} holds {} {a}, not offered by {}",
+                                r.name, w.id
+                            ));
+                        }
+                        if !used.entry(r.name.clone()).or_default().insert(a.clone()) {
+                            return Err(format!("{} {a} on {} is held twice", r.name, w.id));
+                        }
+                    }
+                }
+            }
+            if used != w.resources_used {
+                return Err(format!(
+                    "{}: resources used do not match its drivers and executors",
+                    w.id
+                ));
             }
             if cores != w.cores_used || memory != w.memory_used_mb {
                 return Err(format!(

@@ -46,7 +46,7 @@ mod workers;
 
 use std::sync::Arc;
 
-use hearth_common::proto::{MasterMessage, WorkerState};
+use hearth_common::proto::{self, MasterMessage, WorkerState};
 use imbl::{OrdMap, Vector};
 
 pub use apps::AppInfo;
@@ -258,13 +258,14 @@ impl State {
 
     // ----- resources --------------------------------------------------------------------------
 
-    /// Takes a slot on a worker; refuses (and changes nothing) if it would exceed the offer.
+    /// Takes a slot (cores, memory) and the resource addresses `held` on a worker; refuses
+    /// (and changes nothing) if it would exceed the offer or an address is not free there.
     fn take_slot(
         &mut self,
         worker_id: &str,
         what: &str,
-        cores: u32,
-        memory_mb: u64,
+        (cores, memory_mb): (u32, u64),
+        held: &[proto::ResourceAddresses],
     ) -> Result<&mut WorkerInfo> {
         let w = self
             .workers
@@ -278,17 +279,47 @@ impl State {
                 w.free_memory_mb()
             )));
         }
+        if !w.can_hold(held) {
+            return Err(Error::Internal(format!(
+                "{what} does not fit on {worker_id}: its resource addresses are not all offered \
+                 and free there"
+            )));
+        }
         let w = Arc::make_mut(w);
         w.cores_used += cores;
         w.memory_used_mb += memory_mb;
+        w.hold(held);
         Ok(w)
     }
 
-    /// Gives back a slot on a worker (saturating: a slot is never given back twice because the
-    /// holder sets say who holds one).
-    fn give_back(w: &mut WorkerInfo, cores: u32, memory_mb: u64) {
+    /// The addresses `what` is given on `worker_id` for `asked` (none when it asks for none).
+    fn pick_resources(
+        &self,
+        worker_id: &str,
+        what: &str,
+        asked: &std::collections::HashMap<String, u32>,
+    ) -> Result<Vec<proto::ResourceAddresses>> {
+        if asked.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.worker(worker_id)?.pick(asked).ok_or_else(|| {
+            Error::Internal(format!(
+                "{what} does not fit on {worker_id}: not enough free resource addresses"
+            ))
+        })
+    }
+
+    /// Gives back a slot and its resource addresses on a worker (saturating: a slot is never
+    /// given back twice because the holder sets say who holds one).
+    fn give_back(
+        w: &mut WorkerInfo,
+        cores: u32,
+        memory_mb: u64,
+        held: &[proto::ResourceAddresses],
+    ) {
         w.cores_used = w.cores_used.saturating_sub(cores);
         w.memory_used_mb = w.memory_used_mb.saturating_sub(memory_mb);
+        w.release(held);
     }
 
     /// Forgets the oldest completed drivers and applications beyond the retention limits.

@@ -114,6 +114,8 @@ impl State {
                 free_cores: w.free_cores(),
                 free_memory_mb: w.free_memory_mb(),
                 drivers: w.drivers.len(),
+                resources: w.named(),
+                free_resources: w.free_named(),
             })
             .collect()
     }
@@ -128,6 +130,7 @@ impl State {
                 driver_id: d.id.clone(),
                 cores: d.spec.cores,
                 memory_mb: d.spec.memory_mb,
+                resources: named_asks(&d.spec.resources),
             })
             .collect()
     }
@@ -145,6 +148,7 @@ impl State {
                         driver_id: d.id.clone(),
                         cores: d.spec.cores,
                         memory_mb: d.spec.memory_mb,
+                        resources: named_asks(&d.spec.resources),
                     },
                     Queued {
                         queue: self.queues.index(&d.spec.queue),
@@ -249,6 +253,7 @@ impl State {
                 } else {
                     0
                 },
+                resources: named_asks(&a.spec.executor_resources),
             })
             .collect()
     }
@@ -297,4 +302,9 @@ impl State {
             }
         }
     }
+}
+
+/// A spec's named resources as the scheduler counts them.
+fn named_asks(asked: &std::collections::HashMap<String, u32>) -> crate::schedule::named::Named {
+    crate::schedule::named::Named::new(asked.iter().map(|(n, c)| (n.clone(), *c)))
 }

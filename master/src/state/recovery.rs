@@ -109,6 +109,8 @@ impl State {
                 drivers: BTreeSet::new(),
                 executors: BTreeSet::new(),
                 labels: stored.labels,
+                resources: stored.resources,
+                resources_used: Default::default(),
             };
             if was_connected {
                 // Only slots the records agree on are held again.
@@ -119,6 +121,7 @@ impl State {
                     {
                         w.cores_used = w.cores_used.saturating_add(d.spec.cores);
                         w.memory_used_mb = w.memory_used_mb.saturating_add(d.spec.memory_mb);
+                        w.hold(&d.resources);
                         w.drivers.insert(id);
                     }
                 }
@@ -129,6 +132,7 @@ impl State {
                     {
                         w.cores_used = w.cores_used.saturating_add(e.cores);
                         w.memory_used_mb = w.memory_used_mb.saturating_add(e.memory_mb);
+                        w.hold(&e.resources);
                         w.executors.insert(key);
                     }
                 }

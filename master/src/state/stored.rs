@@ -36,6 +36,8 @@ pub struct StoredWorker {
     pub executors: BTreeSet<ExecKey>,
     #[serde(default)]
     pub labels: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    pub resources: Vec<hearth_common::proto::ResourceAddresses>,
 }
 
 impl From<&WorkerInfo> for StoredWorker {
@@ -53,6 +55,7 @@ impl From<&WorkerInfo> for StoredWorker {
             drivers: w.drivers.clone(),
             executors: w.executors.clone(),
             labels: w.labels.clone(),
+            resources: w.resources.clone(),
         }
     }
 }

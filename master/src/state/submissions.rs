@@ -123,6 +123,7 @@ impl State {
             history: Vec::new(),
             preempted: None,
             preemptions: Vec::new(),
+            resources: Vec::new(),
         };
         driver.record(DriverState::Submitted, "", now_ms);
         self.drivers.insert(id.clone(), Arc::new(driver));

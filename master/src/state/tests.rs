@@ -16,6 +16,7 @@ use crate::state::{Effect, Limits, State};
 
 fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
     Register {
+        resources: Default::default(),
         worker_id: id.into(),
         name: id.into(),
         host: "127.0.0.1".into(),

@@ -1,6 +1,10 @@
 //! Workers: registration (and the fencing a reconnect implies), heartbeats, loss and expiry.
 
-use std::{collections::BTreeSet, sync::Arc, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Duration,
+};
 
 use hearth_common::proto::{
     self, DriverState, ExecutorState, Register, WorkerState, master_message::Msg,
@@ -8,6 +12,7 @@ use hearth_common::proto::{
 use tokio::time::Instant;
 
 use super::{Effect, ExecKey, State};
+use crate::schedule::named::Named;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct WorkerInfo {
@@ -31,9 +36,91 @@ pub struct WorkerInfo {
     pub drivers: BTreeSet<String>,
     pub executors: BTreeSet<ExecKey>,
     pub labels: std::collections::BTreeMap<String, String>,
+    /// Named resources it offers (by name, addresses in the order offered), and those held.
+    pub resources: Vec<proto::ResourceAddresses>,
+    pub resources_used: BTreeMap<String, BTreeSet<String>>,
 }
 
 impl WorkerInfo {
+    /// How many of each named resource it offers.
+    pub fn named(&self) -> Named {
+        Named::new(
+            self.resources
+                .iter()
+                .map(|r| (r.name.clone(), r.addresses.len() as u32)),
+        )
+    }
+
+    /// How many of each named resource are free.
+    pub fn free_named(&self) -> Named {
+        Named::new(self.resources.iter().map(|r| {
+            let used = self.resources_used.get(&r.name).map_or(0, BTreeSet::len);
+            (
+                r.name.clone(),
+                r.addresses.len().saturating_sub(used) as u32,
+            )
+        }))
+    }
+
+    /// Free addresses for `ask` (the first free ones, in the order offered), or `None` when
+    /// there are not enough of some name.
+    pub fn pick(&self, ask: &HashMap<String, u32>) -> Option<Vec<proto::ResourceAddresses>> {
+        let mut names: Vec<(&String, &u32)> = ask.iter().collect();
+        names.sort();
+        names
+            .into_iter()
+            .map(|(name, n)| {
+                let offered = self.resources.iter().find(|r| &r.name == name)?;
+                let used = self.resources_used.get(name);
+                let free: Vec<String> = offered
+                    .addresses
+                    .iter()
+                    .filter(|a| used.is_none_or(|u| !u.contains(*a)))
+                    .take(*n as usize)
+                    .cloned()
+                    .collect();
+                (free.len() == *n as usize).then(|| proto::ResourceAddresses {
+                    name: name.clone(),
+                    addresses: free,
+                })
+            })
+            .collect()
+    }
+
+    /// Whether every address of `assigned` is offered here and free.
+    pub fn can_hold(&self, assigned: &[proto::ResourceAddresses]) -> bool {
+        assigned.iter().all(|r| {
+            let offered = self.resources.iter().find(|o| o.name == r.name);
+            let used = self.resources_used.get(&r.name);
+            r.addresses.iter().all(|a| {
+                offered.is_some_and(|o| o.addresses.contains(a))
+                    && used.is_none_or(|u| !u.contains(a))
+            })
+        })
+    }
+
+    pub fn hold(&mut self, assigned: &[proto::ResourceAddresses]) {
+        for r in assigned {
+            self.resources_used
+                .entry(r.name.clone())
+                .or_default()
+                .extend(r.addresses.iter().cloned());
+        }
+    }
+
+    pub fn release(&mut self, assigned: &[proto::ResourceAddresses]) {
+        for r in assigned {
+            if let Some(used) = self.resources_used.get_mut(&r.name) {
+                for a in &r.addresses {
+                    used.remove(a);
+                }
+                if used.is_empty() {
+                    self.resources_used.remove(&r.name);
+                }
+            }
+        }
+    }
+
     /// Connected, or not yet back after a master restart (its slots are kept until then).
     pub fn holds_slots(&self) -> bool {
         self.connected || self.state == WorkerState::Unknown
@@ -63,6 +150,15 @@ impl WorkerInfo {
             driver_ids: self.drivers.iter().cloned().collect(),
             executor_ids: self.executors.iter().map(ToString::to_string).collect(),
             labels: self.labels.clone().into_iter().collect(),
+            resources: self.resources.clone(),
+            resources_used: self
+                .resources_used
+                .iter()
+                .map(|(name, used)| proto::ResourceAddresses {
+                    name: name.clone(),
+                    addresses: used.iter().cloned().collect(),
+                })
+                .collect(),
         }
     }
 }
@@ -121,6 +217,8 @@ impl State {
             drivers: BTreeSet::new(),
             executors: BTreeSet::new(),
             labels: reg.labels.clone().into_iter().collect(),
+            resources: hearth_common::named_resources::merge(reg.resources.clone()),
+            resources_used: BTreeMap::new(),
         };
         self.workers.insert(id.clone(), Arc::new(worker));
 
@@ -160,13 +258,14 @@ impl State {
             };
             if still_running.contains(&driver_id) {
                 let (cores, memory, attempt) = (d.spec.cores, d.spec.memory_mb, d.attempt);
+                let held = d.resources.clone();
                 // A kill ordered before the stream broke may have been lost: order it again.
                 let kill_again = d.stop_requested().then(|| d.message.clone());
                 let preempt_again = d
                     .preempted
                     .clone()
                     .map(|why| (why, self.grace_ms(&d.spec.queue)));
-                match self.take_slot(&id, &driver_id, cores, memory) {
+                match self.take_slot(&id, &driver_id, (cores, memory), &held) {
                     Ok(w) => {
                         w.drivers.insert(driver_id.clone());
                         if let Some(reason) = kill_again {
@@ -234,9 +333,9 @@ impl State {
             if !e.state.is_live() || e.worker_id != id {
                 continue;
             }
-            let (cores, memory) = (e.cores, e.memory_mb);
+            let (cores, memory, held) = (e.cores, e.memory_mb, e.resources.clone());
             let kept = executors_running.contains(&key)
-                && match self.take_slot(&id, &key.to_string(), cores, memory) {
+                && match self.take_slot(&id, &key.to_string(), (cores, memory), &held) {
                     Ok(w) => {
                         w.executors.insert(key.clone());
                         true

@@ -6,6 +6,7 @@ use axum::{
 };
 use hearth_common::{
     ids::{java_date, now_ms},
+    proto::ResourceAddresses,
     state_names::StateName,
     views::{AppView, DriverView, QueueView, WorkerView},
 };
@@ -118,6 +119,62 @@ fn cluster_utilisation(snap: &crate::state::State) -> Value {
     })
 }
 
+/// Spark's `writeResourcesInfo`: `{"gpu": {"name": "gpu", "addresses": ["0", "1"]}}`.
+fn resources_info(resources: &[ResourceAddresses]) -> Value {
+    Value::Object(
+        resources
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    json!({ "name": r.name, "addresses": r.addresses }),
+                )
+            })
+            .collect(),
+    )
+}
+
+/// Spark's `writeResourceRequirement`s: `[{"name": "gpu", "amount": 1}]`, by name.
+fn requirements(asked: &std::collections::HashMap<String, u32>) -> Value {
+    let mut names: Vec<(&String, &u32)> = asked.iter().collect();
+    names.sort();
+    Value::Array(
+        names
+            .into_iter()
+            .map(|(name, amount)| json!({ "name": name, "amount": amount }))
+            .collect(),
+    )
+}
+
+fn used_of(w: &crate::state::WorkerInfo) -> Vec<ResourceAddresses> {
+    w.resources_used
+        .iter()
+        .map(|(name, used)| ResourceAddresses {
+            name: name.clone(),
+            addresses: used.iter().cloned().collect(),
+        })
+        .collect()
+}
+
+fn free_of(w: &crate::state::WorkerInfo) -> Vec<ResourceAddresses> {
+    w.resources
+        .iter()
+        .map(|r| ResourceAddresses {
+            name: r.name.clone(),
+            addresses: r
+                .addresses
+                .iter()
+                .filter(|a| {
+                    w.resources_used
+                        .get(&r.name)
+                        .is_none_or(|u| !u.contains(*a))
+                })
+                .cloned()
+                .collect(),
+        })
+        .collect()
+}
+
 fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
     let alive: Vec<_> = snap.alive_workers().collect();
     let workers: Vec<Value> = snap
@@ -135,9 +192,9 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
                 "memory": w.memory_mb,
                 "memoryused": w.memory_used_mb,
                 "memoryfree": w.free_memory_mb(),
-                "resources": {},
-                "resourcesused": {},
-                "resourcesfree": {},
+                "resources": resources_info(&w.resources),
+                "resourcesused": resources_info(&used_of(w)),
+                "resourcesfree": resources_info(&free_of(w)),
                 "state": w.state.name(),
                 "lastheartbeat": w.last_heartbeat_ms,
             })
@@ -150,7 +207,7 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
             "state": d.state.name(),
             "cores": d.spec.cores,
             "memory": d.spec.memory_mb,
-            "resources": {},
+            "resources": resources_info(&d.resources),
             "submitdate": java_date(d.submitted_at_ms),
             "worker": d.worker_id.clone().unwrap_or_else(|| "None".into()),
             "mainclass": d.spec.command.first().cloned().unwrap_or_default(),
@@ -184,8 +241,8 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
             "user": "hearth",
             "memoryperexecutor": a.spec.executor_memory_mb,
             "memoryperslave": a.spec.executor_memory_mb,
-            "resourcesperexecutor": [],
-            "resourcesperslave": [],
+            "resourcesperexecutor": requirements(&a.spec.executor_resources),
+            "resourcesperslave": requirements(&a.spec.executor_resources),
             "submitdate": java_date(a.registered_at_ms),
             "state": a.state.name(),
             "duration": (end - a.registered_at_ms).max(0),
@@ -211,8 +268,8 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
         "coresused": in_use.cores_used,
         "memory": in_use.memory_mb,
         "memoryused": in_use.memory_used_mb,
-        "resources": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
-        "resourcesused": alive.iter().map(|_| json!({})).collect::<Vec<_>>(),
+        "resources": alive.iter().map(|w| resources_info(&w.resources)).collect::<Vec<_>>(),
+        "resourcesused": alive.iter().map(|w| resources_info(&used_of(w))).collect::<Vec<_>>(),
         "activeapps": active_apps,
         "completedapps": completed_apps,
         "activedrivers": active,

@@ -100,6 +100,7 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}"
         );
     }
+    named_resource_metrics(&snap, &mut out);
     queue_metrics(&snap, &mut out);
     let _ = writeln!(
         out,
@@ -309,5 +310,31 @@ fn queue_metrics(snap: &crate::state::State, out: &mut String) {
             out,
             "hearth_preemptions_total{{queue=\"{queue}\",rule=\"{rule}\",kind=\"{kind}\"}} {n}"
         );
+    }
+}
+
+/// Named resources (GPUs, ...) offered and handed out by alive workers, by name.
+fn named_resource_metrics(snap: &crate::state::State, out: &mut String) {
+    let mut totals: std::collections::BTreeMap<&str, (usize, usize)> = Default::default();
+    for w in snap.alive_workers() {
+        for r in &w.resources {
+            let t = totals.entry(r.name.as_str()).or_default();
+            t.0 += r.addresses.len();
+            t.1 += w.resources_used.get(&r.name).map_or(0, |u| u.len());
+        }
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_resources Named resources (GPUs, ...) offered by alive workers, by name.\n# TYPE hearth_resources gauge"
+    );
+    for (name, (total, _)) in &totals {
+        let _ = writeln!(out, "hearth_resources{{name=\"{name}\"}} {total}");
+    }
+    let _ = writeln!(
+        out,
+        "# HELP hearth_resources_used Named resources handed out to drivers and executors, by name.\n# TYPE hearth_resources_used gauge"
+    );
+    for (name, (_, used)) in &totals {
+        let _ = writeln!(out, "hearth_resources_used{{name=\"{name}\"}} {used}");
     }
 }

@@ -227,6 +227,8 @@ struct WorkerPage {
     labels: Vec<(String, String)>,
     drivers: Vec<DriverRow>,
     executors: Vec<ExecutorRow>,
+    /// Every address of its named resources: `gpu 0,1`.
+    offered: String,
 }
 
 /// "all 8 start together or none; restarts whole; fails after 10m waiting".
@@ -360,6 +362,7 @@ pub async fn worker(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
         base: base.clone(),
         w: WorkerRow::from(w.as_ref()),
         name: w.name.clone(),
+        offered: super::rows::addresses(&w.resources),
         registered: display_time(w.registered_at_ms),
         labels: w
             .labels

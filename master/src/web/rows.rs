@@ -46,6 +46,41 @@ pub struct ExecutorRow {
     pub memory: String,
     pub exit_code: String,
     pub message: String,
+    /// Named resource addresses it holds: `gpu 0,1`.
+    pub resources: String,
+}
+
+/// `gpu 0,1; fpga f0`: named resource addresses, for a cell.
+pub fn addresses(resources: &[hearth_common::proto::ResourceAddresses]) -> String {
+    resources
+        .iter()
+        .map(|r| format!("{} {}", r.name, r.addresses.join(",")))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// `gpu 1 / 2 (in use: 1)`: a worker's named resources, held and offered.
+pub fn held_of_offered(w: &WorkerInfo) -> String {
+    w.resources
+        .iter()
+        .map(|r| {
+            let used = w.resources_used.get(&r.name);
+            let in_use: Vec<&str> =
+                used.map_or(Vec::new(), |u| u.iter().map(String::as_str).collect());
+            format!(
+                "{} {} / {}{}",
+                r.name,
+                in_use.len(),
+                r.addresses.len(),
+                if in_use.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (in use: {})", in_use.join(","))
+                }
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 impl ExecutorRow {
@@ -60,6 +95,7 @@ impl ExecutorRow {
             memory: format_mb(e.memory_mb),
             exit_code: e.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             message: e.message.clone(),
+            resources: addresses(&e.resources),
         }
     }
 }
@@ -109,6 +145,8 @@ pub struct WorkerRow {
     pub memory: String,
     pub memory_used: String,
     pub last_heartbeat: String,
+    /// Named resources held / offered.
+    pub resources: String,
 }
 
 impl From<&WorkerInfo> for WorkerRow {
@@ -122,6 +160,7 @@ impl From<&WorkerInfo> for WorkerRow {
             memory: format_mb(w.memory_mb),
             memory_used: format_mb(w.memory_used_mb),
             last_heartbeat: display_time(w.last_heartbeat_ms),
+            resources: held_of_offered(w),
         }
     }
 }
@@ -138,6 +177,8 @@ pub struct DriverRow {
     pub waiting_reason: String,
     pub exit_code: String,
     pub message: String,
+    /// Named resources asked (`gpu 1`) and the addresses given.
+    pub resources: String,
 }
 
 impl From<&DriverInfo> for DriverRow {
@@ -153,6 +194,18 @@ impl From<&DriverInfo> for DriverRow {
             waiting_reason: d.waiting_reason.clone().unwrap_or_default(),
             exit_code: d.exit_code.map(|c| c.to_string()).unwrap_or_default(),
             message: d.message.clone(),
+            resources: {
+                let mut asked: Vec<_> = d.spec.resources.iter().collect();
+                asked.sort();
+                let asked: Vec<String> = asked.iter().map(|(n, c)| format!("{c} {n}")).collect();
+                match (asked.is_empty(), d.resources.is_empty()) {
+                    (true, _) => String::new(),
+                    (false, true) => asked.join(", "),
+                    (false, false) => {
+                        format!("{} (given {})", asked.join(", "), addresses(&d.resources))
+                    }
+                }
+            },
         }
     }
 }

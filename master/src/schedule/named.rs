@@ -1,0 +1,168 @@
+//! Named resources (GPUs and the like) in placement: counts of them on offers and in asks,
+//! whether an ask's fit a worker, and why one waits when they are what is short. Which
+//! addresses a placed item gets is decided by the state, which knows them; here only counts.
+
+use super::{
+    Offer,
+    reasons::{Wait, WaitCode},
+};
+
+/// Counts by name (`gpu` → 2), sorted by name; empty for most work.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Named(Vec<(String, u32)>);
+
+impl Named {
+    pub fn new(counts: impl IntoIterator<Item = (String, u32)>) -> Self {
+        let mut v: Vec<(String, u32)> = counts.into_iter().filter(|(_, n)| *n > 0).collect();
+        v.sort();
+        v.dedup_by(|a, b| {
+            if a.0 == b.0 {
+                b.1 += a.1;
+                true
+            } else {
+                false
+            }
+        });
+        Self(v)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn get(&self, name: &str) -> u32 {
+        self.0
+            .binary_search_by(|(n, _)| n.as_str().cmp(name))
+            .map_or(0, |i| self.0[i].1)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, u32)> {
+        self.0.iter().map(|(n, c)| (n.as_str(), *c))
+    }
+
+    /// Holds at least what `ask` asks for, of every name.
+    pub fn covers(&self, ask: &Named) -> bool {
+        ask.iter().all(|(name, n)| self.get(name) >= n)
+    }
+
+    /// How many of `ask` fit in this (no limit when `ask` is empty).
+    pub fn pieces(&self, ask: &Named) -> u64 {
+        ask.iter()
+            .map(|(name, n)| u64::from(self.get(name) / n.max(1)))
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// Takes `ask` out (saturating: callers check [`Named::covers`] first).
+    pub fn take(&mut self, ask: &Named) {
+        for (name, n) in ask.iter() {
+            if let Ok(i) = self.0.binary_search_by(|(x, _)| x.as_str().cmp(name)) {
+                self.0[i].1 = self.0[i].1.saturating_sub(n);
+            }
+        }
+    }
+
+    /// "1 gpu and 2 fpga".
+    pub fn words(&self) -> String {
+        self.iter()
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect::<Vec<_>>()
+            .join(" and ")
+    }
+}
+
+/// Why `ask` cannot be placed when its named resources are what is short: none on any worker
+/// in that number ([`WaitCode::TooLarge`]), or not free in that number on any one now
+/// ([`WaitCode::NoFreeSlots`]). `None` when every name is free in that number somewhere.
+pub fn short_of(offers: &[Offer], ask: &Named) -> Option<Wait> {
+    for (name, n) in ask.iter() {
+        let most = offers
+            .iter()
+            .map(|o| o.resources.get(name))
+            .max()
+            .unwrap_or(0);
+        if most < n {
+            let why = if most == 0 {
+                format!("needs {n} {name}; no worker offers {name}")
+            } else {
+                format!("needs {n} {name}; no worker has that many (the most any has is {most})")
+            };
+            return Some((WaitCode::TooLarge, why));
+        }
+    }
+    for (name, n) in ask.iter() {
+        let most_free = offers
+            .iter()
+            .map(|o| o.free_resources.get(name))
+            .max()
+            .unwrap_or(0);
+        if most_free < n {
+            return Some((
+                WaitCode::NoFreeSlots,
+                format!("needs {n} {name}; the most free on any worker is {most_free}"),
+            ));
+        }
+    }
+    None
+}
+
+/// The wait of an item whose named resources, cores and memory each fit somewhere but never
+/// all on one worker now.
+pub fn not_together(ask: &Named, cores: u32, memory_mb: u64) -> Wait {
+    (
+        WaitCode::NoFreeSlots,
+        format!(
+            "needs {} with {cores} cores and {} on one worker; no worker has all of these free now",
+            ask.words(),
+            hearth_common::resources::format_mb(memory_mb)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn named(pairs: &[(&str, u32)]) -> Named {
+        Named::new(pairs.iter().map(|(n, c)| (n.to_string(), *c)))
+    }
+
+    fn offer(id: &str, gpus: u32, free: u32) -> Offer {
+        Offer {
+            worker_id: id.into(),
+            cores: 8,
+            memory_mb: 8192,
+            free_cores: 8,
+            free_memory_mb: 8192,
+            drivers: 0,
+            resources: named(&[("gpu", gpus)]),
+            free_resources: named(&[("gpu", free)]),
+        }
+    }
+
+    #[test]
+    fn counts_cover_take_and_divide() {
+        let mut free = named(&[("gpu", 3), ("fpga", 1)]);
+        assert!(free.covers(&named(&[("gpu", 2)])));
+        assert!(!free.covers(&named(&[("gpu", 2), ("tpu", 1)])));
+        assert_eq!(free.pieces(&named(&[("gpu", 1)])), 3);
+        assert_eq!(free.pieces(&Named::default()), u64::MAX);
+        free.take(&named(&[("gpu", 2)]));
+        assert_eq!(free.get("gpu"), 1);
+        assert_eq!(named(&[("gpu", 1), ("gpu", 1)]).get("gpu"), 2);
+    }
+
+    #[test]
+    fn the_reason_names_the_resource_that_is_short() {
+        let offers = [offer("a", 2, 1), offer("b", 1, 0)];
+        let (code, why) = short_of(&offers, &named(&[("gpu", 2)])).unwrap();
+        assert_eq!(code, WaitCode::NoFreeSlots);
+        assert_eq!(why, "needs 2 gpu; the most free on any worker is 1");
+        let (code, why) = short_of(&offers, &named(&[("gpu", 4)])).unwrap();
+        assert_eq!(code, WaitCode::TooLarge);
+        assert!(why.contains("the most any has is 2"), "{why}");
+        let (_, why) = short_of(&offers, &named(&[("fpga", 1)])).unwrap();
+        assert!(why.contains("no worker offers fpga"), "{why}");
+        assert!(short_of(&offers, &named(&[("gpu", 1)])).is_none());
+    }
+}
