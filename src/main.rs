@@ -258,6 +258,10 @@ async fn run(cli: Cli) -> Result<i32> {
             let client = args.client.connect().await?;
             Ok(commands::list(&client, args.what, args.json).await?)
         }
+        Action::Executors(args) => {
+            let client = args.client.connect().await?;
+            Ok(commands::executors(&client, &args.app_id, args.add, &args.kill).await?)
+        }
         Action::Queues(args) => {
             let client = args.client.connect().await?;
             Ok(commands::queues(&client, args.json).await?)

@@ -240,6 +240,21 @@ pub struct QueuesArgs {
 }
 
 #[derive(Args)]
+#[command(group(clap::ArgGroup::new("change").required(true).args(["add", "kill"])))]
+pub struct ExecutorsArgs {
+    #[command(flatten)]
+    pub client: ClientArgs,
+    /// The application (app-...; a driver finds its own in HEARTH_APP_ID).
+    pub app_id: String,
+    /// Ask for this many more executors (within the application's cap).
+    #[arg(long)]
+    pub add: Option<u32>,
+    /// End these executors (ids, comma-separated); they are not replaced.
+    #[arg(long, value_delimiter = ',')]
+    pub kill: Vec<u32>,
+}
+
+#[derive(Args)]
 pub struct LogsArgs {
     #[command(flatten)]
     pub client: ClientArgs,

@@ -19,7 +19,7 @@ use hearth_worker::config as worker;
 
 mod client;
 
-pub use client::{IdArgs, ListArgs, LogsArgs, QueuesArgs, SubmitArgs};
+pub use client::{ExecutorsArgs, IdArgs, ListArgs, LogsArgs, QueuesArgs, SubmitArgs};
 
 // clap shows and parses a default as text, and a `Duration` has no `Display`: these are the
 // crates' default durations written out once, when the command line is parsed.
@@ -68,6 +68,9 @@ pub enum Action {
     List(ListArgs),
     /// Print a driver's or an executor's (app-.../N) output, fetched through the master.
     Logs(LogsArgs),
+    /// Grow or shrink an application's executors while it runs (a driver's own dynamic
+    /// allocation): --add N more, or --kill the executors named.
+    Executors(ExecutorsArgs),
     /// Show the queues: settings, what each holds, what waits in each.
     Queues(QueuesArgs),
 }

@@ -12,10 +12,11 @@ use hearth_common::{
     client::Client,
     ids::display_time,
     proto::{
-        Application, ApplicationSpec, Driver, DriverSpec, DriverState, DriverStateChange, LogStream,
+        Application, ApplicationSpec, Driver, DriverSpec, DriverState, DriverStateChange,
+        ExecutorState, LogStream,
     },
     resources::format_mb,
-    state_names::{StateName, app_state, driver_state},
+    state_names::{StateName, app_state, driver_state, executor_state},
     views::{AmountView, AppView, DriverView, ExecutorView, QueueView, WorkerView},
 };
 
@@ -505,6 +506,35 @@ pub async fn queues(client: &Client, json: bool) -> Result<i32> {
             answer.config_error
         );
     }
+    Ok(0)
+}
+
+/// Asks for `add` more executors of `app_id`, or ends those in `kill`; prints how many it
+/// wants and runs after.
+pub async fn executors(
+    client: &Client,
+    app_id: &str,
+    add: Option<u32>,
+    kill: &[u32],
+) -> Result<i32> {
+    let app = match add {
+        Some(n) => client.request_executors(app_id, n).await?,
+        None => client.kill_executors(app_id, kill).await?,
+    };
+    let live = app
+        .executors
+        .iter()
+        .filter(|e| {
+            matches!(
+                executor_state(e.state),
+                ExecutorState::Launching | ExecutorState::Running
+            )
+        })
+        .count();
+    println!(
+        "{app_id}: {} executors wanted, {live} running or launching",
+        app.target_executors
+    );
     Ok(0)
 }
 

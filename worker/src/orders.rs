@@ -76,6 +76,9 @@ pub fn executor_launch(order: LaunchExecutor, worker_has_gpus: bool) -> Launch {
         identity.push(("HEARTH_DRIVER_ID".into(), order.driver_id));
     }
     identity.extend(resource_env(&order.resources, worker_has_gpus));
+    if !order.gang_hosts.is_empty() {
+        identity.push(("HEARTH_GANG_HOSTS".into(), order.gang_hosts.join(",")));
+    }
     Launch {
         process: ProcessRef::Executor {
             app_id: order.app_id,

@@ -457,6 +457,11 @@ impl Runner {
             .env("HEARTH_MASTER_URL", &self.config.master_url)
             .env("HEARTH_WORK_DIR", dir)
             .env("HEARTH_PREEMPTION_FILE", dir.join(PREEMPTION_FILE));
+        // The `hearth` command the worker runs: a driver resizes its application with it
+        // (`$HEARTH_BIN executors ...`) whatever the image's PATH.
+        if let Ok(bin) = std::env::current_exe() {
+            command.env("HEARTH_BIN", bin);
+        }
         if let Some(ca) = &self.config.tls_ca {
             command.env(hearth_common::client::TLS_CA_ENV, ca);
         }

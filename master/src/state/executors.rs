@@ -138,6 +138,8 @@ impl State {
                 rank,
                 world_size,
                 resources: held,
+                // Filled in once the whole turn's placement is known (a gang's hosts).
+                gang_hosts: Vec::new(),
             }),
         ));
         Ok(())

@@ -6,6 +6,8 @@ use std::sync::Arc;
 
 use imbl::Vector;
 
+use hearth_common::proto::master_message::Msg;
+
 use super::{Effect, State};
 use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reservations::Hold};
 
@@ -286,11 +288,15 @@ impl State {
             self.limits.spread_out,
         );
         for placement in placements {
+            let first = effects.len();
             for worker_id in &placement.workers {
                 if let Err(e) = self.launch_executor(&placement.app_id, worker_id, now_ms, effects)
                 {
                     tracing::error!(app_id = %placement.app_id, worker_id, error = %e, "executor placement refused");
                 }
+            }
+            if !placement.workers.is_empty() {
+                self.tell_gang_hosts(&placement.app_id, &mut effects[first..]);
             }
             let (code, reason) = placement.waiting.unzip();
             if let Some(a) = self.apps.get_mut(&placement.app_id)
@@ -299,6 +305,38 @@ impl State {
                 let a = Arc::make_mut(a);
                 a.waiting_reason = reason;
                 a.waiting_code = code;
+            }
+        }
+    }
+}
+
+impl State {
+    /// Gives a gang's new members the hosts of all its live members in rank order: known only
+    /// once the whole gang is placed, so filled into this turn's launch orders afterwards.
+    fn tell_gang_hosts(&self, app_id: &str, launched: &mut [Effect]) {
+        let Some(app) = self.apps.get(app_id).filter(|a| a.spec.gang) else {
+            return;
+        };
+        let mut members: Vec<(u32, String)> = app
+            .executors
+            .values()
+            .filter(|e| e.state.is_live())
+            .map(|e| {
+                let host = self
+                    .workers
+                    .get(&e.worker_id)
+                    .map_or_else(|| e.worker_id.clone(), |w| w.host.clone());
+                (e.rank, host)
+            })
+            .collect();
+        members.sort();
+        let hosts: Vec<String> = members.into_iter().map(|(_, h)| h).collect();
+        for effect in launched {
+            if let Effect::Send { message, .. } = effect
+                && let Some(Msg::LaunchExecutor(launch)) = &mut message.msg
+                && launch.app_id == app_id
+            {
+                launch.gang_hosts = hosts.clone();
             }
         }
     }
