@@ -129,6 +129,28 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
         view.worker_id.as_deref().unwrap_or("-")
     )?;
     writeln!(out, "attempt:    {}", view.attempt)?;
+    if !view.resources.is_empty() {
+        let asked: Vec<String> = view
+            .resources
+            .iter()
+            .map(|(name, n)| format!("{n} {name}"))
+            .collect();
+        let given: Vec<String> = view
+            .resource_addresses
+            .iter()
+            .map(|(name, a)| format!("{name} {}", a.join(",")))
+            .collect();
+        writeln!(
+            out,
+            "resources:  {}{}",
+            asked.join(", "),
+            if given.is_empty() {
+                String::new()
+            } else {
+                format!(" (given {})", given.join("; "))
+            }
+        )?;
+    }
     if let Some(port) = view.ui_port {
         match &view.ui_path {
             Some(path) => writeln!(
