@@ -159,9 +159,13 @@ pub fn place_drivers_fairly(
             .queue
             .is_none_or(|q| usage.cap_hit(tree, q, amount(ask)).is_some());
         let offer = &mut offers[hold.worker];
-        if !capped && fits_in((offer.free_cores, offer.free_memory_mb), ask) {
+        if !capped
+            && fits_in((offer.free_cores, offer.free_memory_mb), ask)
+            && offer.free_resources.covers(&ask.resources)
+        {
             offer.free_cores -= ask.cores;
             offer.free_memory_mb -= ask.memory_mb;
+            offer.free_resources.take(&ask.resources);
             offer.drivers += 1;
             if let Some(q) = queued[i].queue {
                 usage.charge(tree, q, amount(ask));
@@ -258,7 +262,11 @@ pub fn place_drivers_fairly(
             let limit = queued[i].time_limit_ms;
             let waiting = matches!(decisions[i], Some(Decision::Wait { .. }));
             let done_in_time = limit > 0 && now_ms.saturating_add(limit as i64) <= ready_at;
-            if !waiting || !done_in_time || !fits_in((slot.1, slot.2), ask) {
+            if !waiting
+                || !done_in_time
+                || !fits_in((slot.1, slot.2), ask)
+                || !offers[hold.worker].free_resources.covers(&ask.resources)
+            {
                 continue;
             }
             let Some(q) = queued[i].queue else {
@@ -269,6 +277,7 @@ pub fn place_drivers_fairly(
             }
             slot.1 -= ask.cores;
             slot.2 -= ask.memory_mb;
+            offers[hold.worker].free_resources.take(&ask.resources);
             offers[hold.worker].drivers += 1;
             usage.charge(tree, q, amount(ask));
             decisions[i] = Some(Decision::Place {

@@ -165,4 +165,71 @@ mod tests {
         assert!(why.contains("no worker offers fpga"), "{why}");
         assert!(short_of(&offers, &named(&[("gpu", 1)])).is_none());
     }
+
+    #[test]
+    fn placement_goes_where_the_resources_are_and_counts_them_down() {
+        use crate::schedule::{
+            AppAsk, Ask, Decision, gangs::place_gang, place_drivers, place_executors,
+        };
+        // `big` has the most free cores but no GPU: GPU work skips it, other work does not.
+        let mut offers = vec![
+            Offer {
+                free_cores: 16,
+                cores: 16,
+                ..offer("big", 0, 0)
+            },
+            offer("gpu", 2, 2),
+        ];
+        let ask = |id: &str, gpus: u32| Ask {
+            driver_id: id.into(),
+            cores: 1,
+            memory_mb: 100,
+            resources: named(&[("gpu", gpus)]),
+        };
+        let plain = Ask {
+            resources: Named::default(),
+            ..ask("plain", 0)
+        };
+        let decisions = place_drivers(&mut offers, &[ask("a", 1), plain, ask("b", 2)]);
+        let placed = |d: &Decision| match d {
+            Decision::Place { worker_id, .. } => worker_id.clone(),
+            Decision::Wait { reason, .. } => format!("waits: {reason}"),
+        };
+        assert_eq!(placed(&decisions[0]), "gpu");
+        assert_eq!(placed(&decisions[1]), "big");
+        assert_eq!(
+            placed(&decisions[2]),
+            "waits: needs 2 gpu; the most free on any worker is 1"
+        );
+        assert_eq!(offers[1].free_resources.get("gpu"), 1);
+
+        // Executors: as many as the GPUs allow, the rest wait naming them.
+        let app = AppAsk {
+            app_id: "app".into(),
+            cores: 1,
+            memory_mb: 100,
+            wanted: 3,
+            gang_size: 0,
+            resources: named(&[("gpu", 1)]),
+        };
+        let p = place_executors(&mut offers, std::slice::from_ref(&app), true).remove(0);
+        assert_eq!(p.workers, vec!["gpu".to_string()]);
+        let (_, why) = p.waiting.unwrap();
+        assert!(
+            why.contains("needs 1 gpu; the most free on any worker is 0"),
+            "{why}"
+        );
+
+        // A gang counts GPUs too: 2 members with a GPU each never fit on 2 GPUs minus 1 held.
+        let mut offers = vec![offer("gpu", 2, 1), offer("other", 0, 0)];
+        let gang = AppAsk {
+            wanted: 2,
+            gang_size: 2,
+            ..app
+        };
+        let p = place_gang(&mut offers, &gang, true);
+        assert!(p.workers.is_empty());
+        let (_, why) = p.waiting.unwrap();
+        assert!(why.contains("1 executor fit in the free room now"), "{why}");
+    }
 }

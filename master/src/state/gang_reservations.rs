@@ -19,6 +19,7 @@ impl State {
             .filter_map(|id| self.apps.get(id))
             .filter(|a| {
                 a.spec.gang
+                    && a.spec.executor_resources.is_empty()
                     && a.live() == 0
                     && a.waiting_code == Some(WaitCode::NoFreeSlots)
                     && !self.claims.contains_key(&a.id)

@@ -289,7 +289,13 @@ impl State {
             let Some(q) = self.queues.index(&d.spec.queue) else {
                 continue;
             };
-            if !preempting[q] || !wants_room(d.waiting_code) || self.preempted_for(id, now_ms) {
+            // Preemption frees cores and memory; work waiting for named resources (GPUs) is
+            // not helped by it, so it never preempts.
+            if !preempting[q]
+                || !wants_room(d.waiting_code)
+                || !d.spec.resources.is_empty()
+                || self.preempted_for(id, now_ms)
+            {
                 continue;
             }
             let need = Need {
@@ -313,6 +319,7 @@ impl State {
             if !preempting[q]
                 || !wants_room(a.waiting_code)
                 || a.wanted() == 0
+                || !a.spec.executor_resources.is_empty()
                 || self.preempted_for(id, now_ms)
             {
                 continue;

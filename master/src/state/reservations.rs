@@ -92,7 +92,10 @@ impl State {
                     d.waiting_code,
                     Some(WaitCode::NoFreeSlots | WaitCode::Fragmented | WaitCode::Reserved)
                 );
+                // A reservation holds cores and memory; one asking for named resources
+                // (GPUs) would hold a worker that may lack them, so it does not reserve.
                 blocked_by_room
+                    && d.spec.resources.is_empty()
                     && !self.reservations.contains_key(&d.id)
                     && now_ms.saturating_sub(since) >= after_ms as i64
             })
