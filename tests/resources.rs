@@ -364,3 +364,40 @@ async fn addresses_survive_a_master_restart_and_are_never_given_twice() {
     cluster.wait_state(&d3, "RUNNING", LIMIT).await;
     assert_eq!(driver_gpus(&cluster, &d3), before[1]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_queue_caps_the_gpus_its_work_holds() {
+    let (mut cluster, _queues) =
+        Cluster::start_with_queues("queues:\n  - name: ml\n    max: {resources: {gpu: 1}}\n");
+    let w = cluster.spawn_worker(4, "2g", &["--kill-grace", "1s", "--resource", "gpu=0,1"]);
+    cluster.wait_worker(&w, WorkerState::Alive, LIMIT).await;
+    let gpu_in = |queue: &str| {
+        cluster.submit(&[
+            "--memory",
+            "64m",
+            "--queue",
+            queue,
+            "--resource",
+            "gpu=1",
+            "--",
+            "sleep",
+            "600",
+        ])
+    };
+    let first = gpu_in("ml");
+    let second = gpu_in("ml");
+    cluster.wait_state(&first, "RUNNING", LIMIT).await;
+    let d = cluster
+        .wait_driver(&second, "held back by its queue's cap", LIMIT, |d| {
+            !d.waiting_reason.is_empty()
+        })
+        .await;
+    assert_eq!(d.waiting_code, "QUEUE_CAP");
+    assert_eq!(
+        d.waiting_reason,
+        "queue ml is at its max of 1 gpu (1 in use)"
+    );
+    // The other GPU is free for another queue's work.
+    let other = gpu_in("default");
+    cluster.wait_state(&other, "RUNNING", LIMIT).await;
+}

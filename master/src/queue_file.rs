@@ -91,7 +91,8 @@ fn one() -> u32 {
     1
 }
 
-/// `{cores: 4, memory: 8g}`; memory as a size (`8g`, `512m`) or a number of MiB.
+/// `{cores: 4, memory: 8g}`; memory as a size (`8g`, `512m`) or a number of MiB. A max may also
+/// cap named resources: `{cores: 8, resources: {gpu: 4}}`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Size {
@@ -99,6 +100,8 @@ struct Size {
     cores: Option<serde_yaml_ng::Value>,
     #[serde(default)]
     memory: Option<serde_yaml_ng::Value>,
+    #[serde(default)]
+    resources: Option<std::collections::BTreeMap<String, serde_yaml_ng::Value>>,
 }
 
 fn text_of(value: &serde_yaml_ng::Value) -> String {
@@ -124,6 +127,24 @@ impl Size {
             None => unset.memory_mb,
         };
         Ok(Amount::new(cores, memory_mb))
+    }
+
+    /// The caps on named resources (`max.resources`), each a whole number.
+    fn named(&self, field: &str) -> Result<Vec<(String, u32)>, String> {
+        let Some(resources) = &self.resources else {
+            return Ok(Default::default());
+        };
+        let mut caps = Vec::new();
+        for (name, value) in resources {
+            let at = format!("{field}.resources.{name}");
+            hearth_common::named_resources::validate_name(&at, name).map_err(|e| e.to_string())?;
+            let n: u32 = text_of(value)
+                .trim()
+                .parse()
+                .map_err(|_| format!("{at}: {:?} is not a whole number", text_of(value)))?;
+            caps.push((name.clone(), n));
+        }
+        Ok(caps)
     }
 }
 
@@ -199,10 +220,27 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
         }
         validate_queue_name("name", &entry.name).map_err(|e| at(&entry.name, e.to_string()))?;
         let guaranteed = match &entry.guaranteed {
-            Some(size) => size
-                .amount("guaranteed", Amount::default())
-                .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?,
+            Some(size) => {
+                if size.resources.is_some() {
+                    return Err(at(
+                        &entry.name,
+                        format!(
+                            "queue {}: guaranteed.resources: guarantees are of cores and memory; \
+                             named resources can be capped (max.resources)",
+                            entry.name
+                        ),
+                    ));
+                }
+                size.amount("guaranteed", Amount::default())
+                    .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?
+            }
             None => Amount::default(),
+        };
+        let max_named = match &entry.max {
+            Some(size) => size
+                .named("max")
+                .map_err(|e| at(&entry.name, format!("queue {}: {e}", entry.name)))?,
+            None => Default::default(),
         };
         let max = match &entry.max {
             Some(size) => Some(
@@ -216,6 +254,7 @@ pub fn parse(path: &str, text: &str) -> Result<QueueConfig, QueueFileError> {
             weight: entry.weight,
             guaranteed,
             max,
+            max_named,
             preempt,
         });
     }
@@ -352,6 +391,35 @@ queues:
   - name: adhoc
     max: {cores: 2}
 ";
+
+    #[test]
+    fn a_max_may_cap_named_resources_and_a_guarantee_may_not_name_them() {
+        let tree = parse(
+            "q.yaml",
+            "queues:\n  - name: ml\n    max: {cores: 8, resources: {gpu: 4, fpga: 0}}\n",
+        )
+        .unwrap()
+        .tree;
+        let ml = tree.def(tree.index("ml").unwrap());
+        assert_eq!(ml.max_named, vec![("fpga".into(), 0), ("gpu".into(), 4)]);
+        for (text, says) in [
+            (
+                "queues:\n  - name: a\n    guaranteed: {resources: {gpu: 1}}\n",
+                "guaranteed.resources: guarantees are of cores and memory",
+            ),
+            (
+                "queues:\n  - name: a\n    max: {resources: {GPU: 1}}\n",
+                "max.resources.GPU",
+            ),
+            (
+                "queues:\n  - name: a\n    max: {resources: {gpu: two}}\n",
+                "max.resources.gpu: \"two\" is not a whole number",
+            ),
+        ] {
+            let e = parse("q.yaml", text).unwrap_err().to_string();
+            assert!(e.contains(says), "{e}");
+        }
+    }
 
     #[test]
     fn the_documented_example_reads_as_a_tree_with_default_added() {

@@ -155,9 +155,10 @@ pub fn place_drivers_fairly(
             continue;
         };
         let ask = &asks[i];
-        let capped = queued[i]
-            .queue
-            .is_none_or(|q| usage.cap_hit(tree, q, amount(ask)).is_some());
+        let capped = queued[i].queue.is_none_or(|q| {
+            usage.cap_hit(tree, q, amount(ask)).is_some()
+                || usage.named_cap_hit(tree, q, &ask.resources).is_some()
+        });
         let offer = &mut offers[hold.worker];
         if !capped
             && fits_in((offer.free_cores, offer.free_memory_mb), ask)
@@ -169,6 +170,7 @@ pub fn place_drivers_fairly(
             offer.drivers += 1;
             if let Some(q) = queued[i].queue {
                 usage.charge(tree, q, amount(ask));
+                usage.charge_named(tree, q, &ask.resources);
             }
             decisions[i] = Some(Decision::Place {
                 driver_id: ask.driver_id.clone(),
@@ -203,9 +205,13 @@ pub fn place_drivers_fairly(
             if let Some(hit) = usage.cap_hit(tree, q, amount(ask)) {
                 return wait(ask, (WaitCode::QueueCap, cap_words(&hit)));
             }
+            if let Some(words) = usage.named_cap_hit(tree, q, &ask.resources) {
+                return wait(ask, (WaitCode::QueueCap, words));
+            }
             match fit.place(ask) {
                 Ok(worker_id) => {
                     usage.charge(tree, q, amount(ask));
+                    usage.charge_named(tree, q, &ask.resources);
                     Decision::Place {
                         driver_id: ask.driver_id.clone(),
                         worker_id,
@@ -272,7 +278,9 @@ pub fn place_drivers_fairly(
             let Some(q) = queued[i].queue else {
                 continue;
             };
-            if usage.cap_hit(tree, q, amount(ask)).is_some() {
+            if usage.cap_hit(tree, q, amount(ask)).is_some()
+                || usage.named_cap_hit(tree, q, &ask.resources).is_some()
+            {
                 continue;
             }
             slot.1 -= ask.cores;
@@ -280,6 +288,7 @@ pub fn place_drivers_fairly(
             offers[hold.worker].free_resources.take(&ask.resources);
             offers[hold.worker].drivers += 1;
             usage.charge(tree, q, amount(ask));
+            usage.charge_named(tree, q, &ask.resources);
             decisions[i] = Some(Decision::Place {
                 driver_id: ask.driver_id.clone(),
                 worker_id: offers[hold.worker].worker_id.clone(),
@@ -292,28 +301,29 @@ pub fn place_drivers_fairly(
     }
 }
 
-/// How many executors of `cores` and `memory_mb` queue `q` may still start under every cap
-/// above it, and the cap that stops the next one.
+/// How many executors of `app` queue `q` may still start under every cap above it (on
+/// cores and memory, and on named resources), and in words the cap that stops the next one.
 fn room_under_caps(
     tree: &QueueTree,
     usage: &Usage,
     q: usize,
-    cores: u32,
-    memory_mb: u64,
-    wanted: u32,
-) -> (u32, Option<CapHit>) {
-    let each = Amount::new(u64::from(cores), memory_mb);
+    app: &AppAsk,
+) -> (u32, Option<String>) {
+    let each = Amount::new(u64::from(app.cores), app.memory_mb);
     // Few executors are wanted at once, and each step is a few comparisons per ancestor.
     let mut taken = Amount::default();
-    for n in 0..wanted {
+    for n in 0..app.wanted {
         let mut with = taken;
         with.add(each);
         if let Some(hit) = usage.cap_hit(tree, q, with) {
-            return (n, Some(hit));
+            return (n, Some(cap_words(&hit)));
+        }
+        if let Some(words) = usage.named_cap_hit(tree, q, &app.resources.times(n + 1)) {
+            return (n, Some(words));
         }
         taken = with;
     }
-    (wanted, None)
+    (app.wanted, None)
 }
 
 /// Places executors for the applications (`apps`, in registration order, with `queued[i]` for
@@ -339,10 +349,10 @@ pub fn place_executors_fairly(
     }
     while let Some((q, i)) = pending.next(tree, usage) {
         let app = &apps[i];
-        let (allowed, hit) = room_under_caps(tree, usage, q, app.cores, app.memory_mb, app.wanted);
+        let (allowed, hit) = room_under_caps(tree, usage, q, app);
         if app.gang_size > 0 && allowed < app.wanted {
             // A gang under a cap that allows only part of it waits whole.
-            let words = hit.as_ref().map(cap_words).unwrap_or_default();
+            let words = hit.clone().unwrap_or_default();
             placements[i] = Some(AppPlacement {
                 app_id: app.app_id.clone(),
                 workers: Vec::new(),
@@ -380,12 +390,13 @@ pub fn place_executors_fairly(
                 app.memory_mb * u64::from(placed),
             ),
         );
+        usage.charge_named(tree, q, &app.resources.times(placed));
         if placement.waiting.is_none()
             && let Some(hit) = hit
         {
             placement.waiting = Some((
                 WaitCode::QueueCap,
-                more_wanted(app.wanted - placed, &format!("waits: {}", cap_words(&hit))),
+                more_wanted(app.wanted - placed, &format!("waits: {hit}")),
             ));
         }
         placements[i] = Some(placement);

@@ -62,6 +62,27 @@ impl Named {
         }
     }
 
+    /// Adds `other`'s counts.
+    pub fn add(&mut self, other: &Named) {
+        let merged = self
+            .0
+            .drain(..)
+            .chain(other.0.iter().cloned())
+            .collect::<Vec<_>>();
+        *self = Named::new(merged);
+    }
+
+    /// `n` times these counts.
+    pub fn times(&self, n: u32) -> Named {
+        Named(
+            self.0
+                .iter()
+                .map(|(name, c)| (name.clone(), c.saturating_mul(n)))
+                .filter(|(_, c)| *c > 0)
+                .collect(),
+        )
+    }
+
     /// "1 gpu and 2 fpga".
     pub fn words(&self) -> String {
         self.iter()
@@ -231,5 +252,48 @@ mod tests {
         assert!(p.workers.is_empty());
         let (_, why) = p.waiting.unwrap();
         assert!(why.contains("1 executor fit in the free room now"), "{why}");
+    }
+
+    #[test]
+    fn a_queue_cap_on_a_named_resource_keeps_the_next_one_waiting() {
+        use crate::schedule::{
+            Amount, Ask, Decision, QueueDef, QueueTree, Queued, Usage, place_drivers_fairly,
+        };
+        let tree = QueueTree::new(vec![QueueDef {
+            max_named: vec![("gpu".into(), 1)],
+            ..QueueDef::named("ml")
+        }])
+        .unwrap();
+        let q = tree.index("ml").unwrap();
+        let mut usage = Usage::new(&tree, Amount::new(8, 8192));
+        let mut offers = vec![offer("gpu", 2, 2)];
+        let ask = |id: &str| Ask {
+            driver_id: id.into(),
+            cores: 1,
+            memory_mb: 100,
+            resources: named(&[("gpu", 1)]),
+        };
+        let queued = [Queued {
+            queue: Some(q),
+            priority: 0,
+            time_limit_ms: 0,
+        }; 2];
+        let placed = place_drivers_fairly(
+            &mut offers,
+            &[ask("a"), ask("b")],
+            &queued,
+            &tree,
+            &mut usage,
+            &[],
+            0,
+        );
+        assert!(matches!(placed.decisions[0], Decision::Place { .. }));
+        match &placed.decisions[1] {
+            Decision::Wait { code, reason, .. } => {
+                assert_eq!(*code, WaitCode::QueueCap);
+                assert_eq!(reason, "queue ml is at its max of 1 gpu (1 in use)");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 }

@@ -87,6 +87,9 @@ pub struct QueueDef {
     pub guaranteed: Amount,
     /// Never exceeded by the queue and its children together.
     pub max: Option<Amount>,
+    /// Caps on named resources (`gpu` → 4; 0 forbids it) for the queue and its children
+    /// together, by name.
+    pub max_named: Vec<(String, u32)>,
     /// When it takes room back, and how its own work may be preempted.
     pub preempt: Preempt,
 }
@@ -98,6 +101,7 @@ impl QueueDef {
             weight: 1,
             guaranteed: Amount::default(),
             max: None,
+            max_named: Default::default(),
             preempt: Default::default(),
         }
     }
@@ -248,6 +252,8 @@ impl QueueTree {
 pub struct Usage {
     own: Vec<Amount>,
     subtree: Vec<Amount>,
+    /// Named resources each queue's subtree holds, for their caps.
+    named: Vec<super::named::Named>,
     /// The cluster's alive capacity, that shares are fractions of.
     total: Amount,
     /// Each queue's recent dominant share (its subtree's, decayed by a half-life), when
@@ -268,6 +274,7 @@ impl Usage {
         Self {
             own: vec![Amount::default(); tree.len()],
             subtree: vec![Amount::default(); tree.len()],
+            named: vec![Default::default(); tree.len()],
             total,
             recent: None,
         }
@@ -294,6 +301,42 @@ impl Usage {
         for a in tree.lineage(q) {
             self.subtree[a].add(amount);
         }
+    }
+
+    /// Charges named resources to queue `q` and its ancestors.
+    pub fn charge_named(&mut self, tree: &QueueTree, q: usize, more: &super::named::Named) {
+        if more.is_empty() {
+            return;
+        }
+        for a in tree.lineage(q) {
+            self.named[a].add(more);
+        }
+    }
+
+    /// The cap on a named resource (of `q` or an ancestor) that `more` would break, innermost
+    /// first, in words: "queue ml is at its max of 4 gpu (3 in use)".
+    pub fn named_cap_hit(
+        &self,
+        tree: &QueueTree,
+        q: usize,
+        more: &super::named::Named,
+    ) -> Option<String> {
+        if more.is_empty() {
+            return None;
+        }
+        tree.lineage(q).find_map(|a| {
+            let def = tree.def(a);
+            more.iter().find_map(|(name, n)| {
+                let cap = def.max_named.iter().find(|(c, _)| c.as_str() == name)?.1;
+                let used = self.named[a].get(name);
+                (used.saturating_add(n) > cap).then(|| {
+                    format!(
+                        "queue {} is at its max of {cap} {name} ({used} in use)",
+                        def.name
+                    )
+                })
+            })
+        })
     }
 
     /// Takes `amount` back from queue `q` (and its ancestors' subtrees): work that ends.

@@ -62,6 +62,9 @@ impl State {
                     q,
                     Amount::new(u64::from(d.spec.cores), d.spec.memory_mb),
                 );
+                if !d.resources.is_empty() {
+                    usage.charge_named(tree, q, &held_named(&d.resources));
+                }
             }
         }
         for app in self.active_apps.iter().filter_map(|id| self.apps.get(id)) {
@@ -69,12 +72,17 @@ impl State {
                 continue;
             };
             let mut held = Amount::default();
+            let mut named = crate::schedule::named::Named::default();
             for e in app.executors.values() {
                 if e.state.is_live() && holding.contains(e.worker_id.as_str()) {
                     held.add(Amount::new(u64::from(e.cores), e.memory_mb));
+                    if !e.resources.is_empty() {
+                        named.add(&held_named(&e.resources));
+                    }
                 }
             }
             usage.charge(tree, q, held);
+            usage.charge_named(tree, q, &named);
         }
         if self.limits.usage_half_life_ms.is_some() {
             let recent = tree
@@ -207,4 +215,12 @@ impl State {
             })
             .collect()
     }
+}
+
+/// How many addresses of each named resource a process holds.
+fn held_named(held: &[hearth_common::proto::ResourceAddresses]) -> crate::schedule::named::Named {
+    crate::schedule::named::Named::new(
+        held.iter()
+            .map(|r| (r.name.clone(), r.addresses.len() as u32)),
+    )
 }
