@@ -140,11 +140,22 @@ async fn gpus_are_split_between_drivers_and_executors_and_given_back() {
     // The pages: each worker's GPUs in use on the overview and its own page, each executor's
     // and driver's on theirs.
     let (_, overview) = cluster.http_get("/");
-    assert_eq!(overview.matches("gpu 2 / 2 (in use: 0,1)").count(), 2, "{overview}");
+    assert_eq!(
+        overview.matches("gpu 2 / 2 (in use: 0,1)").count(),
+        2,
+        "{overview}"
+    );
     let (_, page) = cluster.http_get(&format!("/workers/{a}"));
-    assert!(page.contains("id=\"resources\">gpu 2 / 2 (in use: 0,1)"), "{page}");
+    assert!(
+        page.contains("id=\"resources\">gpu 2 / 2 (in use: 0,1)"),
+        "{page}"
+    );
     let (_, page) = cluster.http_get(&format!("/apps/{app}"));
-    assert_eq!(page.matches("<td class=\"resources\">gpu ").count(), 2, "{page}");
+    assert_eq!(
+        page.matches("<td class=\"resources\">gpu ").count(),
+        2,
+        "{page}"
+    );
     let (_, page) = cluster.http_get(&format!("/drivers/{d1}"));
     assert!(page.contains("1 gpu (given gpu "), "{page}");
 
