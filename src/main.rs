@@ -236,7 +236,7 @@ async fn run(cli: Cli) -> Result<i32> {
                     .map_or(0, |t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
                 ui_port: args.ui_port.map_or(0, u32::from),
                 ui_keep_prefix: args.ui_keep_prefix,
-                resources: args.resources.into_iter().collect(),
+                resources: no_repeats("resource", args.resources)?,
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {
@@ -329,4 +329,18 @@ fn ui_connections(asked: usize, open_files: usize) -> usize {
         return most;
     }
     asked
+}
+
+/// `NAME=N` settings as a map, refusing a name given twice (one would silently win).
+fn no_repeats(
+    flag: &str,
+    pairs: Vec<(String, u32)>,
+) -> Result<std::collections::HashMap<String, u32>> {
+    let mut map = std::collections::HashMap::new();
+    for (name, n) in pairs {
+        if map.insert(name.clone(), n).is_some() {
+            return Err(anyhow!("--{flag}: {name} is given twice"));
+        }
+    }
+    Ok(map)
 }

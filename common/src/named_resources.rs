@@ -42,8 +42,15 @@ pub fn validate_asks(field: &str, asks: &HashMap<String, u32>) -> Result<(), Inv
             format!("{} kinds of resource; at most {MAX_KINDS}", asks.len()),
         ));
     }
+    let mut names = BTreeSet::new();
     for (name, count) in asks {
         validate_name(field, name)?;
+        if !names.insert(env_name(name)) {
+            return Err(InvalidInput::new(
+                field,
+                format!("{name}: asked twice, under names that differ only in '.', '_', '-'"),
+            ));
+        }
         if *count == 0 || *count as usize > MAX_ADDRESSES {
             return Err(InvalidInput::new(
                 field,
@@ -66,10 +73,13 @@ pub fn validate_offer(field: &str, offer: &[ResourceAddresses]) -> Result<(), In
     let mut names = BTreeSet::new();
     for r in offer {
         validate_name(field, &r.name)?;
-        if !names.insert(r.name.as_str()) {
+        if !names.insert(env_name(&r.name)) {
             return Err(InvalidInput::new(
                 field,
-                format!("{} is offered twice", r.name),
+                format!(
+                    "{} is offered twice (or with a name that differs only in '.', '_', '-')",
+                    r.name
+                ),
             ));
         }
         if r.addresses.is_empty() || r.addresses.len() > MAX_ADDRESSES {
@@ -87,13 +97,13 @@ pub fn validate_offer(field: &str, offer: &[ResourceAddresses]) -> Result<(), In
             let ok = !a.is_empty()
                 && a.len() <= MAX_ADDRESS_BYTES
                 && a.chars()
-                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':'));
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.' | ':' | '/'));
             if !ok {
                 return Err(InvalidInput::new(
                     field,
                     format!(
                         "{}: {a:?} is not an address (1 to {MAX_ADDRESS_BYTES} letters, digits, \
-                         '-', '_', '.', ':')",
+                         '-', '_', '.', ':', '/')",
                         r.name
                     ),
                 ));

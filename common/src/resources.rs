@@ -2,9 +2,6 @@
 
 use crate::error::InvalidInput;
 
-/// Parses a memory size into MiB: `512m`, `4g`, `1.5g`, `2Gi`, `1t`, or a bare number of MiB.
-///
-/// Sizes below one MiB and zero are refused: no slot can be that small.
 /// Parses a size in bytes: `4096`, `512k`, `1m`, `2Gi` (units of 1024).
 pub fn parse_bytes(field: &str, text: &str) -> Result<u64, InvalidInput> {
     let bad = || {
@@ -34,6 +31,9 @@ pub fn parse_bytes(field: &str, text: &str) -> Result<u64, InvalidInput> {
         .ok_or_else(|| InvalidInput::new(field, format!("{text:?} is too large")))
 }
 
+/// Parses a memory size into MiB: `512m`, `4g`, `1.5g`, `2Gi`, `1t`, or a bare number of MiB.
+///
+/// Sizes below one MiB and zero are refused: no slot can be that small.
 pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
     let t = text.trim();
     let bad = || {

@@ -79,10 +79,11 @@ pub struct Usage {
     pub bytes: u64,
     pub streams: u64,
     pub limit: u64,
+    pub dropped: u64,
 }
 
 /// Streams by age, for cutting the oldest when over the limit.
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 struct Index {
     by_key: HashMap<String, (u64, u64)>,
     by_age: BTreeMap<u64, String>,
@@ -123,6 +124,8 @@ struct Inner {
 pub struct KeptLogs {
     inner: Arc<Inner>,
     ship: mpsc::Sender<(String, LogTail)>,
+    /// Pieces dropped because the writer was behind.
+    dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for KeptLogs {
@@ -176,12 +179,28 @@ impl KeptLogs {
         let (ship, rx) = mpsc::channel(QUEUE);
         // Weak: the file closes when the last handle goes, not when the writer notices.
         tokio::spawn(write_shipped(Arc::downgrade(&inner), rx));
-        Ok(Self { inner, ship })
+        Ok(Self {
+            inner,
+            ship,
+            dropped: Default::default(),
+        })
     }
 
-    /// Queues a piece a worker shipped; waits while the writer is behind.
-    pub async fn ship(&self, worker_id: &str, tail: LogTail) {
-        let _ = self.ship.send((worker_id.to_string(), tail)).await;
+    /// Queues a piece a worker shipped. Never waits: when the writer is that far behind (a
+    /// disk slower than the logs), the piece is dropped and counted, so a worker's heartbeats
+    /// on the same stream are never held up by the disk.
+    pub fn ship(&self, worker_id: &str, tail: LogTail) {
+        if let Err(mpsc::error::TrySendError::Full((_, tail))) =
+            self.ship.try_send((worker_id.to_string(), tail))
+        {
+            let dropped = self
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            if dropped.is_power_of_two() {
+                tracing::warn!(worker_id, process = %tail.process, dropped = dropped + 1,
+                    "kept logs are behind; shipped pieces dropped");
+            }
+        }
     }
 
     /// Up to `max_bytes` of a kept log from `offset` (negative: that many bytes before the
@@ -206,6 +225,7 @@ impl KeptLogs {
             bytes: index.total,
             streams: index.by_key.len() as u64,
             limit: self.inner.limit,
+            dropped: self.dropped.load(std::sync::atomic::Ordering::Relaxed),
         }
     }
 
@@ -283,7 +303,7 @@ impl Inner {
         };
         let record: Record =
             prost::Message::decode(value.value()).map_err(|e| self.failed(key, e))?;
-        let end = record.start + record.data.len() as u64;
+        let end = record.start.saturating_add(record.data.len() as u64);
         let from = if offset < 0 {
             end.saturating_sub(offset.unsigned_abs())
         } else {
@@ -291,7 +311,8 @@ impl Inner {
         }
         .clamp(record.start, end);
         let to = from.saturating_add(max_bytes).min(end);
-        let slice = &record.data[(from - record.start) as usize..(to - record.start) as usize];
+        let at = |offset: u64| usize::try_from(offset - record.start).unwrap_or(usize::MAX);
+        let slice = record.data.get(at(from)..at(to)).unwrap_or_default();
         Ok(Some(Kept {
             data: slice.to_vec(),
             offset: from,
@@ -307,7 +328,10 @@ impl Inner {
     /// Merges shipped pieces into what is kept, then cuts the oldest streams while over the
     /// limit; one transaction for the batch.
     fn apply(&self, batch: Vec<(String, LogTail)>, now_ms: i64) -> Result<()> {
-        let mut index = self.lock();
+        // Only this writer changes the index: work on a copy, and put it in place once the
+        // transaction is committed, so a failed write leaves the index as the file is, and
+        // readers of the usage are not held up by the commit.
+        let mut index = self.lock().clone();
         let txn = self.db.begin_write().map_err(|e| self.failed("write", e))?;
         {
             let mut tails = txn.open_table(TAILS).map_err(|e| self.failed("write", e))?;
@@ -319,6 +343,15 @@ impl Inner {
                         "shipped log of a malformed process name ignored");
                     continue;
                 };
+                // Offsets past what a file can hold would overflow the arithmetic below.
+                let fits = tail.offset <= i64::MAX as u64
+                    && tail.size <= i64::MAX as u64
+                    && tail.offset.checked_add(tail.data.len() as u64).is_some();
+                if !fits {
+                    tracing::warn!(worker_id, process = %tail.process, offset = tail.offset,
+                        "shipped log with an impossible offset ignored");
+                    continue;
+                }
                 let stream = LogStream::try_from(tail.stream).unwrap_or(LogStream::Stdout);
                 let key = key_of(&process, stream);
                 let old = match tails
@@ -351,6 +384,7 @@ impl Inner {
             }
         }
         txn.commit().map_err(|e| self.failed("commit", e))?;
+        *self.lock() = index;
         Ok(())
     }
 }
@@ -373,7 +407,7 @@ fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str, now_ms: i64) -> O
         Some(o) if o.attempt == tail.attempt => o,
         _ => fresh(),
     };
-    let end = record.start + record.data.len() as u64;
+    let end = record.start.saturating_add(record.data.len() as u64);
     if tail.offset < record.start || tail.offset > end {
         // A gap (more was written than shipped between two pieces) or a file started over:
         // what is kept must be one run of the file.
@@ -398,7 +432,7 @@ fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str, now_ms: i64) -> O
     record.size = record
         .size
         .max(tail.size)
-        .max(record.start + record.data.len() as u64);
+        .max(record.start.saturating_add(record.data.len() as u64));
     record.ended |= tail.ended;
     record.updated_ms = now_ms;
     record.worker_id = worker_id.to_string();

@@ -202,7 +202,15 @@ impl AppArgs {
                 .gang_timeout
                 .map_or(0, |d| d.as_millis().try_into().unwrap_or(u64::MAX)),
             gang_restart: self.gang_restart,
-            executor_resources: self.executor_resources.into_iter().collect(),
+            executor_resources: {
+                let mut map = std::collections::HashMap::new();
+                for (name, n) in self.executor_resources {
+                    if map.insert(name.clone(), n).is_some() {
+                        return Err(anyhow!("--executor-resource: {name} is given twice"));
+                    }
+                }
+                map
+            },
         };
         hearth_common::spec::validate_app_spec(&spec)?;
         Ok(Some(spec))

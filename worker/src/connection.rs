@@ -49,13 +49,11 @@ pub struct Identity {
     pub labels: std::collections::HashMap<String, String>,
     /// Named resources it offers (GPUs and the like).
     pub resources: Vec<hearth_common::proto::ResourceAddresses>,
+    /// How its GPUs are named to CUDA.
+    pub gpus: orders::GpuView,
 }
 
 impl Identity {
-    pub fn has_gpus(&self) -> bool {
-        self.resources.iter().any(|r| r.name == "gpu")
-    }
-
     /// The `Register` message saying who this worker is and what it still holds.
     pub fn register(&self, inventory: Inventory) -> Register {
         Register {
@@ -202,6 +200,7 @@ impl Connection {
             connected = connect => connected?,
         };
         unconfirmed.drain(..sent_in_register.min(unconfirmed.len()));
+        self.shipper.reconnected();
         backoff.reset();
         self.registered.store(true, Ordering::Relaxed);
         if !registered.host.is_empty() {
@@ -371,7 +370,7 @@ impl Connection {
                 self.runner.launch(orders::driver_launch(
                     launch,
                     &self.driver_host,
-                    self.identity.has_gpus(),
+                    &self.identity.gpus,
                 ));
             }
             master_message::Msg::KillDriver(kill) => {
@@ -390,7 +389,7 @@ impl Connection {
                 tracing::info!(worker_id = %self.identity.worker_id, app_id = %launch.app_id,
                     executor_id = launch.executor_id, "executor launch ordered");
                 self.runner
-                    .launch(orders::executor_launch(launch, self.identity.has_gpus()));
+                    .launch(orders::executor_launch(launch, &self.identity.gpus));
             }
             master_message::Msg::KillExecutor(kill) => {
                 tracing::info!(worker_id = %self.identity.worker_id, app_id = %kill.app_id,

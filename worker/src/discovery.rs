@@ -59,6 +59,29 @@ pub async fn discover(sources: &Sources) -> Result<(Vec<ResourceAddresses>, Vec<
     Ok((merged, from))
 }
 
+/// How each offered GPU address is named to CUDA where the two differ: in a container given a
+/// list of GPUs (`NVIDIA_VISIBLE_DEVICES=2,3` or UUIDs), CUDA numbers them from 0 in that
+/// order, so `2` is `0` to CUDA. UUIDs (`GPU-...`, `MIG-...`) name themselves everywhere.
+pub fn cuda_ids(
+    nvidia_visible_devices: Option<&str>,
+    offer: &[ResourceAddresses],
+) -> std::collections::HashMap<String, String> {
+    let list: Vec<&str> = match nvidia_visible_devices.map(str::trim) {
+        None | Some("" | "all" | "none" | "void") => return Default::default(),
+        Some(list) => list.split(',').map(str::trim).collect(),
+    };
+    offer
+        .iter()
+        .filter(|r| r.name == "gpu")
+        .flat_map(|r| r.addresses.iter())
+        .filter(|a| !a.starts_with("GPU-") && !a.starts_with("MIG-"))
+        .filter_map(|a| {
+            let at = list.iter().position(|x| x == a)?;
+            Some((a.clone(), at.to_string()))
+        })
+        .collect()
+}
+
 /// GPUs as a pod sees them, and what said so.
 fn gpus(sources: &Sources) -> Option<(ResourceAddresses, String)> {
     let gpu = |addresses: Vec<String>| ResourceAddresses {
@@ -167,5 +190,18 @@ mod tests {
         // What the operator gives replaces what was found.
         s.given = vec![named_resources::parse_offer("resource", "gpu=7,8").unwrap()];
         assert_eq!(discover(&s).await.unwrap().0[0].addresses, vec!["7", "8"]);
+    }
+
+    #[test]
+    fn in_a_container_given_some_gpus_cuda_numbers_them_from_zero() {
+        let offer = vec![named_resources::parse_offer("resource", "gpu=2,3").unwrap()];
+        let ids = cuda_ids(Some("2,3"), &offer);
+        assert_eq!(ids.get("2").map(String::as_str), Some("0"));
+        assert_eq!(ids.get("3").map(String::as_str), Some("1"));
+        // Every GPU visible (or none said): the host's numbers are CUDA's.
+        assert!(cuda_ids(Some("all"), &offer).is_empty());
+        assert!(cuda_ids(None, &offer).is_empty());
+        let uuids = vec![named_resources::parse_offer("resource", "gpu=GPU-aa,GPU-bb").unwrap()];
+        assert!(cuda_ids(Some("GPU-aa,GPU-bb"), &uuids).is_empty());
     }
 }

@@ -79,13 +79,18 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
     }
     hearth_common::client::endpoint(&config.master_url, &config.tls)?;
     let detected = resources::detect(&config.cgroup_root);
+    let nvidia_visible_devices = std::env::var("NVIDIA_VISIBLE_DEVICES").ok();
     let (named, named_from) = discovery::discover(&discovery::Sources {
         given: config.resources.clone(),
         program: config.resource_discovery.clone(),
         device_dir: config.device_dir.clone(),
-        nvidia_visible_devices: std::env::var("NVIDIA_VISIBLE_DEVICES").ok(),
+        nvidia_visible_devices: nvidia_visible_devices.clone(),
     })
     .await?;
+    let gpus = orders::GpuView {
+        present: named.iter().any(|r| r.name == "gpu"),
+        cuda_ids: discovery::cuda_ids(nvidia_visible_devices.as_deref(), &named),
+    };
     let cores = config.cores.unwrap_or(detected.cores);
     let memory_mb = config.memory_mb.unwrap_or(detected.memory_mb);
 
@@ -128,6 +133,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         memory_mb,
         labels: config.labels.clone().into_iter().collect(),
         resources: named.clone(),
+        gpus,
     };
     // The master would refuse what it refuses anyway: say so here, before dialling.
     hearth_common::spec::validate_register(&identity.register(Default::default()))

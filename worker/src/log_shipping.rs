@@ -26,12 +26,17 @@ const MAX_ENDED: usize = 1024;
 const STREAMS: [(LogStream, &str); 2] =
     [(LogStream::Stdout, "stdout"), (LogStream::Stderr, "stderr")];
 
+/// How far each process's two streams have been shipped.
+type Shipped = HashMap<ProcessRef, [u64; 2]>;
+
 #[derive(Debug, Default)]
 struct Progress {
-    /// How far each stream has been shipped.
-    shipped: HashMap<ProcessRef, [u64; 2]>,
+    shipped: Shipped,
     /// Ended processes whose last output is still to be shipped, with their attempts.
     ended: VecDeque<(ProcessRef, u32)>,
+    /// Before the last round: what was shipped, and the ended processes it took. Pieces of the
+    /// last round may not have left when a stream breaks; a new stream ships them again.
+    before_last: Option<(Shipped, Vec<(ProcessRef, u32)>)>,
 }
 
 /// What has been shipped of which log; cheap to clone.
@@ -56,6 +61,18 @@ impl Shipper {
         self.progress.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// A new stream to the master: the last round's pieces are shipped again (the master skips
+    /// what it already has), as they may have been lost with the old stream.
+    pub fn reconnected(&self) {
+        let mut progress = self.lock();
+        if let Some((shipped, ended)) = progress.before_last.take() {
+            progress.shipped = shipped;
+            for e in ended.into_iter().rev() {
+                progress.ended.push_front(e);
+            }
+        }
+    }
+
     /// Remembers that `process` ended: its last output goes in the next round.
     pub fn ended(&self, process: ProcessRef, attempt: u32) {
         let mut progress = self.lock();
@@ -72,6 +89,9 @@ impl Shipper {
         let mut progress = self.lock();
         let mut budget = ROUND_BYTES;
         let mut pieces = Vec::new();
+        let shipped_before = progress.shipped.clone();
+        let mut taken = Vec::new();
+        let mut all_ended = true;
         while let Some((process, attempt)) = progress.ended.front().cloned() {
             let done = self.ship(
                 &mut progress,
@@ -82,30 +102,36 @@ impl Shipper {
                 &mut pieces,
             );
             if !done {
-                return pieces;
+                all_ended = false;
+                break;
             }
             progress.ended.pop_front();
             progress.shipped.remove(&process);
+            taken.push((process, attempt));
         }
-        let Some(running) = running else {
-            return pieces;
-        };
-        for (process, attempt) in running {
-            if !self.ship(
-                &mut progress,
-                process,
-                *attempt,
-                false,
-                &mut budget,
-                &mut pieces,
-            ) {
-                break;
+        if let Some(running) = running.filter(|_| all_ended) {
+            for (process, attempt) in running {
+                let done = self.ship(
+                    &mut progress,
+                    process,
+                    *attempt,
+                    false,
+                    &mut budget,
+                    &mut pieces,
+                );
+                if !done {
+                    break;
+                }
             }
+            // Forget what neither runs nor waits to be shipped (ended before a round saw it).
+            let ended: Vec<ProcessRef> = progress.ended.iter().map(|(p, _)| p.clone()).collect();
+            progress
+                .shipped
+                .retain(|p, _| running.iter().any(|(r, _)| r == p) || ended.contains(p));
         }
-        // Forget what neither runs nor waits to be shipped (ended before any round saw it).
-        progress
-            .shipped
-            .retain(|p, _| running.iter().any(|(r, _)| r == p));
+        if !pieces.is_empty() || !taken.is_empty() {
+            progress.before_last = Some((shipped_before, taken));
+        }
         pieces
     }
 
@@ -234,6 +260,26 @@ mod tests {
             .open(process.dir_in(dir).join(name))
             .unwrap();
         f.write_all(text).unwrap();
+    }
+
+    #[test]
+    fn a_new_stream_ships_the_last_round_again() {
+        let (dir, shipper, process) = setup(1024);
+        append(dir.path(), &process, "stdout", b"first ");
+        let running = vec![(process.clone(), 1)];
+        assert_eq!(shipper.round(Some(&running)).len(), 1);
+        append(dir.path(), &process, "stdout", b"last");
+        shipper.ended(process.clone(), 1);
+        let lost = shipper.round(Some(&[]));
+        assert_eq!(lost[0].data, b"last");
+        // That round never reached the master: the new stream gets it again, not the first.
+        shipper.reconnected();
+        let again = shipper.round(Some(&[]));
+        assert_eq!(
+            (again[0].offset, again[0].data.as_slice()),
+            (6, &b"last"[..])
+        );
+        assert!(again[0].ended);
     }
 
     #[test]

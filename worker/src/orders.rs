@@ -11,19 +11,40 @@ use hearth_common::{
     },
 };
 
+use std::collections::HashMap;
+
 use crate::runner::{Credential, Launch, Outcome, Report};
 
+/// How this worker's GPUs are named to CUDA.
+#[derive(Debug, Clone, Default)]
+pub struct GpuView {
+    /// The worker offers GPUs.
+    pub present: bool,
+    /// A GPU address's name for CUDA where the two differ: in a container given some GPUs
+    /// (`NVIDIA_VISIBLE_DEVICES=2,3`), CUDA numbers them from 0 in that order.
+    pub cuda_ids: HashMap<String, String>,
+}
+
 /// The variables that hand a process its resource addresses: `HEARTH_RESOURCE_<NAME>` for
-/// each, and for `gpu` also `CUDA_VISIBLE_DEVICES`, which is set empty for a process given no
-/// GPU on a worker that has some, so it cannot take one that another was given.
-fn resource_env(given: &[ResourceAddresses], worker_has_gpus: bool) -> Vec<(String, String)> {
+/// each, and for `gpu` also `CUDA_VISIBLE_DEVICES` (with `CUDA_DEVICE_ORDER=PCI_BUS_ID`, so
+/// indexes mean what `nvidia-smi` shows), which is set empty for a process given no GPU on a
+/// worker that has some, so it cannot take one that another was given.
+fn resource_env(given: &[ResourceAddresses], gpus: &GpuView) -> Vec<(String, String)> {
     let mut env: Vec<(String, String)> = given
         .iter()
         .map(|r| (named_resources::env_name(&r.name), r.addresses.join(",")))
         .collect();
     match given.iter().find(|r| r.name == "gpu") {
-        Some(gpus) => env.push(("CUDA_VISIBLE_DEVICES".into(), gpus.addresses.join(","))),
-        None if worker_has_gpus => env.push(("CUDA_VISIBLE_DEVICES".into(), String::new())),
+        Some(given) => {
+            let cuda: Vec<&str> = given
+                .addresses
+                .iter()
+                .map(|a| gpus.cuda_ids.get(a).map_or(a.as_str(), String::as_str))
+                .collect();
+            env.push(("CUDA_VISIBLE_DEVICES".into(), cuda.join(",")));
+            env.push(("CUDA_DEVICE_ORDER".into(), "PCI_BUS_ID".into()));
+        }
+        None if gpus.present => env.push(("CUDA_VISIBLE_DEVICES".into(), String::new())),
         None => {}
     }
     env
@@ -31,7 +52,7 @@ fn resource_env(given: &[ResourceAddresses], worker_has_gpus: bool) -> Vec<(Stri
 
 /// A driver's attempt. It can reach the master (`HEARTH_MASTER_URL` and the secret) to register
 /// applications; `driver_host` is where this worker is seen, for its executors to connect to.
-pub fn driver_launch(order: LaunchDriver, driver_host: &str, worker_has_gpus: bool) -> Launch {
+pub fn driver_launch(order: LaunchDriver, driver_host: &str, gpus: &GpuView) -> Launch {
     let spec = order.spec.unwrap_or_default();
     let mut identity = vec![
         ("HEARTH_DRIVER_ID".into(), order.driver_id.clone()),
@@ -41,7 +62,7 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str, worker_has_gpus: bo
     if !order.app_id.is_empty() {
         identity.push(("HEARTH_APP_ID".into(), order.app_id));
     }
-    identity.extend(resource_env(&order.resources, worker_has_gpus));
+    identity.extend(resource_env(&order.resources, gpus));
     if spec.ui_port > 0 {
         identity.push(("HEARTH_UI_PORT".into(), spec.ui_port.to_string()));
         identity.push(("HEARTH_UI_BASE".into(), order.ui_base));
@@ -64,7 +85,7 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str, worker_has_gpus: bo
 
 /// An executor: it knows its application, its number and where its driver is, but not the
 /// cluster secret.
-pub fn executor_launch(order: LaunchExecutor, worker_has_gpus: bool) -> Launch {
+pub fn executor_launch(order: LaunchExecutor, gpus: &GpuView) -> Launch {
     let mut identity = vec![
         ("HEARTH_APP_ID".into(), order.app_id.clone()),
         ("HEARTH_EXECUTOR_ID".into(), order.executor_id.to_string()),
@@ -75,7 +96,7 @@ pub fn executor_launch(order: LaunchExecutor, worker_has_gpus: bool) -> Launch {
     if !order.driver_id.is_empty() {
         identity.push(("HEARTH_DRIVER_ID".into(), order.driver_id));
     }
-    identity.extend(resource_env(&order.resources, worker_has_gpus));
+    identity.extend(resource_env(&order.resources, gpus));
     if !order.gang_hosts.is_empty() {
         identity.push(("HEARTH_GANG_HOSTS".into(), order.gang_hosts.join(",")));
     }
@@ -203,7 +224,11 @@ mod tests {
                 }],
                 ..Default::default()
             },
-            true,
+            // In a container given host GPUs 1 and 3, CUDA calls them 0 and 1.
+            &GpuView {
+                present: true,
+                cuda_ids: HashMap::from([("1".into(), "0".into()), ("3".into(), "1".into())]),
+            },
         );
         assert_eq!(launch.credential, Credential::None);
         assert_eq!(launch.process.to_string(), "app-1/3");
@@ -215,7 +240,8 @@ mod tests {
             ("HEARTH_DRIVER_HOST", "10.0.0.5"),
             ("HEARTH_DRIVER_ID", "driver-1"),
             ("HEARTH_RESOURCE_GPU", "1,3"),
-            ("CUDA_VISIBLE_DEVICES", "1,3"),
+            ("CUDA_VISIBLE_DEVICES", "0,1"),
+            ("CUDA_DEVICE_ORDER", "PCI_BUS_ID"),
         ] {
             assert!(
                 launch.identity.iter().any(|(k, v)| k == key && v == value),
@@ -226,12 +252,16 @@ mod tests {
 
     #[test]
     fn a_process_given_no_gpu_on_a_worker_with_gpus_sees_none() {
-        let env = resource_env(&[], true);
+        let gpus = GpuView {
+            present: true,
+            ..Default::default()
+        };
+        let env = resource_env(&[], &gpus);
         assert_eq!(
             env,
             vec![("CUDA_VISIBLE_DEVICES".to_string(), String::new())]
         );
-        assert!(resource_env(&[], false).is_empty());
+        assert!(resource_env(&[], &GpuView::default()).is_empty());
     }
 
     #[test]

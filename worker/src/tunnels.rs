@@ -23,6 +23,8 @@ use tokio_stream::wrappers::ReceiverStream;
 const DIAL_TIMEOUT: Duration = Duration::from_secs(5);
 /// Bytes read from the driver per message.
 const PIECE: usize = 64 * 1024;
+/// How long the driver may go on sending after the master's side has closed.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// The tunnels' own connection to the master, made on first use.
 #[derive(Clone)]
@@ -127,7 +129,18 @@ impl TunnelClient {
             }
             let _ = to_driver.shutdown().await;
         };
-        tokio::join!(up, down);
+        // Once the master's side has closed, the driver gets a little while to finish its
+        // answer; one that holds the connection open after that would keep the tunnel (and
+        // one of the worker's few) forever.
+        let mut up = tokio::spawn(up);
+        tokio::select! {
+            _ = &mut up => {}
+            _ = down => {
+                if tokio::time::timeout(CLOSE_GRACE, &mut up).await.is_err() {
+                    up.abort();
+                }
+            }
+        }
         tracing::debug!(tunnel_id, "tunnel closed");
     }
 }

@@ -373,6 +373,9 @@ async fn copy_log(
 ) -> Result<(), Error> {
     let mut snapshots = master.subscribe();
     let mut reading_from: Option<String> = None;
+    // The master's kept copy was served (the worker was gone): a later worker's file is a new
+    // attempt's and is read from its start.
+    let mut served_kept = false;
     // Without `follow`, the log ends where the file ended at the first read, however much a
     // busy driver writes meanwhile.
     let mut end: Option<u64> = None;
@@ -389,11 +392,15 @@ async fn copy_log(
             .filter(|w| master.links.get(w).is_some())
             .cloned();
         let Some(worker_id) = connected else {
-            // Its worker is gone (or it waits to be relaunched): what the master kept, once.
-            if reading_from.is_none() && copy_kept(master, process, stream, offset, tx).await? {
-                return Ok(());
+            // Its worker is gone, or it waits to be relaunched: what the master kept, from where
+            // reading stopped, once.
+            if !served_kept
+                && let Some(next) = copy_kept(master, process, stream, offset, tx).await?
+            {
+                served_kept = true;
+                offset = i64::try_from(next).unwrap_or(i64::MAX);
             }
-            if worker_id.is_some() {
+            if worker_id.is_some() && !served_kept {
                 return Err(Error::Unavailable(format!(
                     "the logs of {process} are on {}, which is not connected, and the master \
                      kept none of them",
@@ -407,7 +414,7 @@ async fn copy_log(
             continue;
         };
         if reading_from.as_deref() != Some(&worker_id) {
-            if reading_from.is_some() {
+            if reading_from.is_some() || served_kept {
                 offset = 0;
             }
             reading_from = Some(worker_id.clone());
@@ -445,21 +452,21 @@ async fn copy_log(
     }
 }
 
-/// Streams what the master kept of a log from `offset` (negative: before the end); whether
-/// anything of it was kept.
+/// Streams what the master kept of a log from `offset` (negative: before the end); the
+/// offset after the last byte sent, or `None` when nothing of it was kept.
 async fn copy_kept(
     master: &MasterHandle,
     process: &ProcessRef,
     stream: LogStream,
     offset: i64,
     tx: &mpsc::Sender<Result<LogChunk, Status>>,
-) -> Result<bool, Error> {
+) -> Result<Option<u64>, Error> {
     let Some(first) = master
         .kept_logs
         .read(process, stream, offset, u64::from(LOG_CHUNK))
         .await?
     else {
-        return Ok(false);
+        return Ok(None);
     };
     let mut next = first.offset;
     let mut piece = Some(first);
@@ -476,7 +483,7 @@ async fn copy_kept(
             size: kept.size,
         };
         if !send(tx, Ok(chunk), &master.shutdown).await {
-            return Ok(true);
+            return Ok(Some(next));
         }
         piece = master
             .kept_logs
@@ -489,7 +496,7 @@ async fn copy_kept(
             .await?;
     }
     tracing::debug!(%process, next, "kept log served");
-    Ok(true)
+    Ok(Some(next))
 }
 
 /// Sends unless the client went away or the master is stopping; says whether it was sent.

@@ -188,7 +188,12 @@ async fn read_worker_stream(
                 reason: d.reason,
             },
             Msg::LogTail(tail) => {
-                master.kept_logs.ship(worker_id, tail).await;
+                if ran_there(&master.snapshot(), worker_id, &tail.process) {
+                    master.kept_logs.ship(worker_id, tail);
+                } else {
+                    tracing::warn!(worker_id, process = %tail.process,
+                        "shipped log of a process that never ran on this worker ignored");
+                }
                 continue;
             }
             Msg::Register(_) => return "protocol error: a second Register on one stream".into(),
@@ -196,5 +201,25 @@ async fn read_worker_stream(
         if master.send(command).await.is_err() {
             return "master shutting down".into();
         }
+    }
+}
+
+/// Whether `process` ran (any attempt) on `worker_id`: a worker keeps logs only of its own.
+fn ran_there(state: &crate::state::State, worker_id: &str, process: &str) -> bool {
+    use hearth_common::ids::ProcessRef;
+    match ProcessRef::parse("process", process) {
+        Ok(ProcessRef::Driver(id)) => state.drivers.get(&id).is_some_and(|d| {
+            d.worker_id.as_deref() == Some(worker_id)
+                || d.history.iter().any(|h| h.worker_id == worker_id)
+        }),
+        Ok(ProcessRef::Executor {
+            app_id,
+            executor_id,
+        }) => state
+            .apps
+            .get(&app_id)
+            .and_then(|a| a.executors.get(&executor_id))
+            .is_some_and(|e| e.worker_id == worker_id),
+        Err(_) => false,
     }
 }

@@ -210,24 +210,39 @@ fn random_event_sequences_keep_accounting_exact() {
                 0 | 1 => {
                     conn += 1;
                     let id = format!("worker-{round}-{}", workers.len());
-                    let reg =
+                    let mut reg =
                         register(&id, rng.random_range(1..=8), rng.random_range(1..=16) * 256);
+                    // Some workers offer GPUs, so the addresses are checked too.
+                    let gpus = rng.random_range(0..=3);
+                    if gpus > 0 {
+                        reg.resources = vec![hearth_common::proto::ResourceAddresses {
+                            name: "gpu".into(),
+                            addresses: (0..gpus).map(|g| g.to_string()).collect(),
+                        }];
+                    }
                     state.register_worker(reg, "h".into(), conn, now, now_ms, &mut effects);
                     workers.push((id, conn));
                 }
                 2..=4 => {
-                    let s = spec(
+                    let mut s = spec(
                         rng.random_range(1..=6),
                         rng.random_range(1..=12) * 256,
                         rng.random_bool(0.5),
                     );
+                    if rng.random_bool(0.3) {
+                        s.resources.insert("gpu".into(), rng.random_range(1..=2));
+                    }
                     let app = rng.random_bool(0.4).then(|| {
-                        app_spec(
+                        let mut a = app_spec(
                             rng.random_range(1..=3),
                             rng.random_range(1..=8) * 128,
                             rng.random_range(1..=4),
                             0,
-                        )
+                        );
+                        if rng.random_bool(0.3) {
+                            a.executor_resources.insert("gpu".into(), 1);
+                        }
+                        a
                     });
                     state.submit(s, app, now_ms).expect("admitted");
                 }
@@ -285,6 +300,10 @@ fn random_event_sequences_keep_accounting_exact() {
                             (w.cores, w.memory_mb)
                         };
                         let mut reg = register(&id, cores, memory);
+                        // Usually it offers the same GPUs again; sometimes none (a node change).
+                        if rng.random_bool(0.8) {
+                            reg.resources = w.resources.clone();
+                        }
                         for d in &w.drivers {
                             if rng.random_bool(0.7) {
                                 let attempt = state.drivers.get(d).unwrap().attempt;
@@ -373,7 +392,9 @@ fn random_event_sequences_keep_accounting_exact() {
                 for id in &state.waiting {
                     let d = state.driver(id).unwrap();
                     let fits = state.alive_workers().any(|w| {
-                        w.free_cores() >= d.spec.cores && w.free_memory_mb() >= d.spec.memory_mb
+                        w.free_cores() >= d.spec.cores
+                            && w.free_memory_mb() >= d.spec.memory_mb
+                            && w.pick(&d.spec.resources).is_some()
                     });
                     assert!(!fits, "round {round} step {step}: {id} waits but fits");
                 }

@@ -444,6 +444,7 @@ impl State {
         }
         w.cores_used = 0;
         w.memory_used_mb = 0;
+        w.resources_used.clear();
         let drivers = std::mem::take(&mut w.drivers);
         let executors = std::mem::take(&mut w.executors);
         tracing::warn!(

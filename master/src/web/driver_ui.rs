@@ -24,6 +24,9 @@ use hyper_util::rt::TokioIo;
 use super::{pages::error_page, status_of};
 use crate::{actor::MasterHandle, error::Error};
 
+/// How long a driver's UI has to start its answer (its headers; the body may stream on).
+const ANSWER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(120);
+
 /// Headers that belong to one connection, never passed on (RFC 9110 §7.6.1).
 const HOP_BY_HOP: [&str; 8] = [
     "connection",
@@ -43,6 +46,10 @@ pub async fn add_slash(
     uri: Uri,
 ) -> Response {
     let base = &master.config.ui.base_path;
+    if let Err(e) = check_id("driver", &id, IdKind::Driver) {
+        let e = Error::from(e);
+        return error_page(base, status_of(&e), e.to_string());
+    }
     let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
     Redirect::permanent(&format!("{base}/drivers/{id}/ui/{query}")).into_response()
 }
@@ -149,11 +156,18 @@ async fn forward(master: &MasterHandle, id: &str, rest: &str, mut request: Reque
         headers.insert(header::UPGRADE, upgrade);
     }
 
-    let mut response = match sender.send_request(upstream).await {
-        Ok(r) => r,
-        Err(e) => {
+    let answer = tokio::time::timeout(ANSWER_TIMEOUT, sender.send_request(upstream)).await;
+    let mut response = match answer {
+        Ok(Ok(r)) => r,
+        Ok(Err(e)) => {
             return fail(Error::Unavailable(format!(
                 "{id}'s UI closed the connection without answering: {e}"
+            )));
+        }
+        Err(_) => {
+            return fail(Error::Unavailable(format!(
+                "{id}'s UI did not answer within {} s",
+                ANSWER_TIMEOUT.as_secs()
             )));
         }
     };

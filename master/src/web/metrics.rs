@@ -49,6 +49,11 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             kept.streams,
         ),
         (
+            "hearth_kept_log_pieces_dropped",
+            "Shipped log pieces dropped since the master started because writing kept logs fell behind.",
+            kept.dropped,
+        ),
+        (
             "hearth_cores_total",
             "Cores offered by alive workers.",
             in_use.cores,
