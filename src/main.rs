@@ -142,6 +142,7 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         resources: args.resources,
         resource_discovery: args.resource_discovery,
         device_dir: args.device_dir,
+        detect_gpus: true,
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -193,6 +194,8 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
                 work_dir: args.work_dir.join(format!("worker-{n}")),
                 // Ctrl-C on a local cluster means now.
                 decommission_grace: Duration::ZERO,
+                // The machine's GPUs go to one embedded worker, never to two at once.
+                detect_gpus: n == 0,
                 ..Default::default()
             },
             shutdown.clone(),

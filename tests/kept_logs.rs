@@ -30,6 +30,15 @@ async fn wait_log(cluster: &Cluster, args: &[&str], text: &str) -> std::process:
     .await
 }
 
+/// Waits until the master keeps at least `n` streams (what was shipped is written).
+async fn wait_kept(cluster: &Cluster, n: f64) {
+    wait_for(&format!("{n} streams kept"), LIMIT, || {
+        let kept = metric(cluster, "hearth_kept_log_streams");
+        async move { (kept >= n).then_some(()) }
+    })
+    .await
+}
+
 fn metric(cluster: &Cluster, name: &str) -> f64 {
     let (_, text) = cluster.http_get("/metrics");
     text.lines()
@@ -68,6 +77,8 @@ async fn logs_of_ended_work_outlive_a_worker_stopped_with_sigterm() {
     cluster
         .wait_worker(&worker, WorkerState::Decommissioned, LIMIT)
         .await;
+    // stdout and stderr of the driver and of the executor.
+    wait_kept(&cluster, 4.0).await;
 
     let out = cluster.hearth(&["logs", &driver]);
     assert!(out.status.success(), "{}", stderr(&out));
@@ -119,8 +130,8 @@ async fn output_shipped_before_a_sigkill_is_kept_and_said_to_be_partial() {
     let executor = format!("{app}/0");
     wait_log(&cluster, &[&driver], "driver-before-the-crash").await;
     wait_log(&cluster, &[&executor], "executor-before-the-crash").await;
-    // A few ship intervals pass: what was written is on the master.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A ship interval or two pass: what was written is on the master (the two stdouts).
+    wait_kept(&cluster, 2.0).await;
     cluster.worker_proc(&worker).kill();
     cluster.wait_worker(&worker, WorkerState::Dead, LIMIT).await;
 
@@ -168,14 +179,12 @@ async fn the_kept_store_stays_within_its_bound_the_newest_logs_staying() {
         cluster.wait_state(id, "FINISHED", LIMIT).await;
     }
     let newest = drivers.last().expect("drivers").clone();
-    wait_for("the newest driver's tail kept", LIMIT, || {
-        let kept = metric(&cluster, "hearth_kept_log_streams");
-        async move { (kept >= 1.0).then_some(()) }
+    // Every driver's end was shipped: the store fills to its bound and stays within it.
+    let bytes = wait_for("the store filled", LIMIT, || {
+        let bytes = metric(&cluster, "hearth_kept_logs_bytes");
+        async move { (bytes >= 3.0 * 65536.0).then_some(bytes) }
     })
     .await;
-    // Every driver's end was shipped; the store holds at most its bound.
-    tokio::time::sleep(Duration::from_secs(1)).await;
-    let bytes = metric(&cluster, "hearth_kept_logs_bytes");
     assert_eq!(metric(&cluster, "hearth_kept_logs_limit_bytes"), 262144.0);
     assert!(
         (3.0 * 65536.0..=262144.0).contains(&bytes),
@@ -185,7 +194,7 @@ async fn the_kept_store_stays_within_its_bound_the_newest_logs_staying() {
     cluster.worker_proc(&worker).kill();
     cluster.wait_worker(&worker, WorkerState::Dead, LIMIT).await;
     // The newest is kept, cut to the worker's 64 KiB tail; the oldest went to make room.
-    let out = cluster.hearth(&["logs", &newest]);
+    let out = wait_log(&cluster, &[&newest], "end-of-driver-15").await;
     assert!(
         stdout(&out).ends_with("end-of-driver-15\n"),
         "{}",

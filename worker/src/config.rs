@@ -61,6 +61,9 @@ pub struct WorkerConfig {
     pub resource_discovery: Option<PathBuf>,
     /// Where GPU device files (`nvidia0`, ...) are looked for.
     pub device_dir: PathBuf,
+    /// Look for GPUs at all (`hearth local` gives the machine's to its first worker only, so
+    /// two embedded workers never hand out the same device).
+    pub detect_gpus: bool,
 }
 
 impl Default for WorkerConfig {
@@ -84,6 +87,7 @@ impl Default for WorkerConfig {
             resources: Vec::new(),
             resource_discovery: None,
             device_dir: PathBuf::from(DEFAULT_DEVICE_DIR),
+            detect_gpus: true,
         }
     }
 }

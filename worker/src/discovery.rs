@@ -32,13 +32,15 @@ pub struct Sources {
     pub device_dir: PathBuf,
     /// `NVIDIA_VISIBLE_DEVICES`, if set.
     pub nvidia_visible_devices: Option<String>,
+    /// Look for GPUs (the variable and the device files) at all.
+    pub detect_gpus: bool,
 }
 
 /// What was found, and where each came from (for the log).
 pub async fn discover(sources: &Sources) -> Result<(Vec<ResourceAddresses>, Vec<String>)> {
     let mut found = Vec::new();
     let mut from = Vec::new();
-    if let Some((gpus, source)) = gpus(sources) {
+    if let Some((gpus, source)) = gpus(sources).filter(|_| sources.detect_gpus) {
         from.push(format!("gpu from {source}"));
         found.push(gpus);
     }
@@ -158,6 +160,7 @@ mod tests {
     fn sources(dir: &Path) -> Sources {
         Sources {
             device_dir: dir.to_path_buf(),
+            detect_gpus: true,
             ..Default::default()
         }
     }

@@ -85,6 +85,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         program: config.resource_discovery.clone(),
         device_dir: config.device_dir.clone(),
         nvidia_visible_devices: nvidia_visible_devices.clone(),
+        detect_gpus: config.detect_gpus,
     })
     .await?;
     let gpus = orders::GpuView {
