@@ -338,3 +338,54 @@ async fn the_kill_forms_take_the_secret_and_during_a_rotation_the_previous_one()
         })
         .await;
 }
+
+/// The UI under kubectl's service proxy path, given as the base path: every page the overview
+/// links to answers under it, and every link stays inside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_serves_under_kubectls_service_proxy_path() {
+    let prefix = "/api/v1/namespaces/hearth/services/hearth-webui:8080/proxy";
+    let mut cluster = Cluster::start_with(MasterOptions {
+        extra: vec!["--ui-base-path".into(), prefix.into()],
+        ..Default::default()
+    });
+    let worker = cluster.add_worker(2, "1g").await;
+    let driver = cluster.submit(&["--memory", "64m", "--", "sh", "-c", "echo hi; sleep 600"]);
+    cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![format!("{prefix}/")];
+    while let Some(path) = todo.pop() {
+        if !seen.insert(path.clone()) || seen.len() > 40 {
+            continue;
+        }
+        let (code, page) = http_get(&cluster.web, &path);
+        assert_eq!(code, 200, "{path}: {page:.600}");
+        for link in page
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(|l| l.replace("&amp;", "&"))
+        {
+            if link.is_empty() || link.starts_with('#') || link.starts_with('?') {
+                continue;
+            }
+            assert!(
+                link.starts_with(prefix),
+                "{path} links to {link}, outside {prefix}"
+            );
+            if !link.contains("/logs/") && !link.contains("/ui/") {
+                todo.push(link.split('?').next().unwrap_or_default().to_string());
+            }
+        }
+    }
+    assert!(
+        seen.contains(&format!("{prefix}/workers/{worker}")),
+        "{seen:?}"
+    );
+    assert!(
+        seen.contains(&format!("{prefix}/drivers/{driver}")),
+        "{seen:?}"
+    );
+    // The master's own paths still answer at the root.
+    let (code, _) = http_get(&cluster.web, "/api/v1/workers");
+    assert_eq!(code, 200);
+}

@@ -213,8 +213,21 @@ impl MasterConfig {
 
 /// First segments of the paths the master serves at its root: a base path may not start
 /// with one, or its routes would shadow them.
-const RESERVED_PATHS: [&str; 8] = [
-    "json", "api", "metrics", "healthz", "readyz", "workers", "drivers", "apps",
+/// Paths the master serves at its root: a base path may not be one of them, lie inside one,
+/// or be a prefix of one, or its pages would be confused with the master's own.
+const RESERVED_PATHS: [&str; 12] = [
+    "/json",
+    "/api/v1/workers",
+    "/api/v1/drivers",
+    "/api/v1/apps",
+    "/api/v1/queues",
+    "/metrics",
+    "/healthz",
+    "/readyz",
+    "/workers",
+    "/drivers",
+    "/apps",
+    "/queues",
 ];
 
 /// Checks and normalises a base path for the UI: `""` and `"/"` mean none; otherwise it
@@ -235,21 +248,26 @@ pub fn ui_base_path(raw: &str) -> Result<String> {
     if trimmed.split('/').any(|seg| seg == "." || seg == "..") {
         return bad("has a . or .. segment");
     }
+    // ':' for kubectl's service proxy path (`.../services/hearth-webui:8080/proxy`).
     if let Some(c) = trimmed
         .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~')))
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '-' | '_' | '.' | '~' | ':')))
     {
         return bad(&format!(
-            "{c:?} is not allowed (letters, digits, / - _ . ~ only)"
+            "{c:?} is not allowed (letters, digits, / - _ . ~ : only)"
         ));
     }
     if trimmed.len() > 200 {
         return bad("longer than 200 characters");
     }
-    let first = trimmed.split('/').nth(1).unwrap_or_default();
-    if RESERVED_PATHS.contains(&first) {
+    let within =
+        |outer: &str, inner: &str| inner == outer || inner.starts_with(&format!("{outer}/"));
+    if let Some(own) = RESERVED_PATHS
+        .iter()
+        .find(|own| within(own, trimmed) || within(trimmed, own))
+    {
         return bad(&format!(
-            "/{first} is a path the master serves itself; choose another prefix"
+            "{own} is a path the master serves itself; choose another prefix"
         ));
     }
     Ok(trimmed.to_string())
@@ -276,6 +294,9 @@ mod tests {
             ui_base_path("/hearth-ui_1.x~").ok(),
             Some("/hearth-ui_1.x~".into())
         );
+        // kubectl proxy's path to the UI Service.
+        let kubectl = "/api/v1/namespaces/hearth/services/hearth-webui:8080/proxy";
+        assert_eq!(ui_base_path(kubectl).ok(), Some(kubectl.into()));
         for (raw, why) in [
             ("hearth", "must start with /"),
             ("/a//b", "empty segment"),
@@ -284,7 +305,10 @@ mod tests {
             ("/a?x=1", "is not allowed"),
             ("/json", "serves itself"),
             ("/api/v1", "serves itself"),
+            ("/api", "serves itself"),
+            ("/api/v1/drivers/x", "serves itself"),
             ("/metrics/", "serves itself"),
+            ("/a b", "is not allowed"),
         ] {
             let err = ui_base_path(raw)
                 .err()
