@@ -123,12 +123,10 @@ async fn forward(master: &MasterHandle, id: &str, rest: &str, mut request: Reque
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     let (parts, body) = request.into_parts();
-    let mut upstream = http::Request::builder()
-        .method(parts.method)
-        .uri(target)
-        .version(Version::HTTP_11)
-        .body(body)
-        .unwrap_or_default();
+    let mut upstream = http::Request::new(body);
+    *upstream.method_mut() = parts.method;
+    *upstream.uri_mut() = target;
+    *upstream.version_mut() = Version::HTTP_11;
     let headers = upstream.headers_mut();
     copy_end_to_end(&parts.headers, headers);
     if master.config.ui.auth {
