@@ -254,27 +254,41 @@ async fn endless_uis_nobody_reads_cannot_starve_their_worker_or_each_other() {
         .await;
     let id = ui_driver(&cluster, &[], &[]).await;
     let page = format!("/drivers/{id}/ui/");
-    // Answers that never end, to clients that never read: 31 of the worker's 32 tunnels.
-    let mut stalled = Vec::new();
-    for _ in 0..31 {
+    // Answers that never end, to clients that never read: all of the worker's 32 tunnels.
+    // Each one is answered (its tunnel open and streaming) before the next is asked for, then
+    // never read again.
+    let endless = || {
         let mut tcp = TcpStream::connect(&cluster.web).expect("connect");
+        tcp.set_read_timeout(Some(LIMIT)).expect("timeout");
         write!(
             tcp,
             "GET /drivers/{id}/ui/forever HTTP/1.1\r\nHost: {}\r\n\r\n",
             cluster.web
         )
         .expect("write");
-        stalled.push(tcp);
-    }
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    // The last tunnel still serves a page at once: the stalled ones hold only their own room.
-    let started = Instant::now();
-    let (status, body) = cluster.http_get(&page);
-    assert_eq!(status, 200, "{body}");
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            tcp.read_exact(&mut byte).expect("the answer's head");
+            head.push(byte[0]);
+        }
+        assert!(
+            head.starts_with(b"HTTP/1.1 200"),
+            "{}",
+            String::from_utf8_lossy(&head)
+        );
+        tcp
+    };
+    let mut stalled: Vec<TcpStream> = (0..32).map(|_| endless()).collect();
+    // Once all 32 stream, the next connection is refused, saying why.
+    let refusal = wait_for("the 33rd connection refused", LIMIT, || {
+        let (status, body) = cluster.http_get(&page);
+        async move { (status == 429).then_some(body) }
+    })
+    .await;
     assert!(
-        started.elapsed() < Duration::from_secs(3),
-        "a page took {:?} beside the stalled streams",
-        started.elapsed()
+        refusal.contains("32 driver UI connections open"),
+        "{refusal}"
     );
     // The worker's own stream is untouched: it stays ALIVE, takes orders and answers log reads.
     let other = cluster.submit(&[
@@ -290,32 +304,28 @@ async fn endless_uis_nobody_reads_cannot_starve_their_worker_or_each_other() {
         .await;
     let out = cluster.hearth(&["logs", &other]);
     assert!(stdout(&out).contains("still-here"), "{}", stderr(&out));
-    // One more endless reader reaches the cap; the next connection is refused, saying why.
-    let mut last = TcpStream::connect(&cluster.web).expect("connect");
-    write!(
-        last,
-        "GET /drivers/{id}/ui/forever HTTP/1.1\r\nHost: {}\r\n\r\n",
-        cluster.web
-    )
-    .expect("write");
-    stalled.push(last);
-    let refusal = wait_for("the 33rd connection refused", LIMIT, || {
-        let (status, body) = cluster.http_get(&page);
-        async move { (status == 429).then_some(body) }
-    })
-    .await;
-    assert!(
-        refusal.contains("32 driver UI connections open"),
-        "{refusal}"
-    );
     cluster
         .wait_worker(&worker, WorkerState::Alive, LIMIT)
         .await;
-    // Closing them gives the room back.
+    // One closed, its tunnel serves pages beside the 31 stalled ones, at once: they hold only
+    // their own room.
+    drop(stalled.pop());
+    let took = wait_for("a tunnel free again", LIMIT, || {
+        let started = Instant::now();
+        let (status, _) = cluster.http_get(&page);
+        let took = started.elapsed();
+        async move { (status == 200).then_some(took) }
+    })
+    .await;
+    assert!(
+        took < Duration::from_secs(3),
+        "a page took {took:?} beside the stalled streams"
+    );
+    // Closing them all gives the room back.
     drop(stalled);
     wait_for("the tunnels closed", LIMIT, || {
-        let (status, _) = cluster.http_get(&page);
-        async move { (status == 200).then_some(()) }
+        let free: Vec<u16> = (0..4).map(|_| cluster.http_get(&page).0).collect();
+        async move { free.iter().all(|s| *s == 200).then_some(()) }
     })
     .await;
 }

@@ -30,55 +30,72 @@ fn require(module: &str, package: &str) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dask_driver_computes_and_grows_and_shrinks_its_workers() {
-    require("distributed", "python3-distributed");
+/// A cluster of two 2-core workers.
+async fn two_workers() -> Cluster {
     let mut cluster = Cluster::start();
     for _ in 0..2 {
         let w = cluster.spawn_worker(2, "4g", &["--kill-grace", "2s"]);
         cluster.wait_worker(&w, WorkerState::Alive, LIMIT).await;
     }
-    let port = free_port().to_string();
-    let port_env = format!("DASK_SCHEDULER_PORT={port}");
+    cluster
+}
+
+/// Submits `examples/{name}/driver.py` with executors running `examples/{name}/executor.sh`
+/// under Debian's Python, `options` before the command.
+fn submit_example(cluster: &Cluster, name: &str, options: &[&str]) -> String {
     let python_env = format!("PYTHON={PYTHON}");
-    let executor = format!("exec sh {}", example("dask/executor.sh"));
-    let driver_script = example("dask/driver.py");
-    let driver = cluster.submit(&[
-        "--memory",
-        "512m",
-        "--env",
-        &port_env,
-        "--executors",
-        "1",
-        "--max-cores",
-        "3",
-        "--executor-memory",
-        "512m",
-        "--executor-env",
-        &port_env,
+    let executor = format!("exec sh {}", example(&format!("{name}/executor.sh")));
+    let driver = example(&format!("{name}/driver.py"));
+    let mut args = options.to_vec();
+    args.extend([
         "--executor-env",
         &python_env,
         "--executor-command",
         &executor,
         "--",
         PYTHON,
-        &driver_script,
+        &driver,
     ]);
-    let d = cluster
-        .wait_driver(
-            &driver,
-            "the Dask driver to end",
-            Duration::from_secs(180),
-            |d| {
-                matches!(
-                    hearth_common::state_names::driver_state(d.state),
-                    hearth_common::proto::DriverState::Finished
-                        | hearth_common::proto::DriverState::Failed
-                        | hearth_common::proto::DriverState::Error
-                )
-            },
-        )
-        .await;
+    cluster.submit(&args)
+}
+
+/// Waits (up to 3 minutes: the frameworks start slowly) until `driver` has ended.
+async fn wait_ended(cluster: &Cluster, driver: &str) -> hearth_common::proto::Driver {
+    use hearth_common::proto::DriverState::{Relaunching, Running, Submitted};
+    cluster
+        .wait_driver(driver, "the driver to end", Duration::from_secs(180), |d| {
+            !matches!(
+                hearth_common::state_names::driver_state(d.state),
+                Submitted | Running | Relaunching
+            )
+        })
+        .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dask_driver_computes_and_grows_and_shrinks_its_workers() {
+    require("distributed", "python3-distributed");
+    let cluster = two_workers().await;
+    let port_env = format!("DASK_SCHEDULER_PORT={}", free_port());
+    let driver = submit_example(
+        &cluster,
+        "dask",
+        &[
+            "--memory",
+            "512m",
+            "--env",
+            &port_env,
+            "--executors",
+            "1",
+            "--max-cores",
+            "3",
+            "--executor-memory",
+            "512m",
+            "--executor-env",
+            &port_env,
+        ],
+    );
+    let d = wait_ended(&cluster, &driver).await;
     let out = stdout(&cluster.hearth(&["logs", &driver]));
     let err = stdout(&cluster.hearth(&["logs", "--stderr", &driver]));
     assert_eq!(
@@ -122,47 +139,24 @@ fn stderr_of(cluster: &Cluster, id: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torchrun_gang_all_reduces_with_hearths_ranks() {
     require("torch", "python3-torch");
-    let mut cluster = Cluster::start();
-    for _ in 0..2 {
-        let w = cluster.spawn_worker(2, "4g", &["--kill-grace", "2s"]);
-        cluster.wait_worker(&w, WorkerState::Alive, LIMIT).await;
-    }
+    let cluster = two_workers().await;
     let port = format!("TORCH_MASTER_PORT={}", free_port());
-    let python_env = format!("PYTHON={PYTHON}");
-    let executor = format!("exec sh {}", example("torchrun/executor.sh"));
-    let driver_script = example("torchrun/driver.py");
-    let driver = cluster.submit(&[
-        "--memory",
-        "256m",
-        "--executors",
-        "3",
-        "--gang",
-        "--executor-memory",
-        "1g",
-        "--executor-env",
-        &port,
-        "--executor-env",
-        &python_env,
-        "--executor-command",
-        &executor,
-        "--",
-        PYTHON,
-        &driver_script,
-    ]);
-    let d = cluster
-        .wait_driver(
-            &driver,
-            "the torchrun gang to end",
-            Duration::from_secs(180),
-            |d| {
-                !matches!(
-                    hearth_common::state_names::driver_state(d.state),
-                    hearth_common::proto::DriverState::Submitted
-                        | hearth_common::proto::DriverState::Running
-                )
-            },
-        )
-        .await;
+    let driver = submit_example(
+        &cluster,
+        "torchrun",
+        &[
+            "--memory",
+            "256m",
+            "--executors",
+            "3",
+            "--gang",
+            "--executor-memory",
+            "1g",
+            "--executor-env",
+            &port,
+        ],
+    );
+    let d = wait_ended(&cluster, &driver).await;
     let out = stdout(&cluster.hearth(&["logs", &driver]));
     assert_eq!(
         hearth_common::state_names::driver_state(d.state),

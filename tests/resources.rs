@@ -32,6 +32,21 @@ fn driver_gpus(cluster: &Cluster, driver: &str) -> Vec<(String, String)> {
         .unwrap_or_default()
 }
 
+/// Submits a [`SHOW`] driver asking for `gpus` GPUs; its id.
+fn show_gpus(cluster: &Cluster, gpus: u32) -> String {
+    let ask = format!("gpu={gpus}");
+    cluster.submit(&[
+        "--memory",
+        "64m",
+        "--resource",
+        &ask,
+        "--",
+        "sh",
+        "-c",
+        SHOW,
+    ])
+}
+
 async fn printed(cluster: &Cluster, id: &str) -> String {
     wait_for(&format!("{id} to print its GPUs"), LIMIT, || {
         let out = stdout(&cluster.hearth(&["logs", id]));
@@ -58,26 +73,8 @@ async fn gpus_are_split_between_drivers_and_executors_and_given_back() {
     assert_eq!(w["resources"], json!({ "gpu": ["0", "1"] }));
 
     // Two drivers with a GPU each, and an application of two executors with a GPU each.
-    let d1 = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
-    let d2 = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
+    let d1 = show_gpus(&cluster, 1);
+    let d2 = show_gpus(&cluster, 1);
     let app_driver = cluster.submit_app(
         2,
         "echo \"gpu=$HEARTH_RESOURCE_GPU cuda=$CUDA_VISIBLE_DEVICES\"; exec sleep 600",
@@ -165,16 +162,7 @@ async fn gpus_are_split_between_drivers_and_executors_and_given_back() {
     assert_eq!(printed(&cluster, &plain).await, "gpu= cuda=");
 
     // Over-asking waits, saying which resource is short.
-    let more = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
+    let more = show_gpus(&cluster, 1);
     let too_many = cluster.submit(&["--memory", "64m", "--resource", "gpu=3", "--", "sleep", "1"]);
     let d = cluster
         .wait_driver(&more, "waiting for a gpu", LIMIT, |d| {
@@ -275,16 +263,7 @@ async fn a_discovery_program_is_used_and_a_broken_one_stops_the_worker_with_its_
         view["resources"],
         json!({ "fpga": ["f0"], "gpu": ["3", "5"] })
     );
-    let id = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=2",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
+    let id = show_gpus(&cluster, 2);
     assert_eq!(printed(&cluster, &id).await, "gpu=3,5 cuda=3,5");
 
     let mut cmd = Command::new(HEARTH);
@@ -320,26 +299,8 @@ async fn addresses_survive_a_master_restart_and_are_never_given_twice() {
     let mut cluster = Cluster::start();
     let w = cluster.spawn_worker(4, "2g", &["--kill-grace", "1s", "--resource", "gpu=0,1"]);
     cluster.wait_worker(&w, WorkerState::Alive, LIMIT).await;
-    let d1 = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
-    let d2 = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
+    let d1 = show_gpus(&cluster, 1);
+    let d2 = show_gpus(&cluster, 1);
     for id in [&d1, &d2] {
         cluster.wait_state(id, "RUNNING", LIMIT).await;
     }
@@ -360,16 +321,7 @@ async fn addresses_survive_a_master_restart_and_are_never_given_twice() {
     let view: Value = cluster.json(&format!("/api/v1/workers/{w}"));
     assert_eq!(view["resourcesUsed"], json!({ "gpu": ["0", "1"] }));
     // Nothing is free: a new ask waits rather than being given a held address.
-    let d3 = cluster.submit(&[
-        "--memory",
-        "64m",
-        "--resource",
-        "gpu=1",
-        "--",
-        "sh",
-        "-c",
-        SHOW,
-    ]);
+    let d3 = show_gpus(&cluster, 1);
     let d = cluster
         .wait_driver(&d3, "waiting for a gpu", LIMIT, |d| {
             !d.waiting_reason.is_empty()

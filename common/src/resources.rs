@@ -12,13 +12,7 @@ pub fn parse_bytes(field: &str, text: &str) -> Result<u64, InvalidInput> {
     };
     let (number, unit) = split_number(text.trim());
     let value: u64 = number.parse().map_err(|_| bad())?;
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .or_else(|| unit.strip_suffix('i'))
-        .unwrap_or(&unit);
-    let scale: u64 = match unit {
+    let scale: u64 = match unit_letter(unit).as_str() {
         "" => 1,
         "k" => 1 << 10,
         "m" => 1 << 20,
@@ -48,13 +42,7 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
     }
     let value: f64 = number.parse().map_err(|_| bad())?;
     // "512 MiB", as the UI and `hearth list` print it, reads back.
-    let unit = unit.trim().to_ascii_lowercase();
-    let unit = unit
-        .strip_suffix("ib")
-        .or_else(|| unit.strip_suffix('b'))
-        .or_else(|| unit.strip_suffix('i'))
-        .unwrap_or(&unit);
-    let mb_per_unit = match unit {
+    let mb_per_unit = match unit_letter(unit).as_str() {
         "" | "m" => 1.0,
         "k" => 1.0 / 1024.0,
         "g" => 1024.0,
@@ -79,6 +67,17 @@ pub fn parse_memory_mb(field: &str, text: &str) -> Result<u64, InvalidInput> {
 }
 
 /// Splits `4.5g` into `("4.5", "g")`: the leading digits and dots, then the rest.
+/// A size's unit as one lower-case letter (`k`, `m`, `g`, `t`) or empty: `MiB`, `Mi`, `mb`
+/// and `M` all read as `m`.
+fn unit_letter(unit: &str) -> String {
+    let unit = unit.trim().to_ascii_lowercase();
+    unit.strip_suffix("ib")
+        .or_else(|| unit.strip_suffix('b'))
+        .or_else(|| unit.strip_suffix('i'))
+        .unwrap_or(&unit)
+        .to_string()
+}
+
 pub(crate) fn split_number(text: &str) -> (&str, &str) {
     let end = text
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))

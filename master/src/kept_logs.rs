@@ -50,8 +50,7 @@ struct Record {
     data: Vec<u8>,
     #[prost(bool, tag = "5")]
     ended: bool,
-    #[prost(int64, tag = "6")]
-    updated_ms: i64,
+    // Tag 6 was the time of the last write; the `ages` table keeps it.
     #[prost(string, tag = "7")]
     worker_id: String,
 }
@@ -70,7 +69,6 @@ pub struct Kept {
     pub ended: bool,
     pub attempt: u32,
     pub worker_id: String,
-    pub updated_ms: i64,
 }
 
 /// What is kept, for `/metrics`.
@@ -219,6 +217,14 @@ impl KeptLogs {
             .map_err(|e| Error::Internal(format!("reading kept logs: {e}")))?
     }
 
+    /// Whether anything of this log is kept (from memory: no read of the file).
+    pub fn holds(&self, process: &ProcessRef, stream: LogStream) -> bool {
+        self.inner
+            .lock()
+            .by_key
+            .contains_key(&key_of(process, stream))
+    }
+
     pub fn usage(&self) -> Usage {
         let index = self.inner.lock();
         Usage {
@@ -229,7 +235,8 @@ impl KeptLogs {
         }
     }
 
-    /// Writes shipped pieces now (tests; the writer task does this as they arrive).
+    /// Writes shipped pieces now (the writer task does this as they arrive).
+    #[cfg(test)]
     pub fn apply_now(&self, batch: Vec<(String, LogTail)>) -> Result<()> {
         self.inner.apply(batch, hearth_common::ids::now_ms())
     }
@@ -321,7 +328,6 @@ impl Inner {
             ended: record.ended,
             attempt: record.attempt,
             worker_id: record.worker_id,
-            updated_ms: record.updated_ms,
         }))
     }
 
@@ -361,7 +367,7 @@ impl Inner {
                     Some(v) => prost::Message::decode(v.value()).ok(),
                     None => None,
                 };
-                let Some(record) = merge(old, &tail, &worker_id, now_ms) else {
+                let Some(record) = merge(old, &tail, &worker_id) else {
                     continue;
                 };
                 let bytes = prost::Message::encode_to_vec(&record);
@@ -390,7 +396,7 @@ impl Inner {
 }
 
 /// What is kept after `tail` arrives, or `None` to keep what was (a piece of an older attempt).
-fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str, now_ms: i64) -> Option<Record> {
+fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str) -> Option<Record> {
     if old.as_ref().is_some_and(|o| tail.attempt < o.attempt) {
         return None;
     }
@@ -400,7 +406,6 @@ fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str, now_ms: i64) -> O
         size: 0,
         data: Vec::new(),
         ended: false,
-        updated_ms: now_ms,
         worker_id: worker_id.to_string(),
     };
     let mut record = match old {
@@ -434,7 +439,6 @@ fn merge(old: Option<Record>, tail: &LogTail, worker_id: &str, now_ms: i64) -> O
         .max(tail.size)
         .max(record.start.saturating_add(record.data.len() as u64));
     record.ended |= tail.ended;
-    record.updated_ms = now_ms;
     record.worker_id = worker_id.to_string();
     Some(record)
 }
@@ -460,18 +464,18 @@ mod tests {
 
     #[test]
     fn pieces_append_overlaps_are_skipped_and_the_front_is_cut_to_the_tail() {
-        let r = merge(None, &tail(DRIVER, 0, b"hello ", 8), "w", 1).unwrap();
-        let r = merge(Some(r), &tail(DRIVER, 6, b"world", 8), "w", 2).unwrap();
+        let r = merge(None, &tail(DRIVER, 0, b"hello ", 8), "w").unwrap();
+        let r = merge(Some(r), &tail(DRIVER, 6, b"world", 8), "w").unwrap();
         // Kept to the last 8 bytes: "lo world" from offset 3.
         assert_eq!(
             (r.start, r.data.as_slice(), r.size),
             (3, &b"lo world"[..], 11)
         );
         // The same piece again (a resend after a reconnect) changes nothing.
-        let again = merge(Some(r.clone()), &tail(DRIVER, 6, b"world", 8), "w", 3).unwrap();
+        let again = merge(Some(r.clone()), &tail(DRIVER, 6, b"world", 8), "w").unwrap();
         assert_eq!((again.start, again.data), (r.start, r.data.clone()));
         // A gap starts over at the new piece.
-        let gap = merge(Some(r), &tail(DRIVER, 100, b"late", 8), "w", 4).unwrap();
+        let gap = merge(Some(r), &tail(DRIVER, 100, b"late", 8), "w").unwrap();
         assert_eq!((gap.start, gap.data.as_slice()), (100, &b"late"[..]));
     }
 
@@ -479,11 +483,11 @@ mod tests {
     fn a_newer_attempt_replaces_and_an_older_one_is_ignored() {
         let mut t = tail(DRIVER, 0, b"second", 100);
         t.attempt = 2;
-        let r = merge(None, &t, "w2", 1).unwrap();
-        assert!(merge(Some(r.clone()), &tail(DRIVER, 6, b"old", 100), "w1", 2).is_none());
+        let r = merge(None, &t, "w2").unwrap();
+        assert!(merge(Some(r.clone()), &tail(DRIVER, 6, b"old", 100), "w1").is_none());
         t.attempt = 3;
         t.data = b"third".to_vec();
-        let r = merge(Some(r), &t, "w3", 3).unwrap();
+        let r = merge(Some(r), &t, "w3").unwrap();
         assert_eq!((r.attempt, r.data.as_slice()), (3, &b"third"[..]));
     }
 

@@ -331,12 +331,7 @@ impl ClientService for ClientApi {
         let snapshot = self.master.snapshot();
         caller.may_read_log(&snapshot, &process)?;
         let (worker_id, ended) = snapshot.log_source(&process)?;
-        let kept = self
-            .master
-            .kept_logs
-            .read(&process, stream, 0, 0)
-            .await?
-            .is_some();
+        let kept = self.master.kept_logs.holds(&process, stream);
         if worker_id.is_none() && !kept && (!req.follow || ended) {
             let d = snapshot.driver(&req.id)?;
             return Err(Status::failed_precondition(format!(
