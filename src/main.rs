@@ -143,6 +143,7 @@ async fn run_worker(args: WorkerArgs) -> Result<i32> {
         resource_discovery: args.resource_discovery,
         device_dir: args.device_dir,
         detect_gpus: true,
+        keeper: None,
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
@@ -196,6 +197,7 @@ async fn run_local(args: LocalArgs) -> Result<i32> {
                 decommission_grace: Duration::ZERO,
                 // The machine's GPUs go to one embedded worker, never to two at once.
                 detect_gpus: n == 0,
+                keeper: None,
                 ..Default::default()
             },
             shutdown.clone(),
@@ -240,6 +242,7 @@ async fn run(cli: Cli) -> Result<i32> {
                 ui_port: args.ui_port.map_or(0, u32::from),
                 ui_keep_prefix: args.ui_keep_prefix,
                 resources: no_repeats("resource", args.resources)?,
+                at_most_one: args.at_most_one,
             };
             hearth_common::spec::validate_driver_spec(&spec)?;
             if let Some(id) = &args.submission_id {
@@ -282,6 +285,12 @@ async fn run(cli: Cli) -> Result<i32> {
 }
 
 fn main() -> ExitCode {
+    // A process's keeper (see `hearth_worker::keeper`): no runtime, no logging, no parsing.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == hearth_worker::keeper::KEEP_ARG) {
+        let code = hearth_worker::keeper::run(&args[2..]);
+        return ExitCode::from(u8::try_from(code).unwrap_or(1));
+    }
     let cli = Cli::parse();
     let daemon = matches!(
         cli.action,

@@ -38,6 +38,12 @@ pub fn validate_driver_spec(spec: &DriverSpec) -> Result<(), InvalidInput> {
             format!("{} MiB is more than {MAX_MEMORY_MB} MiB", spec.memory_mb),
         ));
     }
+    if spec.at_most_one && !spec.supervise {
+        return Err(InvalidInput::new(
+            "at_most_one",
+            "needs supervise: an unsupervised driver is never relaunched, so never runs twice",
+        ));
+    }
     if spec.max_retries > MAX_RETRIES_LIMIT {
         return Err(InvalidInput::new(
             "max_retries",

@@ -130,6 +130,8 @@ pub struct DriverView {
     pub memory_mb: u64,
     pub supervise: bool,
     pub max_retries: u32,
+    /// Never runs in two places at once (see `DriverSpec.at_most_one`).
+    pub at_most_one: bool,
     pub attempt: u32,
     pub exit_code: Option<i32>,
     pub queue: String,
@@ -176,6 +178,7 @@ impl From<&Driver> for DriverView {
             memory_mb: spec.memory_mb,
             supervise: spec.supervise,
             max_retries: spec.max_retries,
+            at_most_one: spec.at_most_one,
             attempt: d.attempt,
             exit_code: d.exit_code,
             queue: spec.queue,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hearth_common::{
     Shutdown, ids,
-    proto::{MasterMessage, Registered, master_message::Msg},
+    proto::{HeartbeatAck, MasterMessage, Registered, master_message::Msg},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -102,6 +102,7 @@ pub fn spawn(
         spread_out: config.spread_out,
         reserve_after_ms: Some(config.reserve_after.as_millis() as u64),
         usage_half_life_ms: Some(config.usage_half_life.as_millis() as u64).filter(|h| *h > 0),
+        lease_ms: config.worker_timeout.as_millis() as u64,
     };
     let mut state = State::recover(loaded, master_url, Instant::now(), now_ms, limits);
     state.set_queues(queues.0, queues.1);
@@ -210,9 +211,11 @@ impl Actor {
                     );
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
+                    let released = self.state.fence_due(now_ms) && self.state.release_fences(now_ms);
                     self.state.decay_usage(now_ms);
                     expired
                         || limited
+                        || released
                         || self.state.recovering
                         || self.state.reservation_check_due(now_ms)
                         || self.state.preemption_due(now_ms)
@@ -298,6 +301,7 @@ impl Actor {
                         master_url: self.state.master_url.clone(),
                         heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
                         host: host.clone(),
+                        lease_ms: self.config.worker_timeout.as_millis() as u64,
                     })),
                 });
                 let conn_id = link.conn_id;
@@ -313,9 +317,24 @@ impl Actor {
                 tracing::info!(worker_id, host, cores, memory_mb, "worker registered");
                 replies.push(reply(tx, Ok(())));
             }
-            Command::Heartbeat { worker_id, conn_id } => {
-                self.state
+            Command::Heartbeat {
+                worker_id,
+                conn_id,
+                seq,
+            } => {
+                let recorded = self
+                    .state
                     .heartbeat(&worker_id, conn_id, Instant::now(), now_ms);
+                // Sent with this turn's effects, so after its commit: the worker may then
+                // forget what it sent before, and its lease runs from when it sent this.
+                if recorded && seq > 0 {
+                    effects.push(crate::state::Effect::Send {
+                        worker_id,
+                        message: MasterMessage {
+                            msg: Some(Msg::HeartbeatAck(HeartbeatAck { seq })),
+                        },
+                    });
+                }
             }
             Command::DriverStatus {
                 worker_id,

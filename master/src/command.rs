@@ -23,6 +23,8 @@ pub enum Command {
     Heartbeat {
         worker_id: String,
         conn_id: u64,
+        /// Answered with a HeartbeatAck once committed (0: a worker that wants none).
+        seq: u64,
     },
     DriverStatus {
         worker_id: String,

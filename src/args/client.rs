@@ -75,6 +75,11 @@ pub struct SubmitArgs {
     /// Most relaunches of a supervised driver.
     #[arg(long, default_value_t = 3)]
     pub max_retries: u32,
+    /// With --supervise: never run in two places at once. The driver is stopped when its
+    /// worker cannot reach the master for the master's worker timeout, and relaunched only
+    /// once that has surely happened (see the README's "Never two copies").
+    #[arg(long)]
+    pub at_most_one: bool,
     /// Follow the driver and exit with its exit code.
     #[arg(long)]
     pub wait: bool,

@@ -169,8 +169,13 @@ pub async fn status(client: &Client, id: &str, json: bool) -> Result<i32> {
     if view.supervise {
         writeln!(
             out,
-            "supervise:  yes, up to {} relaunches",
-            view.max_retries
+            "supervise:  yes, up to {} relaunches{}",
+            view.max_retries,
+            if view.at_most_one {
+                ", never two copies at once (at-most-one)"
+            } else {
+                ""
+            }
         )?;
     }
     if let Some(code) = view.exit_code {

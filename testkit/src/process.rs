@@ -111,9 +111,16 @@ pub fn process_alive(pid: i32) -> bool {
     }
 }
 
+/// A worker's keeper (`hearth __keep ...`) shares its process's environment but is not a copy
+/// of it.
+fn is_keeper(proc_dir: &std::path::Path) -> bool {
+    std::fs::read(proc_dir.join("cmdline"))
+        .is_ok_and(|cmdline| cmdline.split(|&b| b == 0).nth(1) == Some(b"__keep".as_slice()))
+}
+
 /// The live processes (not zombies) whose environment holds `NAME=value`, with their command
 /// names: every copy of a driver (`HEARTH_DRIVER_ID=...`) on this machine, whichever worker
-/// started it. Fails when `/proc` cannot be listed or no process's environment can be read
+/// started it; keepers are left out. Fails when `/proc` cannot be listed or no process's environment can be read
 /// (not root, `hidepid`): an empty answer then would make every "no copy left" check pass.
 pub fn processes_with_env(name: &str, value: &str) -> Result<Vec<(i32, String)>> {
     processes_where_env(name, |v| v == value)
@@ -147,7 +154,7 @@ pub fn processes_where_env(
             .split(|&b| b == 0)
             .filter_map(|var| var.strip_prefix(prefix.as_bytes()))
             .any(|value| std::str::from_utf8(value).is_ok_and(&wanted));
-        if !matches || !process_alive(pid) {
+        if !matches || !process_alive(pid) || is_keeper(&entry.path()) {
             continue;
         }
         let comm = std::fs::read_to_string(entry.path().join("comm")).unwrap_or_default();

@@ -72,6 +72,8 @@ impl InProcess {
                 work_dir: self.dir.path().join(format!("work-{n}")),
                 kill_grace: Duration::from_secs(1),
                 decommission_grace: Duration::ZERO,
+                // The test binary is not `hearth`: the real one keeps the processes.
+                keeper: Some(env!("CARGO_BIN_EXE_hearth").into()),
                 ..Default::default()
             },
             self.shutdown.clone(),

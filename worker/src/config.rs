@@ -64,6 +64,9 @@ pub struct WorkerConfig {
     /// Look for GPUs at all (`hearth local` gives the machine's to its first worker only, so
     /// two embedded workers never hand out the same device).
     pub detect_gpus: bool,
+    /// The `hearth` binary that keeps each process (`hearth __keep`); this process's own
+    /// executable when unset.
+    pub keeper: Option<PathBuf>,
 }
 
 impl Default for WorkerConfig {
@@ -88,6 +91,7 @@ impl Default for WorkerConfig {
             resource_discovery: None,
             device_dir: PathBuf::from(DEFAULT_DEVICE_DIR),
             detect_gpus: true,
+            keeper: None,
         }
     }
 }

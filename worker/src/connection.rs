@@ -27,6 +27,8 @@ use tokio_stream::wrappers::ReceiverStream;
 
 use crate::{
     error::{Error, Result},
+    keeper::boottime_ns,
+    lease::{InFlight, LeaseClock},
     log_shipping::Shipper,
     logs,
     orders::{self, Inventory},
@@ -34,8 +36,65 @@ use crate::{
     tunnels::TunnelClient,
 };
 
-/// Terminal reports kept for re-sending after a reconnect.
-const MAX_UNCONFIRMED: usize = 1024;
+/// Terminal reports kept for re-sending until the master confirms them. They pile up only
+/// while the master is away; past this many the oldest are dropped (and the master, if it
+/// never saw one, treats its process as lost).
+const MAX_UNCONFIRMED: usize = 4096;
+
+/// What has been sent to the master and not yet confirmed, across sessions.
+#[derive(Debug, Default)]
+pub struct Delivery {
+    /// Terminal reports with their numbers, oldest first.
+    unconfirmed: VecDeque<(u64, Report)>,
+    /// The number of the last terminal report kept.
+    reports: u64,
+    /// The number of the last heartbeat sent, over the worker's life.
+    heartbeats: u64,
+    /// This session's heartbeats awaiting their acknowledgement.
+    in_flight: InFlight,
+    /// The lease the master gives (its worker timeout); zero until told.
+    lease_for: Duration,
+}
+
+impl Delivery {
+    fn keep_if_terminal(&mut self, report: Report) {
+        if report.outcome.is_terminal() {
+            if self.unconfirmed.len() >= MAX_UNCONFIRMED {
+                self.unconfirmed.pop_front();
+            }
+            self.reports += 1;
+            self.unconfirmed.push_back((self.reports, report));
+        }
+    }
+
+    /// The next heartbeat, noted as sent now.
+    fn heartbeat(&mut self) -> WorkerMessage {
+        self.heartbeats += 1;
+        self.in_flight
+            .sent(self.heartbeats, boottime_ns(), self.reports);
+        WorkerMessage {
+            msg: Some(Msg::Heartbeat(Heartbeat {
+                seq: self.heartbeats,
+            })),
+        }
+    }
+
+    /// The master committed everything sent before heartbeat `seq`.
+    fn acknowledged(&mut self, seq: u64, lease: &LeaseClock) {
+        if let Some((sent_ns, reports_before)) = self.in_flight.acknowledged(seq) {
+            if !self.lease_for.is_zero() {
+                lease.extend(sent_ns, self.lease_for);
+            }
+            while self
+                .unconfirmed
+                .front()
+                .is_some_and(|(n, _)| *n <= reports_before)
+            {
+                self.unconfirmed.pop_front();
+            }
+        }
+    }
+}
 
 /// Who this worker is and what it offers, sent in every Register.
 #[derive(Debug, Clone)]
@@ -69,6 +128,7 @@ impl Identity {
             completed_executors: inventory.completed_executors,
             labels: self.labels.clone(),
             resources: self.resources.clone(),
+            keeps_reports: false,
         }
     }
 }
@@ -126,6 +186,10 @@ pub struct Connection {
     pub ship_interval: Duration,
     /// Drivers' web UIs, on a connection of their own.
     pub tunnels: TunnelClient,
+    /// How long the master has vouched for this worker.
+    pub lease: LeaseClock,
+    /// Reports and heartbeats awaiting the master's confirmation.
+    pub state: Delivery,
     pub shutdown: Shutdown,
 }
 
@@ -133,9 +197,8 @@ impl Connection {
     /// Runs until shutdown.
     pub async fn run(mut self) {
         let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
-        let mut unconfirmed: VecDeque<Report> = VecDeque::new();
         while !self.shutdown.is_cancelled() {
-            let result = self.session(&mut unconfirmed, &mut backoff).await;
+            let result = self.session(&mut backoff).await;
             self.registered.store(false, Ordering::Relaxed);
             match result {
                 Ok(()) => {}
@@ -156,29 +219,29 @@ impl Connection {
         }
     }
 
-    fn register_message(&mut self, unconfirmed: &mut VecDeque<Report>) -> WorkerMessage {
+    fn register_message(&mut self) -> WorkerMessage {
         // Running first, then the reports: a driver that ends in between is in both, never in
         // neither (the runner reports under the lock it removes the driver with).
-        let running = self.runner.running();
+        let running = self.runner.running_or_queued();
         while let Ok(report) = self.reports.try_recv() {
             if report.outcome.is_terminal() {
                 self.shipper.ended(report.process.clone(), report.attempt);
             }
-            keep_if_terminal(unconfirmed, report);
+            self.state.keep_if_terminal(report);
         }
-        let inventory = Inventory::new(running, unconfirmed.iter());
+        let inventory = Inventory::new(running, self.state.unconfirmed.iter().map(|(_, r)| r));
+        let mut register = self.identity.register(inventory);
+        register.keeps_reports = true;
         WorkerMessage {
-            msg: Some(Msg::Register(self.identity.register(inventory))),
+            msg: Some(Msg::Register(register)),
         }
     }
 
-    async fn session(
-        &mut self,
-        unconfirmed: &mut VecDeque<Report>,
-        backoff: &mut Backoff,
-    ) -> Result<()> {
-        let register = self.register_message(unconfirmed);
-        let sent_in_register = unconfirmed.len();
+    async fn session(&mut self, backoff: &mut Backoff) -> Result<()> {
+        let register = self.register_message();
+        self.state.in_flight = InFlight::default();
+        // The lease runs from before the registration was sent.
+        let register_sent_ns = boottime_ns();
         let (up, up_rx) = mpsc::channel::<WorkerMessage>(1024);
         let connect = async {
             let channel = client::channel(&self.master_url, &self.tls).await?;
@@ -199,7 +262,12 @@ impl Connection {
             _ = shutdown.cancelled() => return Ok(()),
             connected = connect => connected?,
         };
-        unconfirmed.drain(..sent_in_register.min(unconfirmed.len()));
+        // The reports it carried stay until a heartbeat after them is acknowledged: the master
+        // answers Registered before it has committed what they say.
+        self.state.lease_for = Duration::from_millis(registered.lease_ms);
+        if registered.lease_ms > 0 {
+            self.lease.extend(register_sent_ns, self.state.lease_for);
+        }
         self.shipper.reconnected();
         backoff.reset();
         self.registered.store(true, Ordering::Relaxed);
@@ -222,7 +290,7 @@ impl Connection {
                     return Ok(());
                 }
                 _ = heartbeat.tick() => {
-                    up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) })
+                    up.send(self.state.heartbeat())
                         .await
                         .map_err(|_| Error::Closed)?;
                 }
@@ -232,8 +300,9 @@ impl Connection {
                 }
                 report = self.reports.recv() => {
                     let Some(report) = report else { return Ok(()) };
-                    self.report(report.clone(), &up).await?;
-                    keep_if_terminal(unconfirmed, report);
+                    // Kept before it is sent: a heartbeat sent after it confirms it.
+                    self.state.keep_if_terminal(report.clone());
+                    self.report(report, &up).await?;
                 }
                 message = inbound.message() => {
                     match message? {
@@ -280,9 +349,10 @@ impl Connection {
                 _ = tokio::time::sleep_until(deadline) => break,
                 _ = poll.tick() => {}
                 _ = heartbeat.tick() => {
-                    let _ = up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) }).await;
+                    let _ = up.send(self.state.heartbeat()).await;
                 }
                 Some(report) = self.reports.recv() => {
+                    self.state.keep_if_terminal(report.clone());
                     let _ = self.report(report, &up).await;
                 }
                 message = inbound.message(), if master_open => match message {
@@ -308,14 +378,16 @@ impl Connection {
             tokio::select! {
                 _ = &mut kill_all => break,
                 _ = heartbeat.tick() => {
-                    let _ = up.send(WorkerMessage { msg: Some(Msg::Heartbeat(Heartbeat {})) }).await;
+                    let _ = up.send(self.state.heartbeat()).await;
                 }
                 Some(report) = self.reports.recv() => {
+                    self.state.keep_if_terminal(report.clone());
                     let _ = self.report(report, &up).await;
                 }
             }
         }
         while let Ok(report) = self.reports.try_recv() {
+            self.state.keep_if_terminal(report.clone());
             let _ = self.report(report, &up).await;
         }
         drop(up);
@@ -362,8 +434,11 @@ impl Connection {
         Ok(())
     }
 
-    fn obey(&self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {
+    fn obey(&mut self, order: master_message::Msg, up: &mpsc::Sender<WorkerMessage>) {
         match order {
+            master_message::Msg::HeartbeatAck(ack) => {
+                self.state.acknowledged(ack.seq, &self.lease);
+            }
             master_message::Msg::LaunchDriver(launch) => {
                 tracing::info!(worker_id = %self.identity.worker_id, driver_id = %launch.driver_id,
                     attempt = launch.attempt, "launch ordered");
@@ -437,15 +512,6 @@ impl Connection {
             }
             master_message::Msg::Registered(_) => {}
         }
-    }
-}
-
-fn keep_if_terminal(unconfirmed: &mut VecDeque<Report>, report: Report) {
-    if report.outcome.is_terminal() {
-        if unconfirmed.len() >= MAX_UNCONFIRMED {
-            unconfirmed.pop_front();
-        }
-        unconfirmed.push_back(report);
     }
 }
 

@@ -17,6 +17,8 @@ pub mod connection;
 pub mod discovery;
 pub mod error;
 pub mod http;
+pub mod keeper;
+pub mod lease;
 pub mod log_shipping;
 pub mod logs;
 pub mod orders;
@@ -53,6 +55,17 @@ impl RunningWorker {
 }
 
 /// Detects the offer, binds the web port and starts the connection to the master.
+/// This process's own executable, which runs as the keeper of every process (`hearth __keep`).
+/// `/proc/self/exe` still names it after the file was replaced by an upgrade.
+fn keeper_program() -> std::path::PathBuf {
+    let own = std::path::PathBuf::from("/proc/self/exe");
+    if own.exists() {
+        own
+    } else {
+        std::env::current_exe().unwrap_or_else(|_| "hearth".into())
+    }
+}
+
 pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
     if config.cores == Some(0) {
         return Err(Error::Config("cores: must be at least 1, got 0".into()));
@@ -146,6 +159,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         resources_from = %named_from.join(", "), "worker starting");
 
     let (reports_tx, reports) = mpsc::unbounded_channel();
+    let lease = lease::LeaseClock::default();
     let runner = runner::Runner::new(
         runner::RunnerConfig {
             work_dir: work_dir.clone(),
@@ -153,6 +167,8 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
             master_url: config.master_url.clone(),
             secret: config.secret.as_ref().map(|s| s.expose().to_string()),
             tls_ca: config.tls.ca_file.clone(),
+            keeper: config.keeper.clone().unwrap_or_else(keeper_program),
+            lease: lease.clone(),
         },
         reports_tx,
     );
@@ -182,6 +198,8 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
             config.tls.clone(),
             config.secret.clone(),
         ),
+        lease,
+        state: connection::Delivery::default(),
         shutdown: shutdown.clone(),
     };
     let grace = config.kill_grace;

@@ -70,6 +70,7 @@ pub fn driver_launch(order: LaunchDriver, driver_host: &str, gpus: &GpuView) -> 
     Launch {
         process: ProcessRef::Driver(order.driver_id),
         attempt: order.attempt,
+        at_most_one: spec.at_most_one,
         command: spec.command,
         env: spec.env,
         cores: spec.cores,
@@ -106,6 +107,7 @@ pub fn executor_launch(order: LaunchExecutor, gpus: &GpuView) -> Launch {
             executor_id: order.executor_id,
         },
         attempt: 0,
+        at_most_one: false,
         command: order.command,
         env: order.env,
         cores: order.cores,

@@ -3,10 +3,12 @@
 //! Each process runs in its own process group with its own work directory (`driver-...` or
 //! `app-.../N` under the work directory), stdout/stderr going to files there, and `HEARTH_*`
 //! variables telling it who it is. A kill is SIGTERM to the group, then SIGKILL after the grace
-//! period; when the main process exits, whatever it left behind in its group is killed too. The
-//! main process dies with the worker (PR_SET_PDEATHSIG), so a worker that crashes does not leave
-//! it running unsupervised; its own children outlive it only if they ignore the loss of their
-//! parent.
+//! period; when the main process exits, whatever it left behind in its group is killed too.
+//!
+//! The group's leader is a [`keeper`](crate::keeper) that runs the process and passes its exit
+//! status on. When the worker is gone (crashed, killed) the keeper kills the whole group, so
+//! nothing the process started runs on unsupervised; for an `at_most_one` driver it also kills
+//! the group when the worker's lease from the master ends, even if the worker is frozen.
 
 use std::{
     collections::HashMap,
@@ -17,6 +19,9 @@ use std::{
 };
 
 use hearth_common::ids::ProcessRef;
+use tokio::io::AsyncWriteExt;
+
+use crate::{keeper, lease::LeaseClock};
 use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
@@ -53,6 +58,10 @@ pub struct RunnerConfig {
     pub secret: Option<String>,
     /// The CA file for an `https://` master, as an absolute path.
     pub tls_ca: Option<PathBuf>,
+    /// The `hearth` binary, run as each process's keeper.
+    pub keeper: PathBuf,
+    /// How long the master has vouched for this worker, for `at_most_one` drivers.
+    pub lease: LeaseClock,
 }
 
 /// What to run: a driver's attempt or an executor, already translated from the master's order.
@@ -69,6 +78,8 @@ pub struct Launch {
     pub identity: Vec<(String, String)>,
     /// What the process gets as `HEARTH_SECRET`.
     pub credential: Credential,
+    /// Stopped by its keeper when the worker's lease from the master ends.
+    pub at_most_one: bool,
 }
 
 /// The credential a process is given.
@@ -163,12 +174,29 @@ impl Runner {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Processes running now with their attempts, for a (re)registration.
+    /// Processes running now with their attempts.
     pub fn running(&self) -> Vec<(ProcessRef, u32)> {
         self.procs()
             .iter()
             .map(|(id, p)| (id.clone(), p.attempt))
             .collect()
+    }
+
+    /// Processes running now, and attempts waiting here for an older one to end, for a
+    /// (re)registration: a launch this worker took is never reported as never arrived.
+    pub fn running_or_queued(&self) -> Vec<(ProcessRef, u32)> {
+        let procs = self.procs();
+        let mut all: Vec<(ProcessRef, u32)> = procs
+            .iter()
+            .map(|(id, p)| (id.clone(), p.attempt))
+            .collect();
+        all.extend(
+            procs
+                .values()
+                .filter_map(|p| p.next.as_ref())
+                .map(|next| (next.process.clone(), next.attempt)),
+        );
+        all
     }
 
     pub fn count(&self) -> usize {
@@ -324,6 +352,7 @@ impl Runner {
             Err(e) => return (Outcome::NotStarted, None, e),
         };
         let program = order.command.first().cloned().unwrap_or_default();
+        let mut held_pipe = None;
         let mut child = match command.spawn() {
             Ok(c) => c,
             Err(e) => {
@@ -342,7 +371,20 @@ impl Runner {
             );
         };
         let pgid = Pid::from_raw(pid as i32);
-        tracing::info!(%process, attempt, pid, "process started");
+        // The keeper's end of this pipe closing means the worker is gone: it is held until the
+        // process has ended, and for an `at_most_one` driver it carries the lease.
+        let lease_pipe = child.stdin.take();
+        let lease_writer = match (order.at_most_one, lease_pipe) {
+            (true, Some(pipe)) => Some(tokio::spawn(forward_lease(
+                pipe,
+                self.config.lease.subscribe(),
+            ))),
+            (_, pipe) => {
+                held_pipe = pipe;
+                None
+            }
+        };
+        tracing::info!(%process, attempt, pid, at_most_one = order.at_most_one, "process started");
         let _ = self.reports.send(Report {
             process: process.clone(),
             attempt,
@@ -392,18 +434,37 @@ impl Runner {
         };
         // Whatever the process left running in its group goes with it.
         let _ = killpg(pgid, Signal::SIGKILL);
+        if let Some(writer) = lease_writer {
+            writer.abort();
+        }
+        drop(held_pipe);
+        let lease_ended = order.at_most_one && !self.config.lease.holds();
         match (status, killed) {
             (_, Some(order)) if order.worker_stopping => (Outcome::Stopped, None, order.reason),
             (_, Some(order)) => (Outcome::Killed, None, order.reason),
             (Err(e), None) => (Outcome::Failed, None, format!("waiting for it failed: {e}")),
             (Ok(status), None) => {
                 use std::os::unix::process::ExitStatusExt;
+                let not_started = (status.code() == Some(keeper::NOT_STARTED_CODE))
+                    .then(|| std::fs::read_to_string(dir.join(keeper::NOT_STARTED_FILE)).ok())
+                    .flatten();
+                if let Some(why) = not_started {
+                    let _ = std::fs::remove_file(dir.join(keeper::NOT_STARTED_FILE));
+                    return (Outcome::NotStarted, None, why);
+                }
                 match (status.code(), status.signal()) {
                     (Some(0), _) => (Outcome::Finished, Some(0), "exited with code 0".into()),
                     (Some(code), _) => (
                         Outcome::Failed,
                         Some(code),
                         format!("exited with code {code}"),
+                    ),
+                    (None, Some(9)) if lease_ended => (
+                        Outcome::Failed,
+                        Some(137),
+                        "stopped by its keeper: this worker's lease from the master ended \
+                         (at-most-one)"
+                            .into(),
                     ),
                     (None, Some(sig)) => (
                         Outcome::Failed,
@@ -425,6 +486,7 @@ impl Runner {
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         // A notice left by an earlier attempt's preemption is not this attempt's.
         let _ = std::fs::remove_file(dir.join(PREEMPTION_FILE));
+        let _ = std::fs::remove_file(dir.join(keeper::NOT_STARTED_FILE));
         let open = |name: &str| {
             std::fs::OpenOptions::new()
                 .create(true)
@@ -434,11 +496,20 @@ impl Runner {
         };
         let stdout = open("stdout")?;
         let stderr = open("stderr")?;
-        let mut command = Command::new(program);
+        let deadline = if order.at_most_one {
+            self.config.lease.until()
+        } else {
+            keeper::NO_LEASE
+        };
+        let mut command = Command::new(&self.config.keeper);
         command
+            .arg(keeper::KEEP_ARG)
+            .arg(deadline.to_string())
+            .arg("--")
+            .arg(program)
             .args(args)
             .current_dir(dir)
-            .stdin(Stdio::null())
+            .stdin(Stdio::piped())
             .stdout(stdout)
             .stderr(stderr)
             .process_group(0)
@@ -476,21 +547,25 @@ impl Runner {
             }
             Credential::None => {}
         }
-        // The child dies with the worker. A worker killed between the fork and the prctl has
-        // already gone when the signal is asked for: the child then sees another parent and
-        // stops itself, or it would run on as a second copy once the master relaunches it.
-        let worker_pid = nix::unistd::getpid();
-        // SAFETY: prctl, getppid and kill are async-signal-safe and touch no memory of the
-        // parent.
-        unsafe {
-            command.pre_exec(move || {
-                nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
-                if nix::unistd::getppid() != worker_pid {
-                    let _ = nix::sys::signal::kill(nix::unistd::getpid(), Signal::SIGKILL);
-                }
-                Ok(())
-            });
-        }
+        // The keeper sees the worker go by its stdin closing, also when the worker dies before
+        // the keeper starts: the pipe's other end is the worker's alone.
         Ok(command)
+    }
+}
+
+/// Writes each new end of the lease to an `at_most_one` driver's keeper until it has gone.
+async fn forward_lease(
+    mut pipe: tokio::process::ChildStdin,
+    mut lease: tokio::sync::watch::Receiver<u64>,
+) {
+    loop {
+        let until = *lease.borrow_and_update();
+        if pipe.write_all(&until.to_le_bytes()).await.is_err() {
+            // The keeper has gone; the pipe is kept open until the process is reaped.
+            std::future::pending::<()>().await;
+        }
+        if lease.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
     }
 }

@@ -158,9 +158,10 @@ async fn read_worker_stream(
             Err(status) => return format!("stream broken: {}", status.message()),
         };
         let command = match message {
-            Msg::Heartbeat(_) => Command::Heartbeat {
+            Msg::Heartbeat(beat) => Command::Heartbeat {
                 worker_id: worker_id.to_string(),
                 conn_id,
+                seq: beat.seq,
             },
             Msg::DriverStatus(status) => Command::DriverStatus {
                 worker_id: worker_id.to_string(),

@@ -53,6 +53,8 @@ pub enum WaitCode {
     QueueUnknown,
     /// The room that would fit it is held for an item that has waited longer.
     Reserved,
+    /// An `at_most_one` driver waiting until its last copy has surely stopped.
+    Fencing,
 }
 
 impl WaitCode {
@@ -67,6 +69,7 @@ impl WaitCode {
             WaitCode::QueueCap => "QUEUE_CAP",
             WaitCode::QueueUnknown => "QUEUE_UNKNOWN",
             WaitCode::Reserved => "RESERVED",
+            WaitCode::Fencing => "FENCING",
         }
     }
 }

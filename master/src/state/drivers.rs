@@ -70,6 +70,14 @@ pub struct DriverInfo {
     /// Preemptions it made or suffered, oldest first.
     #[serde(default)]
     pub preemptions: Vec<PreemptionEvent>,
+    /// `at_most_one`: not relaunched before this time (epoch ms), when the lease of the worker
+    /// it was lost with has surely ended.
+    #[serde(default)]
+    pub fenced_until_ms: Option<i64>,
+    /// `at_most_one`: a worker that came back still running an older attempt; not relaunched
+    /// until that copy's end is reported.
+    #[serde(default)]
+    pub old_copy_on: Option<String>,
     /// The resource addresses its current (or last) attempt holds.
     #[serde(default)]
     pub resources: Vec<proto::ResourceAddresses>,
@@ -255,6 +263,9 @@ impl State {
         if !current {
             tracing::debug!(worker_id, driver_id = %status.driver_id, attempt = status.attempt,
                 "ignoring a report about an attempt the master does not run there");
+            if state.is_terminal() {
+                self.old_copy_ended(&status.driver_id, worker_id);
+            }
             return;
         }
         if !state.is_terminal() {
@@ -378,6 +389,42 @@ impl State {
                 effects,
             );
         }
+    }
+
+    /// A placed attempt whose launch never reached its worker waits again, first in its
+    /// queue: it never ran, so it is neither failed nor counted as a relaunch.
+    pub(super) fn requeue_unlaunched(
+        &mut self,
+        driver_id: &str,
+        worker_id: &str,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+    ) {
+        let Some(d) = self.drivers.get(driver_id) else {
+            return;
+        };
+        let why = format!(
+            "attempt {} never reached {worker_id} (its stream broke before the launch arrived)",
+            d.attempt
+        );
+        self.end_driver_apps(driver_id, DriverState::Error, &why, now_ms, effects);
+        let Some(d) = self.drivers.get_mut(driver_id) else {
+            return;
+        };
+        let d = Arc::make_mut(d);
+        d.worker_id = None;
+        d.running_since_ms = None;
+        d.waiting_reason = Some("waiting for the scheduler".into());
+        d.waiting_code = Some(WaitCode::Scheduling);
+        let state = if d.relaunches > 0 {
+            DriverState::Relaunching
+        } else {
+            DriverState::Submitted
+        };
+        d.record(state, format!("{why}; waiting to run again"), now_ms);
+        tracing::warn!(driver_id, worker_id, "launch never reached the worker; driver waits again");
+        self.waiting.push_front(driver_id.to_string());
+        self.tried = None;
     }
 
     fn relaunch(&mut self, driver_id: &str, reason: String, now_ms: i64) {

@@ -12,6 +12,7 @@
 //! - [`placement`]: each turn's placement of waiting drivers and wanted executors.
 //! - [`queues`]: the queues in force and what each queue's work holds.
 //! - [`claims`]: room being freed, held for the work it is freed for.
+//! - [`fencing`]: `at_most_one` drivers held back until their last copy has surely stopped.
 //! - [`preemption`]: victims chosen, ordered ended with their grace, and what their end means.
 //! - [`gang_reservations`]: workers held for gangs that waited too long.
 //! - [`reservations`]: room held for the heads of queues that waited too long.
@@ -26,6 +27,7 @@ mod claims;
 mod demand;
 mod drivers;
 mod executors;
+mod fencing;
 mod gang_reservations;
 mod invariants;
 mod placement;
@@ -47,7 +49,7 @@ mod workers;
 use std::sync::Arc;
 
 use hearth_common::proto::{self, MasterMessage, WorkerState};
-use imbl::{OrdMap, Vector};
+use imbl::{OrdMap, OrdSet, Vector};
 
 pub use apps::AppInfo;
 pub use demand::Sizing;
@@ -97,6 +99,9 @@ pub struct State {
     pub waiting: Vector<String>,
     /// Terminal drivers, oldest first, for retention.
     pub completed: Vector<String>,
+    /// `at_most_one` drivers waiting to be relaunched, held out of `waiting` until their last
+    /// copy has surely stopped.
+    pub fenced: OrdSet<String>,
     pub next_driver_seq: u64,
     /// What the state admits and keeps, and how it places executors.
     pub limits: Limits,
@@ -159,6 +164,9 @@ pub struct Limits {
     /// The half-life of the recent use fair shares count besides the current; `None`: current
     /// use only.
     pub usage_half_life_ms: Option<u64>,
+    /// How long a worker may run `at_most_one` drivers after the master last heard from it:
+    /// the worker timeout.
+    pub lease_ms: u64,
 }
 
 impl Limits {
@@ -171,6 +179,7 @@ impl Limits {
             spread_out: true,
             reserve_after_ms: None,
             usage_half_life_ms: None,
+            lease_ms: 10_000,
         }
     }
 }
@@ -184,6 +193,7 @@ impl State {
             drivers: OrdMap::new(),
             waiting: Vector::new(),
             completed: Vector::new(),
+            fenced: OrdSet::new(),
             next_driver_seq: 0,
             limits,
             apps: OrdMap::new(),

@@ -54,6 +54,11 @@ impl State {
                 state.submissions.insert(s.clone(), d.id.clone());
             }
             match d.state {
+                DriverState::Relaunching
+                    if d.fenced_until_ms.is_some() || d.old_copy_on.is_some() =>
+                {
+                    state.fenced.insert(d.id.clone());
+                }
                 DriverState::Submitted | DriverState::Relaunching => {
                     state.waiting.push_back(d.id.clone());
                 }

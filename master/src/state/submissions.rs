@@ -123,6 +123,8 @@ impl State {
             history: Vec::new(),
             preempted: None,
             preemptions: Vec::new(),
+            fenced_until_ms: None,
+            old_copy_on: None,
             resources: Vec::new(),
         };
         driver.record(DriverState::Submitted, "", now_ms);

@@ -244,6 +244,7 @@ impl State {
             } else {
                 tracing::warn!(worker_id = %id, driver_id = %running.driver_id, attempt = running.attempt,
                     "fencing: worker runs a driver the master has not placed there; killing it");
+                self.old_copy_seen(&running.driver_id, &id);
                 effects.push(kill_driver_order(
                     &id,
                     running.driver_id,
@@ -294,12 +295,18 @@ impl State {
                     }
                 }
             } else if d.state == DriverState::Running && d.worker_id.as_deref() == Some(&id) {
-                self.driver_lost(
-                    &driver_id,
-                    format!("{id} reconnected without it"),
-                    now_ms,
-                    effects,
-                );
+                if reg.keeps_reports {
+                    // Neither running nor ended there: the launch order never arrived (the
+                    // stream broke, or the master restarted, before it did).
+                    self.requeue_unlaunched(&driver_id, &id, now_ms, effects);
+                } else {
+                    self.driver_lost(
+                        &driver_id,
+                        format!("{id} reconnected without it"),
+                        now_ms,
+                        effects,
+                    );
+                }
             }
         }
 
@@ -393,7 +400,8 @@ impl State {
         }
     }
 
-    pub fn heartbeat(&mut self, worker_id: &str, conn_id: u64, now: Instant, now_ms: i64) {
+    /// Records a heartbeat on the worker's current stream; false if it is not current.
+    pub fn heartbeat(&mut self, worker_id: &str, conn_id: u64, now: Instant, now_ms: i64) -> bool {
         if let Some(w) = self.workers.get_mut(worker_id)
             && w.conn_id == conn_id
             && w.connected
@@ -401,6 +409,9 @@ impl State {
             let w = Arc::make_mut(w);
             w.last_seen = now;
             w.last_heartbeat_ms = now_ms;
+            true
+        } else {
+            false
         }
     }
 
@@ -445,6 +456,7 @@ impl State {
         w.cores_used = 0;
         w.memory_used_mb = 0;
         w.resources_used.clear();
+        let since_heard = w.last_seen.elapsed();
         let drivers = std::mem::take(&mut w.drivers);
         let executors = std::mem::take(&mut w.executors);
         tracing::warn!(
@@ -461,7 +473,9 @@ impl State {
                 now_ms,
                 effects,
             );
+            self.fence_after_loss(&driver_id, worker_id, since_heard, now_ms);
         }
+        self.old_copies_lost(worker_id, since_heard, now_ms);
         for key in executors {
             self.executor_gone(
                 &key,
