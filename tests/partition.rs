@@ -11,11 +11,13 @@ use support::Cluster;
 
 const LIMIT: Duration = Duration::from_secs(30);
 
-/// A network namespace joined to the host by a veth pair: host side 198.18.0.1, namespace side
-/// 198.18.0.2. Removed with its links when dropped, whatever happened.
+/// A network namespace joined to the host by a veth pair: host side 198.18.0.(4n+1), namespace
+/// side 198.18.0.(4n+2), for the test's own `n`. Removed with its links when dropped, whatever
+/// happened.
 struct Netns {
     name: String,
     host_link: String,
+    host_ip: String,
 }
 
 fn ip(args: &[&str]) {
@@ -31,13 +33,15 @@ fn ip(args: &[&str]) {
 }
 
 impl Netns {
-    fn create() -> Self {
-        let tag = std::process::id() % 100_000;
+    fn create(n: u8) -> Self {
+        let tag = format!("{}{n}", std::process::id() % 10_000);
         let ns = Self {
             name: format!("hearth-part-{tag}"),
             host_link: format!("hpart{tag}h"),
+            host_ip: format!("198.18.0.{}", 4 * u32::from(n) + 1),
         };
         let inner = format!("hpart{tag}n");
+        let inner_ip = format!("198.18.0.{}/30", 4 * u32::from(n) + 2);
         ip(&["netns", "add", &ns.name]);
         ip(&[
             "link",
@@ -50,7 +54,7 @@ impl Netns {
             &inner,
         ]);
         ip(&["link", "set", &inner, "netns", &ns.name]);
-        ip(&["addr", "add", "198.18.0.1/30", "dev", &ns.host_link]);
+        ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_link]);
         ip(&["link", "set", &ns.host_link, "up"]);
         let exec = ["netns", "exec", &ns.name, "ip"];
         let in_ns = |args: &[&str]| {
@@ -58,7 +62,7 @@ impl Netns {
             all.extend_from_slice(args);
             ip(&all);
         };
-        in_ns(&["addr", "add", "198.18.0.2/30", "dev", &inner]);
+        in_ns(&["addr", "add", &inner_ip, "dev", &inner]);
         in_ns(&["link", "set", &inner, "up"]);
         in_ns(&["link", "set", "lo", "up"]);
         ns
@@ -89,14 +93,14 @@ impl Drop for Netns {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
-    let netns = Netns::create();
+    let netns = Netns::create(0);
     let mut cluster = Cluster::start_with(support::MasterOptions {
         bind: "0.0.0.0".into(),
         extra: vec!["--worker-timeout".into(), "2s".into()],
         ..Default::default()
     });
     let port = cluster.url.rsplit(':').next().expect("port").to_string();
-    let url = format!("http://198.18.0.1:{port}");
+    let url = format!("http://{}:{port}", netns.host_ip);
 
     // The worker across the link runs a supervised driver.
     let far = cluster.spawn_worker_via(
@@ -160,4 +164,92 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     // The far worker holds nothing now.
     let far_now = cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
     assert_eq!((far_now.cores_used, far_now.memory_used_mb), (0, 0));
+}
+
+/// Each copy's (attempt, first, last) nanosecond timestamps written into `dir/copy-<attempt>`.
+fn copies(dir: &std::path::Path) -> Vec<(u32, u128, u128)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the ticks directory").flatten() {
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(attempt) = name.strip_prefix("copy-").and_then(|a| a.parse().ok()) else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let ticks: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
+            found.push((attempt, *first, *last));
+        }
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
+async fn an_at_most_one_driver_cut_off_by_a_partition_stops_before_it_runs_elsewhere() {
+    let netns = Netns::create(1);
+    let ticks = tempfile::tempdir().expect("tempdir");
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        bind: "0.0.0.0".into(),
+        extra: vec!["--worker-timeout".into(), "2s".into()],
+        ..Default::default()
+    });
+    let port = cluster.url.rsplit(':').next().expect("port").to_string();
+    let url = format!("http://{}:{port}", netns.host_ip);
+    let far = cluster.spawn_worker_via(
+        &["ip", "netns", "exec", &netns.name],
+        &url,
+        Some((1, "512m")),
+        &["--kill-grace", "1s"],
+    );
+    cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    let env = format!("TICKS={}", ticks.path().display());
+    let driver = cluster.submit(&[
+        "--supervise",
+        "--at-most-one",
+        "--env",
+        &env,
+        "--memory",
+        "128m",
+        "--",
+        "sh",
+        "-c",
+        "f=\"$TICKS/copy-$HEARTH_ATTEMPT\"; while :; do date +%s%N >> \"$f\"; sleep 0.05; done",
+    ]);
+    let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+    assert_eq!(d.worker_id, far);
+    let near = cluster.add_worker(1, "512m").await;
+    support::wait_for("the first copy ticking", LIMIT, || {
+        let n = copies(ticks.path()).len();
+        async move { (n == 1).then_some(()) }
+    })
+    .await;
+
+    netns.set_link(false);
+    let cut = std::time::Instant::now();
+    let d = cluster
+        .wait_driver(&driver, "relaunched on the near worker", LIMIT, |d| {
+            d.attempt == 2 && driver_state(d.state).name() == "RUNNING"
+        })
+        .await;
+    assert_eq!(d.worker_id, near);
+    eprintln!("relaunched {:?} after the link went down", cut.elapsed());
+    // Still cut off, the far copy has stopped on its own: its keeper's lease ended.
+    let far_last = copies(ticks.path())[0].2;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let now = copies(ticks.path());
+    assert_eq!(now[0].2, far_last, "the cut-off copy still runs: {now:?}");
+
+    netns.set_link(true);
+    cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    let all = copies(ticks.path());
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert!(all[0].2 < all[1].1, "the copies overlap: {all:?}");
+    let d = cluster
+        .client()
+        .await
+        .driver(&driver)
+        .await
+        .expect("driver");
+    assert_eq!((d.attempt, d.worker_id.as_str()), (2, near.as_str()));
 }

@@ -1,0 +1,238 @@
+//! `--at-most-one`: a supervised driver never runs in two places at once, whatever happens to
+//! its worker, and every process's keeper ends what the process started when its worker dies.
+//!
+//! Each copy of a driver appends a nanosecond timestamp to a file of its attempt every 50 ms;
+//! the copies' intervals (first to last timestamp) must never overlap.
+
+mod support;
+
+use std::{
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use hearth_common::{proto::WorkerState, state_names::StateName, state_names::driver_state};
+use nix::sys::signal::{Signal, kill};
+use support::Cluster;
+
+const LIMIT: Duration = Duration::from_secs(30);
+
+/// A driver that writes a timestamp into `dir/<tag>-<attempt>` every 50 ms, forever.
+fn ticking(tag: &str, dir: &Path) -> Vec<String> {
+    vec![
+        "--env".into(),
+        format!("TICKS={}", dir.display()),
+        "--memory".into(),
+        "64m".into(),
+        "--".into(),
+        "sh".into(),
+        "-c".into(),
+        format!(
+            "f=\"$TICKS/{tag}-$HEARTH_ATTEMPT\"; while :; do date +%s%N >> \"$f\"; sleep 0.05; done"
+        ),
+    ]
+}
+
+/// Each copy's (attempt, first, last) timestamps for `tag`, by attempt.
+fn intervals(dir: &Path, tag: &str) -> Vec<(u32, u128, u128)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).expect("the ticks directory") {
+        let entry = entry.expect("an entry");
+        let name = entry.file_name().to_string_lossy().to_string();
+        let Some(attempt) = name
+            .strip_prefix(&format!("{tag}-"))
+            .and_then(|a| a.parse().ok())
+        else {
+            continue;
+        };
+        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+        let ticks: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
+        if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
+            found.push((attempt, *first, *last));
+        }
+    }
+    found.sort();
+    found
+}
+
+fn overlaps(copies: &[(u32, u128, u128)]) -> bool {
+    copies.windows(2).any(|w| w[1].1 <= w[0].2)
+}
+
+fn last_tick(dir: &Path, tag: &str, attempt: u32) -> Option<u128> {
+    intervals(dir, tag)
+        .into_iter()
+        .find(|(a, _, _)| *a == attempt)
+        .map(|(_, _, last)| last)
+}
+
+async fn running_attempt(cluster: &Cluster, id: &str, attempt: u32) -> String {
+    cluster
+        .wait_driver(id, &format!("attempt {attempt} running"), LIMIT, |d| {
+            d.attempt == attempt && driver_state(d.state).name() == "RUNNING"
+        })
+        .await
+        .worker_id
+}
+
+/// Every process this cluster's workers started (by the work directory in their environment,
+/// so another test's drivers never count), keepers left out.
+fn cluster_processes(cluster: &Cluster) -> Vec<(i32, String)> {
+    let dir = cluster.dir.path().to_string_lossy().into_owned();
+    hearth_testkit::process::processes_where_env("HEARTH_WORK_DIR", |v| v.starts_with(&dir))
+        .expect("reading /proc")
+}
+
+fn submit(cluster: &Cluster, flags: &[&str], tag: &str, dir: &Path) -> String {
+    let mut args: Vec<String> = flags.iter().map(|s| s.to_string()).collect();
+    args.extend(ticking(tag, dir));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    cluster.submit(&args)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere() {
+    let ticks = tempfile::tempdir().expect("tempdir");
+    let dir: PathBuf = ticks.path().to_path_buf();
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        extra: vec!["--worker-timeout".into(), "2s".into()],
+        ..Default::default()
+    });
+    let frozen = cluster.add_worker(2, "512m").await;
+    // Beside it, a plain supervised driver: the same freeze gives it two copies at once, so the
+    // check below can tell.
+    let once = submit(&cluster, &["--supervise", "--at-most-one"], "once", &dir);
+    let plain = submit(&cluster, &["--supervise"], "plain", &dir);
+    assert_eq!(running_attempt(&cluster, &once, 1).await, frozen);
+    assert_eq!(running_attempt(&cluster, &plain, 1).await, frozen);
+    let status = cluster.hearth(&["status", &once]);
+    assert!(
+        support::stdout(&status).contains("at-most-one"),
+        "{}",
+        support::stdout(&status)
+    );
+    support::wait_for("both ticking", LIMIT, || {
+        let d = dir.clone();
+        async move {
+            (last_tick(&d, "once", 1).is_some() && last_tick(&d, "plain", 1).is_some())
+                .then_some(())
+        }
+    })
+    .await;
+    let spare = cluster.add_worker(2, "512m").await;
+
+    let worker_pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&frozen).pid());
+    kill(worker_pid, Signal::SIGSTOP).expect("SIGSTOP the worker");
+    let stopped = Instant::now();
+    assert_eq!(running_attempt(&cluster, &plain, 2).await, spare);
+    let plain_moved = stopped.elapsed();
+    assert_eq!(running_attempt(&cluster, &once, 2).await, spare);
+    let once_moved = stopped.elapsed();
+    eprintln!("relaunched after the freeze: plain {plain_moved:?}, at-most-one {once_moved:?}");
+
+    // Still frozen: the at-most-one copy was stopped by its keeper, the plain one runs on.
+    let once_last = last_tick(&dir, "once", 1).expect("ticks of the first copy");
+    let plain_last = last_tick(&dir, "plain", 1).expect("ticks of the first copy");
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        last_tick(&dir, "once", 1),
+        Some(once_last),
+        "the at-most-one copy on the frozen worker still runs"
+    );
+    assert_ne!(last_tick(&dir, "plain", 1), Some(plain_last));
+
+    kill(worker_pid, Signal::SIGCONT).expect("SIGCONT the worker");
+    cluster.wait_worker(&frozen, WorkerState::Alive, LIMIT).await;
+    support::wait_for("the plain copy fenced", LIMIT, || {
+        let d = dir.clone();
+        async move {
+            let before = last_tick(&d, "plain", 1);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            (last_tick(&d, "plain", 1) == before).then_some(())
+        }
+    })
+    .await;
+
+    let once_copies = intervals(&dir, "once");
+    let plain_copies = intervals(&dir, "plain");
+    assert_eq!(once_copies.len(), 2, "{once_copies:?}");
+    assert!(!overlaps(&once_copies), "at-most-one copies overlap: {once_copies:?}");
+    assert!(
+        overlaps(&plain_copies),
+        "the plain driver's copies should have overlapped (else this test proves nothing): {plain_copies:?}"
+    );
+    // The price: it waits for the lease (2 s) and a margin beyond the loss being noticed.
+    assert!(once_moved > plain_moved, "{once_moved:?} vs {plain_moved:?}");
+    let d = cluster
+        .client()
+        .await
+        .driver(&once)
+        .await
+        .expect("the driver");
+    assert_eq!((d.attempt, d.worker_id.as_str()), (2, spare.as_str()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_workers_processes_and_their_children_are_gone_at_once() {
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        extra: vec!["--worker-timeout".into(), "2s".into()],
+        ..Default::default()
+    });
+    let doomed = cluster.add_worker(2, "512m").await;
+    // Two background children and a grandchild of a shell: none of them is the worker's child.
+    let script = "sleep 1000 & (sleep 1000 & wait) & echo started; wait";
+    let once = cluster.submit(&[
+        "--supervise",
+        "--at-most-one",
+        "--memory",
+        "64m",
+        "--",
+        "sh",
+        "-c",
+        script,
+    ]);
+    let plain = cluster.submit(&["--memory", "64m", "--", "sh", "-c", script]);
+    for id in [&once, &plain] {
+        cluster.wait_state(id, "RUNNING", LIMIT).await;
+    }
+    support::wait_for("all eight processes", LIMIT, || {
+        let n = cluster_processes(&cluster).len();
+        async move { (n >= 8).then_some(()) }
+    })
+    .await;
+    let before = cluster_processes(&cluster);
+
+    cluster.worker_proc(&doomed).kill();
+    let killed = Instant::now();
+    // Within the lease (2 s), and in fact at once: the keepers see their worker gone.
+    let deadline = killed + Duration::from_secs(2);
+    loop {
+        let left = cluster_processes(&cluster);
+        if left.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still running {:?} after the worker was killed (were {before:?})",
+            left
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "all {} processes gone {:?} after the worker's SIGKILL",
+        before.len(),
+        killed.elapsed()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn at_most_one_needs_supervise() {
+    let cluster = Cluster::start();
+    let out = cluster.hearth(&["submit", "--at-most-one", "--", "true"]);
+    assert!(!out.status.success());
+    let err = support::stderr(&out);
+    assert!(
+        err.contains("at_most_one") && err.contains("supervise"),
+        "{err}"
+    );
+}
