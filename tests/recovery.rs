@@ -481,6 +481,129 @@ async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
     }
 }
 
+/// Drivers run exactly once across crashes: many clients submit while drivers start and end on
+/// a worker, and the master is SIGKILLed at a random moment, round after round. Every
+/// acknowledged driver ends FINISHED having run once (each run appends its id to a file), and
+/// nothing runs twice. A kill between recording a placement and the launch reaching the worker
+/// leaves a driver the worker never saw: it is launched again, not failed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_acknowledged_driver_runs_exactly_once_across_random_master_kills() {
+    // More for a soak: HEARTH_CRASH_ROUNDS=200 cargo test --test recovery exactly_once
+    let rounds: usize = std::env::var("HEARTH_CRASH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(20);
+    const CLIENTS: usize = 8;
+    let mut cluster = Cluster::start_with(options(&["--retained-drivers", "1000000"]));
+    cluster.add_worker(8, "4g").await;
+    let ran = cluster.dir.path().join("ran");
+    let mut rng = StdRng::seed_from_u64(0x0e1ce);
+    let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    for _ in 0..rounds {
+        let client = cluster.client().await;
+        let answered = Arc::new(Mutex::new(Vec::new()));
+        let mut clients = tokio::task::JoinSet::new();
+        for _ in 0..CLIENTS {
+            let (client, answered) = (client.clone(), answered.clone());
+            let ran = ran.display().to_string();
+            clients.spawn(async move {
+                let spec = DriverSpec {
+                    command: vec![
+                        "sh".into(),
+                        "-c".into(),
+                        "echo \"$HEARTH_DRIVER_ID\" >> \"$RAN\"".into(),
+                    ],
+                    env: [("RAN".to_string(), ran)].into(),
+                    cores: 1,
+                    memory_mb: 16,
+                    ..Default::default()
+                };
+                while let Ok(id) = client.submit_request(once(&spec)).await {
+                    answered.lock().expect("answers").push(id);
+                }
+            });
+        }
+        support::wait_for("a first answer", LIMIT, || {
+            let any = !answered.lock().expect("answers").is_empty();
+            async move { any.then_some(()) }
+        })
+        .await;
+        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
+        cluster.master.kill();
+        while clients.join_next().await.is_some() {}
+        acknowledged.extend(std::mem::take(&mut *answered.lock().expect("answers")));
+        cluster.restart_master(&[]);
+        wait_alive(&cluster).await;
+    }
+
+    // Everything ends; every acknowledged driver FINISHED, having run once.
+    let client = cluster.client().await;
+    let drivers = wait_for("every driver ended", Duration::from_secs(60), || {
+        let client = client.clone();
+        async move {
+            let drivers = client.drivers().await.ok()?;
+            drivers
+                .iter()
+                .all(|d| hearth_common::state_names::driver_state(d.state).is_terminal())
+                .then_some(drivers)
+        }
+    })
+    .await;
+    let states: BTreeMap<String, (i32, String)> = drivers
+        .into_iter()
+        .map(|d| (d.id.clone(), (d.state, d.message.clone())))
+        .collect();
+    let runs = std::fs::read_to_string(&ran).unwrap_or_default();
+    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+    for line in runs.lines() {
+        *counts.entry(line.trim()).or_default() += 1;
+    }
+    let twice: Vec<(&&str, &usize)> = counts.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "ran more than once: {twice:?}");
+    for id in &acknowledged {
+        let Some((state, message)) = states.get(id).cloned() else {
+            panic!("{id} acknowledged but not listed ({} listed)", states.len());
+        };
+        if state != DriverState::Finished as i32 {
+            panic!(
+                "{id} acknowledged but ended {state}: {message}\nwhat the masters logged of it:\n{}",
+                logged_of(&cluster, rounds, id)
+            );
+        }
+        assert_eq!(counts.get(id.as_str()), Some(&1), "{id} acknowledged");
+    }
+    let relaunched: usize = (1..=rounds)
+        .map(|n| {
+            std::fs::read_to_string(cluster.dir.path().join(format!("master-{n}.log")))
+                .unwrap_or_default()
+                .matches("launch never reached the worker")
+                .count()
+        })
+        .sum();
+    eprintln!(
+        "{} acknowledged drivers over {rounds} kills ran exactly once; {relaunched} placements \
+         the worker never received were launched again",
+        acknowledged.len()
+    );
+}
+
+/// The lines of the cluster's master logs (the first and its `restarts`) that name `id`.
+fn logged_of(cluster: &Cluster, restarts: usize, id: &str) -> String {
+    let mut logs = vec![cluster.dir.path().join("master.log")];
+    logs.extend((1..=restarts).map(|n| cluster.dir.path().join(format!("master-{n}.log"))));
+    logs.iter()
+        .flat_map(|path| {
+            std::fs::read_to_string(path)
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| l.contains(id))
+                .map(|l| format!("{}: {l}", path.display()))
+                .collect::<Vec<_>>()
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// Completed drivers beyond `--retained-drivers` leave the master's memory and its state file,
 /// oldest first, and do not come back after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -167,6 +167,8 @@ impl State {
             .map(|d| d.id.clone())
             .collect();
         for id in orphan_drivers {
+            tracing::warn!(driver_id = %id, worker_id = ?self.drivers.get(&id).and_then(|d| d.worker_id.clone()),
+                "a running driver's worker does not list it; treated as lost");
             self.driver_lost(&id, "its worker is unknown".into(), now_ms, effects);
         }
         let orphan_executors: Vec<super::ExecKey> = self

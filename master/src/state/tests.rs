@@ -28,6 +28,7 @@ fn register(id: &str, cores: u32, memory_mb: u64) -> Register {
         running_executors: vec![],
         completed_executors: vec![],
         labels: Default::default(),
+        keeps_reports: false,
     }
 }
 
