@@ -287,7 +287,10 @@ async fn run(cli: Cli) -> Result<i32> {
 fn main() -> ExitCode {
     // A process's keeper (see `hearth_worker::keeper`): no runtime, no logging, no parsing.
     let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if args.get(1).is_some_and(|a| a == hearth_worker::keeper::KEEP_ARG) {
+    if args
+        .get(1)
+        .is_some_and(|a| a == hearth_worker::keeper::KEEP_ARG)
+    {
         let code = hearth_worker::keeper::run(&args[2..]);
         return ExitCode::from(u8::try_from(code).unwrap_or(1));
     }

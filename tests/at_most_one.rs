@@ -142,7 +142,9 @@ async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere
     assert_ne!(last_tick(&dir, "plain", 1), Some(plain_last));
 
     kill(worker_pid, Signal::SIGCONT).expect("SIGCONT the worker");
-    cluster.wait_worker(&frozen, WorkerState::Alive, LIMIT).await;
+    cluster
+        .wait_worker(&frozen, WorkerState::Alive, LIMIT)
+        .await;
     support::wait_for("the plain copy fenced", LIMIT, || {
         let d = dir.clone();
         async move {
@@ -156,13 +158,19 @@ async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere
     let once_copies = intervals(&dir, "once");
     let plain_copies = intervals(&dir, "plain");
     assert_eq!(once_copies.len(), 2, "{once_copies:?}");
-    assert!(!overlaps(&once_copies), "at-most-one copies overlap: {once_copies:?}");
+    assert!(
+        !overlaps(&once_copies),
+        "at-most-one copies overlap: {once_copies:?}"
+    );
     assert!(
         overlaps(&plain_copies),
         "the plain driver's copies should have overlapped (else this test proves nothing): {plain_copies:?}"
     );
     // The price: it waits for the lease (2 s) and a margin beyond the loss being noticed.
-    assert!(once_moved > plain_moved, "{once_moved:?} vs {plain_moved:?}");
+    assert!(
+        once_moved > plain_moved,
+        "{once_moved:?} vs {plain_moved:?}"
+    );
     let d = cluster
         .client()
         .await

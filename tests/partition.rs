@@ -54,7 +54,13 @@ impl Netns {
             &inner,
         ]);
         ip(&["link", "set", &inner, "netns", &ns.name]);
-        ip(&["addr", "add", &format!("{}/30", ns.host_ip), "dev", &ns.host_link]);
+        ip(&[
+            "addr",
+            "add",
+            &format!("{}/30", ns.host_ip),
+            "dev",
+            &ns.host_link,
+        ]);
         ip(&["link", "set", &ns.host_link, "up"]);
         let exec = ["netns", "exec", &ns.name, "ip"];
         let in_ns = |args: &[&str]| {
@@ -169,7 +175,10 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
 /// Each copy's (attempt, first, last) nanosecond timestamps written into `dir/copy-<attempt>`.
 fn copies(dir: &std::path::Path) -> Vec<(u32, u128, u128)> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("the ticks directory").flatten() {
+    for entry in std::fs::read_dir(dir)
+        .expect("the ticks directory")
+        .flatten()
+    {
         let name = entry.file_name().to_string_lossy().to_string();
         let Some(attempt) = name.strip_prefix("copy-").and_then(|a| a.parse().ok()) else {
             continue;

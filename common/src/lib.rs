@@ -13,6 +13,7 @@
 //! - [`error`]: the errors of this crate.
 
 pub mod auth;
+pub mod bounded_http;
 pub mod client;
 pub mod duration;
 pub mod error;

@@ -276,7 +276,10 @@ mod tests {
         for _ in 0..200 {
             let mut map: imbl::OrdMap<String, Arc<u32>> = imbl::OrdMap::new();
             for _ in 0..rng.random_range(0..3000) {
-                map.insert(format!("{:05}", rng.random_range(0..5000)), Arc::new(rng.random()));
+                map.insert(
+                    format!("{:05}", rng.random_range(0..5000)),
+                    Arc::new(rng.random()),
+                );
             }
             for _ in 0..10 {
                 let old = map.clone();
@@ -311,9 +314,8 @@ mod tests {
                     diff_map(&old, &map, |v| Some(v.to_le_bytes().to_vec()))
                         .into_iter()
                         .map(|(k, bytes)| {
-                            let value = bytes.map(|b| {
-                                u32::from_le_bytes(b.try_into().expect("four bytes"))
-                            });
+                            let value = bytes
+                                .map(|b| u32::from_le_bytes(b.try_into().expect("four bytes")));
                             (k, value)
                         })
                         .collect();

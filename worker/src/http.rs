@@ -28,6 +28,9 @@ pub struct WebState {
     pub runner: Runner,
 }
 
+/// Connections the worker's port keeps open at once.
+const MAX_CONNECTIONS: usize = 64;
+
 pub fn router(state: WebState) -> Router {
     Router::new()
         .route("/", get(page))
@@ -42,9 +45,14 @@ pub async fn serve(
     state: WebState,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    // Probes and scrapes only: a few connections at a time, each with the header deadline.
+    hearth_common::bounded_http::serve(
+        hearth_common::bounded_http::Incoming::<tokio::net::TcpStream>::Plain(listener),
+        router(state),
+        MAX_CONNECTIONS,
+        shutdown,
+    )
+    .await
 }
 
 async fn readyz(State(s): State<WebState>) -> Response {

@@ -258,14 +258,20 @@ mod tests {
         assert_eq!(lease.deadline, 100, "half a number changes nothing");
         assert!(lease.read(&mut &rest[..]));
         assert_eq!(lease.deadline, 500, "the stale 50 does not shorten it");
-        assert!(!lease.read(&mut &[][..]), "a closed pipe is the worker gone");
+        assert!(
+            !lease.read(&mut &[][..]),
+            "a closed pipe is the worker gone"
+        );
     }
 
     #[test]
     fn arguments_need_the_separator() {
         let args: Vec<OsString> = ["12", "--", "sleep", "1"].iter().map(Into::into).collect();
         let (deadline, program, rest) = parse(&args).expect("parses");
-        assert_eq!((deadline, program.to_str(), rest.len()), (12, Some("sleep"), 1));
+        assert_eq!(
+            (deadline, program.to_str(), rest.len()),
+            (12, Some("sleep"), 1)
+        );
         let bad: Vec<OsString> = ["12", "sleep"].iter().map(Into::into).collect();
         assert!(parse(&bad).is_none());
     }

@@ -4,6 +4,7 @@
 
 pub mod access;
 mod client_service;
+mod decode_budget;
 mod status_codes;
 mod timing;
 mod worker_service;
@@ -56,6 +57,7 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
             telemetry: handle.telemetry.clone(),
         })
         .layer(status_codes::SpecStatusCodes)
+        .layer(decode_budget::DecodeBudget::default())
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(hearth_common::STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(hearth_common::CONNECTION_WINDOW_BYTES))

@@ -422,7 +422,11 @@ impl State {
             DriverState::Submitted
         };
         d.record(state, format!("{why}; waiting to run again"), now_ms);
-        tracing::warn!(driver_id, worker_id, "launch never reached the worker; driver waits again");
+        tracing::warn!(
+            driver_id,
+            worker_id,
+            "launch never reached the worker; driver waits again"
+        );
         self.waiting.push_front(driver_id.to_string());
         self.tried = None;
     }

@@ -50,8 +50,12 @@ impl State {
              ends within {} ms)",
             left.as_millis()
         ));
-        tracing::info!(driver_id, worker_id, wait_ms = left.as_millis() as u64,
-            "at-most-one driver waits for its lost worker's lease to end");
+        tracing::info!(
+            driver_id,
+            worker_id,
+            wait_ms = left.as_millis() as u64,
+            "at-most-one driver waits for its lost worker's lease to end"
+        );
         self.hold_back(driver_id);
     }
 
@@ -77,7 +81,11 @@ impl State {
         d.waiting_reason = Some(format!(
             "at-most-one: waiting for the copy still running on {worker_id} to end"
         ));
-        tracing::info!(driver_id, worker_id, "at-most-one driver waits for its old copy to end");
+        tracing::info!(
+            driver_id,
+            worker_id,
+            "at-most-one driver waits for its old copy to end"
+        );
         self.hold_back(driver_id);
     }
 

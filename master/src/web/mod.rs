@@ -9,13 +9,11 @@
 //! - [`auth`]: `--ui-auth`, the secret asked of every request but the probes.
 //! - [`api`], [`metrics`]: JSON and Prometheus text.
 //! - [`rows`], [`paging`], [`chart`]: what pages are made of.
-//! - [`connections`]: the port's connections, capped, with a deadline for headers.
 
 mod actions;
 mod api;
 mod auth;
 mod chart;
-mod connections;
 mod driver_ui;
 mod logs;
 mod metrics;
@@ -30,7 +28,7 @@ use axum::{
     response::{IntoResponse, Response},
     routing::{any, get, post},
 };
-use hearth_common::Shutdown;
+use hearth_common::{Shutdown, bounded_http};
 
 use crate::{actor::MasterHandle, error::Error, listen::Listener};
 
@@ -127,14 +125,18 @@ async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>
 }
 
 /// Serves the UI, JSON, probes and metrics on `listener` until `shutdown`, with the
-/// connection limits of [`connections`].
+/// connection limits of [`hearth_common::bounded_http`].
 pub async fn serve(
     master: MasterHandle,
     listener: Listener,
     shutdown: Shutdown,
 ) -> std::io::Result<()> {
     let max = master.config.ui.max_connections;
-    connections::serve(listener, router(master), max, shutdown).await
+    let incoming = match listener {
+        Listener::Plain(l) => bounded_http::Incoming::Plain(l),
+        Listener::Tls(accepted) => bounded_http::Incoming::Accepted(accepted),
+    };
+    bounded_http::serve(incoming, router(master), max, shutdown).await
 }
 
 /// The HTTP status an error answers with.

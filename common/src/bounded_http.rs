@@ -1,5 +1,6 @@
-//! The UI port's connections, kept within bounds so slow or hostile clients cannot take the
-//! port down for everyone else (the probes among them).
+//! An HTTP port's connections, kept within bounds so slow or hostile clients cannot take the
+//! port down for everyone else (the probes among them): the master's UI port and the worker's
+//! probe port.
 //!
 //! - A connection that has not sent a whole request within [`HEADER_TIMEOUT`] of opening is
 //!   closed (whatever it sent: nothing, half an HTTP/1 request or an HTTP/2 preface); a request
@@ -24,7 +25,8 @@ use std::{
 };
 
 use axum::Router;
-use hearth_common::Shutdown;
+
+use crate::Shutdown;
 use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::conn::auto,
@@ -34,13 +36,11 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_util::sync::CancellationToken;
 use tower::ServiceExt;
 
-use crate::listen::Listener;
-
 /// How long a client may take to send a request's headers.
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// A connection of either kind the port accepts.
-trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+/// A connection of any kind the port accepts.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 /// What is known of one open connection, so one can be chosen to close.
@@ -101,8 +101,8 @@ impl Registry {
 
 /// Serves `router` on every connection `listener` yields until `shutdown`, with at most `max`
 /// open at once.
-pub async fn serve(
-    listener: Listener,
+pub async fn serve<T: Io + 'static>(
+    listener: Incoming<T>,
     router: Router,
     max: usize,
     shutdown: Shutdown,
@@ -114,7 +114,7 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT);
     let builder = Arc::new(builder);
-    let mut incoming = Incoming::from(listener);
+    let mut incoming = listener;
     let tasks = tokio_util::task::TaskTracker::new();
     let mut sweep = tokio::time::interval(Duration::from_secs(1));
     let mut seq = 0u64;
@@ -132,19 +132,19 @@ pub async fn serve(
             Some(Err(e)) if is_out_of_descriptors(&e) => {
                 // Close the oldest connection to make room, and go on accepting.
                 let shed = registry.shed(true);
-                tracing::warn!(error = %e, shed, "web UI accept failed: out of file descriptors");
+                tracing::warn!(error = %e, shed, "accept failed: out of file descriptors");
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             // A client gone before it was accepted: nothing to do.
             Some(Err(e)) => {
-                tracing::debug!(error = %e, "web UI accept failed");
+                tracing::debug!(error = %e, "accept failed");
                 continue;
             }
             None => break,
         };
         if registry.lock().len() >= max && !registry.shed(false) {
-            tracing::warn!(%peer, max, "web UI connection refused: every connection is busy");
+            tracing::warn!(%peer, max, "connection refused: every connection is busy");
             continue;
         }
         seq += 1;
@@ -198,10 +198,8 @@ pub async fn serve(
 }
 
 fn is_out_of_descriptors(e: &std::io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(code) if code == nix::libc::EMFILE || code == nix::libc::ENFILE
-    )
+    // EMFILE and ENFILE on Linux: out of descriptors for the process, or the whole system.
+    matches!(e.raw_os_error(), Some(24 | 23))
 }
 
 /// Counts the requests in flight on one connection.
@@ -258,22 +256,14 @@ impl Drop for InFlight {
     }
 }
 
-/// Connections as they are accepted, plain or with their TLS handshake done.
-enum Incoming {
+/// Connections as they are accepted: from a plain listener, or already through a handshake
+/// (TLS) elsewhere.
+pub enum Incoming<T> {
     Plain(tokio::net::TcpListener),
-    Tls(tokio::sync::mpsc::Receiver<(crate::tls::TlsStream, SocketAddr)>),
+    Accepted(tokio::sync::mpsc::Receiver<(T, SocketAddr)>),
 }
 
-impl From<Listener> for Incoming {
-    fn from(listener: Listener) -> Self {
-        match listener {
-            Listener::Plain(l) => Self::Plain(l),
-            Listener::Tls(rx) => Self::Tls(rx),
-        }
-    }
-}
-
-impl Incoming {
+impl<T: Io + 'static> Incoming<T> {
     /// The next connection; `None` once no more can come.
     async fn next(&mut self) -> Option<std::io::Result<(Box<dyn Io>, SocketAddr)>> {
         match self {
@@ -282,7 +272,7 @@ impl Incoming {
                 let _ = stream.set_nodelay(true);
                 (Box::new(stream) as Box<dyn Io>, peer)
             })),
-            Self::Tls(accepted) => accepted
+            Self::Accepted(accepted) => accepted
                 .recv()
                 .await
                 .map(|(stream, peer)| Ok((Box::new(stream) as Box<dyn Io>, peer))),
