@@ -766,89 +766,256 @@ impl Drop for Mount {
     }
 }
 
-/// The state directory on a real file system that runs out of room: the write of a turn fails,
-/// the calls of that turn are answered UNAVAILABLE, the master exits non-zero, and a master
-/// restarted with room again holds every acknowledged submission and none of the refused.
+/// A master on a state volume that fills up or turns read-only, with what a test needs to see
+/// it through: its client, web address and the ids it acknowledged.
+struct DiskTrouble {
+    dir: tempfile::TempDir,
+    volume: std::path::PathBuf,
+    mount: Option<Mount>,
+    spawn: hearth_testkit::master::MasterSpawn,
+    master: Option<hearth_testkit::master::MasterProcess>,
+    client: Client,
+}
+
+impl DiskTrouble {
+    async fn start() -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let volume = dir.path().join("volume");
+        std::fs::create_dir(&volume).expect("mount point");
+        let mount = Mount::tmpfs(&volume, "8m");
+        let spawn = hearth_testkit::master::MasterSpawn {
+            binary: support::HEARTH.into(),
+            state_dir: volume.join("state"),
+            bind: "127.0.0.1".into(),
+            ports: (support::free_port(), support::free_port()),
+            secret: Some("test-secret-4f9a".into()),
+            extra: vec![],
+            log: dir.path().join("master.log"),
+        };
+        let master = spawn.start().expect("start the master");
+        let client = Client::connect(&master.url, Some(&Self::secret()))
+            .await
+            .expect("connect");
+        Self {
+            dir,
+            volume,
+            mount: Some(mount),
+            spawn,
+            master: Some(master),
+            client,
+        }
+    }
+
+    fn secret() -> hearth_common::auth::Secret {
+        hearth_common::auth::Secret::new("test-secret-4f9a").expect("secret")
+    }
+
+    fn web(&self) -> String {
+        self.master.as_ref().expect("running").web.clone()
+    }
+
+    /// Submissions until one is refused: the acknowledged ids, and the refusal.
+    async fn submit_until_refused(&self) -> (Vec<String>, tonic::Status) {
+        // Specs of 256 KiB (the environment is kept in the file): a full volume is met soon.
+        let big = DriverSpec {
+            command: vec!["true".into()],
+            cores: 1,
+            memory_mb: 32,
+            env: [("PADDING".to_string(), "x".repeat(256 * 1024))].into(),
+            ..Default::default()
+        };
+        let mut acknowledged = Vec::new();
+        loop {
+            match self.client.submit_request(once(&big)).await {
+                Ok(id) => acknowledged.push(id),
+                Err(hearth_common::Error::Status(status)) => return (acknowledged, status),
+                Err(e) => panic!("not a gRPC status: {e}"),
+            }
+            assert!(
+                acknowledged.len() < 100,
+                "100 submissions of 256 KiB on 8 MiB"
+            );
+        }
+    }
+
+    /// While changes are refused, the master is up, serves reads, the UI and its metrics, and
+    /// says why it is not ready.
+    async fn check_refusing(&mut self, acknowledged: &[String], cause: &str) {
+        let web = self.web();
+        let (code, body) = support::http_get(&web, "/readyz");
+        assert_eq!(code, 503, "{body}");
+        assert!(body.contains(cause), "/readyz says {body}");
+        let (code, page) = support::http_get(&web, "/");
+        assert_eq!(code, 200);
+        assert!(page.contains("id=\"store-trouble\""), "{page:.800}");
+        let (code, metrics) = support::http_get(&web, "/metrics");
+        assert_eq!(code, 200);
+        assert!(
+            metrics.contains("hearth_state_writable 0"),
+            "{metrics:.300}"
+        );
+        let listed: BTreeSet<String> = self
+            .client
+            .drivers()
+            .await
+            .expect("reads are served")
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(
+            listed,
+            acknowledged.iter().cloned().collect::<BTreeSet<_>>()
+        );
+        // Every change is refused, plainly, naming the cause.
+        let refused = self
+            .client
+            .submit(DriverSpec {
+                command: vec!["true".into()],
+                cores: 1,
+                memory_mb: 32,
+                ..Default::default()
+            })
+            .await
+            .expect_err("refused while the file cannot be written");
+        let hearth_common::Error::Status(status) = refused else {
+            panic!("not a gRPC status: {refused}");
+        };
+        assert_eq!(status.code(), tonic::Code::Unavailable, "{status:?}");
+        assert!(status.message().contains("hearth.redb"), "{status:?}");
+        let master = self.master.as_mut().expect("running");
+        assert!(
+            master.proc.child.try_wait().expect("wait").is_none(),
+            "the master is still running"
+        );
+    }
+
+    /// Changes are accepted again on their own, within a few seconds.
+    async fn check_resumed(&self) -> String {
+        let web = self.web();
+        wait_for("ready again", LIMIT, || {
+            let (code, _) = support::http_get(&web, "/readyz");
+            async move { (code == 200).then_some(()) }
+        })
+        .await;
+        self.client
+            .submit(DriverSpec {
+                command: vec!["true".into()],
+                cores: 1,
+                memory_mb: 32,
+                ..Default::default()
+            })
+            .await
+            .expect("a submission is accepted again")
+    }
+
+    /// A restarted master holds exactly what was acknowledged.
+    async fn check_after_restart(&mut self, acknowledged: &BTreeSet<String>) {
+        drop(self.master.take());
+        let master = self.spawn.start().expect("restart the master");
+        let client = Client::connect(&master.url, Some(&Self::secret()))
+            .await
+            .expect("connect");
+        let listed: BTreeSet<String> = client
+            .drivers()
+            .await
+            .expect("drivers")
+            .into_iter()
+            .map(|d| d.id)
+            .collect();
+        assert_eq!(&listed, acknowledged);
+        self.master = Some(master);
+    }
+}
+
+impl Drop for DiskTrouble {
+    fn drop(&mut self) {
+        drop(self.master.take());
+        drop(self.mount.take());
+        let _ = &self.dir;
+    }
+}
+
+/// The state volume fills up: the turn whose write fails is undone and its callers told
+/// UNAVAILABLE naming the file; the master stays up serving reads, the UI and its metrics, is
+/// not ready, refuses every change; once there is room it resumes by itself, and a restart
+/// shows exactly what was acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root to mount a small tmpfs; ./scripts/test runs it, or: cargo test -- --include-ignored"]
-async fn a_state_file_that_cannot_be_written_stops_the_master_and_loses_nothing_answered() {
-    let dir = tempfile::tempdir().expect("temp dir");
-    let volume = dir.path().join("volume");
-    std::fs::create_dir(&volume).expect("mount point");
-    let mount = Mount::tmpfs(&volume, "8m");
-    let spawn = hearth_testkit::master::MasterSpawn {
-        binary: support::HEARTH.into(),
-        state_dir: volume.join("state"),
-        bind: "127.0.0.1".into(),
-        ports: (support::free_port(), support::free_port()),
-        secret: Some("test-secret-4f9a".into()),
-        extra: vec![],
-        log: dir.path().join("master.log"),
-    };
-    let mut master = spawn.start().expect("start the master");
-    let secret = hearth_common::auth::Secret::new("test-secret-4f9a").expect("secret");
-    let client = Client::connect(&master.url, Some(&secret))
-        .await
-        .expect("connect");
-    // Fill what is left of the volume.
+async fn a_full_state_volume_refuses_changes_serves_reads_and_resumes_with_room() {
+    let mut t = DiskTrouble::start().await;
     {
         use std::io::Write;
-        let mut filler = std::fs::File::create(volume.join("filler")).expect("filler");
+        let mut filler = std::fs::File::create(t.volume.join("filler")).expect("filler");
         let block = vec![0u8; 64 * 1024];
         while filler.write_all(&block).is_ok() {}
     }
-    // Specs of 256 KiB (the environment is kept in the file): the file must grow soon.
-    let big = DriverSpec {
-        command: vec!["true".into()],
-        cores: 1,
-        memory_mb: 32,
-        env: [("PADDING".to_string(), "x".repeat(256 * 1024))].into(),
-        ..Default::default()
-    };
-    let mut acknowledged = Vec::new();
-    let refusal = loop {
-        match client.submit_request(once(&big)).await {
-            Ok(id) => acknowledged.push(id),
-            Err(e) => break e,
-        }
-        assert!(
-            acknowledged.len() < 100,
-            "100 submissions of 256 KiB recorded on a full 8 MiB volume"
-        );
-    };
-    let text = refusal.to_string();
+    let (acknowledged, refusal) = t.submit_until_refused().await;
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
     assert!(
-        text.contains("not recorded") && text.contains("hearth.redb"),
-        "{text}"
+        refusal.message().contains("not recorded") && refusal.message().contains("hearth.redb"),
+        "{refusal:?}"
     );
-    let status = support::wait_for("the master to exit", LIMIT, || {
-        let status = master.proc.child.try_wait().ok().flatten();
-        async move { status }
-    })
-    .await;
-    assert!(!status.success(), "the master exited with {status}");
-    let log = std::fs::read_to_string(dir.path().join("master.log")).unwrap_or_default();
-    assert!(log.contains("cannot write the state file"), "{log}");
+    t.check_refusing(&acknowledged, "No space left").await;
 
-    // Room again: everything acknowledged is there, nothing else.
-    std::fs::remove_file(volume.join("filler")).expect("remove the filler");
-    let master = spawn.start().expect("restart the master");
-    let client = Client::connect(&master.url, Some(&secret))
+    std::fs::remove_file(t.volume.join("filler")).expect("remove the filler");
+    let after = t.check_resumed().await;
+    let log = std::fs::read_to_string(t.dir.path().join("master.log")).unwrap_or_default();
+    assert!(log.contains("can be written again"), "{log}");
+    let mut all: BTreeSet<String> = acknowledged.into_iter().collect();
+    all.insert(after);
+    t.check_after_restart(&all).await;
+}
+
+/// A master (re)started on a state volume that is read-only: it comes up on what the file
+/// holds, serves reads, refuses changes, is not ready; once the volume is writable it resumes by
+/// itself. (A tmpfs cannot be made read-only while a file on it is open for writing, so the
+/// master is stopped for the remount, as a pod restarted onto a read-only volume would be.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root to mount a small tmpfs; ./scripts/test runs it, or: cargo test -- --include-ignored"]
+async fn a_read_only_state_volume_refuses_changes_serves_reads_and_resumes_when_writable() {
+    let mut t = DiskTrouble::start().await;
+    let first = t
+        .client
+        .submit(DriverSpec {
+            command: vec!["true".into()],
+            cores: 1,
+            memory_mb: 32,
+            ..Default::default()
+        })
+        .await
+        .expect("a submission");
+    let volume = t.volume.clone();
+    let remount = |mode: &str| {
+        let out = std::process::Command::new("mount")
+            .args(["-o", &format!("remount,{mode}")])
+            .arg(&volume)
+            .output()
+            .expect("run mount");
+        assert!(out.status.success(), "remount {mode}: {}", stderr(&out));
+    };
+    drop(t.master.take());
+    remount("ro");
+    let master = t
+        .spawn
+        .start()
+        .expect("the master starts on a read-only volume");
+    t.client = Client::connect(&master.url, Some(&DiskTrouble::secret()))
         .await
         .expect("connect");
-    let listed: BTreeSet<String> = client
-        .drivers()
-        .await
-        .expect("drivers")
-        .into_iter()
-        .map(|d| d.id)
-        .collect();
-    assert_eq!(
-        listed,
-        acknowledged.iter().cloned().collect::<BTreeSet<_>>()
+    t.master = Some(master);
+    let (acknowledged, refusal) = t.submit_until_refused().await;
+    assert!(
+        acknowledged.is_empty(),
+        "{acknowledged:?} recorded on a read-only volume"
     );
-    drop(master);
-    drop(mount);
+    assert_eq!(refusal.code(), tonic::Code::Unavailable, "{refusal:?}");
+    t.check_refusing(std::slice::from_ref(&first), "Read-only")
+        .await;
+
+    remount("rw");
+    let after = t.check_resumed().await;
+    t.check_after_restart(&[first, after].into_iter().collect())
+        .await;
 }
 
 /// A script that runs `hearth submit --submission-id ID` again (after a timeout, say) gets the

@@ -161,3 +161,97 @@ pub async fn worker_stop(binary: &Path, rounds: usize, timeout: Duration) -> Res
         ),
     )
 }
+
+/// What `--at-most-one` costs: `rounds` times, a plain supervised driver and an `--at-most-one`
+/// one run on a real worker that is then frozen (SIGSTOP); the time from the freeze until each
+/// runs again on the other worker. The plain one moves once the worker is declared lost (its
+/// timeout after the last heartbeat); the other waits on top for the lease the frozen worker's
+/// keepers enforce (the timeout again, plus 1 s and 1 %, counted from that heartbeat).
+pub async fn at_most_one_relaunch(
+    binary: &Path,
+    rounds: usize,
+    timeout: Duration,
+) -> Result<Figure> {
+    let timeout_arg = format!("{}ms", timeout.as_millis());
+    let mut master = Master::start(binary, &["--worker-timeout", &timeout_arg])?;
+    let client = master.client().await?;
+    let mut plain_times = Vec::new();
+    let mut once_times = Vec::new();
+    for round in 0..rounds {
+        let frozen_name = format!("freeze-{round}");
+        let frozen = master.spawn_worker(&frozen_name, 2, "1g")?;
+        wait_alive(&client, &frozen_name).await?;
+        let spec = |name: String, at_most_one: bool| DriverSpec {
+            name,
+            command: vec!["sleep".into(), "600".into()],
+            cores: 1,
+            memory_mb: 64,
+            supervise: true,
+            max_retries: 10,
+            at_most_one,
+            ..Default::default()
+        };
+        let plain = client.submit(spec(format!("plain-{round}"), false)).await?;
+        let once = client.submit(spec(format!("once-{round}"), true)).await?;
+        let mut watches = Vec::new();
+        for id in [&plain, &once] {
+            let mut watch = client.watch(id).await?;
+            loop {
+                let d = watch
+                    .message()
+                    .await?
+                    .ok_or_else(|| anyhow!("watch ended"))?;
+                if d.state == DriverState::Running as i32 {
+                    break;
+                }
+            }
+            watches.push(watch);
+        }
+        let spare_name = format!("spare-{round}");
+        let spare = master.spawn_worker(&spare_name, 2, "1g")?;
+        wait_alive(&client, &spare_name).await?;
+        // Heartbeats at their rhythm, so the freeze lands at a random phase of them.
+        tokio::time::sleep(timeout / 3).await;
+        let t0 = Instant::now();
+        frozen.signal(Signal::SIGSTOP);
+        for (i, watch) in watches.iter_mut().enumerate() {
+            loop {
+                let d =
+                    tokio::time::timeout(timeout * 4 + Duration::from_secs(10), watch.message())
+                        .await
+                        .map_err(|_| anyhow!("not running elsewhere in time"))??
+                        .ok_or_else(|| anyhow!("watch ended"))?;
+                if d.attempt >= 2 && d.state == DriverState::Running as i32 {
+                    if i == 0 {
+                        plain_times.push(t0.elapsed());
+                    } else {
+                        once_times.push(t0.elapsed());
+                    }
+                    break;
+                }
+            }
+        }
+        frozen.signal(Signal::SIGKILL);
+        client.kill(&plain).await?;
+        client.kill(&once).await?;
+        drop(spare);
+    }
+    let plain = Stats::of_durations(&plain_times).ok_or_else(|| anyhow!("no runs"))?;
+    let once = Stats::of_durations(&once_times).ok_or_else(|| anyhow!("no runs"))?;
+    Figure::new(
+        "--at-most-one: worker frozen (SIGSTOP) → driver running elsewhere",
+        Unit::Millis,
+        once_times
+            .iter()
+            .map(|d| d.as_secs_f64() * 1000.0)
+            .collect(),
+        "≤ 2 × timeout + 1 s plus 1 %",
+        format!(
+            "--worker-timeout {} ms; a plain supervised driver beside it: median {:.0} ms, so \
+             --at-most-one adds median {:.0} ms",
+            timeout.as_millis(),
+            plain.median,
+            once.median - plain.median
+        ),
+    )
+}

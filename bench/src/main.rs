@@ -92,6 +92,10 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
         let timeout = Duration::from_secs(if quick { 1 } else { 10 });
         table.push(failure::worker_stop(&binary, pick(2, 1), timeout).await?);
     }
+    if wanted("at-most-one", "--at-most-one") {
+        let timeout = Duration::from_secs(if quick { 1 } else { 10 });
+        table.push(failure::at_most_one_relaunch(&binary, pick(3, 1), timeout).await?);
+    }
     if wanted("scheduler", "scheduler alone") {
         table.push(scheduler::place_all(pick(20, 2))?);
     }

@@ -57,10 +57,15 @@ async fn simulated_worker(url: String, n: usize, stop: hearth_common::Shutdown) 
         }
     };
     let mut tick = tokio::time::interval(interval);
+    let mut seq = 0;
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
-            _ = tick.tick() => tx.send(up(Up::Heartbeat(Heartbeat {}))).await?,
+            _ = tick.tick() => {
+                // Numbered as a real worker's, so the master acknowledges each as it would.
+                seq += 1;
+                tx.send(up(Up::Heartbeat(Heartbeat { seq }))).await?;
+            }
             message = down.message() => {
                 let Some(MasterMessage { msg: Some(msg) }) = message? else {
                     return Ok(());
@@ -107,7 +112,7 @@ fn answer(msg: Down) -> Vec<Up> {
             ..Default::default()
         })],
         // A simulated worker runs no driver UIs: the master's wait for the tunnel times out.
-        Down::Registered(_) | Down::OpenTunnel(_) => Vec::new(),
+        Down::Registered(_) | Down::OpenTunnel(_) | Down::HeartbeatAck(_) => Vec::new(),
     }
 }
 

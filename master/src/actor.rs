@@ -51,7 +51,27 @@ pub struct MasterHandle {
     pub kept_logs: KeptLogs,
     /// Driver UI connections waiting for their worker to open the tunnel.
     pub tunnels: Tunnels,
+    /// Why the state file cannot be written now, if it cannot.
+    pub store_trouble: StoreTrouble,
 }
+
+/// Why the last write of the state file failed, until one succeeds again: while it is set the
+/// master answers reads but every change is refused (UNAVAILABLE), and it is not ready.
+#[derive(Debug, Clone, Default)]
+pub struct StoreTrouble(Arc<std::sync::Mutex<Option<String>>>);
+
+impl StoreTrouble {
+    pub fn get(&self) -> Option<String> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    fn set(&self, why: Option<String>) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = why;
+    }
+}
+
+/// How often a master whose state file cannot be written tries it again while idle.
+const STORE_RETRY: std::time::Duration = std::time::Duration::from_secs(2);
 
 impl MasterHandle {
     /// The state as of the last completed turn.
@@ -83,8 +103,8 @@ impl MasterHandle {
 }
 
 /// Starts the actor on the state `store` held (`loaded`, as read); it runs until `shutdown` is
-/// cancelled, or fails when the store cannot be written (the master stops rather than answer
-/// for state it cannot keep).
+/// cancelled. A turn whose write fails is undone (its callers told UNAVAILABLE, its orders
+/// never sent) and the master goes on serving reads until the file can be written again.
 pub fn spawn(
     config: Arc<MasterConfig>,
     master_url: String,
@@ -134,8 +154,14 @@ pub fn spawn(
         tokens: tokens.clone(),
         kept_logs,
         tunnels: Tunnels::default(),
+        store_trouble: StoreTrouble::default(),
     };
+    if let Some(why) = store.read_only() {
+        handle.store_trouble.set(Some(why.to_string()));
+    }
     let actor = Actor {
+        store_trouble: handle.store_trouble.clone(),
+        store_retried: Instant::now(),
         state,
         persisted,
         store: Arc::new(store),
@@ -163,6 +189,10 @@ struct Actor {
     config: Arc<MasterConfig>,
     telemetry: Arc<Telemetry>,
     tokens: Arc<DriverTokens>,
+    /// Shared with the handlers: why the state file cannot be written now.
+    store_trouble: StoreTrouble,
+    /// When a write was last tried while the file could not be written.
+    store_retried: Instant,
 }
 
 /// A reply held back until the turn's changes are durable and published. Given the store's
@@ -213,9 +243,13 @@ impl Actor {
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
                     let released = self.state.fence_due(now_ms) && self.state.release_fences(now_ms);
                     self.state.decay_usage(now_ms);
+                    // A state file that could not be written is tried again now and then.
+                    let retry = self.store_trouble.get().is_some()
+                        && self.store_retried.elapsed() >= STORE_RETRY;
                     expired
                         || limited
                         || released
+                        || retry
                         || self.state.recovering
                         || self.state.reservation_check_due(now_ms)
                         || self.state.preemption_due(now_ms)
@@ -235,15 +269,20 @@ impl Actor {
             self.telemetry.schedule.observe(started.elapsed());
             self.state.prune();
             let failure = self.persist().await.err();
-            self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
             if let Some(e) = &failure {
-                tracing::error!(error = %e, "cannot write the state file; stopping the master");
+                // Undone: the state is the file's again. Callers hear UNAVAILABLE; no order of
+                // this turn goes out; workers reconnect and report again what the lost turn
+                // had heard from them.
+                tracing::error!(error = %e, "cannot write the state file; the turn is undone and changes are refused until it can be written");
+                self.state = self.persisted.clone();
+                self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
                 for r in replies {
                     r(Some(e));
                 }
                 self.links.clear();
-                return Err(failure.unwrap_or(Error::ShuttingDown));
+                continue;
             }
+            self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
             for effect in effects {
                 self.deliver(effect);
             }
@@ -257,7 +296,31 @@ impl Actor {
     }
 
     /// Writes what changed since the last write, in one transaction, off the async threads.
+    /// After a failed write the file is opened again and brought up to the whole state.
     async fn persist(&mut self) -> Result<()> {
+        if self.store_trouble.get().is_some() {
+            self.store_retried = Instant::now();
+            let store = self.store.clone();
+            let state = self.state.clone();
+            let result = tokio::task::spawn_blocking(move || store.resync(&state))
+                .await
+                .map_err(|e| crate::error::StoreError::Write {
+                    path: self.store.path().display().to_string(),
+                    reason: format!("the writer stopped: {e}"),
+                })
+                .and_then(|r| r);
+            if let Err(e) = result {
+                self.store_trouble.set(Some(e.to_string()));
+                self.telemetry
+                    .store_failures
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                return Err(e.into());
+            }
+            tracing::info!("the state file can be written again; changes are accepted");
+            self.store_trouble.set(None);
+            self.persisted = self.state.clone();
+            return Ok(());
+        }
         let changes = crate::store::diff(&self.persisted, &self.state);
         if changes.is_empty() {
             // Nothing kept changed (heartbeats): compare with this state from now on.
@@ -267,12 +330,20 @@ impl Actor {
         let store = self.store.clone();
         let records = changes.records();
         let started = Instant::now();
-        tokio::task::spawn_blocking(move || store.save(&changes))
+        let written = tokio::task::spawn_blocking(move || store.save(&changes))
             .await
             .map_err(|e| crate::error::StoreError::Write {
                 path: self.store.path().display().to_string(),
                 reason: format!("the writer stopped: {e}"),
-            })??;
+            })
+            .and_then(|r| r);
+        if let Err(e) = written {
+            self.store_trouble.set(Some(e.to_string()));
+            self.telemetry
+                .store_failures
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Err(e.into());
+        }
         self.telemetry.store_write.observe(started.elapsed());
         tracing::debug!(records, "state written");
         self.persisted = self.state.clone();

@@ -142,14 +142,28 @@ fn key_of(process: &ProcessRef, stream: LogStream) -> String {
     format!("{process}/{stream}")
 }
 
+/// The most kept in memory when the file cannot be written.
+const IN_MEMORY_LIMIT: u64 = 16 * 1024 * 1024;
+
 impl KeptLogs {
     /// Opens (or creates) the kept logs in `dir` and starts the task that writes what workers
     /// ship. A damaged file is moved aside and started afresh: kept logs are not worth
     /// refusing to start over.
     pub fn open(dir: &Path, limit: u64) -> Result<Self> {
         let path = dir.join(FILE_NAME);
+        let mut limit = limit;
         let db = match redb::Database::create(&path) {
             Ok(db) => db,
+            // The volume cannot be written (read-only, full): the master still starts, and
+            // keeps what workers ship in memory, a little of it, until it restarts.
+            Err(redb::DatabaseError::Storage(redb::StorageError::Io(e))) => {
+                limit = limit.min(IN_MEMORY_LIMIT);
+                tracing::warn!(path = %path.display(), error = %e, limit,
+                    "kept logs cannot be written; keeping them in memory until the master restarts");
+                redb::Database::builder()
+                    .create_with_backend(redb::backends::InMemoryBackend::new())
+                    .map_err(|e| Error::Config(format!("kept logs in memory: {e}")))?
+            }
             Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
                 return Err(Error::Config(format!(
                     "the kept logs {} are in use by another process (is another master running \

@@ -8,8 +8,9 @@
 //! so unchanged records are skipped by pointer.
 
 use std::{
+    collections::BTreeMap,
     path::{Path, PathBuf},
-    sync::Arc,
+    sync::{Arc, Mutex},
 };
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -57,15 +58,18 @@ fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).unwrap_or_default()
 }
 
-/// What changed between the state last written (`old`) and `new`.
-pub fn diff(old: &State, new: &State) -> Changes {
-    let mut changes = Changes::default();
-    let meta = |s: &State| Meta {
+fn meta(s: &State) -> Meta {
+    Meta {
         format: FORMAT,
         started_ms: s.started_ms,
         next_driver_seq: s.next_driver_seq,
         next_app_seq: s.next_app_seq,
-    };
+    }
+}
+
+/// What changed between the state last written (`old`) and `new`.
+pub fn diff(old: &State, new: &State) -> Changes {
+    let mut changes = Changes::default();
     if meta(old) != meta(new) {
         changes.meta = Some(encode(&meta(new)));
     }
@@ -111,9 +115,68 @@ fn restrict(path: &Path, mode: u32) {
 }
 
 pub struct Store {
+    /// `None` between closing the file after a failed write and opening it again.
+    db: Mutex<Option<Db>>,
+    path: PathBuf,
+    /// Why the file could be opened only for reading, when it could not be written at start
+    /// (a read-only or full volume).
+    read_only: Option<String>,
+}
+
+/// The file, open for writing, or for reading only while it cannot be written.
+enum Db {
+    Writable(redb::Database),
+    ReadOnly(redb::ReadOnlyDatabase),
+    /// A file left by an unclean stop needs a repair before it can be read, and a repair writes:
+    /// on a volume that cannot be written, a copy elsewhere is repaired and read instead.
+    RepairedCopy(RepairedCopy),
+}
+
+impl Db {
+    fn begin_read(&self) -> Result<redb::ReadTransaction, redb::TransactionError> {
+        match self {
+            Db::Writable(db) => db.begin_read(),
+            Db::ReadOnly(db) => db.begin_read(),
+            Db::RepairedCopy(copy) => copy.db.begin_read(),
+        }
+    }
+}
+
+/// A repaired copy of the state file in the temporary directory, removed when closed.
+struct RepairedCopy {
     db: redb::Database,
     path: PathBuf,
 }
+
+impl RepairedCopy {
+    fn open(original: &Path) -> Result<Self, String> {
+        let path = std::env::temp_dir().join(format!(
+            "hearth-state-{}-{}.redb",
+            std::process::id(),
+            hearth_common::ids::now_ms()
+        ));
+        std::fs::copy(original, &path)
+            .map_err(|e| format!("copying it to {} to repair: {e}", path.display()))?;
+        restrict(&path, 0o600);
+        match redb::Database::create(&path) {
+            Ok(db) => Ok(Self { db, path }),
+            Err(e) => {
+                let _ = std::fs::remove_file(&path);
+                Err(format!("repairing a copy: {e}"))
+            }
+        }
+    }
+}
+
+impl Drop for RepairedCopy {
+    fn drop(&mut self) {
+        // Unlinked while still open: the space goes when the handle closes just after.
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// Rows of one table as the file holds them.
+type Rows = BTreeMap<String, Vec<u8>>;
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -136,22 +199,133 @@ impl Store {
         };
         // Specs carry environment values (often credentials): only the master's user reads them.
         restrict(dir, 0o700);
-        let mut db = redb::Database::create(&path).map_err(|e| match e {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::InUse {
-                path: shown.clone(),
-            },
-            e => open_error(e.to_string()),
-        })?;
-        restrict(&path, 0o600);
-        // A file that fails its checksums is refused, never half-read.
-        match db.check_integrity() {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(path = %shown, "state file repaired after an unclean stop"),
+        let (db, read_only) = match redb::Database::create(&path) {
+            Ok(mut db) => {
+                restrict(&path, 0o600);
+                // A file that fails its checksums is refused, never half-read.
+                match db.check_integrity() {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        tracing::warn!(path = %shown, "state file repaired after an unclean stop")
+                    }
+                    Err(e) => return Err(open_error(e.to_string())),
+                }
+                (Db::Writable(db), None)
+            }
+            Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                return Err(StoreError::InUse {
+                    path: shown.clone(),
+                });
+            }
+            // A volume that cannot be written (read-only, full) need not keep the master down:
+            // it serves what the file holds and refuses changes until it can write.
+            Err(redb::DatabaseError::Storage(e)) if path.exists() => {
+                let why = format!("cannot write the state file {shown}: {e}");
+                let db = match redb::ReadOnlyDatabase::open(&path) {
+                    Ok(db) => Db::ReadOnly(db),
+                    Err(redb::DatabaseError::DatabaseAlreadyOpen) => {
+                        return Err(StoreError::InUse {
+                            path: shown.clone(),
+                        });
+                    }
+                    Err(redb::DatabaseError::RepairAborted) => Db::RepairedCopy(
+                        RepairedCopy::open(&path)
+                            .map_err(|copy| open_error(format!("{e}; {copy}")))?,
+                    ),
+                    Err(ro) => return Err(open_error(format!("{e}; read-only: {ro}"))),
+                };
+                tracing::error!(path = %shown, error = %e,
+                    "state file opened for reading only; changes are refused until it can be written");
+                (db, Some(why))
+            }
             Err(e) => return Err(open_error(e.to_string())),
-        }
-        let store = Self { db, path };
+        };
+        let store = Self {
+            db: Mutex::new(Some(db)),
+            path,
+            read_only,
+        };
         let loaded = store.load()?;
         Ok((store, loaded))
+    }
+
+    fn db(&self) -> std::sync::MutexGuard<'_, Option<Db>> {
+        self.db.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Why the file was opened for reading only at start, if it was.
+    pub fn read_only(&self) -> Option<&str> {
+        self.read_only.as_deref()
+    }
+
+    /// After a failed write: closes the file and opens it again (redb refuses every write after
+    /// an I/O error until then), and writes whatever of `state` the file does not hold, so it
+    /// matches the state exactly whichever way the failed write ended.
+    pub fn resync(&self, state: &State) -> Result<(), StoreError> {
+        let fail = |reason: String| StoreError::Write {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        {
+            let mut db = self.db();
+            // The old handle holds the file's lock: it goes before the file is opened again.
+            db.take();
+            let mut reopened =
+                redb::Database::create(&self.path).map_err(|e| fail(e.to_string()))?;
+            if let Ok(false) = reopened.check_integrity() {
+                tracing::warn!(path = %self.path.display(), "state file repaired after a failed write");
+            }
+            *db = Some(Db::Writable(reopened));
+        }
+        let (meta_rows, drivers, apps, workers) = self.raw().map_err(|e| fail(e.to_string()))?;
+        let mut changes = Changes::default();
+        let meta_now = encode(&meta(state));
+        if meta_rows.get("meta") != Some(&meta_now) {
+            changes.meta = Some(meta_now);
+        }
+        changes.drivers = differences(
+            &drivers,
+            state.drivers.iter().map(|(k, d)| (k, encode(d.as_ref()))),
+        );
+        changes.apps = differences(
+            &apps,
+            state.apps.iter().map(|(k, a)| (k, encode(a.as_ref()))),
+        );
+        changes.workers = differences(
+            &workers,
+            state
+                .workers
+                .iter()
+                .map(|(k, w)| (k, encode(&StoredWorker::from(w.as_ref())))),
+        );
+        if !changes.is_empty() {
+            tracing::info!(
+                records = changes.records(),
+                "state file brought up to date after a failed write"
+            );
+        }
+        self.save(&changes)
+    }
+
+    /// Every row of every table, as bytes.
+    fn raw(&self) -> Result<(Rows, Rows, Rows, Rows), String> {
+        let db = self.db();
+        let db = db.as_ref().ok_or("the state file is closed")?;
+        let txn = db.begin_read().map_err(|e| e.to_string())?;
+        let read = |def: TableDefinition<&str, &[u8]>| -> Result<Rows, String> {
+            let table = match txn.open_table(def) {
+                Ok(t) => t,
+                Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Rows::new()),
+                Err(e) => return Err(e.to_string()),
+            };
+            let mut rows = Rows::new();
+            for row in table.iter().map_err(|e| e.to_string())? {
+                let (k, v) = row.map_err(|e| e.to_string())?;
+                rows.insert(k.value().to_string(), v.value().to_vec());
+            }
+            Ok(rows)
+        };
+        Ok((read(META)?, read(DRIVERS)?, read(APPS)?, read(WORKERS)?))
     }
 
     pub fn path(&self) -> &Path {
@@ -164,7 +338,9 @@ impl Store {
             path: shown.clone(),
             reason: e.to_string(),
         };
-        let txn = self.db.begin_read().map_err(|e| io(&e))?;
+        let db = self.db();
+        let db = db.as_ref().ok_or_else(|| io(&"the state file is closed"))?;
+        let txn = db.begin_read().map_err(|e| io(&e))?;
         let mut loaded = Loaded::default();
         let read_all =
             |def: TableDefinition<&str, &[u8]>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
@@ -224,7 +400,15 @@ impl Store {
             path: self.path.display().to_string(),
             reason: e.to_string(),
         };
-        let txn = self.db.begin_write().map_err(|e| fail(&e))?;
+        let db = self.db();
+        let db = match db.as_ref() {
+            Some(Db::Writable(db)) => db,
+            Some(Db::ReadOnly(_) | Db::RepairedCopy(_)) => {
+                return Err(fail(&"the state file is open for reading only"));
+            }
+            None => return Err(fail(&"the state file is closed after a failed write")),
+        };
+        let txn = db.begin_write().map_err(|e| fail(&e))?;
         {
             if let Some(meta) = &changes.meta {
                 let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
@@ -257,6 +441,27 @@ impl Store {
         }
         txn.commit().map_err(|e| fail(&e))
     }
+}
+
+/// The rows to write or delete so that `file` holds exactly `now`.
+fn differences<'a>(
+    file: &Rows,
+    now: impl Iterator<Item = (&'a String, Vec<u8>)>,
+) -> Vec<(String, Option<Vec<u8>>)> {
+    let mut changes = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
+    for (key, bytes) in now {
+        seen.insert(key.as_str());
+        if file.get(key) != Some(&bytes) {
+            changes.push((key.clone(), Some(bytes)));
+        }
+    }
+    changes.extend(
+        file.keys()
+            .filter(|k| !seen.contains(k.as_str()))
+            .map(|k| (k.clone(), None)),
+    );
+    changes
 }
 
 #[cfg(test)]

@@ -103,6 +103,8 @@ pub struct Telemetry {
     pub schedule: Histogram,
     /// One write of the state file (a turn's changes, fsync'd).
     pub store_write: Histogram,
+    /// Writes of the state file that failed (a full or read-only volume).
+    pub store_failures: std::sync::atomic::AtomicU64,
     rpcs: Mutex<BTreeMap<String, Histogram>>,
     samples: Mutex<VecDeque<Sample>>,
     sample_capacity: usize,
@@ -114,6 +116,7 @@ impl Telemetry {
         Self {
             schedule: Histogram::default(),
             store_write: Histogram::default(),
+            store_failures: Default::default(),
             rpcs: Mutex::new(BTreeMap::new()),
             samples: Mutex::new(VecDeque::with_capacity(sample_capacity)),
             sample_capacity: sample_capacity.max(1),

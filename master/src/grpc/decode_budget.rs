@@ -212,6 +212,7 @@ impl Framer {
     }
 
     /// The last message has passed whole and no next one has begun.
+    #[cfg(test)]
     fn between_messages(&self) -> bool {
         self.remaining == 0 && self.have == 0
     }

@@ -173,6 +173,17 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         u8::from(snap.recovering)
     );
     let t = &master.telemetry;
+    let trouble = master.store_trouble.get();
+    let _ = writeln!(
+        out,
+        "# HELP hearth_state_writable 1 while the state file can be written; 0 while changes are refused.\n# TYPE hearth_state_writable gauge\nhearth_state_writable {}",
+        u8::from(trouble.is_none())
+    );
+    let _ = writeln!(
+        out,
+        "# HELP hearth_state_write_failures_total Writes of the state file that failed.\n# TYPE hearth_state_write_failures_total counter\nhearth_state_write_failures_total {}",
+        t.store_failures.load(std::sync::atomic::Ordering::Relaxed)
+    );
     write_histogram(
         &mut out,
         "hearth_schedule_seconds",

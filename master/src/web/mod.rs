@@ -119,6 +119,12 @@ async fn guard_headers(mut response: Response) -> Response {
 async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>) -> Response {
     if master.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if let Some(why) = master.store_trouble.get() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the state file cannot be written, changes are refused: {why}\n"),
+        )
+            .into_response()
     } else {
         "ready\n".into_response()
     }

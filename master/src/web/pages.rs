@@ -94,6 +94,8 @@ struct Overview {
     apps_pager: Pager,
     completed_apps: Vec<AppRow>,
     completed_apps_pager: Pager,
+    /// Why the state file cannot be written now (changes are refused), if it cannot.
+    store_trouble: Option<String>,
 }
 
 /// The overview of `state` as HTML; `samples` feed the chart. Public so the benchmark can
@@ -104,6 +106,7 @@ pub fn overview_html(
     samples: &[Sample],
     now_ms: i64,
     query: &OverviewQuery,
+    store_trouble: Option<String>,
 ) -> Result<String, askama::Error> {
     let base = ui.base_path.clone();
     let pager = |table: &str, total: usize, requested: Option<usize>| {
@@ -180,6 +183,7 @@ pub fn overview_html(
         .collect();
 
     Overview {
+        store_trouble,
         url: state.master_url.clone(),
         status: if state.recovering {
             "RECOVERING"
@@ -341,7 +345,8 @@ pub async fn overview(
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
-    match overview_html(&snap, &master.config.ui, &samples, now_ms, &query) {
+    let trouble = master.store_trouble.get();
+    match overview_html(&snap, &master.config.ui, &samples, now_ms, &query, trouble) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
             &master.config.ui.base_path,
