@@ -165,8 +165,8 @@ pub async fn worker_stop(binary: &Path, rounds: usize, timeout: Duration) -> Res
 /// What `--at-most-one` costs: `rounds` times, a plain supervised driver and an `--at-most-one`
 /// one run on a real worker that is then frozen (SIGSTOP); the time from the freeze until each
 /// runs again on the other worker. The plain one moves once the worker is declared lost (its
-/// timeout after the last heartbeat); the other waits on top for the lease the frozen worker's
-/// keepers enforce (the timeout again, plus 1 s and 1 %, counted from that heartbeat).
+/// timeout after the last heartbeat); the other waits for the lease the frozen worker's keepers
+/// enforce, which ends at about the same time, plus a margin of 1 s and 1 % of the timeout.
 pub async fn at_most_one_relaunch(
     binary: &Path,
     rounds: usize,
@@ -245,7 +245,7 @@ pub async fn at_most_one_relaunch(
             .iter()
             .map(|d| d.as_secs_f64() * 1000.0)
             .collect(),
-        "≤ 2 × timeout + 1 s plus 1 %",
+        "≤ plain + 1 s + 1 % of the timeout",
         format!(
             "--worker-timeout {} ms; a plain supervised driver beside it: median {:.0} ms, so \
              --at-most-one adds median {:.0} ms",
