@@ -389,3 +389,144 @@ async fn the_ui_serves_under_kubectls_service_proxy_path() {
     let (code, _) = http_get(&cluster.web, "/api/v1/workers");
     assert_eq!(code, 200);
 }
+
+/// A reverse proxy as an ingress with a rewrite rule is one: requests under `prefix` go to the
+/// master with the prefix taken off and `X-Forwarded-Prefix` set; answers come back untouched
+/// (no link is rewritten). Its address; it serves until the test process ends.
+fn stripping_proxy(upstream: &str, prefix: &'static str) -> String {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind the proxy");
+    let addr = listener.local_addr().expect("address").to_string();
+    let upstream = upstream.to_string();
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let upstream = upstream.clone();
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(client.try_clone().expect("clone"));
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    return;
+                }
+                let mut parts = request_line.split_whitespace();
+                let (method, target) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let mut headers = Vec::new();
+                let mut length = 0usize;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).is_err() || line == "\r\n" || line.is_empty() {
+                        break;
+                    }
+                    let lower = line.to_ascii_lowercase();
+                    if let Some(v) = lower.strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if !lower.starts_with("connection:") {
+                        headers.push(line);
+                    }
+                }
+                let mut body = vec![0u8; length];
+                let _ = reader.read_exact(&mut body);
+                let mut client = client;
+                let Some(rest) = target.strip_prefix(prefix) else {
+                    let _ = client.write_all(
+                        b"HTTP/1.1 404 Not Found\r\ncontent-length: 9\r\nconnection: close\r\n\r\nnot here\n",
+                    );
+                    return;
+                };
+                let rest = if rest.is_empty() { "/" } else { rest };
+                let Ok(mut up) = std::net::TcpStream::connect(&upstream) else {
+                    return;
+                };
+                let mut head = format!("{method} {rest} HTTP/1.1\r\n");
+                for h in &headers {
+                    head.push_str(h);
+                }
+                head.push_str(&format!(
+                    "x-forwarded-prefix: {prefix}\r\nconnection: close\r\n\r\n"
+                ));
+                let _ = up.write_all(head.as_bytes());
+                let _ = up.write_all(&body);
+                let _ = std::io::copy(&mut up, &mut client);
+            });
+        }
+    });
+    addr
+}
+
+/// Crawls every page linked from the overview at `start` through `web`: each answers 200 and
+/// every link stays under `prefix`. The paths seen.
+fn crawl(web: &str, prefix: &str) -> std::collections::BTreeSet<String> {
+    let mut seen = std::collections::BTreeSet::new();
+    let mut todo = vec![format!("{prefix}/")];
+    while let Some(path) = todo.pop() {
+        if !seen.insert(path.clone()) || seen.len() > 40 {
+            continue;
+        }
+        let (code, page) = http_get(web, &path);
+        assert_eq!(code, 200, "{path}: {page:.600}");
+        for link in page
+            .split("href=\"")
+            .skip(1)
+            .filter_map(|rest| rest.split('"').next())
+            .map(|l| l.replace("&amp;", "&"))
+        {
+            if link.is_empty() || link.starts_with('#') || link.starts_with('?') {
+                continue;
+            }
+            assert!(
+                link.starts_with(prefix),
+                "{path} links to {link}, outside {prefix}"
+            );
+            if !link.contains("/logs/") && !link.contains("/ui/") {
+                todo.push(link.split('?').next().unwrap_or_default().to_string());
+            }
+        }
+    }
+    seen
+}
+
+/// Behind a proxy that takes kubectl's service proxy path off and rewrites nothing, every page
+/// is served and every link stays inside the prefix: without any flag (the master reads the
+/// prefix from `X-Forwarded-Prefix`), and with `--ui-base-path` naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ui_behind_a_path_stripping_proxy_keeps_every_link_inside_its_prefix() {
+    const PREFIX: &str = "/api/v1/namespaces/hearth/services/hearth-webui:8080/proxy";
+    for flag in [false, true] {
+        let mut extra = vec!["--ui-kill".to_string()];
+        if flag {
+            extra.extend(["--ui-base-path".into(), PREFIX.into()]);
+        }
+        let mut cluster = Cluster::start_with(MasterOptions {
+            extra,
+            ..Default::default()
+        });
+        let worker = cluster.add_worker(2, "1g").await;
+        let driver = cluster.submit(&["--memory", "64m", "--", "sh", "-c", "echo hi; sleep 600"]);
+        cluster.wait_state(&driver, "RUNNING", LIMIT).await;
+        let proxy = stripping_proxy(&cluster.web, PREFIX);
+        let seen = crawl(&proxy, PREFIX);
+        for page in [
+            format!("{PREFIX}/workers/{worker}"),
+            format!("{PREFIX}/drivers/{driver}"),
+            format!("{PREFIX}/queues"),
+        ] {
+            assert!(
+                seen.contains(&page),
+                "flag {flag}: {page} not reached: {seen:?}"
+            );
+        }
+        // The kill form posts inside the prefix and comes back there.
+        let secret = cluster.secret.clone().unwrap_or_default();
+        let (code, head, _) = http_request(
+            &proxy,
+            "POST",
+            &format!("{PREFIX}/drivers/{driver}/kill"),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            &format!("secret={secret}"),
+        );
+        assert!(
+            code == 303 && head.contains(&format!("location: {PREFIX}/drivers/{driver}")),
+            "flag {flag}: {code} {head}"
+        );
+    }
+}

@@ -45,7 +45,7 @@ pub async fn add_slash(
     Path(id): Path<String>,
     uri: Uri,
 ) -> Response {
-    let base = &master.config.ui.base_path;
+    let base = &super::base(&master);
     if let Err(e) = check_id("driver", &id, IdKind::Driver) {
         let e = Error::from(e);
         return error_page(base, status_of(&e), e.to_string());
@@ -71,7 +71,7 @@ pub async fn rest(
 }
 
 async fn forward(master: &MasterHandle, id: &str, rest: &str, mut request: Request) -> Response {
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let fail = |e: Error| error_page(&base, status_of(&e), e.to_string());
     if let Err(e) = check_id("driver", id, IdKind::Driver) {
         return fail(e.into());

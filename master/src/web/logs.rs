@@ -75,7 +75,7 @@ pub async fn driver_log(
     Path((id, stream)): Path<(String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     if let Err(e) = check_id("driver", &id, IdKind::Driver) {
         let e = Error::from(e);
         return error_page(&base, status_of(&e), e.to_string());
@@ -89,7 +89,7 @@ pub async fn executor_log(
     Path((id, executor, stream)): Path<(String, String, String)>,
     Query(query): Query<LogQuery>,
 ) -> Response {
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let process = match ProcessRef::parse("executor", &format!("{id}/{executor}")) {
         Ok(p) => p,
         Err(e) => {
@@ -108,7 +108,7 @@ async fn log_page(
     query: LogQuery,
     back: String,
 ) -> Response {
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let (stream, stream_name) = match parse_stream(stream) {
         Ok(s) => s,
         Err(e) => return error_page(&base, status_of(&e), e.to_string()),

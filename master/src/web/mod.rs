@@ -74,6 +74,35 @@ fn ui_routes(prefix: &str) -> Router<MasterHandle> {
     router
 }
 
+tokio::task_local! {
+    /// The prefix a path-stripping proxy in front named for this request.
+    static FORWARDED_BASE: String;
+}
+
+/// The base path this request's links carry: `--ui-base-path` when set, else the prefix a
+/// path-stripping proxy (an ingress, a gateway) names in `X-Forwarded-Prefix`, else none. With
+/// it the UI works behind such a proxy without configuration.
+pub fn base(master: &MasterHandle) -> String {
+    if !master.config.ui.base_path.is_empty() {
+        return master.config.ui.base_path.clone();
+    }
+    FORWARDED_BASE.try_with(Clone::clone).unwrap_or_default()
+}
+
+/// Reads `X-Forwarded-Prefix` for [`base`]; a value that is not a sound base path is ignored.
+async fn forwarded_prefix(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let prefix = request
+        .headers()
+        .get("x-forwarded-prefix")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|raw| crate::config::ui_base_path(raw).ok())
+        .unwrap_or_default();
+    FORWARDED_BASE.scope(prefix, next.run(request)).await
+}
+
 pub fn router(master: MasterHandle) -> Router {
     let base = master.config.ui.base_path.clone();
     // Served at the root and under the base path, so the UI works whether or not the proxy
@@ -87,6 +116,9 @@ pub fn router(master: MasterHandle) -> Router {
             master.clone(),
             auth::require_secret,
         ));
+    }
+    if base.is_empty() {
+        ui = ui.layer(axum::middleware::from_fn(forwarded_prefix));
     }
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))

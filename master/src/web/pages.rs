@@ -346,10 +346,14 @@ pub async fn overview(
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
     let trouble = master.store_trouble.get();
-    match overview_html(&snap, &master.config.ui, &samples, now_ms, &query, trouble) {
+    let ui = UiConfig {
+        base_path: super::base(&master),
+        ..master.config.ui.clone()
+    };
+    match overview_html(&snap, &ui, &samples, now_ms, &query, trouble) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
-            &master.config.ui.base_path,
+            &super::base(&master),
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("rendering the overview: {e}"),
         ),
@@ -362,7 +366,7 @@ fn env_names<'a>(names: impl Iterator<Item = &'a String>) -> String {
 
 pub async fn worker(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let snap = master.snapshot();
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let page = snap.worker(&id).map(|w| WorkerPage {
         base: base.clone(),
         w: WorkerRow::from(w.as_ref()),
@@ -391,7 +395,7 @@ pub async fn worker(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
 
 pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let snap = master.snapshot();
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let page = snap.app(&id).map(|a| AppPage {
         base: base.clone(),
         a: AppRow::from(a.as_ref()),
@@ -423,7 +427,7 @@ pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Re
 
 pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let snap = master.snapshot();
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     let page = snap.driver(&id).map(|d| DriverPage {
         base: base.clone(),
         d: DriverRow::from(d.as_ref()),

@@ -163,7 +163,7 @@ fn page(state: &State, base: String) -> QueuesPage {
 
 pub async fn queues(Axum(master): Axum<MasterHandle>) -> Response {
     let snap = master.snapshot();
-    let base = master.config.ui.base_path.clone();
+    let base = super::base(&master);
     match page(&snap, base.clone()).render() {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
