@@ -39,7 +39,8 @@ impl State {
         let Some(d) = self.drivers.get_mut(driver_id) else {
             return;
         };
-        if !d.spec.at_most_one || d.state != DriverState::Relaunching {
+        // Relaunching, or back to SUBMITTED when it was being preempted: either way it waits.
+        if !d.spec.at_most_one || d.state.is_terminal() || d.state == DriverState::Running {
             return;
         }
         let d = Arc::make_mut(d);

@@ -54,7 +54,7 @@ impl State {
                 state.submissions.insert(s.clone(), d.id.clone());
             }
             match d.state {
-                DriverState::Relaunching
+                DriverState::Submitted | DriverState::Relaunching
                     if d.fenced_until_ms.is_some() || d.old_copy_on.is_some() =>
                 {
                     state.fenced.insert(d.id.clone());

@@ -772,3 +772,126 @@ fn a_submission_id_reused_for_other_work_is_refused_and_changes_nothing() {
     );
     assert_eq!((state.drivers.len(), state.next_driver_seq), before);
 }
+
+#[test]
+fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() {
+    let (mut state, mut effects) = with_workers(&[("worker-a", 2, 1024)]);
+    let once = state
+        .submit(
+            DriverSpec {
+                at_most_one: true,
+                ..spec(1, 100, true)
+            },
+            None,
+            0,
+        )
+        .expect("admitted");
+    state.schedule(0, &mut effects);
+    state.register_worker(
+        register("worker-b", 2, 1024),
+        "h".into(),
+        2,
+        Instant::now(),
+        0,
+        &mut effects,
+    );
+    assert!(state.worker_lost("worker-a", 1, "gone", 1_000, &mut effects));
+    let d = state.driver(&once).unwrap();
+    assert_eq!(d.state, DriverState::Relaunching);
+    assert_eq!(d.waiting_code, Some(crate::schedule::WaitCode::Fencing));
+    let until = d.fenced_until_ms.expect("held back");
+    // The lease (10 s) plus the margin, from when the worker was last heard of (just now).
+    assert!((11_000..=11_200).contains(&(until - 1_000)), "{until}");
+    state.schedule(2_000, &mut effects);
+    assert_eq!(
+        state.driver(&once).unwrap().state,
+        DriverState::Relaunching,
+        "placed during the lease"
+    );
+    assert!(!state.fence_due(until - 1));
+    assert!(state.fence_due(until));
+    assert!(state.release_fences(until));
+    state.schedule(until, &mut effects);
+    let d = state.driver(&once).unwrap();
+    assert_eq!(
+        (d.state, d.attempt, d.worker_id.as_deref()),
+        (DriverState::Running, 2, Some("worker-b"))
+    );
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn an_old_copy_on_a_returning_worker_holds_an_at_most_one_driver_until_it_ends() {
+    let (mut state, mut effects) = with_workers(&[("worker-a", 2, 1024)]);
+    let once = state
+        .submit(
+            DriverSpec {
+                at_most_one: true,
+                ..spec(1, 100, true)
+            },
+            None,
+            0,
+        )
+        .expect("admitted");
+    state.schedule(0, &mut effects);
+    assert!(state.worker_lost("worker-a", 1, "gone", 1_000, &mut effects));
+    let until = state
+        .driver(&once)
+        .unwrap()
+        .fenced_until_ms
+        .expect("held back");
+    // It comes back still running attempt 1: ordered to end it, and the driver waits for that.
+    let mut back = register("worker-a", 2, 1024);
+    back.running = vec![hearth_common::proto::RunningDriver {
+        driver_id: once.clone(),
+        attempt: 1,
+    }];
+    state.register_worker(back, "h".into(), 3, Instant::now(), 2_000, &mut effects);
+    assert_eq!(
+        state.driver(&once).unwrap().old_copy_on.as_deref(),
+        Some("worker-a")
+    );
+    assert!(
+        !state.fence_due(until + 60_000),
+        "released with the old copy running"
+    );
+    state.driver_status(
+        "worker-a",
+        hearth_common::proto::DriverStatus {
+            driver_id: once.clone(),
+            attempt: 1,
+            state: DriverState::Killed as i32,
+            exit_code: None,
+            message: "fenced".into(),
+        },
+        3_000,
+        &mut effects,
+    );
+    assert!(state.fence_due(until));
+    assert!(state.release_fences(until));
+    state.schedule(until, &mut effects);
+    assert_eq!(state.driver(&once).unwrap().state, DriverState::Running);
+    state.check_invariants().unwrap();
+}
+
+#[test]
+fn a_placement_its_worker_never_received_is_launched_again_not_lost() {
+    let (mut state, mut effects) = with_workers(&[("worker-a", 2, 1024)]);
+    let plain = state
+        .submit(spec(1, 100, false), None, 0)
+        .expect("admitted");
+    state.schedule(0, &mut effects);
+    assert_eq!(state.driver(&plain).unwrap().state, DriverState::Running);
+    // The stream broke before the launch arrived: the worker reconnects running nothing and
+    // having ended nothing.
+    let mut back = register("worker-a", 2, 1024);
+    back.keeps_reports = true;
+    state.register_worker(back, "h".into(), 2, Instant::now(), 10, &mut effects);
+    let d = state.driver(&plain).unwrap();
+    assert_eq!(d.state, DriverState::Submitted, "{}", d.message);
+    assert!(d.message.contains("never reached"), "{}", d.message);
+    state.schedule(20, &mut effects);
+    let d = state.driver(&plain).unwrap();
+    assert_eq!((d.state, d.attempt), (DriverState::Running, 2));
+    state.check_invariants().unwrap();
+}

@@ -96,7 +96,7 @@ where
     F: FnOnce(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,
 {
-    let base = &super::base(&master);
+    let base = &super::base(master);
     if let Err((status, message)) = allowed(master, form) {
         return error_page(base, status, message);
     }

@@ -71,7 +71,7 @@ pub async fn rest(
 }
 
 async fn forward(master: &MasterHandle, id: &str, rest: &str, mut request: Request) -> Response {
-    let base = super::base(&master);
+    let base = super::base(master);
     let fail = |e: Error| error_page(&base, status_of(&e), e.to_string());
     if let Err(e) = check_id("driver", id, IdKind::Driver) {
         return fail(e.into());

@@ -108,7 +108,7 @@ async fn log_page(
     query: LogQuery,
     back: String,
 ) -> Response {
-    let base = super::base(&master);
+    let base = super::base(master);
     let (stream, stream_name) = match parse_stream(stream) {
         Ok(s) => s,
         Err(e) => return error_page(&base, status_of(&e), e.to_string()),
