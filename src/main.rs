@@ -68,6 +68,7 @@ fn on_signals(shutdown: Shutdown) -> Result<()> {
 
 async fn run_master(args: MasterArgs) -> Result<i32> {
     let open_files = open_file_limit();
+    let autoscale = autoscale_config(&args)?;
     let config = hearth_master::MasterConfig {
         grpc_addr: SocketAddr::new(args.bind, args.port),
         web_addr: SocketAddr::new(args.bind, args.webui_port),
@@ -99,6 +100,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
             max_connections: ui_connections(args.ui_max_connections, open_files),
         },
         kept_logs_bytes: args.kept_logs,
+        autoscale,
         ..Default::default()
     };
     let shutdown = Shutdown::new();
@@ -329,6 +331,41 @@ fn open_file_limit() -> usize {
             usize::MAX
         }
     }
+}
+
+/// `--autoscale` and its settings, checked.
+fn autoscale_config(
+    args: &MasterArgs,
+) -> Result<Option<hearth_master::autoscale::AutoscaleConfig>> {
+    if !args.autoscale {
+        return Ok(None);
+    }
+    let (namespace, deployment) = match &args.autoscale_target {
+        Some(target) => match target.split_once('/') {
+            Some((ns, name)) if !ns.is_empty() && !name.is_empty() => (ns.to_string(), name.to_string()),
+            _ => return Err(anyhow!("--autoscale-target: {target:?} is not NAMESPACE/NAME")),
+        },
+        None => (
+            std::env::var("HEARTH_POD_NAMESPACE").map_err(|_| {
+                anyhow!("--autoscale: no --autoscale-target, and HEARTH_POD_NAMESPACE (the downward API's metadata.namespace) is not set")
+            })?,
+            "hearth-worker".to_string(),
+        ),
+    };
+    if args.min_workers > args.max_workers || args.max_workers == 0 {
+        return Err(anyhow!(
+            "--min-workers {} / --max-workers {}: the minimum must be at most the maximum, and the maximum at least 1",
+            args.min_workers,
+            args.max_workers
+        ));
+    }
+    Ok(Some(hearth_master::autoscale::AutoscaleConfig {
+        namespace,
+        deployment,
+        min_workers: args.min_workers,
+        max_workers: args.max_workers,
+        scale_down_idle: args.scale_down_idle,
+    }))
 }
 
 /// The UI's connection cap: as asked, but at most a quarter of the open-file limit, which the

@@ -577,4 +577,204 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
     }
     // The NetworkPolicy is not checked: the bridge CNI does not enforce it (see the README).
     eprintln!("not shown on this cluster: NetworkPolicy enforcement (the bridge CNI ignores it)");
+
+    for id in [&sleeping, &supervised] {
+        let out = kube.hearth_in_pod(&["kill", id]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    autoscaling(&kube);
+}
+
+/// The worker Deployment's replicas, as the API server holds them.
+fn replicas(kube: &Kube) -> Option<u64> {
+    kube.json(&[
+        "-n",
+        "hearth",
+        "get",
+        "deployment",
+        "hearth-worker",
+        "-o",
+        "json",
+    ])["spec"]["replicas"]
+        .as_u64()
+}
+
+/// Autoscaling on the live cluster: the RBAC of `manifests/extras/autoscaling.yaml` and the
+/// master's patch, min 1 / max 4, a 5 s idle time. A burst needing 3 workers is met by a patch
+/// of the Deployment within 2 s and ALIVE workers; as the work ends, idle workers go while busy
+/// ones keep their drivers (every driver ends FINISHED on its first attempt); at rest, one.
+fn autoscaling(kube: &Kube) {
+    let extras = Path::new(ROOT).join("manifests/extras");
+    kube.ok(&[
+        "apply",
+        "-f",
+        &extras.join("autoscaling.yaml").display().to_string(),
+    ]);
+    // Exactly what the feature uses: one verb more is refused.
+    let can = |query: &[&str]| {
+        let mut args = vec!["-n", "hearth", "auth", "can-i"];
+        args.extend_from_slice(query);
+        args.push("--as=system:serviceaccount:hearth:hearth-master");
+        let out = output_within(kube.kubectl().args(&args), KUBECTL_LIMIT);
+        stdout(&out).trim() == "yes"
+    };
+    assert!(
+        can(&[
+            "patch",
+            "deployments.apps/hearth-worker",
+            "--subresource=scale"
+        ]),
+        "the scale patch is granted"
+    );
+    assert!(
+        can(&["get", "deployments.apps/hearth-worker"]),
+        "reading the shape is granted"
+    );
+    assert!(can(&["patch", "pods"]), "pod annotations are granted");
+    assert!(!can(&["delete", "pods"]), "deleting pods is not granted");
+    assert!(
+        !can(&["patch", "deployments.apps/hearth-worker"]),
+        "changing the Deployment itself is not granted"
+    );
+    assert!(
+        !can(&[
+            "patch",
+            "deployments.apps/hearth-master",
+            "--subresource=scale"
+        ]),
+        "scaling another Deployment is not granted"
+    );
+
+    kube.ok(&[
+        "-n",
+        "hearth",
+        "scale",
+        "deployment",
+        "hearth-worker",
+        "--replicas=1",
+    ]);
+    let old_master = kube.wait_ready("app.kubernetes.io/component=master", 1);
+    kube.ok(&[
+        "-n",
+        "hearth",
+        "patch",
+        "deployment",
+        "hearth-master",
+        "--patch-file",
+        &extras
+            .join("autoscaling-master-patch.yaml")
+            .display()
+            .to_string(),
+    ]);
+    kube.ok(&[
+        "-n",
+        "hearth",
+        "set",
+        "env",
+        "deployment/hearth-master",
+        "HEARTH_SCALE_DOWN_IDLE=5s",
+    ]);
+    kube.wait("the autoscaling master ready", || {
+        let now = kube.wait_ready("app.kubernetes.io/component=master", 1);
+        (now != old_master).then_some(())
+    });
+    kube.wait("one worker ALIVE", || {
+        let w = kube.workers()?;
+        (w.iter().filter(|w| w["state"] == "ALIVE").count() == 1).then_some(())
+    });
+
+    // A burst: 6 one-core drivers; the worker (2 cores) takes 2, the rest need 2 more workers.
+    // Two run longer, so the scale-in comes while they still run.
+    let burst = Instant::now();
+    let mut drivers = Vec::new();
+    for n in 0..6 {
+        let secs = if n >= 4 { 45 } else { 15 };
+        drivers.push(kube.submit_in_pod(&[
+            "--cores",
+            "1",
+            "--memory",
+            "256m",
+            "--",
+            "sh",
+            "-c",
+            &format!("sleep {secs}"),
+        ]));
+    }
+    let submitted = burst.elapsed();
+    let mut patched = None;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if replicas(kube) == Some(3) {
+            patched = Some(burst.elapsed());
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let patched = patched.expect("the Deployment patched to 3 replicas");
+    kube.wait("3 workers ALIVE", || {
+        let w = kube.workers()?;
+        (w.iter().filter(|w| w["state"] == "ALIVE").count() == 3).then_some(())
+    });
+    let alive = burst.elapsed();
+    eprintln!(
+        "autoscaling: 6 drivers submitted in {submitted:?}; Deployment patched to 3 after {patched:?}, \
+         3 workers ALIVE after {alive:?} (from the first submission)"
+    );
+    // The patch follows the demand at once: within 2 s of the last submission.
+    assert!(
+        patched <= submitted + Duration::from_secs(2),
+        "patched {patched:?} after the first of submissions that took {submitted:?}"
+    );
+    let running = kube.wait("all 6 drivers RUNNING", || {
+        let all: Vec<Value> = drivers.iter().filter_map(|d| kube.driver(d)).collect();
+        (all.len() == 6 && all.iter().all(|d| d["state"] == "RUNNING")).then_some(all)
+    });
+    let busy_workers: std::collections::BTreeSet<String> = running
+        .iter()
+        .skip(4)
+        .filter_map(|d| d["workerId"].as_str().map(str::to_string))
+        .collect();
+
+    // The short ones end; idle workers go after 5 s while the long ones still run on theirs.
+    kube.wait("the Deployment scaled in while long drivers run", || {
+        let r = replicas(kube)?;
+        let long_running = drivers[4..]
+            .iter()
+            .filter_map(|d| kube.driver(d))
+            .all(|d| d["state"] == "RUNNING");
+        (r < 3 && long_running).then_some(())
+    });
+    for w in kube.workers().expect("workers") {
+        if busy_workers.contains(w["id"].as_str().unwrap_or_default()) {
+            assert_eq!(w["state"], "ALIVE", "a busy worker was drained: {w}");
+        }
+    }
+    // Every driver ends on its own, on its first attempt: nothing busy was killed.
+    let ended = kube.wait("every driver FINISHED", || {
+        let all: Vec<Value> = drivers.iter().filter_map(|d| kube.driver(d)).collect();
+        (all.len() == 6 && all.iter().all(|d| d["state"] == "FINISHED")).then_some(all)
+    });
+    for d in &ended {
+        assert_eq!(d["attempt"], 1, "relaunched, so killed once: {d}");
+    }
+    // At rest: back to the minimum.
+    kube.wait("back to one worker", || {
+        let w = kube.workers()?;
+        (replicas(kube) == Some(1) && w.iter().filter(|w| w["state"] == "ALIVE").count() == 1)
+            .then_some(())
+    });
+    let (_ui, port) = kube.forward(
+        &["-n", "hearth", "port-forward", "svc/hearth-webui", ":8080"],
+        "Forwarding from 127.0.0.1:",
+    );
+    let (code, metrics) = http_get(&format!("127.0.0.1:{port}"), "/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains("hearth_autoscale_scale_ups_total")
+            && metrics.contains("hearth_autoscale_demand_to_alive_seconds_count")
+            && !metrics.contains("hearth_autoscale_scale_downs_total 0"),
+        "{metrics:.3000}"
+    );
+    let (_, page) = http_get(&format!("127.0.0.1:{port}"), "/");
+    assert!(page.contains("id=\"autoscale-decisions\""), "{page:.3000}");
 }

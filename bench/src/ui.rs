@@ -110,10 +110,10 @@ pub fn overview_render(runs: usize) -> anyhow::Result<Figure> {
     let mut times = Vec::with_capacity(runs);
     let mut bytes = 0;
     // One run unmeasured, to warm caches and the allocator.
-    overview_html(&state, &ui, &samples, now_ms, &query, None)?;
+    overview_html(&state, &ui, &samples, now_ms, &query, None, None)?;
     for _ in 0..runs {
         let started = Instant::now();
-        let html = overview_html(&state, &ui, &samples, now_ms, &query, None)?;
+        let html = overview_html(&state, &ui, &samples, now_ms, &query, None, None)?;
         times.push(started.elapsed());
         bytes = html.len();
     }

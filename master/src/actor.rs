@@ -53,6 +53,8 @@ pub struct MasterHandle {
     pub tunnels: Tunnels,
     /// Why the state file cannot be written now, if it cannot.
     pub store_trouble: StoreTrouble,
+    /// What the autoscaler did and wants, for the overview and `/metrics`.
+    pub autoscale: Arc<crate::autoscale::Status>,
 }
 
 /// Why the last write of the state file failed, until one succeeds again: while it is set the
@@ -155,6 +157,7 @@ pub fn spawn(
         kept_logs,
         tunnels: Tunnels::default(),
         store_trouble: StoreTrouble::default(),
+        autoscale: Arc::default(),
     };
     if let Some(why) = store.read_only() {
         handle.store_trouble.set(Some(why.to_string()));
@@ -387,6 +390,14 @@ impl Actor {
                 );
                 tracing::info!(worker_id, host, cores, memory_mb, "worker registered");
                 replies.push(reply(tx, Ok(())));
+            }
+            Command::Drain {
+                worker_id,
+                drain,
+                reply: tx,
+            } => {
+                let done = self.state.drain_worker(&worker_id, drain);
+                replies.push(reply(tx, Ok(done)));
             }
             Command::Heartbeat {
                 worker_id,

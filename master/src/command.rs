@@ -20,6 +20,13 @@ pub enum Command {
         link: Link,
         reply: oneshot::Sender<Result<()>>,
     },
+    /// The autoscaler drains an idle worker it is about to remove (nothing new is placed on
+    /// it; answered whether it was still idle), or takes a drained one back.
+    Drain {
+        worker_id: String,
+        drain: bool,
+        reply: oneshot::Sender<Result<bool>>,
+    },
     Heartbeat {
         worker_id: String,
         conn_id: u64,

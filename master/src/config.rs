@@ -75,6 +75,8 @@ pub struct MasterConfig {
     pub sample_interval: Duration,
     /// The most bytes of shipped logs kept, all together; the least recently written go first.
     pub kept_logs_bytes: u64,
+    /// `--autoscale`: the master sizes its worker Deployment; `None`: off.
+    pub autoscale: Option<crate::autoscale::AutoscaleConfig>,
 }
 
 /// How the web UI behaves for people who reach port 8080.
@@ -130,6 +132,7 @@ impl Default for MasterConfig {
             ui: UiConfig::default(),
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
             kept_logs_bytes: crate::kept_logs::DEFAULT_LIMIT_BYTES,
+            autoscale: None,
         }
     }
 }

@@ -21,6 +21,7 @@
 //! - [`server`]: binds the ports and runs it all until shutdown.
 
 pub mod actor;
+pub mod autoscale;
 pub mod command;
 pub mod config;
 pub mod driver_tokens;

@@ -166,6 +166,14 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         }));
     }
     tasks.push(tokio::spawn(sample_use(handle.clone(), shutdown.clone())));
+    if let Some(autoscale) = config.autoscale.clone() {
+        let (handle, shutdown) = (handle.clone(), shutdown.clone());
+        let status = handle.autoscale.clone();
+        tasks.push(tokio::spawn(async move {
+            crate::autoscale::run(handle, autoscale, status, shutdown).await;
+            Ok(())
+        }));
+    }
     if let Some(path) = config.queues_file.clone() {
         tasks.push(tokio::spawn(queue_file::watch(
             path,

@@ -209,6 +209,23 @@ pub struct MasterArgs {
         value_parser = duration_arg
     )]
     pub usage_half_life: Duration,
+    /// Size the worker Deployment to the waiting work: scale up at once, scale down idle
+    /// workers after --scale-down-idle (see the README's "Autoscaling workers").
+    #[arg(long, env = "HEARTH_AUTOSCALE")]
+    pub autoscale: bool,
+    /// The worker Deployment to size, NAMESPACE/NAME (default: this pod's namespace, from
+    /// HEARTH_POD_NAMESPACE, and hearth-worker).
+    #[arg(long, env = "HEARTH_AUTOSCALE_TARGET")]
+    pub autoscale_target: Option<String>,
+    /// The fewest workers autoscaling keeps.
+    #[arg(long, env = "HEARTH_MIN_WORKERS", default_value_t = 1)]
+    pub min_workers: u32,
+    /// The most workers autoscaling asks for.
+    #[arg(long, env = "HEARTH_MAX_WORKERS", default_value_t = 10)]
+    pub max_workers: u32,
+    /// How long a worker runs nothing before autoscaling removes it.
+    #[arg(long, env = "HEARTH_SCALE_DOWN_IDLE", default_value = "60s", value_parser = duration_arg)]
+    pub scale_down_idle: Duration,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     pub public_url: Option<String>,

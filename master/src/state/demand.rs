@@ -18,6 +18,25 @@ pub struct Sizing {
 }
 
 impl State {
+    /// What the waiting work needs in workers of `shape`. Drivers held by a queue's cap (or a
+    /// removed queue) or fenced ask for nothing: more workers would not start them.
+    pub fn demand_for(&self, shape: Shape) -> Demand {
+        use crate::schedule::WaitCode;
+        let asks: Vec<_> = self
+            .asks(0)
+            .into_iter()
+            .filter(|a| {
+                self.drivers.get(&a.driver_id).is_none_or(|d| {
+                    !matches!(
+                        d.waiting_code,
+                        Some(WaitCode::QueueCap | WaitCode::QueueUnknown)
+                    )
+                })
+            })
+            .collect();
+        workers_needed(shape, &asks, &self.app_asks())
+    }
+
     /// The offer most alive workers make: the shape of a Deployment's replicas.
     pub fn worker_shape(&self) -> Option<Shape> {
         let mut counts: BTreeMap<(u32, u64), usize> = BTreeMap::new();

@@ -116,6 +116,7 @@ impl State {
                 labels: stored.labels,
                 resources: stored.resources,
                 resources_used: Default::default(),
+                drained: false,
             };
             if was_connected {
                 // Only slots the records agree on are held again.

@@ -39,6 +39,9 @@ pub struct WorkerInfo {
     /// Named resources it offers (by name, addresses in the order offered), and those held.
     pub resources: Vec<proto::ResourceAddresses>,
     pub resources_used: BTreeMap<String, BTreeSet<String>>,
+    /// Drained by the autoscaler before its pod is removed (DECOMMISSIONED meanwhile); it may
+    /// be taken back while its pod still runs.
+    pub drained: bool,
 }
 
 impl WorkerInfo {
@@ -219,6 +222,7 @@ impl State {
             labels: reg.labels.clone().into_iter().collect(),
             resources: hearth_common::named_resources::merge(reg.resources.clone()),
             resources_used: BTreeMap::new(),
+            drained: false,
         };
         self.workers.insert(id.clone(), Arc::new(worker));
 
@@ -393,11 +397,47 @@ impl State {
     pub fn decommission_worker(&mut self, worker_id: &str, conn_id: u64, reason: &str) {
         if let Some(w) = self.workers.get_mut(worker_id)
             && w.conn_id == conn_id
-            && w.state == WorkerState::Alive
+            && (w.state == WorkerState::Alive || w.drained)
         {
             tracing::info!(worker_id, reason, "worker decommissioning");
-            Arc::make_mut(w).state = WorkerState::Decommissioned;
+            let w = Arc::make_mut(w);
+            w.state = WorkerState::Decommissioned;
+            // Leaving on its own now: no longer the autoscaler's to take back.
+            w.drained = false;
         }
+    }
+
+    /// The autoscaler drains an idle worker (`drain`), or takes a drained one back. Whether it
+    /// was done: a worker given work meanwhile is not drained.
+    pub fn drain_worker(&mut self, worker_id: &str, drain: bool) -> bool {
+        let Some(w) = self.workers.get_mut(worker_id) else {
+            return false;
+        };
+        if !w.connected {
+            return false;
+        }
+        if drain {
+            if w.state != WorkerState::Alive || !w.drivers.is_empty() || !w.executors.is_empty() {
+                return false;
+            }
+            tracing::info!(
+                worker_id,
+                "worker drained by the autoscaler; its pod is removed next"
+            );
+            let w = Arc::make_mut(w);
+            w.state = WorkerState::Decommissioned;
+            w.drained = true;
+        } else {
+            if !w.drained || w.state != WorkerState::Decommissioned {
+                return false;
+            }
+            tracing::info!(worker_id, "drained worker taken back by the autoscaler");
+            let w = Arc::make_mut(w);
+            w.state = WorkerState::Alive;
+            w.drained = false;
+            self.tried = None;
+        }
+        true
     }
 
     /// Records a heartbeat on the worker's current stream; false if it is not current.

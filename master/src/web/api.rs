@@ -86,14 +86,7 @@ pub async fn queue(
 /// The summary Spark's master serves at `/json/`, field for field, so tools written for
 /// Spark read it: memory in MiB, times in epoch milliseconds, dates as Java prints them.
 pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
-    let mut fields = spark_state(&master.snapshot());
-    // Beyond Spark's fields: whether changes are accepted now.
-    let trouble = master.store_trouble.get();
-    fields.insert("stateWritable".into(), Value::Bool(trouble.is_none()));
-    if let Some(why) = trouble {
-        fields.insert("stateTrouble".into(), Value::String(why));
-    }
-    Json(Value::Object(fields))
+    Json(Value::Object(spark_state(&master.snapshot())))
 }
 
 /// `/json/<field>`, as Spark 4 serves it: `{"<field>": value}`, `""` for a name it does not

@@ -172,6 +172,28 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
         "# HELP hearth_master_recovering 1 while a restarted master waits for its workers.\n# TYPE hearth_master_recovering gauge\nhearth_master_recovering {}",
         u8::from(snap.recovering)
     );
+    let scaler = master.autoscale.get();
+    if let Some(config) = &scaler.config {
+        let demand = &scaler.demand_to_alive;
+        let _ = writeln!(
+            out,
+            "# HELP hearth_autoscale_replicas Replicas the worker Deployment asks for.\n# TYPE hearth_autoscale_replicas gauge\nhearth_autoscale_replicas {}\n\
+             # HELP hearth_autoscale_wanted_workers Workers the autoscaler wants, within its bounds.\n# TYPE hearth_autoscale_wanted_workers gauge\nhearth_autoscale_wanted_workers {}\n\
+             # HELP hearth_autoscale_min_workers The fewest workers autoscaling keeps.\n# TYPE hearth_autoscale_min_workers gauge\nhearth_autoscale_min_workers {}\n\
+             # HELP hearth_autoscale_max_workers The most workers autoscaling asks for.\n# TYPE hearth_autoscale_max_workers gauge\nhearth_autoscale_max_workers {}\n\
+             # HELP hearth_autoscale_scale_ups_total Scale-ups patched.\n# TYPE hearth_autoscale_scale_ups_total counter\nhearth_autoscale_scale_ups_total {}\n\
+             # HELP hearth_autoscale_scale_downs_total Scale-ins patched.\n# TYPE hearth_autoscale_scale_downs_total counter\nhearth_autoscale_scale_downs_total {}\n\
+             # HELP hearth_autoscale_demand_to_alive_seconds From waiting work seen to the workers it asked for ALIVE.\n# TYPE hearth_autoscale_demand_to_alive_seconds summary\nhearth_autoscale_demand_to_alive_seconds_count {}\nhearth_autoscale_demand_to_alive_seconds_sum {}",
+            scaler.replicas,
+            scaler.wanted,
+            config.min_workers,
+            config.max_workers,
+            scaler.scale_ups,
+            scaler.scale_downs,
+            demand.len(),
+            demand.iter().sum::<f64>()
+        );
+    }
     let t = &master.telemetry;
     let trouble = master.store_trouble.get();
     let _ = writeln!(

@@ -96,6 +96,37 @@ struct Overview {
     completed_apps_pager: Pager,
     /// Why the state file cannot be written now (changes are refused), if it cannot.
     store_trouble: Option<String>,
+    /// The autoscaler's bounds, wants and last decisions, when it is on.
+    autoscale: Option<AutoscaleView>,
+}
+
+struct AutoscaleView {
+    target: String,
+    wanted: u32,
+    replicas: u32,
+    min: u32,
+    max: u32,
+    trouble: Option<String>,
+    decisions: Vec<(String, String, String)>,
+}
+
+impl AutoscaleView {
+    fn of(s: crate::autoscale::StatusInner) -> Option<Self> {
+        let config = s.config?;
+        Some(Self {
+            target: format!("{}/{}", config.namespace, config.deployment),
+            wanted: s.wanted,
+            replicas: s.replicas,
+            min: config.min_workers,
+            max: config.max_workers,
+            trouble: s.trouble,
+            decisions: s
+                .decisions
+                .into_iter()
+                .map(|d| (display_time(d.at_ms), d.what, d.reason))
+                .collect(),
+        })
+    }
 }
 
 /// The overview of `state` as HTML; `samples` feed the chart. Public so the benchmark can
@@ -107,6 +138,7 @@ pub fn overview_html(
     now_ms: i64,
     query: &OverviewQuery,
     store_trouble: Option<String>,
+    autoscale: Option<crate::autoscale::StatusInner>,
 ) -> Result<String, askama::Error> {
     let base = ui.base_path.clone();
     let pager = |table: &str, total: usize, requested: Option<usize>| {
@@ -184,6 +216,7 @@ pub fn overview_html(
 
     Overview {
         store_trouble,
+        autoscale: autoscale.and_then(AutoscaleView::of),
         url: state.master_url.clone(),
         status: if state.recovering {
             "RECOVERING"
@@ -350,7 +383,8 @@ pub async fn overview(
         base_path: super::base(&master),
         ..master.config.ui.clone()
     };
-    match overview_html(&snap, &ui, &samples, now_ms, &query, trouble) {
+    let scaler = Some(master.autoscale.get());
+    match overview_html(&snap, &ui, &samples, now_ms, &query, trouble, scaler) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
             &super::base(&master),

@@ -1,0 +1,284 @@
+//! Workers that follow demand: with `--autoscale`, the master sizes its worker Deployment.
+//!
+//! A task watches the published snapshots (and a 1 s tick) and, each round, reads the
+//! Deployment, works out what the waiting work needs in workers of the Deployment's shape
+//! ([`decide`]), and acts: it patches the `scale` subresource at once for more workers; for
+//! fewer, it drains the workers idle past `--scale-down-idle` (nothing new is placed on them),
+//! marks their pods cheapest to delete and every busy pod dearer by the work on it, and only
+//! then lowers the replicas, so the ReplicaSet removes exactly those pods, whose workers leave
+//! gracefully. A drained worker needed again before its pod is gone is taken back.
+
+pub mod decide;
+pub mod deployment;
+
+use std::{
+    collections::{BTreeMap, VecDeque},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use hearth_common::{Shutdown, proto::WorkerState};
+use tokio::time::Instant;
+
+use crate::{actor::MasterHandle, command::Command};
+use decide::{Inputs, Step, WorkerSeen};
+use deployment::WorkerDeployment;
+
+/// `--autoscale` and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleConfig {
+    pub namespace: String,
+    pub deployment: String,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub scale_down_idle: Duration,
+}
+
+/// Decisions kept for the overview.
+const DECISIONS_KEPT: usize = 20;
+
+/// One thing the autoscaler did, for people.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub at_ms: i64,
+    pub what: String,
+    pub reason: String,
+}
+
+/// What the overview and `/metrics` show of the autoscaler.
+#[derive(Debug, Default)]
+pub struct Status {
+    inner: Mutex<StatusInner>,
+}
+
+#[derive(Debug, Default, Clone)]
+pub struct StatusInner {
+    pub config: Option<AutoscaleConfig>,
+    pub wanted: u32,
+    pub replicas: u32,
+    pub decisions: VecDeque<Decision>,
+    pub scale_ups: u64,
+    pub scale_downs: u64,
+    /// Seconds from demand first seen to the workers it asked for ALIVE, per scale-up.
+    pub demand_to_alive: Vec<f64>,
+    /// Why the Kubernetes API cannot be used now, if it cannot.
+    pub trouble: Option<String>,
+}
+
+impl Status {
+    pub fn get(&self) -> StatusInner {
+        self.lock().clone()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn decided(&self, what: String, reason: String) {
+        tracing::info!(what, reason, "autoscaler");
+        let mut s = self.lock();
+        if s.decisions.len() >= DECISIONS_KEPT {
+            s.decisions.pop_back();
+        }
+        s.decisions.push_front(Decision {
+            at_ms: hearth_common::ids::now_ms(),
+            what,
+            reason,
+        });
+    }
+}
+
+/// Runs the autoscaler until `shutdown`.
+pub async fn run(
+    master: MasterHandle,
+    config: AutoscaleConfig,
+    status: Arc<Status>,
+    shutdown: Shutdown,
+) {
+    status.lock().config = Some(config.clone());
+    let target = loop {
+        match WorkerDeployment::connect(&config.namespace, &config.deployment).await {
+            Ok(target) => break target,
+            Err(e) => {
+                status.lock().trouble = Some(format!("cannot reach the Kubernetes API: {e}"));
+                tracing::warn!(error = %e, "autoscaler: cannot reach the Kubernetes API; retrying");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    };
+    tracing::info!(namespace = %config.namespace, deployment = %config.deployment,
+        min = config.min_workers, max = config.max_workers, "autoscaler started");
+    let mut changes = master.subscribe();
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut round = Round::default();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+            changed = changes.changed() => if changed.is_err() { return },
+        }
+        // Several snapshots in a burst make one round.
+        changes.borrow_and_update();
+        if let Err(e) = round.run(&master, &config, &target, &status).await {
+            status.lock().trouble = Some(e.to_string());
+            tracing::warn!(error = %e, "autoscaler: a Kubernetes API call failed");
+        } else {
+            status.lock().trouble = None;
+        }
+    }
+}
+
+/// What the autoscaler remembers between rounds.
+#[derive(Default)]
+struct Round {
+    /// Since when each worker has run nothing.
+    idle_since: BTreeMap<String, Instant>,
+    /// A scale-up not yet met: when its demand was first seen, and the ALIVE count it wants.
+    pending_up: Option<(Instant, u32)>,
+}
+
+impl Round {
+    async fn run(
+        &mut self,
+        master: &MasterHandle,
+        config: &AutoscaleConfig,
+        target: &WorkerDeployment,
+        status: &Status,
+    ) -> Result<(), kube::Error> {
+        let snap = master.snapshot();
+        if snap.recovering {
+            return Ok(());
+        }
+        let read = target.read().await?;
+        let now = Instant::now();
+        let workers: Vec<WorkerSeen> = snap
+            .workers
+            .values()
+            .filter(|w| {
+                w.connected
+                    && (w.state == WorkerState::Alive
+                        || (w.state == WorkerState::Decommissioned && w.drained))
+            })
+            .map(|w| {
+                let work = w.drivers.len() + w.executors.len();
+                let since = if work == 0 {
+                    *self.idle_since.entry(w.id.clone()).or_insert(now)
+                } else {
+                    self.idle_since.remove(&w.id);
+                    now
+                };
+                WorkerSeen {
+                    id: w.id.clone(),
+                    pod: w.labels.get("pod").cloned(),
+                    work,
+                    idle_for: now.saturating_duration_since(since),
+                    registered_at_ms: w.registered_at_ms,
+                    drained: w.drained,
+                }
+            })
+            .collect();
+        self.idle_since
+            .retain(|id, _| workers.iter().any(|w| w.id == *id));
+        let shape = read.shape.or_else(|| snap.worker_shape());
+        let more_needed = match shape {
+            Some(shape) => snap.demand_for(shape).more_workers,
+            None => u32::from(!snap.waiting.is_empty()),
+        };
+        let alive = workers.iter().filter(|w| !w.drained).count() as u32;
+        {
+            let mut s = status.lock();
+            s.replicas = read.replicas;
+            s.wanted = (alive + more_needed).clamp(config.min_workers, config.max_workers);
+            if let Some((since, wanted)) = self.pending_up
+                && alive >= wanted
+            {
+                s.demand_to_alive.push(since.elapsed().as_secs_f64());
+                self.pending_up = None;
+            }
+        }
+        let inputs = Inputs {
+            min: config.min_workers,
+            max: config.max_workers,
+            replicas: read.replicas,
+            workers: workers.clone(),
+            more_needed,
+            scale_down_idle: config.scale_down_idle,
+        };
+        for step in decide::decide(&inputs) {
+            match step {
+                Step::ScaleTo { replicas, reason } => {
+                    target.scale_to(replicas).await?;
+                    if replicas > read.replicas {
+                        self.pending_up.get_or_insert((now, replicas));
+                        status.lock().scale_ups += 1;
+                    }
+                    status.decided(format!("replicas {} → {replicas}", read.replicas), reason);
+                }
+                Step::TakeBack {
+                    workers: back,
+                    reason,
+                } => {
+                    for worker_id in &back {
+                        let _ = master
+                            .ask(|reply| Command::Drain {
+                                worker_id: worker_id.clone(),
+                                drain: false,
+                                reply,
+                            })
+                            .await;
+                    }
+                    status.decided(format!("took back {}", back.join(", ")), reason);
+                }
+                Step::ScaleIn {
+                    workers: leaving,
+                    replicas: _,
+                    reason,
+                } => {
+                    // Busy pods dearer by their work; the leaving ones cheapest of all.
+                    for w in workers.iter().filter(|w| w.work > 0) {
+                        if let Some(pod) = &w.pod {
+                            target.set_deletion_cost(pod, 100 * w.work as i64).await?;
+                        }
+                    }
+                    // Only workers still idle when drained go: one given work meanwhile stays.
+                    let mut drained = Vec::new();
+                    for (worker_id, pod) in &leaving {
+                        let done = master
+                            .ask(|reply| Command::Drain {
+                                worker_id: worker_id.clone(),
+                                drain: true,
+                                reply,
+                            })
+                            .await
+                            .unwrap_or(false);
+                        if done {
+                            target.set_deletion_cost(pod, -1000).await?;
+                            drained.push((worker_id.clone(), pod.clone()));
+                        }
+                    }
+                    if drained.is_empty() {
+                        continue;
+                    }
+                    let leaving = drained;
+                    let replicas = read.replicas.saturating_sub(leaving.len() as u32);
+                    target.scale_to(replicas).await?;
+                    status.lock().scale_downs += 1;
+                    let names: Vec<&str> = leaving.iter().map(|(w, _)| w.as_str()).collect();
+                    status.decided(
+                        format!(
+                            "replicas {} → {replicas}, removing {}",
+                            read.replicas,
+                            names.join(", ")
+                        ),
+                        reason,
+                    );
+                }
+            }
+        }
+        Ok(())
+    }
+}
