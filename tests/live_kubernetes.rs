@@ -678,9 +678,13 @@ fn autoscaling(kube: &Kube) {
         let now = kube.wait_ready("app.kubernetes.io/component=master", 1);
         (now != old_master).then_some(())
     });
-    kube.wait("one worker ALIVE", || {
+    // Recovered (the worker removed by the scale to one is not waited for any more): nothing
+    // is placed, nor scaled, while the restarted master recovers.
+    kube.wait("one worker ALIVE, none UNKNOWN", || {
         let w = kube.workers()?;
-        (w.iter().filter(|w| w["state"] == "ALIVE").count() == 1).then_some(())
+        (w.iter().filter(|w| w["state"] == "ALIVE").count() == 1
+            && !w.iter().any(|w| w["state"] == "UNKNOWN"))
+        .then_some(())
     });
 
     // A burst: 6 one-core drivers; the worker (2 cores) takes 2, the rest need 2 more workers.

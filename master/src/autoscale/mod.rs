@@ -37,6 +37,16 @@ pub struct AutoscaleConfig {
 /// Decisions kept for the overview.
 const DECISIONS_KEPT: usize = 20;
 
+/// Rounds are at least this far apart, however often the state changes.
+const ROUND_GAP: Duration = Duration::from_millis(300);
+
+/// The Deployment is read again after this long (at once after a patch of ours).
+const READ_AGAIN: Duration = Duration::from_secs(5);
+
+/// A drained worker whose pod is still there after this long is taken back: the ReplicaSet
+/// removed another pod (one not ready yet goes before any other).
+const DRAIN_LIMIT: Duration = Duration::from_secs(60);
+
 /// One thing the autoscaler did, for people.
 #[derive(Debug, Clone)]
 pub struct Decision {
@@ -123,12 +133,15 @@ pub async fn run(
         }
         // Several snapshots in a burst make one round.
         changes.borrow_and_update();
+        let started = Instant::now();
         if let Err(e) = round.run(&master, &config, &target, &status).await {
+            round.read = None;
             status.lock().trouble = Some(e.to_string());
             tracing::warn!(error = %e, "autoscaler: a Kubernetes API call failed");
         } else {
             status.lock().trouble = None;
         }
+        tokio::time::sleep_until(started + ROUND_GAP).await;
     }
 }
 
@@ -139,6 +152,10 @@ struct Round {
     idle_since: BTreeMap<String, Instant>,
     /// A scale-up not yet met: when its demand was first seen, and the ALIVE count it wants.
     pending_up: Option<(Instant, u32)>,
+    /// The Deployment as last read, and when.
+    read: Option<(Instant, deployment::Read)>,
+    /// When each worker drained by the autoscaler was drained.
+    drained_at: BTreeMap<String, Instant>,
 }
 
 impl Round {
@@ -153,8 +170,15 @@ impl Round {
         if snap.recovering {
             return Ok(());
         }
-        let read = target.read().await?;
         let now = Instant::now();
+        let read = match self.read {
+            Some((at, read)) if now.saturating_duration_since(at) < READ_AGAIN => read,
+            _ => {
+                let read = target.read().await?;
+                self.read = Some((now, read));
+                read
+            }
+        };
         let workers: Vec<WorkerSeen> = snap
             .workers
             .values()
@@ -183,6 +207,27 @@ impl Round {
             .collect();
         self.idle_since
             .retain(|id, _| workers.iter().any(|w| w.id == *id));
+        self.drained_at
+            .retain(|id, _| workers.iter().any(|w| w.id == *id && w.drained));
+        for (worker_id, since) in self.drained_at.clone() {
+            if now.saturating_duration_since(since) >= DRAIN_LIMIT {
+                let _ = master
+                    .ask(|reply| Command::Drain {
+                        worker_id: worker_id.clone(),
+                        drain: false,
+                        reply,
+                    })
+                    .await;
+                self.drained_at.remove(&worker_id);
+                status.decided(
+                    format!("took back {worker_id}"),
+                    format!(
+                        "its pod was still there {} s after the scale-in",
+                        DRAIN_LIMIT.as_secs()
+                    ),
+                );
+            }
+        }
         let shape = read.shape.or_else(|| snap.worker_shape());
         let more_needed = match shape {
             Some(shape) => snap.demand_for(shape).more_workers,
@@ -212,6 +257,7 @@ impl Round {
             match step {
                 Step::ScaleTo { replicas, reason } => {
                     target.scale_to(replicas).await?;
+                    self.read = Some((now, deployment::Read { replicas, ..read }));
                     if replicas > read.replicas {
                         self.pending_up.get_or_insert((now, replicas));
                         status.lock().scale_ups += 1;
@@ -255,9 +301,13 @@ impl Round {
                             })
                             .await
                             .unwrap_or(false);
-                        if done {
-                            target.set_deletion_cost(pod, -1000).await?;
-                            drained.push((worker_id.clone(), pod.clone()));
+                        if !done {
+                            continue;
+                        }
+                        drained.push((worker_id.clone(), pod.clone()));
+                        if let Err(e) = target.set_deletion_cost(pod, -1000).await {
+                            take_back(master, &drained).await;
+                            return Err(e);
                         }
                     }
                     if drained.is_empty() {
@@ -265,7 +315,14 @@ impl Round {
                     }
                     let leaving = drained;
                     let replicas = read.replicas.saturating_sub(leaving.len() as u32);
-                    target.scale_to(replicas).await?;
+                    if let Err(e) = target.scale_to(replicas).await {
+                        take_back(master, &leaving).await;
+                        return Err(e);
+                    }
+                    self.read = Some((now, deployment::Read { replicas, ..read }));
+                    for (worker_id, _) in &leaving {
+                        self.drained_at.insert(worker_id.clone(), now);
+                    }
                     status.lock().scale_downs += 1;
                     let names: Vec<&str> = leaving.iter().map(|(w, _)| w.as_str()).collect();
                     status.decided(
@@ -280,5 +337,18 @@ impl Round {
             }
         }
         Ok(())
+    }
+}
+
+/// Drained workers that are not removed after all (an API call failed): they take work again.
+async fn take_back(master: &MasterHandle, workers: &[(String, String)]) {
+    for (worker_id, _) in workers {
+        let _ = master
+            .ask(|reply| Command::Drain {
+                worker_id: worker_id.clone(),
+                drain: false,
+                reply,
+            })
+            .await;
     }
 }
