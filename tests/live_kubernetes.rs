@@ -661,8 +661,8 @@ fn autoscaling(kube: &Kube) {
         "deployment",
         "hearth-master",
         "--patch-file",
-        &extras
-            .join("autoscaling-master-patch.yaml")
+        &Path::new(ROOT)
+            .join("manifests/patches/autoscaling-master.yaml")
             .display()
             .to_string(),
     ]);

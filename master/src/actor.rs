@@ -54,7 +54,7 @@ pub struct MasterHandle {
     /// Why the state file cannot be written now, if it cannot.
     pub store_trouble: StoreTrouble,
     /// What the autoscaler did and wants, for the overview and `/metrics`.
-    pub autoscale: Arc<crate::autoscale::Status>,
+    pub autoscale: Arc<crate::scaling_status::Status>,
 }
 
 /// Why the last write of the state file failed, until one succeeds again: while it is set the

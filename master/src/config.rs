@@ -76,7 +76,7 @@ pub struct MasterConfig {
     /// The most bytes of shipped logs kept, all together; the least recently written go first.
     pub kept_logs_bytes: u64,
     /// `--autoscale`: the master sizes its worker Deployment; `None`: off.
-    pub autoscale: Option<crate::autoscale::AutoscaleConfig>,
+    pub autoscale: Option<AutoscaleConfig>,
 }
 
 /// How the web UI behaves for people who reach port 8080.
@@ -274,6 +274,16 @@ pub fn ui_base_path(raw: &str) -> Result<String> {
         ));
     }
     Ok(trimmed.to_string())
+}
+
+/// `--autoscale` and its bounds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AutoscaleConfig {
+    pub namespace: String,
+    pub deployment: String,
+    pub min_workers: u32,
+    pub max_workers: u32,
+    pub scale_down_idle: Duration,
 }
 
 #[cfg(test)]

@@ -31,6 +31,7 @@ pub mod kept_logs;
 pub mod links;
 pub mod listen;
 pub mod queue_file;
+pub mod scaling_status;
 pub mod schedule;
 pub mod server;
 pub mod state;

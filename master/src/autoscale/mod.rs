@@ -11,31 +11,15 @@
 pub mod decide;
 pub mod deployment;
 
-use std::{
-    collections::{BTreeMap, VecDeque},
-    sync::{Arc, Mutex},
-    time::Duration,
-};
+use std::{collections::BTreeMap, sync::Arc, time::Duration};
 
 use hearth_common::{Shutdown, proto::WorkerState};
 use tokio::time::Instant;
 
-use crate::{actor::MasterHandle, command::Command};
+pub use crate::config::AutoscaleConfig;
+use crate::{actor::MasterHandle, command::Command, scaling_status::Status};
 use decide::{Inputs, Step, WorkerSeen};
 use deployment::WorkerDeployment;
-
-/// `--autoscale` and its bounds.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AutoscaleConfig {
-    pub namespace: String,
-    pub deployment: String,
-    pub min_workers: u32,
-    pub max_workers: u32,
-    pub scale_down_idle: Duration,
-}
-
-/// Decisions kept for the overview.
-const DECISIONS_KEPT: usize = 20;
 
 /// Rounds are at least this far apart, however often the state changes.
 const ROUND_GAP: Duration = Duration::from_millis(300);
@@ -46,57 +30,6 @@ const READ_AGAIN: Duration = Duration::from_secs(5);
 /// A drained worker whose pod is still there after this long is taken back: the ReplicaSet
 /// removed another pod (one not ready yet goes before any other).
 const DRAIN_LIMIT: Duration = Duration::from_secs(60);
-
-/// One thing the autoscaler did, for people.
-#[derive(Debug, Clone)]
-pub struct Decision {
-    pub at_ms: i64,
-    pub what: String,
-    pub reason: String,
-}
-
-/// What the overview and `/metrics` show of the autoscaler.
-#[derive(Debug, Default)]
-pub struct Status {
-    inner: Mutex<StatusInner>,
-}
-
-#[derive(Debug, Default, Clone)]
-pub struct StatusInner {
-    pub config: Option<AutoscaleConfig>,
-    pub wanted: u32,
-    pub replicas: u32,
-    pub decisions: VecDeque<Decision>,
-    pub scale_ups: u64,
-    pub scale_downs: u64,
-    /// Seconds from demand first seen to the workers it asked for ALIVE, per scale-up.
-    pub demand_to_alive: Vec<f64>,
-    /// Why the Kubernetes API cannot be used now, if it cannot.
-    pub trouble: Option<String>,
-}
-
-impl Status {
-    pub fn get(&self) -> StatusInner {
-        self.lock().clone()
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, StatusInner> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn decided(&self, what: String, reason: String) {
-        tracing::info!(what, reason, "autoscaler");
-        let mut s = self.lock();
-        if s.decisions.len() >= DECISIONS_KEPT {
-            s.decisions.pop_back();
-        }
-        s.decisions.push_front(Decision {
-            at_ms: hearth_common::ids::now_ms(),
-            what,
-            reason,
-        });
-    }
-}
 
 /// Runs the autoscaler until `shutdown`.
 pub async fn run(

@@ -111,7 +111,7 @@ struct AutoscaleView {
 }
 
 impl AutoscaleView {
-    fn of(s: crate::autoscale::StatusInner) -> Option<Self> {
+    fn of(s: crate::scaling_status::StatusInner) -> Option<Self> {
         let config = s.config?;
         Some(Self {
             target: format!("{}/{}", config.namespace, config.deployment),
@@ -138,7 +138,7 @@ pub fn overview_html(
     now_ms: i64,
     query: &OverviewQuery,
     store_trouble: Option<String>,
-    autoscale: Option<crate::autoscale::StatusInner>,
+    autoscale: Option<crate::scaling_status::StatusInner>,
 ) -> Result<String, askama::Error> {
     let base = ui.base_path.clone();
     let pager = |table: &str, total: usize, requested: Option<usize>| {
