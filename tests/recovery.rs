@@ -943,6 +943,50 @@ impl Drop for DiskTrouble {
 #[ignore = "needs root to mount a small tmpfs; ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn a_full_state_volume_refuses_changes_serves_reads_and_resumes_with_room() {
     let mut t = DiskTrouble::start().await;
+    // A worker with a driver running: the failed turns must not cost it its work.
+    let url = t.master.as_ref().expect("running").url.clone();
+    let mut worker = support::Proc::new(
+        std::process::Command::new(support::HEARTH)
+            .args([
+                "worker",
+                "--master",
+                &url,
+                "--webui-port",
+                "0",
+                "--bind",
+                "127.0.0.1",
+            ])
+            .args(["--host", "127.0.0.1", "--cores", "2", "--memory", "1g"])
+            .arg("--work-dir")
+            .arg(t.dir.path().join("work"))
+            .env("HEARTH_SECRET", "test-secret-4f9a")
+            .env_remove("HEARTH_SECRET_FILE")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn a worker"),
+        "worker",
+    );
+    support::first_line(&mut worker.child, "hearth worker:", LIMIT);
+    let sleeper = t
+        .client
+        .submit(DriverSpec {
+            command: vec!["sleep".into(), "600".into()],
+            cores: 1,
+            memory_mb: 32,
+            ..Default::default()
+        })
+        .await
+        .expect("a driver");
+    wait_for("the driver RUNNING", LIMIT, || {
+        let client = t.client.clone();
+        let id = sleeper.clone();
+        async move {
+            let d = client.driver(&id).await.ok()?;
+            (d.state == DriverState::Running as i32).then_some(())
+        }
+    })
+    .await;
     {
         use std::io::Write;
         let mut filler = std::fs::File::create(t.volume.join("filler")).expect("filler");
@@ -955,13 +999,36 @@ async fn a_full_state_volume_refuses_changes_serves_reads_and_resumes_with_room(
         refusal.message().contains("not recorded") && refusal.message().contains("hearth.redb"),
         "{refusal:?}"
     );
-    t.check_refusing(&acknowledged, "No space left").await;
+    let mut listed_now = acknowledged.clone();
+    listed_now.push(sleeper.clone());
+    t.check_refusing(&listed_now, "No space left").await;
 
     std::fs::remove_file(t.volume.join("filler")).expect("remove the filler");
     let after = t.check_resumed().await;
     let log = std::fs::read_to_string(t.dir.path().join("master.log")).unwrap_or_default();
     assert!(log.contains("can be written again"), "{log}");
+    // The worker came back and its driver was adopted, not lost and relaunched.
+    let d = wait_for("the driver adopted", LIMIT, || {
+        let client = t.client.clone();
+        let id = sleeper.clone();
+        async move {
+            let d = client.driver(&id).await.ok()?;
+            let workers = client.workers().await.ok()?;
+            workers
+                .iter()
+                .any(|w| w.state == WorkerState::Alive as i32)
+                .then_some(d)
+        }
+    })
+    .await;
+    assert_eq!(
+        (d.state, d.attempt),
+        (DriverState::Running as i32, 1),
+        "{}",
+        d.message
+    );
     let mut all: BTreeSet<String> = acknowledged.into_iter().collect();
+    all.insert(sleeper);
     all.insert(after);
     t.check_after_restart(&all).await;
 }

@@ -244,7 +244,8 @@ impl Actor {
                     );
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
-                    let released = self.state.fence_due(now_ms) && self.state.release_fences(now_ms);
+                    let now = Instant::now();
+                    let released = self.state.fence_due(now) && self.state.release_fences(now);
                     self.state.decay_usage(now_ms);
                     // A state file that could not be written is tried again now and then.
                     let retry = self.store_trouble.get().is_some()
@@ -278,6 +279,8 @@ impl Actor {
                 // had heard from them.
                 tracing::error!(error = %e, "cannot write the state file; the turn is undone and changes are refused until it can be written");
                 self.state = self.persisted.clone();
+                self.state.await_reconnects(Instant::now());
+                self.recovery_deadline = Instant::now() + self.config.recovery_timeout;
                 self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
                 for r in replies {
                     r(Some(e));

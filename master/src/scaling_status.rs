@@ -29,8 +29,9 @@ pub struct StatusInner {
     pub decisions: VecDeque<Decision>,
     pub scale_ups: u64,
     pub scale_downs: u64,
-    /// Seconds from demand first seen to the workers it asked for ALIVE, per scale-up.
-    pub demand_to_alive: Vec<f64>,
+    /// Scale-ups met, and their seconds from demand first seen to the workers ALIVE, summed.
+    pub demand_to_alive_count: u64,
+    pub demand_to_alive_seconds: f64,
     /// Why the Kubernetes API cannot be used now, if it cannot.
     pub trouble: Option<String>,
 }

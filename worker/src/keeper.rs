@@ -107,7 +107,10 @@ pub fn run(args: &[OsString]) -> i32 {
         partial: Vec::new(),
         open: true,
     };
-    let mut stdin = std::io::stdin().lock();
+    // Read unbuffered: a buffer would hold lease numbers that `poll` on the pipe cannot see.
+    // SAFETY: descriptor 0 is the worker's pipe, open for the keeper's whole life; it is
+    // never closed here (ManuallyDrop).
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
     loop {
         let now = boottime_ns();
         if now >= lease.deadline {
@@ -147,10 +150,13 @@ pub fn run(args: &[OsString]) -> i32 {
                 r.intersects(PollFlags::POLLIN | PollFlags::POLLHUP | PollFlags::POLLERR)
             });
         drop(fds);
-        if input_ready && !lease.read(&mut stdin) {
+        if input_ready && !lease.read(&mut *stdin) {
             end_group("its worker is gone");
         }
         if let Ok(Some(status)) = child.try_wait() {
+            // What the program left running goes with it now, not when the worker gets to it:
+            // a frozen worker could not, and the lease covers them too.
+            kill_rest_of_group();
             pass_on(status);
         }
     }
@@ -209,6 +215,48 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid as nix::libc::c_int, 0) };
     // SAFETY: a non-negative return is a descriptor this process now owns.
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILLs every other live process of the keeper's group (scanning /proc, as the keeper
+/// cannot kill the group without itself).
+fn kill_rest_of_group() {
+    let (me, group) = (getpid().as_raw(), getpgrp().as_raw());
+    // A process forking while it is killed leaves a child: look again until none is left.
+    for _ in 0..5 {
+        let mut found = false;
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return;
+        };
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|s| s.parse::<i32>().ok())
+            else {
+                continue;
+            };
+            if pid == me {
+                continue;
+            }
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            // After the command name (in parentheses): state, parent, process group.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let mut fields = rest.split_whitespace();
+            let state = fields.next();
+            let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
+            if pgrp == Some(group) && state != Some("Z") {
+                let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                found = true;
+            }
+        }
+        if !found {
+            return;
+        }
+    }
 }
 
 /// SIGKILLs the whole group, the keeper with it.

@@ -108,7 +108,9 @@ pub fn decide(inputs: &Inputs) -> Vec<Step> {
         .filter(|w| w.idle_for >= inputs.scale_down_idle)
         .collect();
     idle.sort_by_key(|w| (w.work, std::cmp::Reverse(w.registered_at_ms)));
-    let removable = inputs.replicas.saturating_sub(inputs.min);
+    // Pods not registered yet are not counted as removable room: the ReplicaSet takes those
+    // (not ready) before any other, so counting them could leave fewer than the minimum.
+    let removable = inputs.replicas.min(serving).saturating_sub(inputs.min);
     let chosen: Vec<(String, String)> = idle
         .into_iter()
         .take(removable as usize)

@@ -144,13 +144,12 @@ impl Round {
             .retain(|id, _| workers.iter().any(|w| w.id == *id && w.drained));
         for (worker_id, since) in self.drained_at.clone() {
             if now.saturating_duration_since(since) >= DRAIN_LIMIT {
-                let _ = master
-                    .ask(|reply| Command::Drain {
-                        worker_id: worker_id.clone(),
-                        drain: false,
-                        reply,
-                    })
-                    .await;
+                let pod = workers
+                    .iter()
+                    .find(|w| w.id == worker_id)
+                    .and_then(|w| w.pod.clone())
+                    .unwrap_or_default();
+                take_back(master, target, &[(worker_id.clone(), pod)]).await;
                 self.drained_at.remove(&worker_id);
                 status.decided(
                     format!("took back {worker_id}"),
@@ -174,7 +173,8 @@ impl Round {
             if let Some((since, wanted)) = self.pending_up
                 && alive >= wanted
             {
-                s.demand_to_alive.push(since.elapsed().as_secs_f64());
+                s.demand_to_alive_count += 1;
+                s.demand_to_alive_seconds += since.elapsed().as_secs_f64();
                 self.pending_up = None;
             }
         }
@@ -201,14 +201,14 @@ impl Round {
                     workers: back,
                     reason,
                 } => {
+                    let back_pods: Vec<(String, String)> = workers
+                        .iter()
+                        .filter(|w| back.contains(&w.id))
+                        .filter_map(|w| w.pod.clone().map(|pod| (w.id.clone(), pod)))
+                        .collect();
+                    take_back(master, target, &back_pods).await;
                     for worker_id in &back {
-                        let _ = master
-                            .ask(|reply| Command::Drain {
-                                worker_id: worker_id.clone(),
-                                drain: false,
-                                reply,
-                            })
-                            .await;
+                        self.drained_at.remove(worker_id);
                     }
                     status.decided(format!("took back {}", back.join(", ")), reason);
                 }
@@ -239,7 +239,7 @@ impl Round {
                         }
                         drained.push((worker_id.clone(), pod.clone()));
                         if let Err(e) = target.set_deletion_cost(pod, -1000).await {
-                            take_back(master, &drained).await;
+                            take_back(master, target, &drained).await;
                             return Err(e);
                         }
                     }
@@ -249,7 +249,7 @@ impl Round {
                     let leaving = drained;
                     let replicas = read.replicas.saturating_sub(leaving.len() as u32);
                     if let Err(e) = target.scale_to(replicas).await {
-                        take_back(master, &leaving).await;
+                        take_back(master, target, &leaving).await;
                         return Err(e);
                     }
                     self.read = Some((now, deployment::Read { replicas, ..read }));
@@ -273,9 +273,10 @@ impl Round {
     }
 }
 
-/// Drained workers that are not removed after all (an API call failed): they take work again.
-async fn take_back(master: &MasterHandle, workers: &[(String, String)]) {
-    for (worker_id, _) in workers {
+/// Drained workers that are not removed after all: they take work again, and their pods are
+/// no longer marked first to go.
+async fn take_back(master: &MasterHandle, target: &WorkerDeployment, workers: &[(String, String)]) {
+    for (worker_id, pod) in workers {
         let _ = master
             .ask(|reply| Command::Drain {
                 worker_id: worker_id.clone(),
@@ -283,5 +284,10 @@ async fn take_back(master: &MasterHandle, workers: &[(String, String)]) {
                 reply,
             })
             .await;
+        if !pod.is_empty()
+            && let Err(e) = target.set_deletion_cost(pod, 0).await
+        {
+            tracing::warn!(worker_id, pod, error = %e, "autoscaler: cannot reset a pod's deletion cost");
+        }
     }
 }

@@ -29,6 +29,15 @@ pub const BUDGET_BYTES: u64 = 2 * hearth_common::MAX_MESSAGE_BYTES as u64;
 /// The budget counts KiB, so it fits the semaphore's `u32` permits.
 const UNIT: u64 = 1024;
 
+/// A large message must arrive whole within this long of taking its share, or its request is
+/// cut short: a client that claims a large message and sends it slowly (or never) cannot hold
+/// the budget from everyone else.
+pub const ARRIVAL_LIMIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Workers' streams are exempt: a worker's large messages (a registration, log pieces) must
+/// never queue behind clients', or its heartbeats behind them would stall.
+const EXEMPT: &str = "/hearth.v1.WorkerService/";
+
 /// The layer: one budget for every request through it.
 #[derive(Debug, Clone)]
 pub struct DecodeBudget {
@@ -73,7 +82,7 @@ where
     }
 
     fn call(&mut self, request: http::Request<B>) -> Self::Future {
-        let budget = self.budget.clone();
+        let budget = (!request.uri().path().starts_with(EXEMPT)).then(|| self.budget.clone());
         self.inner
             .call(request.map(|body| Budgeted::new(body, budget)))
     }
@@ -84,7 +93,10 @@ type Acquiring = Pin<Box<dyn Future<Output = Result<OwnedSemaphorePermit, Acquir
 /// A request body whose large messages take their size from the budget before they pass.
 pub struct Budgeted<B> {
     inner: B,
-    budget: Arc<Semaphore>,
+    /// `None`: exempt.
+    budget: Option<Arc<Semaphore>>,
+    /// While a large message holds its share: when it must have arrived whole.
+    arrival: Option<Pin<Box<tokio::time::Sleep>>>,
     framer: Framer,
     /// What the message passing now holds of the budget.
     permit: Option<OwnedSemaphorePermit>,
@@ -93,10 +105,11 @@ pub struct Budgeted<B> {
 }
 
 impl<B> Budgeted<B> {
-    fn new(inner: B, budget: Arc<Semaphore>) -> Self {
+    fn new(inner: B, budget: Option<Arc<Semaphore>>) -> Self {
         Self {
             inner,
             budget,
+            arrival: None,
             framer: Framer::default(),
             permit: None,
             waiting: None,
@@ -116,16 +129,33 @@ where
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let this = &mut *self;
+        let Some(budget) = this.budget.clone() else {
+            return Pin::new(&mut this.inner).poll_frame(cx);
+        };
         if let Some((acquiring, _)) = &mut this.waiting {
             let permit = std::task::ready!(acquiring.as_mut().poll(cx));
             this.permit = permit.ok();
+            this.arrival = Some(Box::pin(tokio::time::sleep(ARRIVAL_LIMIT)));
             let frame = this.waiting.take().map(|(_, frame)| frame);
             return Poll::Ready(frame.map(Ok));
+        }
+        if this.permit.is_some()
+            && this.framer.remaining > 0
+            && let Some(arrival) = &mut this.arrival
+            && arrival.as_mut().poll(cx).is_ready()
+        {
+            // Too slow: the request ends here (tonic refuses the cut message), and the share
+            // goes back.
+            tracing::warn!("a large gRPC message did not arrive within its time; request cut");
+            this.permit = None;
+            this.arrival = None;
+            return Poll::Ready(None);
         }
         let polled = Pin::new(&mut this.inner).poll_frame(cx);
         let Poll::Ready(Some(Ok(frame))) = polled else {
             if matches!(polled, Poll::Ready(None)) {
                 this.permit = None;
+                this.arrival = None;
             }
             return polled;
         };
@@ -138,22 +168,24 @@ where
         }
         // The message before is whole: what it held goes back.
         this.permit = None;
+        this.arrival = None;
         let large: u64 = starts.iter().filter(|len| **len > SMALL).sum();
         if large == 0 {
             return Poll::Ready(Some(Ok(frame)));
         }
         let units = large.div_ceil(UNIT).min(BUDGET_BYTES / UNIT) as u32;
-        match this.budget.clone().try_acquire_many_owned(units) {
+        match budget.clone().try_acquire_many_owned(units) {
             Ok(permit) => {
                 this.permit = Some(permit);
+                this.arrival = Some(Box::pin(tokio::time::sleep(ARRIVAL_LIMIT)));
                 Poll::Ready(Some(Ok(frame)))
             }
             Err(_) => {
-                let mut acquiring: Acquiring =
-                    Box::pin(this.budget.clone().acquire_many_owned(units));
+                let mut acquiring: Acquiring = Box::pin(budget.acquire_many_owned(units));
                 match acquiring.as_mut().poll(cx) {
                     Poll::Ready(permit) => {
                         this.permit = permit.ok();
+                        this.arrival = Some(Box::pin(tokio::time::sleep(ARRIVAL_LIMIT)));
                         Poll::Ready(Some(Ok(frame)))
                     }
                     Poll::Pending => {
@@ -253,7 +285,10 @@ mod tests {
             .acquire_many_owned(100)
             .await
             .expect("permits");
-        let body = Budgeted::new(Full::new(Bytes::from(message(150 * 1024))), budget.clone());
+        let body = Budgeted::new(
+            Full::new(Bytes::from(message(150 * 1024))),
+            Some(budget.clone()),
+        );
         let read = tokio::spawn(async move { body.collect().await.map(|b| b.to_bytes().len()) });
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(!read.is_finished(), "150 KiB passed with 100 KiB of room");
@@ -261,5 +296,38 @@ mod tests {
         let len = read.await.expect("task").expect("body");
         assert_eq!(len, 150 * 1024 + 5);
         assert_eq!(budget.available_permits(), 200, "all given back");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_message_that_never_arrives_gives_its_share_back() {
+        use http_body_util::{BodyExt, StreamBody};
+        use tokio_stream::StreamExt;
+        let budget = Arc::new(Semaphore::new(200));
+        // A prefix claiming 150 KiB, ten bytes of it, then nothing, ever.
+        let mut start = message(150 * 1024);
+        start.truncate(15);
+        let frames = tokio_stream::iter([Ok::<_, std::convert::Infallible>(Frame::data(
+            Bytes::from(start),
+        ))])
+        .chain(tokio_stream::pending());
+        let body = Budgeted::new(StreamBody::new(frames), Some(budget.clone()));
+        let read = tokio::spawn(async move { body.collect().await.map(|b| b.to_bytes().len()) });
+        tokio::time::sleep(ARRIVAL_LIMIT / 2).await;
+        assert_eq!(
+            budget.available_permits(),
+            50,
+            "150 KiB held while it arrives"
+        );
+        let len = read.await.expect("task").expect("body");
+        assert_eq!(len, 15, "cut short after the limit");
+        assert_eq!(budget.available_permits(), 200, "all given back");
+    }
+
+    #[tokio::test]
+    async fn workers_streams_are_exempt() {
+        use http_body_util::{BodyExt, Full};
+        let body = Budgeted::new(Full::new(Bytes::from(message(300 * 1024))), None);
+        let len = body.collect().await.expect("body").to_bytes().len();
+        assert_eq!(len, 300 * 1024 + 5);
     }
 }

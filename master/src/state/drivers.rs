@@ -74,6 +74,10 @@ pub struct DriverInfo {
     /// it was lost with has surely ended.
     #[serde(default)]
     pub fenced_until_ms: Option<i64>,
+    /// The same on the master's monotonic clock, which decides: a step of the wall clock must
+    /// not release it early. Not kept: a restarted master waits a whole lease again.
+    #[serde(skip)]
+    pub fence_deadline: Option<tokio::time::Instant>,
     /// `at_most_one`: a worker that came back still running an older attempt; not relaunched
     /// until that copy's end is reported.
     #[serde(default)]
@@ -403,6 +407,16 @@ impl State {
         let Some(d) = self.drivers.get(driver_id) else {
             return;
         };
+        if d.stop_requested() {
+            // Killed (or failed by its application) meanwhile: it ends as a lost one would.
+            self.driver_lost(
+                driver_id,
+                format!("{worker_id} never received it"),
+                now_ms,
+                effects,
+            );
+            return;
+        }
         let why = format!(
             "attempt {} never reached {worker_id} (its stream broke before the launch arrived)",
             d.attempt

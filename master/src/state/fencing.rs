@@ -9,6 +9,7 @@
 use std::{sync::Arc, time::Duration};
 
 use hearth_common::proto::DriverState;
+use tokio::time::Instant;
 
 use super::State;
 use crate::schedule::WaitCode;
@@ -36,6 +37,7 @@ impl State {
         let lease = Duration::from_millis(self.limits.lease_ms);
         let left = relaunch_delay(lease).saturating_sub(since_heard);
         let until_ms = now_ms.saturating_add(left.as_millis() as i64);
+        let deadline = Instant::now() + left;
         let Some(d) = self.drivers.get_mut(driver_id) else {
             return;
         };
@@ -45,6 +47,7 @@ impl State {
         }
         let d = Arc::make_mut(d);
         d.fenced_until_ms = Some(d.fenced_until_ms.unwrap_or(0).max(until_ms));
+        d.fence_deadline = Some(d.fence_deadline.map_or(deadline, |t| t.max(deadline)));
         d.waiting_code = Some(WaitCode::Fencing);
         d.waiting_reason = Some(format!(
             "at-most-one: waiting until {worker_id} has surely stopped its last copy (its lease \
@@ -104,11 +107,9 @@ impl State {
     /// once the lease ends.
     pub(super) fn old_copies_lost(&mut self, worker_id: &str, since_heard: Duration, now_ms: i64) {
         let lease = Duration::from_millis(self.limits.lease_ms);
-        let until_ms = now_ms.saturating_add(
-            relaunch_delay(lease)
-                .saturating_sub(since_heard)
-                .as_millis() as i64,
-        );
+        let left = relaunch_delay(lease).saturating_sub(since_heard);
+        let until_ms = now_ms.saturating_add(left.as_millis() as i64);
+        let deadline = Instant::now() + left;
         let ids: Vec<String> = self
             .fenced
             .iter()
@@ -124,6 +125,7 @@ impl State {
                 let d = Arc::make_mut(d);
                 d.old_copy_on = None;
                 d.fenced_until_ms = Some(d.fenced_until_ms.unwrap_or(0).max(until_ms));
+                d.fence_deadline = Some(d.fence_deadline.map_or(deadline, |t| t.max(deadline)));
             }
         }
     }
@@ -136,19 +138,36 @@ impl State {
     }
 
     /// Whether a held-back driver may go back to the queue now.
-    pub fn fence_due(&self, now_ms: i64) -> bool {
+    pub fn fence_due(&self, now: Instant) -> bool {
         self.fenced
             .iter()
             .filter_map(|id| self.drivers.get(id))
-            .any(|d| fence_over(d, now_ms))
+            .any(|d| fence_over(d, now))
+    }
+
+    /// After a restart: a held-back driver waits a whole lease from now, whatever was kept (a
+    /// worker may have renewed its lease with the master before).
+    pub(super) fn refence_after_restart(&mut self, now: Instant, now_ms: i64) {
+        let left = relaunch_delay(Duration::from_millis(self.limits.lease_ms));
+        for id in self.fenced.clone() {
+            if let Some(d) = self.drivers.get_mut(&id) {
+                let d = Arc::make_mut(d);
+                d.fence_deadline = Some(now + left);
+                d.fenced_until_ms = Some(
+                    d.fenced_until_ms
+                        .unwrap_or(0)
+                        .max(now_ms.saturating_add(left.as_millis() as i64)),
+                );
+            }
+        }
     }
 
     /// Puts the drivers whose last copy has surely stopped back at the head of their queue.
-    pub fn release_fences(&mut self, now_ms: i64) -> bool {
+    pub fn release_fences(&mut self, now: Instant) -> bool {
         let due: Vec<String> = self
             .fenced
             .iter()
-            .filter(|id| self.drivers.get(*id).is_none_or(|d| fence_over(d, now_ms)))
+            .filter(|id| self.drivers.get(*id).is_none_or(|d| fence_over(d, now)))
             .cloned()
             .collect();
         for id in &due {
@@ -158,6 +177,7 @@ impl State {
             };
             let d = Arc::make_mut(d);
             d.fenced_until_ms = None;
+            d.fence_deadline = None;
             if d.state.is_terminal() || d.state == DriverState::Running {
                 continue;
             }
@@ -173,7 +193,7 @@ impl State {
     }
 }
 
-fn fence_over(d: &super::DriverInfo, now_ms: i64) -> bool {
+fn fence_over(d: &super::DriverInfo, now: Instant) -> bool {
     d.state.is_terminal()
-        || (d.old_copy_on.is_none() && d.fenced_until_ms.is_none_or(|until| until <= now_ms))
+        || (d.old_copy_on.is_none() && d.fence_deadline.is_none_or(|until| until <= now))
 }

@@ -149,6 +149,7 @@ impl State {
             .workers
             .values()
             .any(|w| w.state == WorkerState::Unknown);
+        state.refence_after_restart(now, now_ms);
         state
     }
 
@@ -170,7 +171,12 @@ impl State {
         for id in orphan_drivers {
             tracing::warn!(driver_id = %id, worker_id = ?self.drivers.get(&id).and_then(|d| d.worker_id.clone()),
                 "a running driver's worker does not list it; treated as lost");
+            let worker = self.drivers.get(&id).and_then(|d| d.worker_id.clone());
             self.driver_lost(&id, "its worker is unknown".into(), now_ms, effects);
+            // That worker may still hold a lease from the master before: a full one is waited.
+            if let Some(worker) = worker {
+                self.fence_after_loss(&id, &worker, std::time::Duration::ZERO, now_ms);
+            }
         }
         let orphan_executors: Vec<super::ExecKey> = self
             .apps
@@ -199,6 +205,30 @@ impl State {
                 now_ms,
                 effects,
             );
+        }
+    }
+
+    /// The master closed every worker's stream itself (a state write failed and its turn was
+    /// undone): each worker is waited for as after a restart, what it holds kept, and its work
+    /// adopted when it registers again, rather than declared lost when its stream ends.
+    pub fn await_reconnects(&mut self, now: Instant) {
+        let ids: Vec<String> = self
+            .workers
+            .values()
+            .filter(|w| w.connected)
+            .map(|w| w.id.clone())
+            .collect();
+        for id in &ids {
+            if let Some(w) = self.workers.get_mut(id) {
+                let w = Arc::make_mut(w);
+                w.connected = false;
+                w.conn_id = 0;
+                w.state = WorkerState::Unknown;
+                w.last_seen = now;
+            }
+        }
+        if !ids.is_empty() {
+            self.recovering = true;
         }
     }
 

@@ -124,6 +124,7 @@ impl State {
             preempted: None,
             preemptions: Vec::new(),
             fenced_until_ms: None,
+            fence_deadline: None,
             old_copy_on: None,
             resources: Vec::new(),
         };

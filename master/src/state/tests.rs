@@ -802,15 +802,18 @@ fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() 
     let until = d.fenced_until_ms.expect("held back");
     // The lease (10 s) plus the margin, from when the worker was last heard of (just now).
     assert!((11_000..=11_200).contains(&(until - 1_000)), "{until}");
+    let deadline = d.fence_deadline.expect("held back on the monotonic clock");
+    let wait = deadline.saturating_duration_since(Instant::now());
+    assert!(wait > std::time::Duration::from_secs(10), "{wait:?}");
     state.schedule(2_000, &mut effects);
     assert_eq!(
         state.driver(&once).unwrap().state,
         DriverState::Relaunching,
         "placed during the lease"
     );
-    assert!(!state.fence_due(until - 1));
-    assert!(state.fence_due(until));
-    assert!(state.release_fences(until));
+    assert!(!state.fence_due(deadline - std::time::Duration::from_millis(1)));
+    assert!(state.fence_due(deadline));
+    assert!(state.release_fences(deadline));
     state.schedule(until, &mut effects);
     let d = state.driver(&once).unwrap();
     assert_eq!(
@@ -835,11 +838,11 @@ fn an_old_copy_on_a_returning_worker_holds_an_at_most_one_driver_until_it_ends()
         .expect("admitted");
     state.schedule(0, &mut effects);
     assert!(state.worker_lost("worker-a", 1, "gone", 1_000, &mut effects));
-    let until = state
-        .driver(&once)
-        .unwrap()
-        .fenced_until_ms
-        .expect("held back");
+    let d = state.driver(&once).unwrap();
+    let (until, deadline) = (
+        d.fenced_until_ms.expect("held back"),
+        d.fence_deadline.expect("held back"),
+    );
     // It comes back still running attempt 1: ordered to end it, and the driver waits for that.
     let mut back = register("worker-a", 2, 1024);
     back.running = vec![hearth_common::proto::RunningDriver {
@@ -852,7 +855,7 @@ fn an_old_copy_on_a_returning_worker_holds_an_at_most_one_driver_until_it_ends()
         Some("worker-a")
     );
     assert!(
-        !state.fence_due(until + 60_000),
+        !state.fence_due(deadline + std::time::Duration::from_secs(60)),
         "released with the old copy running"
     );
     state.driver_status(
@@ -867,8 +870,8 @@ fn an_old_copy_on_a_returning_worker_holds_an_at_most_one_driver_until_it_ends()
         3_000,
         &mut effects,
     );
-    assert!(state.fence_due(until));
-    assert!(state.release_fences(until));
+    assert!(state.fence_due(deadline));
+    assert!(state.release_fences(deadline));
     state.schedule(until, &mut effects);
     assert_eq!(state.driver(&once).unwrap().state, DriverState::Running);
     state.check_invariants().unwrap();

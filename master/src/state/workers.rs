@@ -226,6 +226,13 @@ impl State {
         };
         self.workers.insert(id.clone(), Arc::new(worker));
 
+        // A process that ended while the worker built its registration is in both lists: it
+        // ended, and its `running` entry is no copy to fence.
+        let ended: BTreeSet<(String, u32)> = reg
+            .completed
+            .iter()
+            .map(|s| (s.driver_id.clone(), s.attempt))
+            .collect();
         // Terminal reports it could not deliver while disconnected. The worker's sets are empty
         // now, so these only record how things ended; slots are rebuilt below.
         for status in reg.completed {
@@ -237,6 +244,9 @@ impl State {
 
         let mut still_running = BTreeSet::new();
         for running in reg.running {
+            if ended.contains(&(running.driver_id.clone(), running.attempt)) {
+                continue;
+            }
             let ours = self.drivers.get(&running.driver_id).is_some_and(|d| {
                 d.state == DriverState::Running
                     && d.worker_id.as_deref() == Some(id.as_str())
@@ -296,6 +306,8 @@ impl State {
                             now_ms,
                             effects,
                         );
+                        // Its copy there runs until the kill takes effect.
+                        self.old_copy_seen(&driver_id, &id);
                     }
                 }
             } else if d.state == DriverState::Running && d.worker_id.as_deref() == Some(&id) {

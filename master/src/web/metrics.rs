@@ -174,7 +174,6 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     );
     let scaler = master.autoscale.get();
     if let Some(config) = &scaler.config {
-        let demand = &scaler.demand_to_alive;
         let _ = writeln!(
             out,
             "# HELP hearth_autoscale_replicas Replicas the worker Deployment asks for.\n# TYPE hearth_autoscale_replicas gauge\nhearth_autoscale_replicas {}\n\
@@ -190,8 +189,8 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             config.max_workers,
             scaler.scale_ups,
             scaler.scale_downs,
-            demand.len(),
-            demand.iter().sum::<f64>()
+            scaler.demand_to_alive_count,
+            scaler.demand_to_alive_seconds
         );
     }
     let t = &master.telemetry;
