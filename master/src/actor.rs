@@ -245,6 +245,7 @@ impl Actor {
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
                     let now = Instant::now();
+                    let lowered = self.state.lower_lease(now);
                     let released = self.state.fence_due(now) && self.state.release_fences(now);
                     self.state.decay_usage(now_ms);
                     // A state file that could not be written is tried again now and then.
@@ -252,6 +253,7 @@ impl Actor {
                         && self.store_retried.elapsed() >= STORE_RETRY;
                     expired
                         || limited
+                        || lowered
                         || released
                         || retry
                         || self.state.recovering

@@ -64,6 +64,7 @@ fn meta(s: &State) -> Meta {
         started_ms: s.started_ms,
         next_driver_seq: s.next_driver_seq,
         next_app_seq: s.next_app_seq,
+        lease_ms: s.limits.lease_ms,
     }
 }
 

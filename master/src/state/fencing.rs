@@ -137,6 +137,23 @@ impl State {
         self.tried = None;
     }
 
+    /// The longer leases of a master before have surely ended: fencing counts with this
+    /// master's own from now on. Whether it changed.
+    pub fn lower_lease(&mut self, now: Instant) -> bool {
+        match self.lease_lowers {
+            Some((at, lease_ms)) if now >= at => {
+                tracing::info!(
+                    lease_ms,
+                    "the longer leases of the master before have ended"
+                );
+                self.limits.lease_ms = lease_ms;
+                self.lease_lowers = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
     /// Whether a held-back driver may go back to the queue now.
     pub fn fence_due(&self, now: Instant) -> bool {
         self.fenced

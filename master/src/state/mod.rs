@@ -102,6 +102,9 @@ pub struct State {
     /// `at_most_one` drivers waiting to be relaunched, held out of `waiting` until their last
     /// copy has surely stopped.
     pub fenced: OrdSet<String>,
+    /// After a restart with a shorter worker timeout: when the longer leases granted before
+    /// have surely ended, and the lease to count with from then on.
+    pub lease_lowers: Option<(tokio::time::Instant, u64)>,
     pub next_driver_seq: u64,
     /// What the state admits and keeps, and how it places executors.
     pub limits: Limits,
@@ -194,6 +197,7 @@ impl State {
             waiting: Vector::new(),
             completed: Vector::new(),
             fenced: OrdSet::new(),
+            lease_lowers: None,
             next_driver_seq: 0,
             limits,
             apps: OrdMap::new(),

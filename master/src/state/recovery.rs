@@ -5,7 +5,7 @@
 //! is adopted, what it lost is relaunched or failed) or the worker timeout has passed, after
 //! which those still missing are declared DEAD like any lost worker.
 
-use std::{collections::BTreeSet, sync::Arc};
+use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use hearth_common::proto::{DriverState, WorkerState};
 use tokio::time::Instant;
@@ -40,6 +40,13 @@ impl State {
         if let Some(meta) = loaded.meta {
             state.next_driver_seq = meta.next_driver_seq;
             state.next_app_seq = meta.next_app_seq;
+            // A master before granted longer leases (a larger worker timeout): until one of
+            // those has surely run out, fencing counts with it.
+            if meta.lease_ms > state.limits.lease_ms {
+                let configured = state.limits.lease_ms;
+                state.limits.lease_ms = meta.lease_ms;
+                state.lease_lowers = Some((now + Duration::from_millis(meta.lease_ms), configured));
+            }
         }
 
         let mut drivers = loaded.drivers;

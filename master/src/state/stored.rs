@@ -17,6 +17,10 @@ pub struct Meta {
     pub started_ms: i64,
     pub next_driver_seq: u64,
     pub next_app_seq: u64,
+    /// The longest lease a worker may still hold (a master before ran with this worker
+    /// timeout): `at_most_one` drivers are fenced for at least this long.
+    #[serde(default)]
+    pub lease_ms: u64,
 }
 
 /// What is kept of a worker: its offer and the slots it held, not its connection.

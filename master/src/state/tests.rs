@@ -898,3 +898,29 @@ fn a_placement_its_worker_never_received_is_launched_again_not_lost() {
     assert_eq!((d.state, d.attempt), (DriverState::Running, 2));
     state.check_invariants().unwrap();
 }
+
+#[test]
+fn a_master_restarted_with_a_shorter_timeout_fences_with_the_longer_leases_until_they_end() {
+    let loaded = crate::state::stored::Loaded {
+        meta: Some(crate::state::stored::Meta {
+            format: 1,
+            started_ms: 1,
+            next_driver_seq: 0,
+            next_app_seq: 0,
+            lease_ms: 60_000,
+        }),
+        ..Default::default()
+    };
+    let now = Instant::now();
+    let mut state = State::recover(loaded, "http://m".into(), now, 5, Limits::retaining(50));
+    assert_eq!(
+        state.limits.lease_ms, 60_000,
+        "workers may hold leases of 60 s"
+    );
+    assert!(!state.lower_lease(now + std::time::Duration::from_secs(59)));
+    assert!(state.lower_lease(now + std::time::Duration::from_secs(60)));
+    assert_eq!(
+        state.limits.lease_ms, 10_000,
+        "this master's own from then on"
+    );
+}
