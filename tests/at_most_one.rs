@@ -13,7 +13,7 @@ use std::{
 
 use hearth_common::{proto::WorkerState, state_names::StateName, state_names::driver_state};
 use nix::sys::signal::{Signal, kill};
-use support::Cluster;
+use support::{Cluster, ticks};
 
 const LIMIT: Duration = Duration::from_secs(30);
 
@@ -27,43 +27,8 @@ fn ticking(tag: &str, dir: &Path) -> Vec<String> {
         "--".into(),
         "sh".into(),
         "-c".into(),
-        format!(
-            "f=\"$TICKS/{tag}-$HEARTH_ATTEMPT\"; while :; do date +%s%N >> \"$f\"; sleep 0.05; done"
-        ),
+        ticks::script(tag),
     ]
-}
-
-/// Each copy's (attempt, first, last) timestamps for `tag`, by attempt.
-fn intervals(dir: &Path, tag: &str) -> Vec<(u32, u128, u128)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).expect("the ticks directory") {
-        let entry = entry.expect("an entry");
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(attempt) = name
-            .strip_prefix(&format!("{tag}-"))
-            .and_then(|a| a.parse().ok())
-        else {
-            continue;
-        };
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let ticks: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
-            found.push((attempt, *first, *last));
-        }
-    }
-    found.sort();
-    found
-}
-
-fn overlaps(copies: &[(u32, u128, u128)]) -> bool {
-    copies.windows(2).any(|w| w[1].1 <= w[0].2)
-}
-
-fn last_tick(dir: &Path, tag: &str, attempt: u32) -> Option<u128> {
-    intervals(dir, tag)
-        .into_iter()
-        .find(|(a, _, _)| *a == attempt)
-        .map(|(_, _, last)| last)
 }
 
 async fn running_attempt(cluster: &Cluster, id: &str, attempt: u32) -> String {
@@ -114,7 +79,7 @@ async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere
     support::wait_for("both ticking", LIMIT, || {
         let d = dir.clone();
         async move {
-            (last_tick(&d, "once", 1).is_some() && last_tick(&d, "plain", 1).is_some())
+            (ticks::last(&d, "once", 1).is_some() && ticks::last(&d, "plain", 1).is_some())
                 .then_some(())
         }
     })
@@ -131,15 +96,15 @@ async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere
     eprintln!("relaunched after the freeze: plain {plain_moved:?}, at-most-one {once_moved:?}");
 
     // Still frozen: the at-most-one copy was stopped by its keeper, the plain one runs on.
-    let once_last = last_tick(&dir, "once", 1).expect("ticks of the first copy");
-    let plain_last = last_tick(&dir, "plain", 1).expect("ticks of the first copy");
+    let once_last = ticks::last(&dir, "once", 1).expect("ticks of the first copy");
+    let plain_last = ticks::last(&dir, "plain", 1).expect("ticks of the first copy");
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(
-        last_tick(&dir, "once", 1),
+        ticks::last(&dir, "once", 1),
         Some(once_last),
         "the at-most-one copy on the frozen worker still runs"
     );
-    assert_ne!(last_tick(&dir, "plain", 1), Some(plain_last));
+    assert_ne!(ticks::last(&dir, "plain", 1), Some(plain_last));
 
     kill(worker_pid, Signal::SIGCONT).expect("SIGCONT the worker");
     cluster
@@ -148,22 +113,22 @@ async fn a_frozen_workers_at_most_one_driver_is_stopped_before_it_runs_elsewhere
     support::wait_for("the plain copy fenced", LIMIT, || {
         let d = dir.clone();
         async move {
-            let before = last_tick(&d, "plain", 1);
+            let before = ticks::last(&d, "plain", 1);
             tokio::time::sleep(Duration::from_millis(300)).await;
-            (last_tick(&d, "plain", 1) == before).then_some(())
+            (ticks::last(&d, "plain", 1) == before).then_some(())
         }
     })
     .await;
 
-    let once_copies = intervals(&dir, "once");
-    let plain_copies = intervals(&dir, "plain");
+    let once_copies = ticks::intervals(&dir, "once");
+    let plain_copies = ticks::intervals(&dir, "plain");
     assert_eq!(once_copies.len(), 2, "{once_copies:?}");
     assert!(
-        !overlaps(&once_copies),
+        !ticks::overlaps(&once_copies),
         "at-most-one copies overlap: {once_copies:?}"
     );
     assert!(
-        overlaps(&plain_copies),
+        ticks::overlaps(&plain_copies),
         "the plain driver's copies should have overlapped (else this test proves nothing): {plain_copies:?}"
     );
     // The price: it waits for the lease (2 s) and a margin beyond the loss being noticed.

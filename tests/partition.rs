@@ -96,10 +96,9 @@ impl Drop for Netns {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
-async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
-    let netns = Netns::create(0);
+/// A master with a 2 s worker timeout, and a worker of 1 core in `netns` that reaches it over
+/// the veth link, ALIVE: the cluster and the worker's id.
+async fn across_the_link(netns: &Netns) -> (Cluster, String) {
     let mut cluster = Cluster::start_with(support::MasterOptions {
         bind: "0.0.0.0".into(),
         extra: vec!["--worker-timeout".into(), "2s".into()],
@@ -107,8 +106,6 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     });
     let port = cluster.url.rsplit(':').next().expect("port").to_string();
     let url = format!("http://{}:{port}", netns.host_ip);
-
-    // The worker across the link runs a supervised driver.
     let far = cluster.spawn_worker_via(
         &["ip", "netns", "exec", &netns.name],
         &url,
@@ -116,6 +113,15 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
         &["--kill-grace", "1s"],
     );
     cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    (cluster, far)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
+async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy_is_fenced() {
+    let netns = Netns::create(0);
+    // The worker across the link runs a supervised driver.
+    let (mut cluster, far) = across_the_link(&netns).await;
     let driver = cluster.submit_pid_sleeper("128m");
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, far);
@@ -172,46 +178,12 @@ async fn a_partitioned_worker_is_declared_dead_its_driver_moves_and_the_old_copy
     assert_eq!((far_now.cores_used, far_now.memory_used_mb), (0, 0));
 }
 
-/// Each copy's (attempt, first, last) nanosecond timestamps written into `dir/copy-<attempt>`.
-fn copies(dir: &std::path::Path) -> Vec<(u32, u128, u128)> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir)
-        .expect("the ticks directory")
-        .flatten()
-    {
-        let name = entry.file_name().to_string_lossy().to_string();
-        let Some(attempt) = name.strip_prefix("copy-").and_then(|a| a.parse().ok()) else {
-            continue;
-        };
-        let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
-        let ticks: Vec<u128> = text.lines().filter_map(|l| l.trim().parse().ok()).collect();
-        if let (Some(first), Some(last)) = (ticks.first(), ticks.last()) {
-            found.push((attempt, *first, *last));
-        }
-    }
-    found.sort();
-    found
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn an_at_most_one_driver_cut_off_by_a_partition_stops_before_it_runs_elsewhere() {
     let netns = Netns::create(1);
     let ticks = tempfile::tempdir().expect("tempdir");
-    let mut cluster = Cluster::start_with(support::MasterOptions {
-        bind: "0.0.0.0".into(),
-        extra: vec!["--worker-timeout".into(), "2s".into()],
-        ..Default::default()
-    });
-    let port = cluster.url.rsplit(':').next().expect("port").to_string();
-    let url = format!("http://{}:{port}", netns.host_ip);
-    let far = cluster.spawn_worker_via(
-        &["ip", "netns", "exec", &netns.name],
-        &url,
-        Some((1, "512m")),
-        &["--kill-grace", "1s"],
-    );
-    cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
+    let (mut cluster, far) = across_the_link(&netns).await;
     let env = format!("TICKS={}", ticks.path().display());
     let driver = cluster.submit(&[
         "--supervise",
@@ -223,13 +195,13 @@ async fn an_at_most_one_driver_cut_off_by_a_partition_stops_before_it_runs_elsew
         "--",
         "sh",
         "-c",
-        "f=\"$TICKS/copy-$HEARTH_ATTEMPT\"; while :; do date +%s%N >> \"$f\"; sleep 0.05; done",
+        &support::ticks::script("copy"),
     ]);
     let d = cluster.wait_state(&driver, "RUNNING", LIMIT).await;
     assert_eq!(d.worker_id, far);
     let near = cluster.add_worker(1, "512m").await;
     support::wait_for("the first copy ticking", LIMIT, || {
-        let n = copies(ticks.path()).len();
+        let n = support::ticks::intervals(ticks.path(), "copy").len();
         async move { (n == 1).then_some(()) }
     })
     .await;
@@ -244,14 +216,14 @@ async fn an_at_most_one_driver_cut_off_by_a_partition_stops_before_it_runs_elsew
     assert_eq!(d.worker_id, near);
     eprintln!("relaunched {:?} after the link went down", cut.elapsed());
     // Still cut off, the far copy has stopped on its own: its keeper's lease ended.
-    let far_last = copies(ticks.path())[0].2;
+    let far_last = support::ticks::intervals(ticks.path(), "copy")[0].2;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let now = copies(ticks.path());
+    let now = support::ticks::intervals(ticks.path(), "copy");
     assert_eq!(now[0].2, far_last, "the cut-off copy still runs: {now:?}");
 
     netns.set_link(true);
     cluster.wait_worker(&far, WorkerState::Alive, LIMIT).await;
-    let all = copies(ticks.path());
+    let all = support::ticks::intervals(ticks.path(), "copy");
     assert_eq!(all.len(), 2, "{all:?}");
     assert!(all[0].2 < all[1].1, "the copies overlap: {all:?}");
     let d = cluster

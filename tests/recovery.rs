@@ -418,6 +418,38 @@ fn once(spec: &DriverSpec) -> SubmitDriverRequest {
     }
 }
 
+/// `clients` clients submit `spec` over and over, one attempt each (the library's own retries
+/// would outlive the master), until the master is SIGKILLed at a random moment (up to
+/// `max_delay_ms`) after the first answer: every answer received is an acknowledgement.
+async fn submit_until_killed(
+    cluster: &mut Cluster,
+    clients: usize,
+    spec: &DriverSpec,
+    rng: &mut StdRng,
+    max_delay_ms: u64,
+) -> Vec<String> {
+    let client = cluster.client().await;
+    let answered = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..clients {
+        let (client, answered, spec) = (client.clone(), answered.clone(), spec.clone());
+        tasks.spawn(async move {
+            while let Ok(id) = client.submit_request(once(&spec)).await {
+                answered.lock().expect("answers").push(id);
+            }
+        });
+    }
+    support::wait_for("a first answer", LIMIT, || {
+        let any = !answered.lock().expect("answers").is_empty();
+        async move { any.then_some(()) }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(rng.random_range(0..max_delay_ms))).await;
+    cluster.master.kill();
+    while tasks.join_next().await.is_some() {}
+    std::mem::take(&mut *answered.lock().expect("answers"))
+}
+
 /// Many clients submit while the master is SIGKILLed at a random moment, round after round;
 /// after each restart every submission answered before the kill is there. A master that
 /// answered before the turn's write reached its file would lose the answers of the turn the
@@ -429,37 +461,14 @@ async fn every_submission_answered_before_a_kill_at_any_moment_survives_it() {
     let mut cluster = Cluster::start_with(options(&["--max-waiting", "1000000"]));
     let mut rng = StdRng::seed_from_u64(0xacc0);
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let spec = DriverSpec {
+        command: vec!["true".into()],
+        cores: 1,
+        memory_mb: 32,
+        ..Default::default()
+    };
     for round in 0..ROUNDS {
-        let client = cluster.client().await;
-        let answered = Arc::new(Mutex::new(Vec::new()));
-        let mut clients = tokio::task::JoinSet::new();
-        for _ in 0..CLIENTS {
-            let (client, answered) = (client.clone(), answered.clone());
-            clients.spawn(async move {
-                let spec = DriverSpec {
-                    command: vec!["true".into()],
-                    cores: 1,
-                    memory_mb: 32,
-                    ..Default::default()
-                };
-                // One attempt each (the library's own retries would outlive the master):
-                // until the master is gone, every answer received is an acknowledgement.
-                while let Ok(id) = client.submit_request(once(&spec)).await {
-                    answered.lock().expect("answers").push(id);
-                }
-            });
-        }
-        // The kill lands after the first answer of the round, at a random moment.
-        support::wait_for("a first answer", LIMIT, || {
-            let any = !answered.lock().expect("answers").is_empty();
-            async move { any.then_some(()) }
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..150))).await;
-        cluster.master.kill();
-        while clients.join_next().await.is_some() {}
-        let answered = std::mem::take(&mut *answered.lock().expect("answers"));
-        acknowledged.extend(answered);
+        acknowledged.extend(submit_until_killed(&mut cluster, CLIENTS, &spec, &mut rng, 150).await);
 
         cluster.restart_master(&[]);
         let listed: BTreeSet<String> = cluster
@@ -499,39 +508,19 @@ async fn every_acknowledged_driver_runs_exactly_once_across_random_master_kills(
     let ran = cluster.dir.path().join("ran");
     let mut rng = StdRng::seed_from_u64(0x0e1ce);
     let mut acknowledged: BTreeSet<String> = BTreeSet::new();
+    let spec = DriverSpec {
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo \"$HEARTH_DRIVER_ID\" >> \"$RAN\"".into(),
+        ],
+        env: [("RAN".to_string(), ran.display().to_string())].into(),
+        cores: 1,
+        memory_mb: 16,
+        ..Default::default()
+    };
     for _ in 0..rounds {
-        let client = cluster.client().await;
-        let answered = Arc::new(Mutex::new(Vec::new()));
-        let mut clients = tokio::task::JoinSet::new();
-        for _ in 0..CLIENTS {
-            let (client, answered) = (client.clone(), answered.clone());
-            let ran = ran.display().to_string();
-            clients.spawn(async move {
-                let spec = DriverSpec {
-                    command: vec![
-                        "sh".into(),
-                        "-c".into(),
-                        "echo \"$HEARTH_DRIVER_ID\" >> \"$RAN\"".into(),
-                    ],
-                    env: [("RAN".to_string(), ran)].into(),
-                    cores: 1,
-                    memory_mb: 16,
-                    ..Default::default()
-                };
-                while let Ok(id) = client.submit_request(once(&spec)).await {
-                    answered.lock().expect("answers").push(id);
-                }
-            });
-        }
-        support::wait_for("a first answer", LIMIT, || {
-            let any = !answered.lock().expect("answers").is_empty();
-            async move { any.then_some(()) }
-        })
-        .await;
-        tokio::time::sleep(Duration::from_millis(rng.random_range(0..300))).await;
-        cluster.master.kill();
-        while clients.join_next().await.is_some() {}
-        acknowledged.extend(std::mem::take(&mut *answered.lock().expect("answers")));
+        acknowledged.extend(submit_until_killed(&mut cluster, CLIENTS, &spec, &mut rng, 300).await);
         cluster.restart_master(&[]);
         wait_alive(&cluster).await;
     }

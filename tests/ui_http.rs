@@ -351,32 +351,7 @@ async fn the_ui_serves_under_kubectls_service_proxy_path() {
     let worker = cluster.add_worker(2, "1g").await;
     let driver = cluster.submit(&["--memory", "64m", "--", "sh", "-c", "echo hi; sleep 600"]);
     cluster.wait_state(&driver, "RUNNING", LIMIT).await;
-    let mut seen = std::collections::BTreeSet::new();
-    let mut todo = vec![format!("{prefix}/")];
-    while let Some(path) = todo.pop() {
-        if !seen.insert(path.clone()) || seen.len() > 40 {
-            continue;
-        }
-        let (code, page) = http_get(&cluster.web, &path);
-        assert_eq!(code, 200, "{path}: {page:.600}");
-        for link in page
-            .split("href=\"")
-            .skip(1)
-            .filter_map(|rest| rest.split('"').next())
-            .map(|l| l.replace("&amp;", "&"))
-        {
-            if link.is_empty() || link.starts_with('#') || link.starts_with('?') {
-                continue;
-            }
-            assert!(
-                link.starts_with(prefix),
-                "{path} links to {link}, outside {prefix}"
-            );
-            if !link.contains("/logs/") && !link.contains("/ui/") {
-                todo.push(link.split('?').next().unwrap_or_default().to_string());
-            }
-        }
-    }
+    let seen = crawl(&cluster.web, prefix);
     assert!(
         seen.contains(&format!("{prefix}/workers/{worker}")),
         "{seen:?}"
@@ -453,8 +428,8 @@ fn stripping_proxy(upstream: &str, prefix: &'static str) -> String {
     addr
 }
 
-/// Crawls every page linked from the overview at `start` through `web`: each answers 200 and
-/// every link stays under `prefix`. The paths seen.
+/// Crawls every page linked from the overview under `prefix` through `web` (at most 40): each
+/// answers 200 and every link stays under `prefix`. The paths seen.
 fn crawl(web: &str, prefix: &str) -> std::collections::BTreeSet<String> {
     let mut seen = std::collections::BTreeSet::new();
     let mut todo = vec![format!("{prefix}/")];

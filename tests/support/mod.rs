@@ -10,6 +10,7 @@
 //! - [`http`]: GETs and requests answered with status, head and body.
 //! - [`images`]: the container images built by a Docker daemon of the test's own.
 //! - [`rpc`]: every RPC of the protocol, read from its descriptor.
+//! - [`ticks`]: drivers that write when they ran, to check copies never overlapped.
 
 // Each test binary uses a part of the harness.
 #![allow(dead_code, unused_imports)]
@@ -20,6 +21,7 @@ pub mod http;
 pub mod images;
 pub mod in_process;
 pub mod rpc;
+pub mod ticks;
 
 use std::{
     process::{Child, Command, Output},

@@ -37,8 +37,9 @@ use crate::{
 };
 
 /// Terminal reports kept for re-sending until the master confirms them. They pile up only
-/// while the master is away; past this many the oldest are dropped (and the master, if it
-/// never saw one, treats its process as lost).
+/// while the master is away; past this many the oldest are dropped, and the next registration
+/// does not claim to list everything (the master then treats what is missing as lost, never
+/// as a launch that did not arrive, which it would run again).
 const MAX_UNCONFIRMED: usize = 4096;
 
 /// What has been sent to the master and not yet confirmed, across sessions.
@@ -54,6 +55,9 @@ pub struct Delivery {
     in_flight: InFlight,
     /// The lease the master gives (its worker timeout); zero until told.
     lease_for: Duration,
+    /// Unconfirmed reports were dropped: until all kept ones are confirmed, registrations do
+    /// not claim `keeps_reports`.
+    dropped: bool,
 }
 
 impl Delivery {
@@ -61,6 +65,7 @@ impl Delivery {
         if report.outcome.is_terminal() {
             if self.unconfirmed.len() >= MAX_UNCONFIRMED {
                 self.unconfirmed.pop_front();
+                self.dropped = true;
             }
             self.reports += 1;
             self.unconfirmed.push_back((self.reports, report));
@@ -91,6 +96,9 @@ impl Delivery {
                 .is_some_and(|(n, _)| *n <= reports_before)
             {
                 self.unconfirmed.pop_front();
+            }
+            if self.unconfirmed.is_empty() {
+                self.dropped = false;
             }
         }
     }
@@ -231,7 +239,7 @@ impl Connection {
         }
         let inventory = Inventory::new(running, self.state.unconfirmed.iter().map(|(_, r)| r));
         let mut register = self.identity.register(inventory);
-        register.keeps_reports = true;
+        register.keeps_reports = !self.state.dropped;
         WorkerMessage {
             msg: Some(Msg::Register(register)),
         }
@@ -518,6 +526,40 @@ impl Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_stay_until_confirmed_and_a_drop_is_owned_up_to() {
+        let report = |n: u32| Report {
+            process: ProcessRef::Driver(format!("driver-{n}")),
+            attempt: 1,
+            outcome: crate::runner::Outcome::Finished,
+            exit_code: Some(0),
+            message: String::new(),
+        };
+        let lease = LeaseClock::default();
+        let mut delivery = Delivery::default();
+        for n in 0..MAX_UNCONFIRMED as u32 {
+            delivery.keep_if_terminal(report(n));
+        }
+        assert!(!delivery.dropped);
+        delivery.keep_if_terminal(report(u32::MAX));
+        assert!(delivery.dropped, "the oldest report went unconfirmed");
+        assert_eq!(delivery.unconfirmed.len(), MAX_UNCONFIRMED);
+        // A heartbeat after them all, acknowledged: the master holds them, and nothing is
+        // missing any more.
+        let Some(Msg::Heartbeat(beat)) = delivery.heartbeat().msg else {
+            panic!("a heartbeat");
+        };
+        delivery.acknowledged(beat.seq + 1, &lease);
+        assert_eq!(
+            delivery.unconfirmed.len(),
+            MAX_UNCONFIRMED,
+            "an unknown number confirms nothing"
+        );
+        delivery.acknowledged(beat.seq, &lease);
+        assert!(delivery.unconfirmed.is_empty());
+        assert!(!delivery.dropped);
+    }
 
     #[test]
     fn backoff_grows_with_jitter_and_resets() {

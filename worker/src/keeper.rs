@@ -14,7 +14,9 @@
 //!   the worker itself is frozen (SIGSTOP, a stalled VM) or cut off. `u64::MAX`: no lease.
 //!
 //! Everything here is plain blocking system calls: the keeper must keep working when nothing
-//! else on the machine is being scheduled fairly, and costs a few hundred KiB per process.
+//! else on the machine is being scheduled fairly. Its own memory is under 1 MiB per process
+//! (measured: 776 KiB anonymous in a release build); the binary's pages are shared with the
+//! worker's.
 
 use std::{
     ffi::OsString,

@@ -1,7 +1,8 @@
 //! Workers that follow demand: with `--autoscale`, the master sizes its worker Deployment.
 //!
-//! A task watches the published snapshots (and a 1 s tick) and, each round, reads the
-//! Deployment, works out what the waiting work needs in workers of the Deployment's shape
+//! A task watches the published snapshots (and a 1 s tick) and, each round (at most every
+//! 300 ms; the Deployment read at most every 5 s, and at once after a patch of its own),
+//! works out what the waiting work needs in workers of the Deployment's shape
 //! ([`decide`]), and acts: it patches the `scale` subresource at once for more workers; for
 //! fewer, it drains the workers idle past `--scale-down-idle` (nothing new is placed on them),
 //! marks their pods cheapest to delete and every busy pod dearer by the work on it, and only

@@ -2,12 +2,13 @@
 //!
 //! tonic buffers each message whole before decoding it, so every request just under the size
 //! limit costs that much (and its decoded copy) until it is answered; a few clients sending
-//! many at once would grow the master past its memory limit. Each request body here is read
+//! many at once would grow the master past its memory limit. Each client request body is read
 //! through [`Budgeted`], which looks at the length prefix of every gRPC message: a message
 //! larger than [`SMALL`] waits until it can take its size from a budget shared by the whole
 //! port, and gives it back when the next message begins or the request ends (tonic has
-//! decoded it by then). Small messages (heartbeats, most calls) never wait; h2's flow-control
-//! windows bound what a waiting request can send meanwhile.
+//! decoded it by then), or, cut off, after [`ARRIVAL_LIMIT`]. Small messages never wait, and
+//! workers' streams are not counted; h2's flow-control windows bound what a waiting request can
+//! send meanwhile.
 
 use std::{
     future::Future,

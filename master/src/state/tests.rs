@@ -773,8 +773,8 @@ fn a_submission_id_reused_for_other_work_is_refused_and_changes_nothing() {
     assert_eq!((state.drivers.len(), state.next_driver_seq), before);
 }
 
-#[test]
-fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() {
+/// A state with `worker-a` (2 cores) running a supervised `at_most_one` driver: its id.
+fn at_most_one_on_worker_a() -> (State, Vec<Effect>, String) {
     let (mut state, mut effects) = with_workers(&[("worker-a", 2, 1024)]);
     let once = state
         .submit(
@@ -787,6 +787,12 @@ fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() 
         )
         .expect("admitted");
     state.schedule(0, &mut effects);
+    (state, effects, once)
+}
+
+#[test]
+fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() {
+    let (mut state, mut effects, once) = at_most_one_on_worker_a();
     state.register_worker(
         register("worker-b", 2, 1024),
         "h".into(),
@@ -825,18 +831,7 @@ fn an_at_most_one_driver_waits_out_its_lost_workers_lease_then_runs_elsewhere() 
 
 #[test]
 fn an_old_copy_on_a_returning_worker_holds_an_at_most_one_driver_until_it_ends() {
-    let (mut state, mut effects) = with_workers(&[("worker-a", 2, 1024)]);
-    let once = state
-        .submit(
-            DriverSpec {
-                at_most_one: true,
-                ..spec(1, 100, true)
-            },
-            None,
-            0,
-        )
-        .expect("admitted");
-    state.schedule(0, &mut effects);
+    let (mut state, mut effects, once) = at_most_one_on_worker_a();
     assert!(state.worker_lost("worker-a", 1, "gone", 1_000, &mut effects));
     let d = state.driver(&once).unwrap();
     let (until, deadline) = (
