@@ -302,8 +302,12 @@ async fn endless_uis_nobody_reads_cannot_starve_their_worker_or_each_other() {
     cluster
         .wait_state(&other, "RUNNING", Duration::from_secs(5))
         .await;
-    let out = cluster.hearth(&["logs", &other]);
-    assert!(stdout(&out).contains("still-here"), "{}", stderr(&out));
+    // RUNNING is reported when its keeper starts: its first line follows a moment later.
+    wait_for("its log read through the worker", LIMIT, || {
+        let out = cluster.hearth(&["logs", &other]);
+        async move { stdout(&out).contains("still-here").then_some(()) }
+    })
+    .await;
     cluster
         .wait_worker(&worker, WorkerState::Alive, LIMIT)
         .await;
