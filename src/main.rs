@@ -82,6 +82,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         queues_file: args.queues_file,
         worker_timeout: args.worker_timeout,
         retained_drivers: args.retained_drivers,
+        retained_history: args.retained_history,
         retained_apps: args.retained_apps,
         spread_out: args.spread_out,
         max_waiting: args.max_waiting,

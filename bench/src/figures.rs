@@ -3,10 +3,10 @@
 use crate::stats::{Stats, Unit};
 
 pub struct Figure {
-    pub name: &'static str,
+    pub name: String,
     pub stats: Stats,
     pub unit: Unit,
-    pub target: &'static str,
+    pub target: String,
     /// What else was measured alongside (sizes, counts, the parts of a figure).
     pub note: String,
 }
@@ -14,18 +14,19 @@ pub struct Figure {
 impl Figure {
     /// A figure from durations or other values; an error when nothing was measured.
     pub fn new(
-        name: &'static str,
+        name: impl Into<String>,
         unit: Unit,
         values: Vec<f64>,
-        target: &'static str,
+        target: impl Into<String>,
         note: String,
     ) -> anyhow::Result<Self> {
+        let name = name.into();
         let stats = Stats::of(values).ok_or_else(|| anyhow::anyhow!("{name}: no runs"))?;
         Ok(Self {
             name,
             stats,
             unit,
-            target,
+            target: target.into(),
             note,
         })
     }

@@ -49,6 +49,8 @@ fn main() -> anyhow::Result<()> {
         return launch::stamp(&argv[2..]);
     }
     let args = Args::parse();
+    // Thousands of simulated workers each hold a connection.
+    hearth_master::listen::raise_open_file_limit()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -117,6 +119,19 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
             pick(1000, 50),
             pick(5, 1),
             Duration::from_secs(pick(5, 1) as u64),
+            ("1,000", "≤ 64 MiB"),
+        )
+        .await?;
+        table.push(cpu);
+        table.push(rss);
+    }
+    if wanted("scale", "10,000 simulated workers") {
+        let (cpu, rss) = sim::heartbeating(
+            &binary,
+            pick(10_000, 200),
+            pick(5, 1),
+            Duration::from_secs(pick(5, 1) as u64),
+            ("10,000", "≤ 256 MiB"),
         )
         .await?;
         table.push(cpu);

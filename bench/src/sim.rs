@@ -29,8 +29,15 @@ fn up(msg: Up) -> WorkerMessage {
 }
 
 /// One simulated worker's life: connect, register, then heartbeat and answer until the
-/// connection ends or `stop` fires.
-async fn simulated_worker(url: String, n: usize, stop: hearth_common::Shutdown) -> Result<()> {
+/// connection ends or `stop` fires. `connecting` is held until registered, so thousands of
+/// workers come up at the pace a listener's backlog takes.
+async fn simulated_worker(
+    url: String,
+    n: usize,
+    stop: hearth_common::Shutdown,
+    connecting: std::sync::Arc<tokio::sync::Semaphore>,
+) -> Result<()> {
+    let permit = connecting.acquire_owned().await?;
     let channel = client::channel(&url, &Default::default()).await?;
     let mut grpc = client::worker_client(channel, Some(&Secret::new(SECRET)?))?;
     let (tx, rx) = mpsc::channel::<WorkerMessage>(64);
@@ -56,6 +63,7 @@ async fn simulated_worker(url: String, n: usize, stop: hearth_common::Shutdown) 
             ));
         }
     };
+    drop(permit);
     let mut tick = tokio::time::interval(interval);
     let mut seq = 0;
     loop {
@@ -76,6 +84,43 @@ async fn simulated_worker(url: String, n: usize, stop: hearth_common::Shutdown) 
             }
         }
     }
+}
+
+/// Workers ALIVE, from `/metrics` (a list of ten thousand is larger than a client takes).
+pub fn alive_count(master: &Master) -> Result<usize> {
+    Ok(procs::metric(&master.metrics()?, "hearth_workers{state=\"ALIVE\"}") as usize)
+}
+
+/// Starts `count` simulated workers on `master` and waits until all are ALIVE.
+pub async fn start_simulated(
+    master: &Master,
+    count: usize,
+    stop: &hearth_common::Shutdown,
+) -> Result<tokio::task::JoinSet<Result<()>>> {
+    let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
+    let mut sims = tokio::task::JoinSet::new();
+    for n in 0..count {
+        sims.spawn(simulated_worker(
+            master.url.clone(),
+            n,
+            stop.clone(),
+            connecting.clone(),
+        ));
+    }
+    let t0 = std::time::Instant::now();
+    while alive_count(master)? < count {
+        if let Some(done) = sims.try_join_next() {
+            done??;
+            anyhow::bail!("a simulated worker stopped before all were ALIVE");
+        }
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(300),
+            "only {} of {count} simulated workers ALIVE after 300 s",
+            alive_count(master)?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(sims)
 }
 
 /// What a worker reports for an order, at once.
@@ -125,24 +170,11 @@ pub async fn heartbeating(
     count: usize,
     windows: usize,
     window: Duration,
+    (label, rss_target): (&str, &str),
 ) -> Result<(Figure, Figure)> {
     let master = Master::start(binary, &[])?;
     let stop = hearth_common::Shutdown::new();
-    let mut sims = tokio::task::JoinSet::new();
-    for n in 0..count {
-        sims.spawn(simulated_worker(master.url.clone(), n, stop.clone()));
-    }
-    let client = master.client().await?;
-    procs::poll(
-        "simulated workers ALIVE",
-        Duration::from_millis(50),
-        Duration::from_secs(60),
-        || {
-            let client = client.clone();
-            async move { (procs::alive(&client.workers().await.ok()?) == count).then_some(()) }
-        },
-    )
-    .await?;
+    let mut sims = start_simulated(&master, count, &stop).await?;
     // The registrations' own burst is over before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = master.proc.pid();
@@ -159,7 +191,7 @@ pub async fn heartbeating(
             anyhow::bail!("a simulated worker stopped early");
         }
     }
-    let alive = procs::alive(&client.workers().await?);
+    let alive = alive_count(&master)?;
     anyhow::ensure!(
         alive == count,
         "only {alive} of {count} simulated workers stayed ALIVE"
@@ -170,7 +202,7 @@ pub async fn heartbeating(
         done??;
     }
     let cpu_figure = Figure::new(
-        "master with 1,000 simulated workers heartbeating: CPU",
+        format!("master with {label} simulated workers heartbeating: CPU"),
         Unit::CorePercent,
         cpu,
         "≤ 5 % of a core",
@@ -181,10 +213,10 @@ pub async fn heartbeating(
     )?;
     let rss_stats = Stats::of(rss.clone()).ok_or_else(|| anyhow!("no samples"))?;
     let rss_figure = Figure::new(
-        "master with 1,000 simulated workers heartbeating: RSS",
+        format!("master with {label} simulated workers heartbeating: RSS"),
         Unit::MiB,
         rss,
-        "≤ 64 MiB",
+        rss_target,
         format!(
             "{count} workers; VmRSS at the end of each window (median {:.1}); peak (VmHWM) {peak:.1} MiB",
             rss_stats.median

@@ -110,10 +110,26 @@ pub fn overview_render(runs: usize) -> anyhow::Result<Figure> {
     let mut times = Vec::with_capacity(runs);
     let mut bytes = 0;
     // One run unmeasured, to warm caches and the allocator.
-    overview_html(&state, &ui, &samples, now_ms, &query, None, None)?;
+    overview_html(
+        &state,
+        &ui,
+        &samples,
+        now_ms,
+        &query,
+        Default::default(),
+        None,
+    )?;
     for _ in 0..runs {
         let started = Instant::now();
-        let html = overview_html(&state, &ui, &samples, now_ms, &query, None, None)?;
+        let html = overview_html(
+            &state,
+            &ui,
+            &samples,
+            now_ms,
+            &query,
+            Default::default(),
+            None,
+        )?;
         times.push(started.elapsed());
         bytes = html.len();
     }

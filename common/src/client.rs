@@ -429,9 +429,25 @@ impl Client {
         let resp = self
             .inner
             .clone()
-            .list_drivers(proto::ListDriversRequest {})
+            .list_drivers(proto::ListDriversRequest::default())
             .await?;
         Ok(resp.into_inner().drivers)
+    }
+
+    /// One page of every driver, those the master keeps in memory and the completed ones in
+    /// its history, newest id first; pass the returned token for the next page (empty after the
+    /// last).
+    pub async fn drivers_page(&self, page_size: u32, token: &str) -> Result<(Vec<Driver>, String)> {
+        let resp = self
+            .inner
+            .clone()
+            .list_drivers(proto::ListDriversRequest {
+                page_size,
+                page_token: token.to_string(),
+            })
+            .await?
+            .into_inner();
+        Ok((resp.drivers, resp.next_page_token))
     }
 
     pub async fn workers(&self) -> Result<Vec<Worker>> {

@@ -55,6 +55,8 @@ pub struct MasterHandle {
     pub store_trouble: StoreTrouble,
     /// What the autoscaler did and wants, for the overview and `/metrics`.
     pub autoscale: Arc<crate::scaling_status::Status>,
+    /// The state file, for completed drivers no longer in memory.
+    pub store: Arc<Store>,
 }
 
 /// Why the last write of the state file failed, until one succeeds again: while it is set the
@@ -91,6 +93,19 @@ impl MasterHandle {
             .send(command)
             .await
             .map_err(|_| Error::ShuttingDown)
+    }
+
+    /// A driver by id: from the snapshot, or for one no longer in memory, from the history
+    /// kept in the state file.
+    pub fn find_driver(&self, id: &str) -> Result<Arc<crate::state::DriverInfo>> {
+        let snapshot = self.snapshot();
+        match snapshot.driver(id) {
+            Ok(d) => Ok(d.clone()),
+            Err(not_found) => match self.store.history_driver(id)? {
+                Some(d) => Ok(Arc::new(d)),
+                None => Err(not_found),
+            },
+        }
     }
 
     /// Sends a command carrying `reply` and waits for the answer.
@@ -142,6 +157,7 @@ pub fn spawn(
         );
     }
     let recovery_deadline = Instant::now() + config.recovery_timeout;
+    let store = Arc::new(store);
     let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();
@@ -158,6 +174,7 @@ pub fn spawn(
         tunnels: Tunnels::default(),
         store_trouble: StoreTrouble::default(),
         autoscale: Arc::default(),
+        store: store.clone(),
     };
     if let Some(why) = store.read_only() {
         handle.store_trouble.set(Some(why.to_string()));
@@ -167,7 +184,7 @@ pub fn spawn(
         store_retried: Instant::now(),
         state,
         persisted,
-        store: Arc::new(store),
+        store,
         recovery_deadline,
         rx,
         snapshot_tx,
@@ -236,11 +253,13 @@ impl Actor {
                     true
                 }
                 _ = tick.tick() => {
-                    let expired = self.state.expire_workers(
-                        Instant::now(),
-                        self.config.worker_timeout,
+                    let (now, timeout, links) =
+                        (Instant::now(), self.config.worker_timeout, &self.links);
+                    let expired = self.state.expire_workers_heard(
                         ids::now_ms(),
                         &mut effects,
+                        timeout,
+                        |w| links.give_up_if_silent(&w.id, w.conn_id, w.last_seen, now, timeout),
                     );
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
@@ -455,7 +474,11 @@ impl Actor {
                 conn_id,
                 reason,
             } => {
-                self.links.remove(&worker_id, conn_id);
+                // Heartbeats on the stream were answered outside the state: what its drivers'
+                // fences count from is when the worker was last heard there.
+                if let Some((at, at_ms)) = self.links.remove(&worker_id, conn_id) {
+                    self.state.heartbeat(&worker_id, conn_id, at, at_ms);
+                }
                 self.state
                     .worker_lost(&worker_id, conn_id, &reason, now_ms, effects);
             }
@@ -566,13 +589,23 @@ impl Actor {
                         );
                     }
                 }
-                if !self.links.send(&worker_id, message) {
+                let answered = match &message.msg {
+                    Some(Msg::HeartbeatAck(ack)) => Some(ack.seq),
+                    _ => None,
+                };
+                let link = self.links.get(&worker_id);
+                if let (Some(seq), Some(link)) = (answered, &link) {
+                    link.heard.answered_after_commit(seq);
+                }
+                if !link.is_some_and(|l| l.send(message)) {
                     // The stream is gone; its Disconnected command is on its way and will mark
                     // the worker dead, which relaunches or fails what was sent here.
                     tracing::warn!(worker_id, "order not delivered: worker not connected");
                 }
             }
-            Effect::Disconnect { worker_id, conn_id } => self.links.remove(&worker_id, conn_id),
+            Effect::Disconnect { worker_id, conn_id } => {
+                self.links.remove(&worker_id, conn_id);
+            }
         }
     }
 }

@@ -17,6 +17,7 @@ pub const DEFAULT_WEBUI_PORT: u16 = 8080;
 pub const DEFAULT_STATE_DIR: &str = "./hearth-state";
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_RETAINED_DRIVERS: usize = 1000;
+pub use crate::store::DEFAULT_RETAINED_HISTORY;
 pub const DEFAULT_RETAINED_APPS: usize = 1000;
 pub const DEFAULT_SPREAD_OUT: bool = true;
 pub const DEFAULT_RECOVERY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -49,8 +50,10 @@ pub struct MasterConfig {
     pub queues_file: Option<PathBuf>,
     /// A worker not heard from for this long is declared DEAD.
     pub worker_timeout: Duration,
-    /// Completed drivers kept for the UI and API.
+    /// Completed drivers kept in memory for the UI and API.
     pub retained_drivers: usize,
+    /// Older completed drivers kept in the state file's history.
+    pub retained_history: u64,
     /// Ended applications kept for the UI and API.
     pub retained_apps: usize,
     /// After a restart, how long the master waits for the workers it knew before declaring
@@ -123,6 +126,7 @@ impl Default for MasterConfig {
             usage_half_life: DEFAULT_USAGE_HALF_LIFE,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
             retained_drivers: DEFAULT_RETAINED_DRIVERS,
+            retained_history: crate::store::DEFAULT_RETAINED_HISTORY,
             retained_apps: DEFAULT_RETAINED_APPS,
             spread_out: DEFAULT_SPREAD_OUT,
             max_waiting: DEFAULT_MAX_WAITING,

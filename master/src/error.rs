@@ -90,4 +90,6 @@ pub enum StoreError {
     },
     #[error("writing the state file {path}: {reason}")]
     Write { path: String, reason: String },
+    #[error("reading the state file {path}: {reason}")]
+    Read { path: String, reason: String },
 }

@@ -27,6 +27,7 @@ pub mod config;
 pub mod driver_tokens;
 pub mod error;
 pub mod grpc;
+pub mod history;
 pub mod kept_logs;
 pub mod links;
 pub mod listen;

@@ -58,6 +58,91 @@ pub struct Link {
     pub log_reads: Arc<tokio::sync::Semaphore>,
     /// Driver UI tunnels open through this worker, at most [`TUNNELS_PER_WORKER`].
     pub tunnels: Arc<tokio::sync::Semaphore>,
+    /// When the worker was last heard on this stream.
+    pub heard: Arc<Heard>,
+}
+
+/// When a worker was last heard, kept beside its stream rather than in the state: a heartbeat
+/// that follows no report is answered by the stream's reader, without a turn of the actor, a
+/// snapshot or a write. Once the master gives the stream up (silence past the timeout, or the
+/// stream ended) no heartbeat is recorded or answered on it any more, so a worker's lease can
+/// never run past the moment the master counted from when it declared the worker lost.
+#[derive(Debug)]
+pub struct Heard(Mutex<HeardAt>);
+
+#[derive(Debug, Clone, Copy)]
+struct HeardAt {
+    at: tokio::time::Instant,
+    at_ms: i64,
+    given_up: bool,
+    /// The last heartbeat the actor answered, after its turn's commit.
+    answered_after_commit: u64,
+}
+
+impl Heard {
+    pub fn new(at: tokio::time::Instant, at_ms: i64) -> Self {
+        Self(Mutex::new(HeardAt {
+            at,
+            at_ms,
+            given_up: false,
+            answered_after_commit: 0,
+        }))
+    }
+
+    /// The actor answered heartbeat `seq` after its turn's commit.
+    pub fn answered_after_commit(&self, seq: u64) {
+        let mut heard = self.lock();
+        heard.answered_after_commit = heard.answered_after_commit.max(seq);
+    }
+
+    /// Whether heartbeat `seq` has been answered by the actor.
+    pub fn committed_through(&self, seq: u64) -> bool {
+        self.lock().answered_after_commit >= seq
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HeardAt> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Records a heartbeat; false once the master has given the stream up.
+    pub fn beat(&self, at: tokio::time::Instant, at_ms: i64) -> bool {
+        let mut heard = self.lock();
+        if heard.given_up {
+            return false;
+        }
+        heard.at = heard.at.max(at);
+        heard.at_ms = heard.at_ms.max(at_ms);
+        true
+    }
+
+    /// When the worker was last heard (milliseconds since the epoch).
+    pub fn last_ms(&self) -> i64 {
+        self.lock().at_ms
+    }
+
+    /// Gives the stream up if nothing was heard on it, nor at `seen` (what the state recorded),
+    /// within `timeout` before `now`; then returns when the worker was last heard.
+    fn give_up_if_silent(
+        &self,
+        seen: tokio::time::Instant,
+        now: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Option<tokio::time::Instant> {
+        let mut heard = self.lock();
+        let last = heard.at.max(seen);
+        if now.saturating_duration_since(last) <= timeout {
+            return None;
+        }
+        heard.given_up = true;
+        Some(last)
+    }
+
+    /// Gives the stream up; returns when the worker was last heard on it.
+    fn give_up(&self) -> (tokio::time::Instant, i64) {
+        let mut heard = self.lock();
+        heard.given_up = true;
+        (heard.at, heard.at_ms)
+    }
 }
 
 impl Link {
@@ -75,6 +160,10 @@ impl Link {
             pending_logs,
             log_reads: Arc::new(tokio::sync::Semaphore::new(LOG_READS_IN_FLIGHT)),
             tunnels: Arc::new(tokio::sync::Semaphore::new(TUNNELS_PER_WORKER)),
+            heard: Arc::new(Heard::new(
+                tokio::time::Instant::now(),
+                hearth_common::ids::now_ms(),
+            )),
         }
     }
 
@@ -114,14 +203,49 @@ impl Links {
         self.lock().insert(link.worker_id.clone(), link);
     }
 
-    /// Removes the link if it is still the one on `conn_id`, and ends its stream.
-    pub fn remove(&self, worker_id: &str, conn_id: u64) {
+    /// Removes the link if it is still the one on `conn_id`, and ends its stream; returns when
+    /// the worker was last heard on it.
+    pub fn remove(&self, worker_id: &str, conn_id: u64) -> Option<(tokio::time::Instant, i64)> {
         let mut map = self.lock();
-        if map.get(worker_id).is_some_and(|l| l.conn_id == conn_id) {
-            if let Some(link) = map.remove(worker_id) {
-                link.closed.cancel();
-            }
+        if map.get(worker_id).is_some_and(|l| l.conn_id == conn_id)
+            && let Some(link) = map.remove(worker_id)
+        {
+            link.closed.cancel();
+            return Some(link.heard.give_up());
         }
+        None
+    }
+
+    /// For the state's expiry: whether the worker on `conn_id`, last seen by the state at
+    /// `seen`, has been silent past `timeout`; if so its stream is given up and the answer is
+    /// when it was last heard.
+    pub fn give_up_if_silent(
+        &self,
+        worker_id: &str,
+        conn_id: u64,
+        seen: tokio::time::Instant,
+        now: tokio::time::Instant,
+        timeout: Duration,
+    ) -> Option<tokio::time::Instant> {
+        let heard = self
+            .lock()
+            .get(worker_id)
+            .filter(|l| l.conn_id == conn_id)
+            .map(|l| l.heard.clone());
+        match heard {
+            Some(heard) => heard.give_up_if_silent(seen, now, timeout),
+            None => (now.saturating_duration_since(seen) > timeout).then_some(seen),
+        }
+    }
+
+    /// When the worker was last heard: what its stream heard, or what the state recorded.
+    pub fn last_heartbeat_ms(&self, worker: &crate::state::WorkerInfo) -> i64 {
+        let on_stream = self
+            .lock()
+            .get(&worker.id)
+            .filter(|l| l.conn_id == worker.conn_id)
+            .map(|l| l.heard.last_ms());
+        on_stream.unwrap_or(0).max(worker.last_heartbeat_ms)
     }
 
     /// Ends every worker stream (the master is stopping).

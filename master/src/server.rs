@@ -58,6 +58,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
     // Opened (and read) before the ports are bound: a master that cannot keep its state, or
     // cannot read it, does not start.
     let (store, loaded) = crate::store::Store::open(&config.state_dir)?;
+    store.set_history_limit(config.retained_history);
     tracing::info!(path = %store.path().display(), drivers = loaded.drivers.len(),
         apps = loaded.apps.len(), workers = loaded.workers.len(), "state file opened");
     let cert = match &config.tls {

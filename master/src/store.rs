@@ -6,6 +6,11 @@
 //! before it answers anyone, so an acknowledged submission is on disk. What changed is found by
 //! comparing the state with the last one written: every change to a record makes a new `Arc`,
 //! so unchanged records are skipped by pointer.
+//!
+//! Completed drivers past the in-memory window (`--retained-drivers`) move to the `history`
+//! table, up to `--retained-history` of them: they are read from the file when asked for (by
+//! id, or a page at a time), so what is retained grows the file, not the master's memory or its
+//! turns. A restarted master reads only the other tables.
 
 use std::{
     collections::BTreeMap,
@@ -18,7 +23,7 @@ use serde::Serialize;
 
 pub use crate::error::StoreError;
 use crate::state::{
-    State,
+    DriverInfo, State,
     stored::{Loaded, Meta, StoredWorker},
 };
 
@@ -30,6 +35,8 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 const DRIVERS: TableDefinition<&str, &[u8]> = TableDefinition::new("drivers");
 const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
+/// Completed drivers no longer kept in memory, by id.
+const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
 
 /// Records to write (`Some`) or delete (`None`), by table.
 #[derive(Debug, Default)]
@@ -38,6 +45,8 @@ pub struct Changes {
     drivers: Vec<(String, Option<Vec<u8>>)>,
     apps: Vec<(String, Option<Vec<u8>>)>,
     workers: Vec<(String, Option<Vec<u8>>)>,
+    /// Completed drivers leaving memory for the history table.
+    history: Vec<(String, Vec<u8>)>,
 }
 
 impl Changes {
@@ -46,10 +55,26 @@ impl Changes {
             && self.drivers.is_empty()
             && self.apps.is_empty()
             && self.workers.is_empty()
+            && self.history.is_empty()
     }
 
     pub fn records(&self) -> usize {
-        usize::from(self.meta.is_some()) + self.drivers.len() + self.apps.len() + self.workers.len()
+        usize::from(self.meta.is_some())
+            + self.drivers.len()
+            + self.apps.len()
+            + self.workers.len()
+            + self.history.len()
+    }
+
+    /// Completed drivers written straight to the history table (a benchmark's retained past).
+    pub fn history_of<'a>(drivers: impl IntoIterator<Item = &'a DriverInfo>) -> Self {
+        Self {
+            history: drivers
+                .into_iter()
+                .map(|d| (d.id.clone(), encode(d)))
+                .collect(),
+            ..Self::default()
+        }
     }
 }
 
@@ -75,6 +100,15 @@ pub fn diff(old: &State, new: &State) -> Changes {
         changes.meta = Some(encode(&meta(new)));
     }
     changes.drivers = diff_map(&old.drivers, &new.drivers, |d| Some(encode(d.as_ref())));
+    // A completed driver leaving memory (pruned) is kept in the history table.
+    changes.history = changes
+        .drivers
+        .iter()
+        .filter(|(_, bytes)| bytes.is_none())
+        .filter_map(|(id, _)| old.drivers.get(id))
+        .filter(|d| d.state.is_terminal())
+        .map(|d| (d.id.clone(), encode(d.as_ref())))
+        .collect();
     changes.apps = diff_map(&old.apps, &new.apps, |a| Some(encode(a.as_ref())));
     // Heartbeats change a worker's record in memory but not what is kept of it.
     changes.workers = diff_map(&old.workers, &new.workers, |w| {
@@ -122,7 +156,13 @@ pub struct Store {
     /// Why the file could be opened only for reading, when it could not be written at start
     /// (a read-only or full volume).
     read_only: Option<String>,
+    /// Rows in the history table, and the most it keeps (the oldest go first).
+    history_rows: std::sync::atomic::AtomicU64,
+    history_limit: std::sync::atomic::AtomicU64,
 }
+
+/// Completed drivers kept in the history table unless told otherwise.
+pub const DEFAULT_RETAINED_HISTORY: u64 = 1_000_000;
 
 /// The file, open for writing, or for reading only while it cannot be written.
 enum Db {
@@ -245,9 +285,99 @@ impl Store {
             db: Mutex::new(Some(db)),
             path,
             read_only,
+            history_rows: Default::default(),
+            history_limit: DEFAULT_RETAINED_HISTORY.into(),
         };
         let loaded = store.load()?;
+        let rows = store
+            .count_history()
+            .map_err(|e| open_error(e.to_string()))?;
+        store
+            .history_rows
+            .store(rows, std::sync::atomic::Ordering::Relaxed);
         Ok((store, loaded))
+    }
+
+    /// Keeps at most `limit` completed drivers in the history table; the next write trims it.
+    pub fn set_history_limit(&self, limit: u64) {
+        self.history_limit
+            .store(limit, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Completed drivers in the history table.
+    pub fn history_len(&self) -> u64 {
+        self.history_rows.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn count_history(&self) -> Result<u64, String> {
+        use redb::ReadableTableMetadata;
+        let txn = self.read_txn()?;
+        match txn.open_table(HISTORY) {
+            Ok(t) => t.len().map_err(|e| e.to_string()),
+            Err(redb::TableError::TableDoesNotExist(_)) => Ok(0),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// A read transaction; the lock is held only to begin it.
+    fn read_txn(&self) -> Result<redb::ReadTransaction, String> {
+        let db = self.db();
+        let db = db.as_ref().ok_or("the state file is closed")?;
+        db.begin_read().map_err(|e| e.to_string())
+    }
+
+    /// A completed driver no longer in memory, read from the history table.
+    pub fn history_driver(&self, id: &str) -> Result<Option<DriverInfo>, StoreError> {
+        let fail = |reason: String| StoreError::Read {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let txn = self.read_txn().map_err(fail)?;
+        let table = match txn.open_table(HISTORY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let Some(bytes) = table.get(id).map_err(|e| fail(e.to_string()))? else {
+            return Ok(None);
+        };
+        serde_json::from_slice(bytes.value())
+            .map(Some)
+            .map_err(|e| fail(format!("history record {id}: {e}")))
+    }
+
+    /// Up to `limit` completed drivers from the history table, newest id first: those with an
+    /// id below `before` when given, after skipping `skip`.
+    pub fn history_page(
+        &self,
+        before: Option<&str>,
+        skip: usize,
+        limit: usize,
+    ) -> Result<Vec<DriverInfo>, StoreError> {
+        let fail = |reason: String| StoreError::Read {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let txn = self.read_txn().map_err(fail)?;
+        let table = match txn.open_table(HISTORY) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
+            Err(e) => return Err(fail(e.to_string())),
+        };
+        let rows = match before {
+            Some(before) => table.range::<&str>(..before),
+            None => table.range::<&str>(..),
+        }
+        .map_err(|e| fail(e.to_string()))?;
+        let mut page = Vec::with_capacity(limit.min(1000));
+        for row in rows.rev().skip(skip).take(limit) {
+            let (key, value) = row.map_err(|e| fail(e.to_string()))?;
+            page.push(
+                serde_json::from_slice(value.value())
+                    .map_err(|e| fail(format!("history record {}: {e}", key.value())))?,
+            );
+        }
+        Ok(page)
     }
 
     fn db(&self) -> std::sync::MutexGuard<'_, Option<Db>> {
@@ -410,6 +540,7 @@ impl Store {
             None => return Err(fail(&"the state file is closed after a failed write")),
         };
         let txn = db.begin_write().map_err(|e| fail(&e))?;
+        let mut history_rows = None;
         {
             if let Some(meta) = &changes.meta {
                 let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
@@ -439,8 +570,34 @@ impl Store {
                     }
                 }
             }
+            if !changes.history.is_empty() {
+                use redb::ReadableTableMetadata;
+                let mut table = txn.open_table(HISTORY).map_err(|e| fail(&e))?;
+                for (key, bytes) in &changes.history {
+                    table
+                        .insert(key.as_str(), bytes.as_slice())
+                        .map_err(|e| fail(&e))?;
+                }
+                let limit = self
+                    .history_limit
+                    .load(std::sync::atomic::Ordering::Relaxed);
+                let mut rows = table.len().map_err(|e| fail(&e))?;
+                // The oldest ids go first.
+                while rows > limit {
+                    if table.pop_first().map_err(|e| fail(&e))?.is_none() {
+                        break;
+                    }
+                    rows -= 1;
+                }
+                history_rows = Some(rows);
+            }
         }
-        txn.commit().map_err(|e| fail(&e))
+        txn.commit().map_err(|e| fail(&e))?;
+        if let Some(rows) = history_rows {
+            self.history_rows
+                .store(rows, std::sync::atomic::Ordering::Relaxed);
+        }
+        Ok(())
     }
 }
 

@@ -159,13 +159,21 @@ pub struct MasterArgs {
         value_parser = duration_arg
     )]
     pub worker_timeout: Duration,
-    /// How many completed drivers are kept for the UI and API.
+    /// How many completed drivers are kept in memory for the UI and API (the most recent).
     #[arg(
         long,
         env = "HEARTH_RETAINED_DRIVERS",
         default_value_t = master::DEFAULT_RETAINED_DRIVERS
     )]
     pub retained_drivers: usize,
+    /// How many older completed drivers are kept in the state file, read from there by id and
+    /// page by page (0: none).
+    #[arg(
+        long,
+        env = "HEARTH_RETAINED_HISTORY",
+        default_value_t = master::DEFAULT_RETAINED_HISTORY
+    )]
+    pub retained_history: u64,
     /// How many ended applications are kept for the UI and API.
     #[arg(long, env = "HEARTH_RETAINED_APPS", default_value_t = master::DEFAULT_RETAINED_APPS)]
     pub retained_apps: usize,

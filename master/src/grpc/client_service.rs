@@ -89,7 +89,11 @@ impl ClientService for ClientApi {
         let id = request.into_inner().driver_id;
         let state = self.master.snapshot();
         caller.may_see_driver(&state, &id)?;
-        Ok(Response::new(driver_proto(&state, &id)?))
+        if state.drivers.contains_key(&id) {
+            return Ok(Response::new(driver_proto(&state, &id)?));
+        }
+        check_id("driver_id", &id, IdKind::Driver).map_err(Error::from)?;
+        Ok(Response::new(self.master.find_driver(&id)?.to_proto()))
     }
 
     async fn list_drivers(
@@ -97,9 +101,22 @@ impl ClientService for ClientApi {
         request: Request<proto::ListDriversRequest>,
     ) -> Result<Response<proto::ListDriversResponse>, Status> {
         caller_of(&request)?.may_list()?;
-        let state = self.master.snapshot();
-        let drivers = state.drivers_proto();
-        Ok(Response::new(proto::ListDriversResponse { drivers }))
+        let request = request.into_inner();
+        if request.page_size == 0 {
+            let state = self.master.snapshot();
+            let drivers = state.drivers_proto();
+            return Ok(Response::new(proto::ListDriversResponse {
+                drivers,
+                next_page_token: String::new(),
+            }));
+        }
+        let master = self.master.clone();
+        let page = tokio::task::spawn_blocking(move || {
+            crate::history::page(&master, request.page_size, &request.page_token)
+        })
+        .await
+        .map_err(|e| Status::internal(format!("listing drivers: {e}")))??;
+        Ok(Response::new(page))
     }
 
     async fn list_workers(

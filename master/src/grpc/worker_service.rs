@@ -12,8 +12,8 @@ use std::{
 
 use hearth_common::{
     proto::{
-        MasterMessage, TunnelData, WorkerMessage, worker_message::Msg,
-        worker_service_server::WorkerService,
+        HeartbeatAck, MasterMessage, TunnelData, WorkerMessage, master_message::Msg as Down,
+        worker_message::Msg, worker_service_server::WorkerService,
     },
     spec::validate_register,
 };
@@ -101,6 +101,7 @@ impl WorkerService for WorkerApi {
         let pending_logs = Arc::new(Mutex::new(HashMap::new()));
         let link = Link::new(worker_id.clone(), conn_id, orders, pending_logs.clone());
         let closed = link.closed.clone();
+        let stream_link = link.clone();
         self.master
             .ask(|reply| Command::Register {
                 register,
@@ -114,7 +115,7 @@ impl WorkerService for WorkerApi {
         let reader_closed = closed.clone();
         tokio::spawn(async move {
             let reason = tokio::select! {
-                reason = read_worker_stream(&master, &worker_id, conn_id, inbound, pending_logs) => reason,
+                reason = read_worker_stream(&master, &stream_link, inbound, pending_logs) => reason,
                 _ = reader_closed.cancelled() => "closed by the master".to_string(),
             };
             tracing::info!(worker_id, conn_id, reason, "worker stream ended");
@@ -139,13 +140,22 @@ impl WorkerService for WorkerApi {
 }
 
 /// Forwards what a worker sends until its stream ends; returns why it ended.
+///
+/// A heartbeat is answered here when nothing the worker reported since the last answer is
+/// still on its way through the actor: it changes nothing kept, so it needs no turn, snapshot
+/// or write, and the master's work for a heartbeating cluster stays flat as it grows. One that
+/// follows a report goes through the actor and is answered after the turn's commit, as the
+/// worker may forget what it reported once answered.
 async fn read_worker_stream(
     master: &MasterHandle,
-    worker_id: &str,
-    conn_id: u64,
+    link: &Link,
     mut inbound: Streaming<WorkerMessage>,
     pending_logs: crate::links::PendingLogs,
 ) -> String {
+    let (worker_id, conn_id) = (link.worker_id.as_str(), link.conn_id);
+    // Whether a report went to the actor since the last heartbeat sent there, and that
+    // heartbeat's number: until the actor has answered it, later ones go the same way.
+    let (mut reported, mut through_actor) = (false, 0);
     loop {
         let next = tokio::select! {
             _ = master.shutdown.cancelled() => return "master shutting down".into(),
@@ -158,21 +168,43 @@ async fn read_worker_stream(
             Err(status) => return format!("stream broken: {}", status.message()),
         };
         let command = match message {
-            Msg::Heartbeat(beat) => Command::Heartbeat {
-                worker_id: worker_id.to_string(),
-                conn_id,
-                seq: beat.seq,
-            },
-            Msg::DriverStatus(status) => Command::DriverStatus {
-                worker_id: worker_id.to_string(),
-                conn_id,
-                status,
-            },
-            Msg::ExecutorStatus(status) => Command::ExecutorStatus {
-                worker_id: worker_id.to_string(),
-                conn_id,
-                status,
-            },
+            Msg::Heartbeat(beat) if !reported && link.heard.committed_through(through_actor) => {
+                if link
+                    .heard
+                    .beat(tokio::time::Instant::now(), hearth_common::ids::now_ms())
+                    && beat.seq > 0
+                {
+                    link.send(MasterMessage {
+                        msg: Some(Down::HeartbeatAck(HeartbeatAck { seq: beat.seq })),
+                    });
+                }
+                continue;
+            }
+            Msg::Heartbeat(beat) => {
+                reported = false;
+                through_actor = beat.seq;
+                Command::Heartbeat {
+                    worker_id: worker_id.to_string(),
+                    conn_id,
+                    seq: beat.seq,
+                }
+            }
+            Msg::DriverStatus(status) => {
+                reported = true;
+                Command::DriverStatus {
+                    worker_id: worker_id.to_string(),
+                    conn_id,
+                    status,
+                }
+            }
+            Msg::ExecutorStatus(status) => {
+                reported = true;
+                Command::ExecutorStatus {
+                    worker_id: worker_id.to_string(),
+                    conn_id,
+                    status,
+                }
+            }
             Msg::LogData(data) => {
                 let waiter = pending_logs
                     .lock()
@@ -183,11 +215,14 @@ async fn read_worker_stream(
                 }
                 continue;
             }
-            Msg::Decommission(d) => Command::Decommission {
-                worker_id: worker_id.to_string(),
-                conn_id,
-                reason: d.reason,
-            },
+            Msg::Decommission(d) => {
+                reported = true;
+                Command::Decommission {
+                    worker_id: worker_id.to_string(),
+                    conn_id,
+                    reason: d.reason,
+                }
+            }
             Msg::LogTail(tail) => {
                 if ran_there(&master.snapshot(), worker_id, &tail.process) {
                     master.kept_logs.ship(worker_id, tail);

@@ -120,7 +120,7 @@ impl State {
 
     /// The waiting drivers of each queue in the order it serves them (priority, then
     /// submission), as (position from 1, how many wait in the queue), by driver id.
-    fn queue_positions(&self, only_queue: Option<&str>) -> HashMap<&str, (u32, u32)> {
+    pub(crate) fn queue_positions(&self, only_queue: Option<&str>) -> HashMap<&str, (u32, u32)> {
         let mut by_queue: HashMap<&str, Vec<(i32, usize, &str)>> = HashMap::new();
         for (pos, d) in self
             .waiting

@@ -459,8 +459,8 @@ impl State {
             && w.connected
         {
             let w = Arc::make_mut(w);
-            w.last_seen = now;
-            w.last_heartbeat_ms = now_ms;
+            w.last_seen = w.last_seen.max(now);
+            w.last_heartbeat_ms = w.last_heartbeat_ms.max(now_ms);
             true
         } else {
             false
@@ -548,14 +548,32 @@ impl State {
         now_ms: i64,
         effects: &mut Vec<Effect>,
     ) -> bool {
-        let expired: Vec<(String, u64)> = self
+        self.expire_workers_heard(now_ms, effects, timeout, |w| {
+            (now.saturating_duration_since(w.last_seen) > timeout).then_some(w.last_seen)
+        })
+    }
+
+    /// Declares DEAD every connected worker `silent` says was not heard from in time; `silent`
+    /// answers when it was last heard (a worker's heartbeats may be kept outside the state), and
+    /// that moment is what its drivers' fences count from.
+    pub fn expire_workers_heard(
+        &mut self,
+        now_ms: i64,
+        effects: &mut Vec<Effect>,
+        timeout: Duration,
+        mut silent: impl FnMut(&WorkerInfo) -> Option<Instant>,
+    ) -> bool {
+        let expired: Vec<(String, u64, Instant)> = self
             .workers
             .values()
             .filter(|w| w.connected)
-            .filter(|w| now.saturating_duration_since(w.last_seen) > timeout)
-            .map(|w| (w.id.clone(), w.conn_id))
+            .filter_map(|w| silent(w).map(|heard| (w.id.clone(), w.conn_id, heard)))
             .collect();
-        for (worker_id, conn_id) in &expired {
+        for (worker_id, conn_id, heard) in &expired {
+            if let Some(w) = self.workers.get_mut(worker_id) {
+                let w = Arc::make_mut(w);
+                w.last_seen = w.last_seen.max(*heard);
+            }
             let reason = format!("no heartbeat for more than {} ms", timeout.as_millis());
             self.worker_lost(worker_id, *conn_id, &reason, now_ms, effects);
             effects.push(Effect::Disconnect {

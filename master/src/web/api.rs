@@ -42,7 +42,10 @@ pub async fn driver(
     Path(id): Path<String>,
 ) -> Result<Json<DriverView>, Error> {
     let snap = master.snapshot();
-    Ok(Json(DriverView::from(&snap.driver_proto(&id)?)))
+    if snap.drivers.contains_key(&id) {
+        return Ok(Json(DriverView::from(&snap.driver_proto(&id)?)));
+    }
+    Ok(Json(DriverView::from(&master.find_driver(&id)?.to_proto())))
 }
 
 pub async fn apps(State(master): State<MasterHandle>) -> Json<Vec<AppView>> {

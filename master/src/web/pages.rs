@@ -129,6 +129,15 @@ impl AutoscaleView {
     }
 }
 
+/// What the overview shows of the state file.
+#[derive(Default)]
+pub struct StoreView<'a> {
+    /// Why it cannot be written now, if it cannot.
+    pub trouble: Option<String>,
+    /// Its history of completed drivers, paged on after those in memory.
+    pub history: Option<&'a crate::store::Store>,
+}
+
 /// The overview of `state` as HTML; `samples` feed the chart. Public so the benchmark can
 /// time it without a network in between.
 pub fn overview_html(
@@ -137,9 +146,10 @@ pub fn overview_html(
     samples: &[Sample],
     now_ms: i64,
     query: &OverviewQuery,
-    store_trouble: Option<String>,
+    store: StoreView<'_>,
     autoscale: Option<crate::scaling_status::StatusInner>,
 ) -> Result<String, askama::Error> {
+    let store_trouble = store.trouble;
     let base = ui.base_path.clone();
     let pager = |table: &str, total: usize, requested: Option<usize>| {
         Pager::new(total, requested, |n| query.href(&base, table, n))
@@ -173,21 +183,32 @@ pub fn overview_html(
         .map(|d| DriverRow::from(d.as_ref()))
         .collect();
 
-    // Most recent first.
+    // Most recent first: those in memory, then the history in the state file.
+    let kept = store.history.map_or(0, |h| h.history_len() as usize);
     let completed_pager = pager(
         "completed_page",
-        state.completed.len(),
+        state.completed.len() + kept,
         query.completed_page,
     );
-    let completed = state
+    let rows = completed_pager.range();
+    let mut completed: Vec<DriverRow> = state
         .completed
         .iter()
         .rev()
-        .skip(completed_pager.range().start)
-        .take(completed_pager.range().len())
+        .skip(rows.start)
+        .take(rows.len())
         .filter_map(|id| state.drivers.get(id))
         .map(|d| DriverRow::from(d.as_ref()))
         .collect();
+    if completed.len() < rows.len()
+        && let Some(history) = store.history
+    {
+        let skip = rows.start.saturating_sub(state.completed.len());
+        match history.history_page(None, skip, rows.len() - completed.len()) {
+            Ok(older) => completed.extend(older.iter().map(DriverRow::from)),
+            Err(e) => tracing::warn!(error = %e, "completed drivers in the history not shown"),
+        }
+    }
 
     let apps_pager = pager("apps_page", state.active_apps.len(), query.apps_page);
     let running_apps = state
@@ -378,13 +399,16 @@ pub async fn overview(
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
-    let trouble = master.store_trouble.get();
+    let store = StoreView {
+        trouble: master.store_trouble.get(),
+        history: Some(&master.store),
+    };
     let ui = UiConfig {
         base_path: super::base(&master),
         ..master.config.ui.clone()
     };
     let scaler = Some(master.autoscale.get());
-    match overview_html(&snap, &ui, &samples, now_ms, &query, trouble, scaler) {
+    match overview_html(&snap, &ui, &samples, now_ms, &query, store, scaler) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
             &super::base(&master),
@@ -460,9 +484,8 @@ pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Re
 }
 
 pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
-    let snap = master.snapshot();
     let base = super::base(&master);
-    let page = snap.driver(&id).map(|d| DriverPage {
+    let page = master.find_driver(&id).map(|d| DriverPage {
         base: base.clone(),
         d: DriverRow::from(d.as_ref()),
         live: !d.state.is_terminal(),
