@@ -12,6 +12,7 @@ mod figures;
 mod launch;
 mod preemption;
 mod procs;
+mod scale;
 mod scheduler;
 mod sim;
 mod startup;
@@ -78,8 +79,10 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
     if wanted("start", "worker process start") {
         table.push(startup::worker_start(&binary, pick(20, 2)).await?);
     }
-    if wanted("submit", "submit → driver") {
-        table.push(launch::submit_to_start(&binary, pick(200, 10)).await?);
+    if wanted("submit", "submit → driver") || wanted("floor", "floor") {
+        for figure in launch::submit_to_start(&binary, pick(200, 10)).await? {
+            table.push(figure);
+        }
     }
     if wanted("throughput", "end-to-end throughput") {
         table.push(launch::throughput(&binary, pick(3, 1), pick(2000, 100)).await?);
@@ -136,6 +139,18 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
         .await?;
         table.push(cpu);
         table.push(rss);
+    }
+    if wanted("scale", "scale:") {
+        table.push(scheduler::burst_turn(pick(20, 2))?);
+        let size = scale::Size {
+            workers: pick(10_000, 200),
+            waiting: pick(100_000, 2_000),
+            retained: pick(1_000_000, 10_000),
+            probes: pick(200, 10),
+        };
+        for figure in scale::at_scale(&binary, size, "scale").await? {
+            table.push(figure);
+        }
     }
     if wanted("idle", "master idle RSS") {
         table.push(startup::idle_rss(&binary, pick(3, 1)).await?);

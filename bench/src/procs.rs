@@ -67,7 +67,11 @@ pub struct Master {
 
 impl Master {
     pub fn start(binary: &Path, extra: &[&str]) -> Result<Self> {
-        let dir = tempfile::tempdir()?;
+        Self::start_in(tempfile::tempdir()?, binary, extra)
+    }
+
+    /// A master whose state directory is `dir/state`, which may hold a state file already.
+    pub fn start_in(dir: tempfile::TempDir, binary: &Path, extra: &[&str]) -> Result<Self> {
         let master = MasterSpawn {
             binary: binary.to_path_buf(),
             state_dir: dir.path().join("state"),

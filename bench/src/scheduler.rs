@@ -19,8 +19,9 @@ const WORKERS: usize = 1000;
 const DRIVERS: usize = 10_000;
 const START_MS: i64 = 1_795_000_000_000;
 
-/// 1,000 workers of 16 cores and 64 GiB, and 10,000 drivers of 1 core and 1 GiB, all waiting.
-fn waiting_state() -> Result<State> {
+/// `workers` workers of 16 cores and 64 GiB, and 10,000 drivers of 1 core and 1 GiB, all
+/// waiting.
+fn waiting_state(workers: usize) -> Result<State> {
     let mut state = State::new(
         "http://hearth-master:7077".into(),
         START_MS,
@@ -28,8 +29,8 @@ fn waiting_state() -> Result<State> {
     );
     let mut effects: Vec<Effect> = Vec::new();
     let now = tokio::time::Instant::now();
-    for n in 0..WORKERS {
-        let host = format!("10.1.{}.{}", n / 250, n % 250);
+    for n in 0..workers {
+        let host = format!("10.{}.{}.{}", 1 + n / 62_500, (n / 250) % 250, n % 250);
         let register = Register {
             worker_id: format!("worker-20261121000000-{host}-8081"),
             name: format!("hearth-worker-{n:04}"),
@@ -59,7 +60,7 @@ fn waiting_state() -> Result<State> {
 /// makes on a fresh copy of the waiting state (`State::schedule`: the decisions, every driver's
 /// record updated, the launch orders made), each timed.
 pub fn place_all(runs: usize) -> Result<Figure> {
-    let base = waiting_state()?;
+    let base = waiting_state(WORKERS)?;
     let offers = base.offers();
     let asks = base.asks(0);
     let mut decide = Vec::with_capacity(runs);
@@ -96,5 +97,33 @@ pub fn place_all(runs: usize) -> Result<Figure> {
             "placement decisions; the master's whole turn with every record updated and 10,000 launch orders made: median {:.1} ms, p99 {:.1} ms",
             turn.median, turn.p99
         ),
+    )
+}
+
+/// `runs` times, the master's whole turn for a burst of 10,000 waiting drivers over 10,000
+/// workers (`State::schedule` on a fresh copy of the waiting state): the decisions, every
+/// record updated, the launch orders made.
+pub fn burst_turn(runs: usize) -> Result<Figure> {
+    const BIG: usize = 10_000;
+    let base = waiting_state(BIG)?;
+    let mut turn = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        let mut state = base.clone();
+        let mut effects = Vec::with_capacity(DRIVERS);
+        let t0 = Instant::now();
+        state.schedule(START_MS + 1, &mut effects);
+        turn.push(t0.elapsed());
+        anyhow::ensure!(
+            state.waiting.is_empty() && effects.len() == DRIVERS,
+            "{} drivers still wait after the turn",
+            state.waiting.len()
+        );
+    }
+    Figure::new(
+        "scale: whole scheduling turn, 10,000-driver burst over 10,000 workers",
+        Unit::Millis,
+        turn.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
+        "≤ 10 ms",
+        "State::schedule on a fresh copy: the decisions, 10,000 driver and worker records updated, 10,000 launch orders made".into(),
     )
 }

@@ -36,6 +36,7 @@ async fn simulated_worker(
     n: usize,
     stop: hearth_common::Shutdown,
     connecting: std::sync::Arc<tokio::sync::Semaphore>,
+    launched: Launched,
 ) -> Result<()> {
     let permit = connecting.acquire_owned().await?;
     let channel = client::channel(&url, &Default::default()).await?;
@@ -78,6 +79,9 @@ async fn simulated_worker(
                 let Some(MasterMessage { msg: Some(msg) }) = message? else {
                     return Ok(());
                 };
+                if let (Some(tell), Down::LaunchDriver(l)) = (&launched, &msg) {
+                    let _ = tell.send((l.driver_id.clone(), std::time::Instant::now()));
+                }
                 for answer in answer(msg) {
                     tx.send(up(answer)).await?;
                 }
@@ -91,11 +95,18 @@ pub fn alive_count(master: &Master) -> Result<usize> {
     Ok(procs::metric(&master.metrics()?, "hearth_workers{state=\"ALIVE\"}") as usize)
 }
 
+/// The command of a simulated driver that runs until killed.
+pub const LONG: &str = "long";
+
+/// Where simulated workers say which driver they were told to launch, and when.
+pub type Launched = Option<mpsc::UnboundedSender<(String, std::time::Instant)>>;
+
 /// Starts `count` simulated workers on `master` and waits until all are ALIVE.
 pub async fn start_simulated(
     master: &Master,
     count: usize,
     stop: &hearth_common::Shutdown,
+    launched: Launched,
 ) -> Result<tokio::task::JoinSet<Result<()>>> {
     let connecting = std::sync::Arc::new(tokio::sync::Semaphore::new(256));
     let mut sims = tokio::task::JoinSet::new();
@@ -105,6 +116,7 @@ pub async fn start_simulated(
             n,
             stop.clone(),
             connecting.clone(),
+            launched.clone(),
         ));
     }
     let t0 = std::time::Instant::now();
@@ -144,6 +156,14 @@ fn answer(msg: Down) -> Vec<Up> {
         })
     };
     match msg {
+        // A driver whose command is `long` runs until killed; any other ends at once.
+        Down::LaunchDriver(l)
+            if l.spec
+                .as_ref()
+                .is_some_and(|s| s.command.first().is_some_and(|c| c == LONG)) =>
+        {
+            vec![driver(l.driver_id, l.attempt, DriverState::Running)]
+        }
         Down::LaunchDriver(l) => vec![
             driver(l.driver_id.clone(), l.attempt, DriverState::Running),
             driver(l.driver_id, l.attempt, DriverState::Finished),
@@ -174,7 +194,7 @@ pub async fn heartbeating(
 ) -> Result<(Figure, Figure)> {
     let master = Master::start(binary, &[])?;
     let stop = hearth_common::Shutdown::new();
-    let mut sims = start_simulated(&master, count, &stop).await?;
+    let mut sims = start_simulated(&master, count, &stop, None).await?;
     // The registrations' own burst is over before measuring.
     tokio::time::sleep(Duration::from_secs(3)).await;
     let pid = master.proc.pid();

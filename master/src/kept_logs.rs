@@ -152,7 +152,7 @@ impl KeptLogs {
     pub fn open(dir: &Path, limit: u64) -> Result<Self> {
         let path = dir.join(FILE_NAME);
         let mut limit = limit;
-        let db = match redb::Database::create(&path) {
+        let db = match crate::store::create_db(&path) {
             Ok(db) => db,
             // The volume cannot be written (read-only, full): the master still starts, and
             // keeps what workers ship in memory, a little of it, until it restarts.
@@ -177,7 +177,7 @@ impl KeptLogs {
                     "kept logs unreadable; moved aside, starting empty");
                 std::fs::rename(&path, &aside)
                     .map_err(|e| Error::Config(format!("moving {} aside: {e}", path.display())))?;
-                redb::Database::create(&path)
+                crate::store::create_db(&path)
                     .map_err(|e| Error::Config(format!("kept logs {}: {e}", path.display())))?
             }
         };

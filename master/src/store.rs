@@ -141,6 +141,18 @@ fn diff_map<T: PartialEq>(
         .collect()
 }
 
+/// How much of a redb file the master caches in memory. redb's default (1 GiB) would let a
+/// long history, or a large kept log, grow the master by that much; what a turn writes and a
+/// page reads is far less, and the rest is the kernel's page cache, not the master's memory.
+pub const CACHE_BYTES: usize = 32 * 1024 * 1024;
+
+/// Opens or creates a redb file with the master's cache size.
+pub fn create_db(path: &Path) -> Result<redb::Database, redb::DatabaseError> {
+    redb::Database::builder()
+        .set_cache_size(CACHE_BYTES)
+        .create(path)
+}
+
 /// Narrows a path's permissions; a failure (another owner, a read-only mount) is only logged.
 fn restrict(path: &Path, mode: u32) {
     use std::os::unix::fs::PermissionsExt;
@@ -199,7 +211,7 @@ impl RepairedCopy {
         std::fs::copy(original, &path)
             .map_err(|e| format!("copying it to {} to repair: {e}", path.display()))?;
         restrict(&path, 0o600);
-        match redb::Database::create(&path) {
+        match create_db(&path) {
             Ok(db) => Ok(Self { db, path }),
             Err(e) => {
                 let _ = std::fs::remove_file(&path);
@@ -240,7 +252,7 @@ impl Store {
         };
         // Specs carry environment values (often credentials): only the master's user reads them.
         restrict(dir, 0o700);
-        let (db, read_only) = match redb::Database::create(&path) {
+        let (db, read_only) = match create_db(&path) {
             Ok(mut db) => {
                 restrict(&path, 0o600);
                 // A file that fails its checksums is refused, never half-read.
@@ -401,8 +413,7 @@ impl Store {
             let mut db = self.db();
             // The old handle holds the file's lock: it goes before the file is opened again.
             db.take();
-            let mut reopened =
-                redb::Database::create(&self.path).map_err(|e| fail(e.to_string()))?;
+            let mut reopened = create_db(&self.path).map_err(|e| fail(e.to_string()))?;
             if let Ok(false) = reopened.check_integrity() {
                 tracing::warn!(path = %self.path.display(), "state file repaired after a failed write");
             }

@@ -223,6 +223,15 @@ impl State {
             }
         }
         self.waiting = still_waiting;
+        // Every driver tried this turn was placed: those in front were tried against room at
+        // least as large as recorded then, and the room now is less, so the record stands. (A
+        // driver placed now and ending later gives back only room the record already counts.)
+        if skip > 0
+            && self.waiting.len() == skip
+            && self.tried.as_ref().is_some_and(|t| t.count == skip)
+        {
+            return;
+        }
         // The room as it is, held room included: a reservation changing makes its own retry.
         let mut room: Vec<(String, u32, u64)> = offers
             .iter()
