@@ -36,9 +36,9 @@ struct Args {
     /// A few runs per figure: checks that every figure still works, in seconds.
     #[arg(long)]
     quick: bool,
-    /// Only the figures whose key or name contains this text (keys: start, submit,
-    /// throughput, executors, kill, stop, scheduler, queues, preemption, heartbeat, idle,
-    /// durable, ui).
+    /// Only the figures whose key or name contains this text (keys: start, submit, floor,
+    /// throughput, executors, kill, stop, at-most-one, scheduler, queues, preemption,
+    /// heartbeat, curve, scale, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -127,6 +127,21 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
         .await?;
         table.push(cpu);
         table.push(rss);
+    }
+    // The curve between: the same figure at 2,500 and 5,000 workers.
+    if wanted("curve", "curve") {
+        for (count, label) in [(pick(2_500, 100), "2,500"), (pick(5_000, 150), "5,000")] {
+            let (cpu, rss) = sim::heartbeating(
+                &binary,
+                count,
+                pick(3, 1),
+                Duration::from_secs(pick(5, 1) as u64),
+                (label, "between the 1,000 and 10,000 figures"),
+            )
+            .await?;
+            table.push(cpu);
+            table.push(rss);
+        }
     }
     if wanted("scale", "10,000 simulated workers") {
         let (cpu, rss) = sim::heartbeating(

@@ -335,3 +335,67 @@ impl Links {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::time::Instant;
+
+    fn link(worker_id: &str, conn_id: u64) -> (Link, mpsc::Receiver<MasterMessage>) {
+        let (tx, rx) = mpsc::channel(8);
+        (
+            Link::new(worker_id.into(), conn_id, tx, Default::default()),
+            rx,
+        )
+    }
+
+    /// A heartbeat recorded beside the stream keeps the worker alive for the expiry; once the
+    /// expiry gives the stream up, no later heartbeat is recorded (so none is answered), and the
+    /// time the expiry reports is the last one recorded.
+    #[tokio::test(start_paused = true)]
+    async fn a_stream_given_up_records_no_more_heartbeats() {
+        let links = Links::default();
+        let (l, _rx) = link("w", 7);
+        let heard = l.heard.clone();
+        links.install(l);
+        let registered = Instant::now();
+        let timeout = Duration::from_secs(10);
+
+        tokio::time::advance(Duration::from_secs(8)).await;
+        let beat = Instant::now();
+        let beat_ms = hearth_common::ids::now_ms() + 8_000;
+        assert!(heard.beat(beat, beat_ms));
+        tokio::time::advance(Duration::from_secs(8)).await;
+        // The state saw the worker at registration only; the stream heard it 8 s ago.
+        assert_eq!(
+            links.give_up_if_silent("w", 7, registered, Instant::now(), timeout),
+            None
+        );
+        tokio::time::advance(Duration::from_secs(3)).await;
+        assert_eq!(
+            links.give_up_if_silent("w", 7, registered, Instant::now(), timeout),
+            Some(beat)
+        );
+        assert!(
+            !heard.beat(Instant::now(), beat_ms + 11_000),
+            "given up: not recorded"
+        );
+        assert_eq!(heard.last_ms(), beat_ms);
+    }
+
+    /// A stream's end gives it up too, and tells when the worker was last heard on it; a stale
+    /// connection id changes nothing.
+    #[tokio::test(start_paused = true)]
+    async fn removing_a_stream_gives_it_up() {
+        let links = Links::default();
+        let (l, _rx) = link("w", 7);
+        let heard = l.heard.clone();
+        links.install(l);
+        let at = Instant::now();
+        let at_ms = hearth_common::ids::now_ms() + 1;
+        assert!(heard.beat(at, at_ms));
+        assert_eq!(links.remove("w", 6), None);
+        assert_eq!(links.remove("w", 7), Some((at, at_ms)));
+        assert!(!heard.beat(Instant::now(), at_ms + 1));
+    }
+}

@@ -140,7 +140,7 @@ impl<'a> DriverFit<'a> {
         offer.free_memory_mb -= ask.memory_mb;
         offer.free_resources.take(&ask.resources);
         offer.drivers += 1;
-        let worker_id = offer.worker_id.clone();
+        let worker_id = offer.worker_id.to_string();
         let free_memory = offer.free_memory_mb;
         self.preferred.insert(self.rank(i));
         self.by_memory.insert((Reverse(free_memory), i));

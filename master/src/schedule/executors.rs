@@ -65,7 +65,7 @@ pub fn place_executors(
                         offer.free_cores -= app.cores;
                         offer.free_memory_mb -= app.memory_mb;
                         offer.free_resources.take(&app.resources);
-                        workers.push(offer.worker_id.clone());
+                        workers.push(offer.worker_id.to_string());
                         remaining -= 1;
                         if spread_out {
                             break;

@@ -174,7 +174,7 @@ pub fn place_drivers_fairly(
             }
             decisions[i] = Some(Decision::Place {
                 driver_id: ask.driver_id.clone(),
-                worker_id: offer.worker_id.clone(),
+                worker_id: offer.worker_id.to_string(),
             });
         } else {
             open_holds.push(hold);
@@ -291,7 +291,7 @@ pub fn place_drivers_fairly(
             usage.charge_named(tree, q, &ask.resources);
             decisions[i] = Some(Decision::Place {
                 driver_id: ask.driver_id.clone(),
-                worker_id: offers[hold.worker].worker_id.clone(),
+                worker_id: offers[hold.worker].worker_id.to_string(),
             });
         }
     }

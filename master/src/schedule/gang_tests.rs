@@ -109,7 +109,7 @@ fn on_random_clusters_no_gang_is_ever_partly_placed_and_accounting_is_exact() {
                     }
                 }
                 for w in &p.workers {
-                    let o = offers.iter().position(|o| &o.worker_id == w).unwrap();
+                    let o = offers.iter().position(|o| *o.worker_id == **w).unwrap();
                     apps[i].live.push(o);
                 }
             }

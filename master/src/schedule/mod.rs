@@ -48,7 +48,8 @@ pub use reasons::{Wait, WaitCode};
 /// What one alive worker offers and has free.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Offer {
-    pub worker_id: String,
+    /// Shared with the cached offers, so a turn's copy of 10,000 offers allocates no ids.
+    pub worker_id: std::sync::Arc<str>,
     pub cores: u32,
     pub memory_mb: u64,
     pub free_cores: u32,

@@ -568,7 +568,7 @@ fn on_random_clusters_with_reservations_held_room_is_used_only_as_allowed() {
                     // On a held worker: its holder, or work done before the room is needed.
                     if let Some(h) = holds
                         .iter()
-                        .find(|h| offers[h.worker].worker_id == *worker_id)
+                        .find(|h| *offers[h.worker].worker_id == **worker_id)
                         && h.driver_id != a.driver_id
                     {
                         // Held for the turn: its holder did not fit there at once.

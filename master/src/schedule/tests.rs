@@ -21,7 +21,7 @@ fn place_drivers_plainly(offers: &mut [Offer], asks: &[Ask]) -> Vec<Decision> {
                 offer.drivers += 1;
                 Decision::Place {
                     driver_id: ask.driver_id.clone(),
-                    worker_id: offer.worker_id.clone(),
+                    worker_id: offer.worker_id.to_string(),
                 }
             }
             None => {
@@ -212,7 +212,7 @@ fn counts(offers: &[Offer], placement: &AppPlacement) -> Vec<usize> {
             placement
                 .workers
                 .iter()
-                .filter(|w| **w == o.worker_id)
+                .filter(|w| ***w == *o.worker_id)
                 .count()
         })
         .collect()
@@ -330,7 +330,7 @@ fn randomized_executor_placement_is_exact_and_fair() {
             );
             assert_eq!(p.waiting.is_some(), (p.workers.len() as u32) < a.wanted);
             for w in &p.workers {
-                let i = before.iter().position(|o| &o.worker_id == w).unwrap();
+                let i = before.iter().position(|o| *o.worker_id == **w).unwrap();
                 assert!(
                     free[i].0 >= a.cores && free[i].1 >= a.memory_mb,
                     "round {round}"
@@ -406,7 +406,7 @@ fn randomized_placements_never_overcommit() {
                     assert_eq!(driver_id, &a.driver_id);
                     let i = before
                         .iter()
-                        .position(|o| &o.worker_id == worker_id)
+                        .position(|o| *o.worker_id == **worker_id)
                         .unwrap();
                     assert!(free[i].0 >= a.cores, "round {round}: cores over-committed");
                     assert!(

@@ -79,7 +79,7 @@ impl State {
         let index: HashMap<String, usize> = offers
             .iter()
             .enumerate()
-            .map(|(i, o)| (o.worker_id.clone(), i))
+            .map(|(i, o)| (o.worker_id.to_string(), i))
             .collect();
         let mut ended = false;
         let mut held: Vec<(usize, u32, u64)> = Vec::new();
@@ -125,7 +125,7 @@ impl State {
                 if let Some(held) = claim
                     .room
                     .iter_mut()
-                    .find(|(w, _, _)| *w == offer.worker_id)
+                    .find(|(w, _, _)| **w == *offer.worker_id)
                 {
                     held.1 = held.1.saturating_sub(cores);
                     held.2 = held.2.saturating_sub(memory_mb);

@@ -46,7 +46,7 @@ impl State {
             let free = |o: &Offer| pieces_in((o.free_cores, o.free_memory_mb), cores, memory_mb);
             let mut candidates: Vec<&Offer> = offers
                 .iter()
-                .filter(|o| !claimed.contains(o.worker_id.as_str()) && idle(o) > 0)
+                .filter(|o| !claimed.contains(&*o.worker_id) && idle(o) > 0)
                 .collect();
             // The workers that hold most of it, and of those the ones closest to free.
             candidates.sort_by_key(|o| (std::cmp::Reverse(idle(o)), std::cmp::Reverse(free(o))));
@@ -56,7 +56,7 @@ impl State {
                     break;
                 }
                 let here = idle(o).min(u64::from(wanted) - pieces.len() as u64);
-                pieces.extend(std::iter::repeat_n(o.worker_id.clone(), here as usize));
+                pieces.extend(std::iter::repeat_n(o.worker_id.to_string(), here as usize));
             }
             if (pieces.len() as u64) < u64::from(wanted) {
                 continue;

@@ -117,6 +117,24 @@ impl State {
                 }
             }
         }
+        // What queues hold, as kept from the changes between counts, is what a count over
+        // every driver finds.
+        let kept = self.held.held(&self.queues, &self.drivers, &self.workers);
+        let counted = super::held::afresh(&self.queues, &self.drivers, &self.workers);
+        if kept.amounts != counted.amounts || kept.named != counted.named {
+            return Err(format!(
+                "held by queue, kept: {:?} {:?}; counted: {:?} {:?}",
+                kept.amounts, kept.named, counted.amounts, counted.named
+            ));
+        }
+        let made_afresh: Vec<_> = self
+            .workers
+            .values()
+            .filter_map(|w| super::offers::offer_of(w))
+            .collect();
+        if self.offers() != made_afresh {
+            return Err("the offers kept differ from the offers made afresh".into());
+        }
         Ok(())
     }
 }

@@ -29,7 +29,9 @@ mod drivers;
 mod executors;
 mod fencing;
 mod gang_reservations;
+mod held;
 mod invariants;
+mod offers;
 mod placement;
 mod preemption;
 #[cfg(test)]
@@ -140,6 +142,10 @@ pub struct State {
     /// What the last placement of drivers left, so the next one need not try again the
     /// drivers that would wait again.
     tried: Option<Tried>,
+    /// What running drivers hold by queue, counted from the changes since the last count.
+    held: held::HeldCache,
+    /// What alive workers offer, made from the changes since the last time.
+    offers: offers::OffersCache,
     /// When preemptions were last looked for.
     preemption_checked_ms: i64,
     /// Room being freed by preemption, by the driver or application it is for.
@@ -215,6 +221,8 @@ impl State {
             recent_use: Default::default(),
             recent_updated_ms: 0,
             tried: None,
+            held: Default::default(),
+            offers: Default::default(),
             preemption_checked_ms: 0,
             claims: Default::default(),
             claim_seq: 0,

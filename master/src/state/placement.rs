@@ -18,7 +18,7 @@ use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reserva
 /// A long queue in front of a full cluster then costs nothing per turn.
 #[derive(Debug, Clone)]
 pub(super) struct Tried {
-    room: Vec<(String, u32, u64)>,
+    room: Vec<(Arc<str>, u32, u64)>,
     count: usize,
     last: String,
 }
@@ -31,7 +31,7 @@ impl Tried {
         for (id, cores, memory) in now {
             match self.room.get(seen) {
                 Some((was_id, was_cores, was_memory))
-                    if was_id == id && cores <= *was_cores && memory <= *was_memory => {}
+                    if **was_id == *id && cores <= *was_cores && memory <= *was_memory => {}
                 _ => return true,
             }
             seen += 1;
@@ -108,18 +108,7 @@ impl State {
 
     /// What each alive worker offers and has free, in the order of their ids.
     pub fn offers(&self) -> Vec<Offer> {
-        self.alive_workers()
-            .map(|w| Offer {
-                worker_id: w.id.clone(),
-                cores: w.cores,
-                memory_mb: w.memory_mb,
-                free_cores: w.free_cores(),
-                free_memory_mb: w.free_memory_mb(),
-                drivers: w.drivers.len(),
-                resources: w.named(),
-                free_resources: w.free_named(),
-            })
-            .collect()
+        self.offers.offers(&self.workers)
     }
 
     /// What the waiting drivers ask for, oldest first, leaving out the first `skip`.
@@ -233,7 +222,7 @@ impl State {
             return;
         }
         // The room as it is, held room included: a reservation changing makes its own retry.
-        let mut room: Vec<(String, u32, u64)> = offers
+        let mut room: Vec<(Arc<str>, u32, u64)> = offers
             .iter()
             .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
             .collect();

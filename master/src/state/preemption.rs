@@ -150,7 +150,7 @@ impl State {
         let index: HashMap<&str, usize> = offers
             .iter()
             .enumerate()
-            .map(|(i, o)| (o.worker_id.as_str(), i))
+            .map(|(i, o)| (&*o.worker_id, i))
             .collect();
         let (running, victims) = self.running(&index);
         let free: Vec<(u32, u64)> = offers
@@ -225,7 +225,7 @@ impl State {
             let pieces: Vec<String> = decision
                 .places
                 .iter()
-                .map(|&i| offers[i].worker_id.clone())
+                .map(|&i| offers[i].worker_id.to_string())
                 .collect();
             let seq = self.next_claim_seq();
             self.claims.insert(

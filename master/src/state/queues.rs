@@ -2,10 +2,7 @@
 
 use std::{collections::HashMap, sync::Arc};
 
-use hearth_common::{
-    error::InvalidInput,
-    proto::{self, DriverState},
-};
+use hearth_common::{error::InvalidInput, proto};
 
 use super::State;
 use crate::tenants::Tenants;
@@ -46,27 +43,13 @@ impl State {
             total.add(Amount::new(u64::from(w.cores), w.memory_mb));
         }
         let mut usage = Usage::new(tree, total);
-        let holding: std::collections::HashSet<&str> = self
-            .workers
-            .values()
-            .filter(|w| w.holds_slots())
-            .map(|w| w.id.as_str())
-            .collect();
-        // In one pass over the records: a lookup per driver costs more than the whole pass.
-        for d in self.drivers.values() {
-            let held = d.state == DriverState::Running
-                && d.worker_id.as_deref().is_some_and(|w| holding.contains(w));
-            if held && let Some(q) = tree.index(&d.spec.queue) {
-                usage.charge(
-                    tree,
-                    q,
-                    Amount::new(u64::from(d.spec.cores), d.spec.memory_mb),
-                );
-                if !d.resources.is_empty() {
-                    usage.charge_named(tree, q, &held_named(&d.resources));
-                }
-            }
+        let held = self.held.held(tree, &self.drivers, &self.workers);
+        for (q, amount) in held.amounts.iter().enumerate() {
+            usage.charge(tree, q, *amount);
+            usage.charge_named(tree, q, &held.named_of(q));
         }
+        let holding =
+            |worker_id: &str| self.workers.get(worker_id).is_some_and(|w| w.holds_slots());
         for app in self.active_apps.iter().filter_map(|id| self.apps.get(id)) {
             let Some(q) = tree.index(&app.queue) else {
                 continue;
@@ -74,7 +57,7 @@ impl State {
             let mut held = Amount::default();
             let mut named = crate::schedule::named::Named::default();
             for e in app.executors.values() {
-                if e.state.is_live() && holding.contains(e.worker_id.as_str()) {
+                if e.state.is_live() && holding(&e.worker_id) {
                     held.add(Amount::new(u64::from(e.cores), e.memory_mb));
                     if !e.resources.is_empty() {
                         named.add(&held_named(&e.resources));

@@ -24,7 +24,7 @@ impl State {
         offers
             .iter()
             .map(|o| {
-                let Some(w) = self.workers.get(&o.worker_id) else {
+                let Some(w) = self.workers.get(&*o.worker_id) else {
                     return Vec::new();
                 };
                 let drivers = w
@@ -126,7 +126,7 @@ impl State {
             return (Vec::new(), false);
         }
         let before = self.reservations.clone();
-        let index_of = |id: &str| offers.iter().position(|o| o.worker_id == id);
+        let index_of = |id: &str| offers.iter().position(|o| &*o.worker_id == id);
         // Gone: placed, ended, or its worker left.
         self.reservations.retain(|driver_id, worker_id| {
             index_of(worker_id).is_some()
@@ -163,7 +163,7 @@ impl State {
             ) {
                 tracing::info!(driver_id, worker_id = %offers[i].worker_id, "room reserved");
                 self.reservations
-                    .insert(driver_id, offers[i].worker_id.clone());
+                    .insert(driver_id, offers[i].worker_id.to_string());
             }
         }
         let mut holds = Vec::new();
