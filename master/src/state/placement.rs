@@ -76,9 +76,6 @@ impl State {
         if self.reservation_check_due(now_ms) {
             self.reservations_checked_ms = now_ms;
             due = self.reservation_due(now_ms);
-            if due {
-                self.tried = None;
-            }
         }
         // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
         // offers are not even built.
@@ -88,7 +85,9 @@ impl State {
                 .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
             t.covers(&self.waiting, room)
         });
-        if !apps_want && tried == self.waiting.len() {
+        // A reservation due is looked for even then; only one made or dropped (below) makes
+        // the whole queue worth trying again.
+        if !apps_want && !due && tried == self.waiting.len() {
             return;
         }
         let mut offers = self.offers();
