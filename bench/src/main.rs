@@ -38,7 +38,7 @@ struct Args {
     quick: bool,
     /// Only the figures whose key or name contains this text (keys: start, submit, floor,
     /// throughput, executors, kill, stop, at-most-one, scheduler, queues, preemption,
-    /// heartbeat, curve, scale, idle, durable, ui).
+    /// heartbeat, curve, scale, tenth, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -164,6 +164,18 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
             probes: pick(200, 10),
         };
         for figure in scale::at_scale(&binary, size, "scale").await? {
+            table.push(figure);
+        }
+    }
+    // The same scenario a tenth the size, for the curve in the Scaling section.
+    if wanted("tenth", "tenth:") {
+        let size = scale::Size {
+            workers: pick(1_000, 100),
+            waiting: pick(10_000, 1_000),
+            retained: pick(100_000, 5_000),
+            probes: pick(200, 10),
+        };
+        for figure in scale::at_scale(&binary, size, "tenth").await? {
             table.push(figure);
         }
     }

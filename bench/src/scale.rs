@@ -337,7 +337,10 @@ pub async fn at_scale(binary: &Path, size: Size, label: &str) -> Result<Vec<Figu
             ),
         )?,
         Figure::new(
-            format!("{label}: submit → placed, 100,000 waiting, 1,000,000 retained"),
+            format!(
+                "{label}: submit → placed, {} waiting, {} retained",
+                size.waiting, size.retained
+            ),
             Unit::Millis,
             placed.iter().map(|d| d.as_secs_f64() * 1000.0).collect(),
             "p99 ≤ 10 ms",

@@ -42,45 +42,49 @@ type Rank = (Reverse<u32>, Reverse<u64>, usize, usize, usize);
 /// The offers kept ordered by preference (most free cores, then memory, fewest drivers, id), so
 /// a placement costs a few steps down that order rather than a pass over every worker; the
 /// reason a driver waits is worked out once per size asked for until something is placed.
+/// The order is built at the first ask that could fit anywhere: a turn whose asks fit nowhere
+/// (a full cluster with a long queue) costs one pass over the offers, not a sort of them.
 pub struct DriverFit<'a> {
     offers: &'a mut [Offer],
-    id_rank: Vec<usize>,
-    preferred: BTreeSet<Rank>,
-    by_memory: BTreeSet<(Reverse<u64>, usize)>,
+    index: Option<Index>,
+    /// The most free cores and memory on any one offer, before the order is built.
+    most_free: (u32, u64),
     largest_cores: u32,
     largest_memory: u64,
     reasons: HashMap<(u32, u64), Wait>,
 }
 
-impl<'a> DriverFit<'a> {
-    pub fn new(offers: &'a mut [Offer]) -> Self {
-        let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
-        let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
+/// The offers in order of preference, and by free memory.
+struct Index {
+    id_rank: Vec<usize>,
+    preferred: BTreeSet<Rank>,
+    by_memory: BTreeSet<(Reverse<u64>, usize)>,
+}
+
+impl Index {
+    fn new(offers: &[Offer]) -> Self {
         let mut by_id: Vec<usize> = (0..offers.len()).collect();
         by_id.sort_by(|&a, &b| offers[a].worker_id.cmp(&offers[b].worker_id));
         let mut id_rank = vec![0; offers.len()];
         for (rank, &i) in by_id.iter().enumerate() {
             id_rank[i] = rank;
         }
-        let mut fit = Self {
-            offers,
+        let mut index = Self {
             id_rank,
             preferred: BTreeSet::new(),
             by_memory: BTreeSet::new(),
-            largest_cores,
-            largest_memory,
-            reasons: HashMap::new(),
         };
-        for i in 0..fit.offers.len() {
-            fit.preferred.insert(fit.rank(i));
-            fit.by_memory
-                .insert((Reverse(fit.offers[i].free_memory_mb), i));
+        for i in 0..offers.len() {
+            index.preferred.insert(index.rank(offers, i));
+            index
+                .by_memory
+                .insert((Reverse(offers[i].free_memory_mb), i));
         }
-        fit
+        index
     }
 
-    fn rank(&self, i: usize) -> Rank {
-        let o = &self.offers[i];
+    fn rank(&self, offers: &[Offer], i: usize) -> Rank {
+        let o = &offers[i];
         (
             Reverse(o.free_cores),
             Reverse(o.free_memory_mb),
@@ -89,27 +93,55 @@ impl<'a> DriverFit<'a> {
             i,
         )
     }
+}
+
+impl<'a> DriverFit<'a> {
+    pub fn new(offers: &'a mut [Offer]) -> Self {
+        let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
+        let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
+        let most_free = (
+            offers.iter().map(|o| o.free_cores).max().unwrap_or(0),
+            offers.iter().map(|o| o.free_memory_mb).max().unwrap_or(0),
+        );
+        Self {
+            offers,
+            index: None,
+            most_free,
+            largest_cores,
+            largest_memory,
+            reasons: HashMap::new(),
+        }
+    }
 
     /// Takes room for `ask` on the preferred worker that fits it and returns that worker's id,
     /// or says why it waits.
     pub fn place(&mut self, ask: &Ask) -> Result<String, Wait> {
-        let most_free = MostFree {
-            cores: self.preferred.first().map_or(0, |r| r.0.0),
-            memory_mb: self.by_memory.first().map_or(0, |m| m.0.0),
+        let most_free = match &self.index {
+            Some(index) => MostFree {
+                cores: index.preferred.first().map_or(0, |r| r.0.0),
+                memory_mb: index.by_memory.first().map_or(0, |m| m.0.0),
+            },
+            None => MostFree {
+                cores: self.most_free.0,
+                memory_mb: self.most_free.1,
+            },
         };
         let fits = ask.cores <= most_free.cores && ask.memory_mb <= most_free.memory_mb;
+        let best = if fits {
+            let offers = &*self.offers;
+            let index = self.index.get_or_insert_with(|| Index::new(offers));
+            index
+                .preferred
+                .iter()
+                .take_while(|r| r.0.0 >= ask.cores)
+                .find(|r| {
+                    r.1.0 >= ask.memory_mb && offers[r.4].free_resources.covers(&ask.resources)
+                })
+                .copied()
+        } else {
+            None
+        };
         let offers = &*self.offers;
-        let best = fits
-            .then(|| {
-                self.preferred
-                    .iter()
-                    .take_while(|r| r.0.0 >= ask.cores)
-                    .find(|r| {
-                        r.1.0 >= ask.memory_mb && offers[r.4].free_resources.covers(&ask.resources)
-                    })
-                    .copied()
-            })
-            .flatten();
         if best.is_none() && !ask.resources.is_empty() {
             // The named resources are rare: they say why first, else their combination does.
             if let Some(wait) = named::short_of(offers, &ask.resources) {
@@ -123,8 +155,8 @@ impl<'a> DriverFit<'a> {
                 ));
             }
         }
-        let Some(found) = best else {
-            let (offers, largest) = (&*self.offers, (self.largest_cores, self.largest_memory));
+        let (Some(found), Some(index)) = (best, self.index.as_mut()) else {
+            let largest = (self.largest_cores, self.largest_memory);
             return Err(self
                 .reasons
                 .entry((ask.cores, ask.memory_mb))
@@ -132,8 +164,9 @@ impl<'a> DriverFit<'a> {
                 .clone());
         };
         let i = found.4;
-        self.preferred.remove(&found);
-        self.by_memory
+        index.preferred.remove(&found);
+        index
+            .by_memory
             .remove(&(Reverse(self.offers[i].free_memory_mb), i));
         let offer = &mut self.offers[i];
         offer.free_cores -= ask.cores;
@@ -142,8 +175,8 @@ impl<'a> DriverFit<'a> {
         offer.drivers += 1;
         let worker_id = offer.worker_id.to_string();
         let free_memory = offer.free_memory_mb;
-        self.preferred.insert(self.rank(i));
-        self.by_memory.insert((Reverse(free_memory), i));
+        index.preferred.insert(index.rank(self.offers, i));
+        index.by_memory.insert((Reverse(free_memory), i));
         self.reasons.clear();
         Ok(worker_id)
     }

@@ -126,7 +126,8 @@ impl State {
             return (Vec::new(), false);
         }
         let before = self.reservations.clone();
-        let index_of = |id: &str| offers.iter().position(|o| &*o.worker_id == id);
+        // Offers come in worker id order.
+        let index_of = |id: &str| offers.binary_search_by(|o| (*o.worker_id).cmp(id)).ok();
         // Gone: placed, ended, or its worker left.
         self.reservations.retain(|driver_id, worker_id| {
             index_of(worker_id).is_some()
