@@ -69,6 +69,7 @@ fn on_signals(shutdown: Shutdown) -> Result<()> {
 async fn run_master(args: MasterArgs) -> Result<i32> {
     let open_files = open_file_limit();
     let autoscale = autoscale_config(&args)?;
+    let ha = ha_config(&args)?;
     let config = hearth_master::MasterConfig {
         grpc_addr: SocketAddr::new(args.bind, args.port),
         web_addr: SocketAddr::new(args.bind, args.webui_port),
@@ -102,10 +103,19 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         },
         kept_logs_bytes: args.kept_logs,
         autoscale,
+        ha,
         ..Default::default()
     };
     let shutdown = Shutdown::new();
     on_signals(shutdown.clone())?;
+    if config.ha.is_some() {
+        println!(
+            "hearth master: under a Lease; web UI on {} (the standby's page until it leads)",
+            config.web_addr
+        );
+        hearth_master::ha::term::run(config, shutdown).await?;
+        return Ok(0);
+    }
     let master = hearth_master::start(config, shutdown).await?;
     println!(
         "hearth master: gRPC on {} ({}), web UI on {}://{}",
@@ -335,6 +345,55 @@ fn open_file_limit() -> usize {
 }
 
 /// `--autoscale` and its settings, checked.
+/// `--lease` and the settings beside it, with their defaults from the pod's environment.
+fn ha_config(args: &MasterArgs) -> Result<Option<hearth_master::ha::HaConfig>> {
+    let Some(lease) = args.lease.clone() else {
+        return Ok(None);
+    };
+    let env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let identity = match args.identity.clone().or_else(|| env("HEARTH_POD_NAME")) {
+        Some(id) => id,
+        None => hostname().ok_or_else(|| {
+            anyhow!("--lease: no --identity, no HEARTH_POD_NAME and no host name")
+        })?,
+    };
+    let advertise_url = match args.advertise_url.clone() {
+        Some(url) => url,
+        None => match env("HEARTH_POD_IP") {
+            Some(ip) if ip.contains(':') => format!("http://[{ip}]:{}", args.port),
+            Some(ip) => format!("http://{ip}:{}", args.port),
+            None => {
+                return Err(anyhow!(
+                    "--lease: no --advertise-url, and HEARTH_POD_IP (the downward API's status.podIP) is not set"
+                ));
+            }
+        },
+    };
+    let config = hearth_master::ha::HaConfig {
+        namespace: args
+            .lease_namespace
+            .clone()
+            .or_else(|| env("HEARTH_POD_NAMESPACE"))
+            .unwrap_or_else(|| "hearth".into()),
+        lease,
+        identity,
+        advertise_url,
+        lease_duration: args.lease_duration,
+        renew_deadline: args.renew_deadline,
+        retry_period: args.retry_period,
+        replication_timeout: args.replication_timeout,
+    };
+    config.validate().map_err(|e| anyhow!(e))?;
+    Ok(Some(config))
+}
+
+fn hostname() -> Option<String> {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+}
+
 fn autoscale_config(
     args: &MasterArgs,
 ) -> Result<Option<hearth_master::autoscale::AutoscaleConfig>> {

@@ -172,7 +172,7 @@ async fn log_reads_to_one_worker_are_capped_without_cutting_it_off() {
     let (reads_tx, mut reads) = tokio::sync::mpsc::unbounded_channel();
     let answering = up.clone();
     tokio::spawn(async move {
-        while let Ok(Some(MasterMessage { msg: Some(msg) })) = orders.message().await {
+        while let Ok(Some(MasterMessage { msg: Some(msg), .. })) = orders.message().await {
             match msg {
                 master_message::Msg::LaunchDriver(launch) => {
                     let running = DriverStatus {

@@ -57,6 +57,7 @@ async fn simulated_worker(
     let interval = match down.message().await? {
         Some(MasterMessage {
             msg: Some(Down::Registered(r)),
+            ..
         }) => Duration::from_millis(r.heartbeat_interval_ms.max(50)),
         other => {
             return Err(anyhow!(
@@ -76,7 +77,7 @@ async fn simulated_worker(
                 tx.send(up(Up::Heartbeat(Heartbeat { seq }))).await?;
             }
             message = down.message() => {
-                let Some(MasterMessage { msg: Some(msg) }) = message? else {
+                let Some(MasterMessage { msg: Some(msg), .. }) = message? else {
                     return Ok(());
                 };
                 if let (Some(tell), Down::LaunchDriver(l)) = (&launched, &msg) {

@@ -21,6 +21,10 @@ use crate::{
     config::MasterConfig,
     driver_tokens::DriverTokens,
     error::{Error, Result},
+    ha::{
+        Leadership,
+        replication::{Joining, Joins, Publish, Replicas, ReplicationStatus},
+    },
     kept_logs::KeptLogs,
     links::Links,
     schedule::QueueTree,
@@ -57,6 +61,12 @@ pub struct MasterHandle {
     pub autoscale: Arc<crate::scaling_status::Status>,
     /// The state file, for completed drivers no longer in memory.
     pub store: Arc<Store>,
+    /// This process's term and whether it may still act.
+    pub leadership: Arc<Leadership>,
+    /// Where standbys join (under a Lease only).
+    pub joins: Option<Joins>,
+    /// The standby as the actor last saw it.
+    pub replication: Arc<std::sync::Mutex<ReplicationStatus>>,
 }
 
 /// Why the last write of the state file failed, until one succeeds again: while it is set the
@@ -122,6 +132,7 @@ impl MasterHandle {
 /// Starts the actor on the state `store` held (`loaded`, as read); it runs until `shutdown` is
 /// cancelled. A turn whose write fails is undone (its callers told UNAVAILABLE, its orders
 /// never sent) and the master goes on serving reads until the file can be written again.
+#[allow(clippy::too_many_arguments)] // each a part the actor owns or shares, named at the one caller
 pub fn spawn(
     config: Arc<MasterConfig>,
     master_url: String,
@@ -129,6 +140,7 @@ pub fn spawn(
     queues: (Arc<QueueTree>, Arc<Tenants>),
     tokens: Arc<DriverTokens>,
     kept_logs: KeptLogs,
+    leadership: Arc<Leadership>,
     shutdown: Shutdown,
 ) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
     let now_ms = ids::now_ms();
@@ -162,6 +174,13 @@ pub fn spawn(
     let (snapshot_tx, snapshot) = watch::channel(Arc::new(state.clone()));
     let links = Links::default();
     let telemetry = Arc::new(Telemetry::new(config.samples_kept()));
+    let (replicas, joins) = if leadership.elected_by_lease() {
+        let (replicas, joins) = Replicas::new(leadership.epoch);
+        (Some(replicas), Some(joins))
+    } else {
+        (None, None)
+    };
+    let replication = Arc::new(std::sync::Mutex::new(ReplicationStatus::default()));
     let handle = MasterHandle {
         commands,
         snapshot,
@@ -175,6 +194,9 @@ pub fn spawn(
         store_trouble: StoreTrouble::default(),
         autoscale: Arc::default(),
         store: store.clone(),
+        leadership: leadership.clone(),
+        joins,
+        replication: replication.clone(),
     };
     if let Some(why) = store.read_only() {
         handle.store_trouble.set(Some(why.to_string()));
@@ -192,6 +214,9 @@ pub fn spawn(
         config,
         telemetry,
         tokens,
+        leadership,
+        replicas,
+        replication,
     };
     let task = tokio::spawn(actor.run(shutdown));
     (handle, task)
@@ -213,11 +238,23 @@ struct Actor {
     store_trouble: StoreTrouble,
     /// When a write was last tried while the file could not be written.
     store_retried: Instant,
+    leadership: Arc<Leadership>,
+    /// The standby, under a Lease.
+    replicas: Option<Replicas>,
+    replication: Arc<std::sync::Mutex<ReplicationStatus>>,
 }
 
 /// A reply held back until the turn's changes are durable and published. Given the store's
 /// error instead when they could not be written.
 type Reply = Box<dyn FnOnce(Option<&Error>) + Send>;
+
+/// The next standby to join; never, without a Lease.
+async fn next_join(replicas: &mut Option<Replicas>) -> Option<Joining> {
+    match replicas {
+        Some(r) => r.joined().await,
+        None => std::future::pending().await,
+    }
+}
 
 fn reply<T: Send + 'static>(tx: oneshot::Sender<Result<T>>, value: Result<T>) -> Reply {
     Box::new(move |failure| {
@@ -243,6 +280,13 @@ impl Actor {
             let changed = tokio::select! {
                 biased;
                 _ = shutdown.cancelled() => break,
+                Some(joining) = next_join(&mut self.replicas) => {
+                    // Between turns: the snapshot is exactly what was committed so far.
+                    if let Some(replicas) = &mut self.replicas {
+                        replicas.accept(joining, &self.store);
+                    }
+                    continue;
+                }
                 n = self.rx.recv_many(&mut batch, MAX_TURN) => {
                     if n == 0 {
                         break;
@@ -267,6 +311,10 @@ impl Actor {
                     let lowered = self.state.lower_lease(now);
                     let released = self.state.fence_due(now) && self.state.release_fences(now);
                     self.state.decay_usage(now_ms);
+                    if let Some(replicas) = &mut self.replicas {
+                        replicas.promote(&self.leadership);
+                        *self.replication.lock().unwrap_or_else(|p| p.into_inner()) = replicas.status();
+                    }
                     // A state file that could not be written is tried again now and then.
                     let retry = self.store_trouble.get().is_some()
                         && self.store_retried.elapsed() >= STORE_RETRY;
@@ -294,6 +342,23 @@ impl Actor {
             self.telemetry.schedule.observe(started.elapsed());
             self.state.prune();
             let failure = self.persist().await.err();
+            if !self.leadership.acting() {
+                // Past the term's deadline: whatever this turn decided is left to the next
+                // leader, which recovers it from the file as after a restart.
+                tracing::error!(
+                    epoch = self.leadership.epoch,
+                    "no longer the leader: stopping without answering or ordering"
+                );
+                let e = failure.unwrap_or_else(|| Error::Unavailable(
+                    "this master no longer leads; try again (the client retries through the Service)".into(),
+                ));
+                for r in replies {
+                    r(Some(&e));
+                }
+                self.links.clear();
+                shutdown.cancel();
+                break;
+            }
             if let Some(e) = &failure {
                 // Undone: the state is the file's again. Callers hear UNAVAILABLE; no order of
                 // this turn goes out; workers reconnect and report again what the lost turn
@@ -357,6 +422,13 @@ impl Actor {
         let store = self.store.clone();
         let records = changes.records();
         let started = Instant::now();
+        let changes = Arc::new(changes);
+        // Sent to the standby first: its write and this one's run at the same time.
+        let publish = self
+            .replicas
+            .as_mut()
+            .map(|r| r.publish(&changes, &self.leadership))
+            .unwrap_or_default();
         let written = tokio::task::spawn_blocking(move || store.save(&changes))
             .await
             .map_err(|e| crate::error::StoreError::Write {
@@ -374,6 +446,43 @@ impl Actor {
         self.telemetry.store_write.observe(started.elapsed());
         tracing::debug!(records, "state written");
         self.persisted = self.state.clone();
+        self.replicated(publish).await
+    }
+
+    /// Waits until a committed turn may be acknowledged: the standby in sync has it, or the
+    /// Lease no longer names the one that does not.
+    async fn replicated(&mut self, publish: Publish) -> Result<()> {
+        let mut unsync = publish.unsync;
+        if let Some((seq, mut applied)) = publish.wait {
+            let timeout = self
+                .config
+                .ha
+                .as_ref()
+                .map_or(crate::ha::DEFAULT_REPLICATION_TIMEOUT, |h| {
+                    h.replication_timeout
+                });
+            let confirmed =
+                tokio::time::timeout(timeout, applied.wait_for(|a| a.is_some_and(|a| a >= seq)))
+                    .await
+                    .is_ok_and(|r| r.is_ok());
+            if !confirmed {
+                if let Some(replicas) = &mut self.replicas {
+                    replicas.drop_follower();
+                }
+                unsync = true;
+            }
+        }
+        if unsync && !self.leadership.set_in_sync(None).await {
+            // The Lease still names a standby without this turn: nobody may be told it is
+            // done. Leading stops; this turn is in the file, and the next leader has it.
+            self.leadership.stop();
+            return Err(Error::Unavailable(
+                "the standby fell behind and the Lease could not be updated".into(),
+            ));
+        }
+        if let Some(replicas) = &self.replicas {
+            *self.replication.lock().unwrap_or_else(|p| p.into_inner()) = replicas.status();
+        }
         Ok(())
     }
 
@@ -400,7 +509,9 @@ impl Actor {
                         heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
                         host: host.clone(),
                         lease_ms: self.config.worker_timeout.as_millis() as u64,
+                        epoch: self.leadership.epoch,
                     })),
+                    epoch: 0,
                 });
                 let conn_id = link.conn_id;
                 self.links.install(link);
@@ -438,6 +549,7 @@ impl Actor {
                         worker_id,
                         message: MasterMessage {
                             msg: Some(Msg::HeartbeatAck(HeartbeatAck { seq })),
+                            epoch: 0,
                         },
                     });
                 }

@@ -80,6 +80,8 @@ pub struct MasterConfig {
     pub kept_logs_bytes: u64,
     /// `--autoscale`: the master sizes its worker Deployment; `None`: off.
     pub autoscale: Option<AutoscaleConfig>,
+    /// `--lease`: leader election and a standby; `None`: a single master.
+    pub ha: Option<crate::ha::HaConfig>,
 }
 
 /// How the web UI behaves for people who reach port 8080.
@@ -137,6 +139,7 @@ impl Default for MasterConfig {
             sample_interval: DEFAULT_SAMPLE_INTERVAL,
             kept_logs_bytes: crate::kept_logs::DEFAULT_LIMIT_BYTES,
             autoscale: None,
+            ha: None,
         }
     }
 }
@@ -150,6 +153,14 @@ impl MasterConfig {
                  unauthenticated on purpose"
                     .into(),
             ));
+        }
+        if let Some(ha) = &self.ha {
+            ha.validate().map_err(Error::Config)?;
+            if self.tls.is_some() {
+                return Err(Error::Config(
+                    "--lease with --tls-cert: a standby master does not serve TLS yet; run the pair without TLS behind a TLS ingress".into(),
+                ));
+            }
         }
         if self.worker_timeout < Duration::from_millis(100) {
             return Err(Error::Config(format!(

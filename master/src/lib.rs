@@ -10,6 +10,7 @@
 //! - [`store`]: the durable state file (redb) the actor writes before it answers.
 //! - [`command`]: what can happen to the cluster: the commands the state owner receives.
 //! - [`actor`]: the state owner's loop and the handle others hold.
+//! - [`ha`]: leader election on a Kubernetes Lease, and the standby that follows the leader.
 //! - [`links`]: the open streams to workers (orders and log requests go through them).
 //! - [`kept_logs`]: the tails of logs workers ship, kept for when the worker is gone.
 //! - [`tunnels`]: drivers' web UIs, proxied through tunnels their workers open.
@@ -27,6 +28,7 @@ pub mod config;
 pub mod driver_tokens;
 pub mod error;
 pub mod grpc;
+pub mod ha;
 pub mod history;
 pub mod kept_logs;
 pub mod links;

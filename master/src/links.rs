@@ -302,6 +302,7 @@ impl Links {
                 offset,
                 max_bytes,
             })),
+            epoch: 0,
         };
         let unavailable = || {
             Error::Unavailable(format!(

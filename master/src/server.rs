@@ -52,8 +52,18 @@ impl RunningMaster {
     }
 }
 
-/// Validates `config`, binds both ports and starts the actor, gRPC and web servers.
+/// Validates `config`, binds both ports and starts the actor, gRPC and web servers: a single
+/// master, acting for as long as it runs.
 pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMaster> {
+    start_with(config, crate::ha::Leadership::single(), shutdown).await
+}
+
+/// [`start`] for a term of `leadership`: it acts only while the term lasts.
+pub async fn start_with(
+    config: MasterConfig,
+    leadership: Arc<crate::ha::Leadership>,
+    shutdown: Shutdown,
+) -> Result<RunningMaster> {
     config.validate()?;
     // Opened (and read) before the ports are bound: a master that cannot keep its state, or
     // cannot read it, does not start.
@@ -131,6 +141,7 @@ pub async fn start(config: MasterConfig, shutdown: Shutdown) -> Result<RunningMa
         (Arc::new(queues.tree), Arc::new(queues.tenants)),
         tokens,
         kept_logs,
+        leadership,
         shutdown.clone(),
     );
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();

@@ -91,6 +91,7 @@ impl Tunnels {
                 driver_id: driver_id.to_string(),
                 port,
             })),
+            epoch: 0,
         };
         // Not `Link::send`: a full queue refuses this connection but does not cut the worker off.
         if link.orders.try_send(order).is_err() {

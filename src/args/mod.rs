@@ -234,6 +234,31 @@ pub struct MasterArgs {
     /// How long a worker runs nothing before autoscaling removes it.
     #[arg(long, env = "HEARTH_SCALE_DOWN_IDLE", default_value = "60s", value_parser = duration_arg)]
     pub scale_down_idle: Duration,
+    /// Run as one of two masters, leading while it holds this Kubernetes Lease and standing by
+    /// (following the leader's state) otherwise; see the README's "Running a standby master".
+    #[arg(long, env = "HEARTH_LEASE")]
+    pub lease: Option<String>,
+    /// The Lease's namespace (default: this pod's, from HEARTH_POD_NAMESPACE, else hearth).
+    #[arg(long, env = "HEARTH_LEASE_NAMESPACE")]
+    pub lease_namespace: Option<String>,
+    /// This master's name in the Lease (default: HEARTH_POD_NAME, else the host name).
+    #[arg(long, env = "HEARTH_IDENTITY")]
+    pub identity: Option<String>,
+    /// Where the other master reaches this one's gRPC port (default: http://HEARTH_POD_IP:PORT).
+    #[arg(long, env = "HEARTH_ADVERTISE_URL")]
+    pub advertise_url: Option<String>,
+    /// How long the standby waits after it last saw the Lease renewed before taking it.
+    #[arg(long, env = "HEARTH_LEASE_DURATION", default_value = "3s", value_parser = duration_arg)]
+    pub lease_duration: Duration,
+    /// How long the leader acts after its last successful renewal; shorter than the lease.
+    #[arg(long, env = "HEARTH_RENEW_DEADLINE", default_value = "2s", value_parser = duration_arg)]
+    pub renew_deadline: Duration,
+    /// How often the leader renews the Lease and the standby reads it.
+    #[arg(long, env = "HEARTH_RETRY_PERIOD", default_value = "500ms", value_parser = duration_arg)]
+    pub retry_period: Duration,
+    /// How long the leader waits for the standby to confirm a turn before going on without it.
+    #[arg(long, env = "HEARTH_REPLICATION_TIMEOUT", default_value = "1s", value_parser = duration_arg)]
+    pub replication_timeout: Duration,
     /// The URL clients should use, shown in the UI (default: derived from the bind address).
     #[arg(long, env = "HEARTH_PUBLIC_URL")]
     pub public_url: Option<String>,

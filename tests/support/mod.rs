@@ -10,6 +10,8 @@
 //! - [`http`]: GETs and requests answered with status, head and body.
 //! - [`images`]: the container images built by a Docker daemon of the test's own.
 //! - [`rpc`]: every RPC of the protocol, read from its descriptor.
+//! - [`kube`]: the single-node Kubernetes of `scripts/kube`, up for a test.
+//! - [`service`]: a Service in front of two masters, routing by readiness.
 //! - [`ticks`]: drivers that write when they ran, to check copies never overlapped.
 
 // Each test binary uses a part of the harness.
@@ -20,7 +22,9 @@ pub mod cluster;
 pub mod http;
 pub mod images;
 pub mod in_process;
+pub mod kube;
 pub mod rpc;
+pub mod service;
 pub mod ticks;
 
 use std::{

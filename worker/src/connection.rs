@@ -58,6 +58,11 @@ pub struct Delivery {
     /// Unconfirmed reports were dropped: until all kept ones are confirmed, registrations do
     /// not claim `keeps_reports`.
     dropped: bool,
+    /// The newest master term seen: a master of an older one no longer leads, and nothing it
+    /// says is obeyed.
+    epoch: u64,
+    /// When this session's master last acknowledged a heartbeat (or registered this worker).
+    heard_at: Option<tokio::time::Instant>,
 }
 
 impl Delivery {
@@ -86,6 +91,7 @@ impl Delivery {
 
     /// The master committed everything sent before heartbeat `seq`.
     fn acknowledged(&mut self, seq: u64, lease: &LeaseClock) {
+        self.heard_at = Some(tokio::time::Instant::now());
         if let Some((sent_ns, reports_before)) = self.in_flight.acknowledged(seq) {
             if !self.lease_for.is_zero() {
                 lease.extend(sent_ns, self.lease_for);
@@ -259,17 +265,29 @@ impl Connection {
             match inbound.message().await? {
                 Some(MasterMessage {
                     msg: Some(master_message::Msg::Registered(r)),
-                }) => Ok((inbound, r)),
+                    epoch,
+                }) => Ok((inbound, r, epoch)),
                 Some(_) => Err(Error::Protocol),
                 None => Err(Error::Closed),
             }
         };
         // A master that cannot be reached must not hold up the worker's exit.
         let shutdown = self.shutdown.clone();
-        let (mut inbound, registered) = tokio::select! {
+        let (mut inbound, registered, epoch) = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
             connected = connect => connected?,
         };
+        if epoch < self.state.epoch {
+            return Err(Error::StaleMaster {
+                epoch,
+                newest: self.state.epoch,
+            });
+        }
+        if epoch > self.state.epoch {
+            tracing::info!(worker_id = %self.identity.worker_id, epoch, "a master term newer than any seen");
+            self.state.epoch = epoch;
+        }
+        self.state.heard_at = Some(tokio::time::Instant::now());
         // The reports it carried stay until a heartbeat after them is acknowledged: the master
         // answers Registered before it has committed what they say.
         self.state.lease_for = Duration::from_millis(registered.lease_ms);
@@ -298,6 +316,12 @@ impl Connection {
                     return Ok(());
                 }
                 _ = heartbeat.tick() => {
+                    // A master that stopped answering (frozen, cut off, replaced by a standby)
+                    // is left for a fresh connection, through the Service, to whoever leads.
+                    let silence = self.state.lease_for.max(interval * 4);
+                    if self.state.heard_at.is_some_and(|at| at.elapsed() > silence) {
+                        return Err(Error::MasterSilent(silence));
+                    }
                     up.send(self.state.heartbeat())
                         .await
                         .map_err(|_| Error::Closed)?;
@@ -314,8 +338,15 @@ impl Connection {
                 }
                 message = inbound.message() => {
                     match message? {
-                        Some(MasterMessage { msg: Some(order) }) => self.obey(order, &up),
-                        Some(MasterMessage { msg: None }) => {}
+                        Some(MasterMessage { msg: Some(order), epoch }) if epoch >= self.state.epoch => {
+                            self.obey(order, &up);
+                        }
+                        Some(MasterMessage { epoch, .. }) if epoch < self.state.epoch => {
+                            tracing::warn!(worker_id = %self.identity.worker_id, epoch,
+                                newest = self.state.epoch, "refused an order from a master that no longer leads");
+                            return Err(Error::StaleMaster { epoch, newest: self.state.epoch });
+                        }
+                        Some(MasterMessage { .. }) => {}
                         None => return Err(Error::Closed),
                     }
                 }
@@ -364,8 +395,10 @@ impl Connection {
                     let _ = self.report(report, &up).await;
                 }
                 message = inbound.message(), if master_open => match message {
-                    Ok(Some(MasterMessage { msg: Some(order) })) => self.obey(order, &up),
-                    Ok(Some(MasterMessage { msg: None })) => {}
+                    Ok(Some(MasterMessage { msg: Some(order), epoch })) if epoch >= self.state.epoch => {
+                        self.obey(order, &up);
+                    }
+                    Ok(Some(MasterMessage { .. })) => {}
                     Ok(None) | Err(_) => {
                         tracing::warn!(worker_id = %worker_id,
                             "the master closed the stream while decommissioning");

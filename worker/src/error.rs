@@ -10,6 +10,12 @@ pub enum Error {
     Closed,
     #[error("the master's first answer was not Registered")]
     Protocol,
+    #[error(
+        "the master answering is in term {epoch}, but a master in term {newest} has led since: it no longer leads"
+    )]
+    StaleMaster { epoch: u64, newest: u64 },
+    #[error("the master acknowledged no heartbeat for {0:?}")]
+    MasterSilent(std::time::Duration),
     #[error("work directory {path}: {source}")]
     WorkDir {
         path: String,

@@ -5,6 +5,7 @@
 pub mod access;
 mod client_service;
 mod decode_budget;
+mod replication_service;
 mod status_codes;
 mod timing;
 mod worker_service;
@@ -13,6 +14,7 @@ use hearth_common::{
     MAX_MESSAGE_BYTES, Shutdown,
     proto::{
         FILE_DESCRIPTOR_SET, client_service_server::ClientServiceServer,
+        replication_service_server::ReplicationServiceServer,
         worker_service_server::WorkerServiceServer,
     },
 };
@@ -52,6 +54,10 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
     let worker = WorkerServiceServer::new(WorkerApi::new(handle.clone()))
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
+    let replication =
+        ReplicationServiceServer::new(replication_service::ReplicationApi::new(handle.clone()))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let router = Server::builder()
         .layer(timing::TimeRpcs {
             telemetry: handle.telemetry.clone(),
@@ -71,7 +77,12 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
             access::Authenticate::new(handle.clone()),
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
-            worker, check,
+            worker,
+            check.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            replication,
+            check,
         ));
     match listener {
         Listener::Plain(listener) => {

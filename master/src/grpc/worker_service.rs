@@ -130,11 +130,19 @@ impl WorkerService for WorkerApi {
 
         // Ends when the link is closed (disconnect, timeout, a stuck worker, the master stopping)
         // without waiting for queued orders to drain, or when the last sender is dropped.
+        // Every message carries the term; none leaves once the term is over.
+        let leadership = self.master.leadership.clone();
         let stream = futures_util::StreamExt::take_until(
             ReceiverStream::new(orders_rx),
             closed.cancelled_owned(),
         )
-        .map(Ok);
+        .map_while(move |mut message| {
+            if !leadership.acting() {
+                return None;
+            }
+            message.epoch = leadership.epoch;
+            Some(Ok(message))
+        });
         Ok(Response::new(Box::pin(stream)))
     }
 }
@@ -176,6 +184,7 @@ async fn read_worker_stream(
                 {
                     link.send(MasterMessage {
                         msg: Some(Down::HeartbeatAck(HeartbeatAck { seq: beat.seq })),
+                        epoch: 0,
                     });
                 }
                 continue;

@@ -85,7 +85,10 @@ impl Effect {
     fn send(worker_id: &str, msg: hearth_common::proto::master_message::Msg) -> Self {
         Effect::Send {
             worker_id: worker_id.to_string(),
-            message: MasterMessage { msg: Some(msg) },
+            message: MasterMessage {
+                msg: Some(msg),
+                epoch: 0,
+            },
         }
     }
 }

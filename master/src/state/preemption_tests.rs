@@ -82,7 +82,7 @@ fn preemption_orders(effects: &[Effect]) -> Vec<(String, u64)> {
         .iter()
         .filter_map(|e| match e {
             Effect::Send {
-                message: MasterMessage { msg: Some(msg) },
+                message: MasterMessage { msg: Some(msg), .. },
                 ..
             } => match msg {
                 Msg::KillDriver(k) if k.preempted => Some((k.driver_id.clone(), k.grace_ms)),

@@ -89,7 +89,25 @@ pub async fn queue(
 /// The summary Spark's master serves at `/json/`, field for field, so tools written for
 /// Spark read it: memory in MiB, times in epoch milliseconds, dates as Java prints them.
 pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
-    Json(Value::Object(spark_state(&master.snapshot())))
+    let mut all = spark_state(&master.snapshot());
+    // Hearth's own, beside Spark's fields: which master this is.
+    let replication = master
+        .replication
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    all.insert(
+        "role".into(),
+        json!(if master.leadership.elected_by_lease() {
+            "leader"
+        } else {
+            "single"
+        }),
+    );
+    all.insert("epoch".into(), json!(master.leadership.epoch));
+    all.insert("standby".into(), json!(replication.standby));
+    all.insert("standbyInSync".into(), json!(replication.in_sync));
+    Json(Value::Object(all))
 }
 
 /// `/json/<field>`, as Spark 4 serves it: `{"<field>": value}`, `""` for a name it does not

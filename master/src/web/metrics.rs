@@ -32,6 +32,11 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
     let in_use = Sample::of(&snap, hearth_common::ids::now_ms());
     let sizing = snap.sizing();
     let kept = master.kept_logs.usage();
+    let replication = master
+        .replication
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let gauges = [
         (
             "hearth_kept_logs_bytes",
@@ -82,6 +87,31 @@ pub async fn metrics(State(master): State<MasterHandle>) -> impl IntoResponse {
             "hearth_workers_connected",
             "Open worker streams.",
             master.links.connected() as u64,
+        ),
+        (
+            "hearth_leader",
+            "Whether this master leads (1; a single master always does) or stands by (0).",
+            u64::from(master.leadership.acting()),
+        ),
+        (
+            "hearth_leader_epoch",
+            "This leader's term, from its Lease (0: a single master without one).",
+            master.leadership.epoch,
+        ),
+        (
+            "hearth_failovers_total",
+            "Terms before this one: each later term began with a takeover.",
+            master.leadership.epoch.saturating_sub(1),
+        ),
+        (
+            "hearth_replication_lag_turns",
+            "Turns committed here that the standby has not yet confirmed.",
+            replication.lag_turns,
+        ),
+        (
+            "hearth_standby_in_sync",
+            "Whether a standby is in sync (every acknowledged turn waits for it).",
+            u64::from(replication.in_sync),
         ),
         (
             "hearth_workers_wanted",

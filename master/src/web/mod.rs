@@ -151,6 +151,8 @@ async fn guard_headers(mut response: Response) -> Response {
 async fn readyz(axum::extract::State(master): axum::extract::State<MasterHandle>) -> Response {
     if master.shutdown.is_cancelled() {
         (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n").into_response()
+    } else if !master.leadership.acting() {
+        (StatusCode::SERVICE_UNAVAILABLE, "no longer the leader\n").into_response()
     } else if let Some(why) = master.store_trouble.get() {
         (
             StatusCode::SERVICE_UNAVAILABLE,

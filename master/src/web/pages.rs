@@ -96,6 +96,7 @@ struct Overview {
     completed_apps_pager: Pager,
     /// Why the state file cannot be written now (changes are refused), if it cannot.
     store_trouble: Option<String>,
+    leader: Option<LeaderView>,
     /// The autoscaler's bounds, wants and last decisions, when it is on.
     autoscale: Option<AutoscaleView>,
 }
@@ -136,6 +137,16 @@ pub struct StoreView<'a> {
     pub trouble: Option<String>,
     /// Its history of completed drivers, paged on after those in memory.
     pub history: Option<&'a crate::store::Store>,
+    /// Under a Lease: this leader's term and the standby that copies the file.
+    pub leader: Option<LeaderView>,
+}
+
+/// The leader's term and its standby, for the overview.
+#[derive(Debug, Clone, Default)]
+pub struct LeaderView {
+    pub epoch: u64,
+    pub standby: Option<String>,
+    pub in_sync: bool,
 }
 
 /// The overview of `state` as HTML; `samples` feed the chart. Public so the benchmark can
@@ -150,6 +161,7 @@ pub fn overview_html(
     autoscale: Option<crate::scaling_status::StatusInner>,
 ) -> Result<String, askama::Error> {
     let store_trouble = store.trouble;
+    let leader = store.leader;
     let base = ui.base_path.clone();
     let pager = |table: &str, total: usize, requested: Option<usize>| {
         Pager::new(total, requested, |n| query.href(&base, table, n))
@@ -237,6 +249,7 @@ pub fn overview_html(
 
     Overview {
         store_trouble,
+        leader,
         autoscale: autoscale.and_then(AutoscaleView::of),
         url: state.master_url.clone(),
         status: if state.recovering {
@@ -399,9 +412,19 @@ pub async fn overview(
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
+    let replication = master
+        .replication
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
     let store = StoreView {
         trouble: master.store_trouble.get(),
         history: Some(&master.store),
+        leader: master.leadership.elected_by_lease().then(|| LeaderView {
+            epoch: master.leadership.epoch,
+            standby: replication.standby,
+            in_sync: replication.in_sync,
+        }),
     };
     let ui = UiConfig {
         base_path: super::base(&master),

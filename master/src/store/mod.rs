@@ -18,6 +18,8 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub mod rows;
+
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 
