@@ -149,7 +149,7 @@ async fn wait_in_sync(leader: &Master, standby: &Master) {
     .await;
 }
 
-/// A client that submits without pause, each submission retried with its own id until it is
+/// A client that submits every 25 ms, each submission retried with its own id until it is
 /// acknowledged, as a careful client does through a failover.
 struct Hammer {
     stop: Arc<AtomicBool>,
@@ -220,6 +220,9 @@ impl Hammer {
                     }
                 }
                 n += 1;
+                // Paced: what it checks is every acknowledgement across a failover, not the
+                // rate, and each driver is a process two workers must run.
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
             acked
         });
