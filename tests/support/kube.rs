@@ -219,12 +219,23 @@ impl Drop for Kube {
                     eprintln!("--- kubectl get {what}:\n{}", stdout(&out));
                 }
             }
-            if let Ok(out) = self
-                .kubectl()
-                .args(["-n", "hearth", "logs", "deploy/hearth-master", "--tail=50"])
-                .output()
-            {
-                eprintln!("--- master log:\n{}{}", stdout(&out), stderr(&out));
+            // Every master pod's log (the single master, or both of a pair), and the log of a
+            // container that restarted.
+            for previous in [false, true] {
+                let mut cmd = self.kubectl();
+                cmd.args(["-n", "hearth", "logs", "--prefix", "--tail=60"])
+                    .args(["-l", "app.kubernetes.io/component=master"]);
+                if previous {
+                    cmd.arg("--previous");
+                }
+                if let Ok(out) = cmd.output() {
+                    let which = if previous {
+                        "restarted master"
+                    } else {
+                        "master"
+                    };
+                    eprintln!("--- {which} log:\n{}{}", stdout(&out), stderr(&out));
+                }
             }
         }
     }
