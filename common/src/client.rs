@@ -35,8 +35,20 @@ use crate::{
     },
 };
 
-/// Tries of one submission before giving up (about 6 s of back-off in all).
-const SUBMIT_ATTEMPTS: u32 = 6;
+/// How long a submission keeps being sent again (same submission id) while the master cannot
+/// confirm it: longer than a master's restart or a failover.
+const SUBMIT_RETRY_FOR: Duration = Duration::from_secs(20);
+
+/// How long a client waits for a connection to open. A Service can still send a new connection
+/// to a master that has just gone (until the node's proxy rules catch up), where it is neither
+/// accepted nor refused; trying again sooner reaches the new leader sooner.
+const CLIENT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How often a client's connection is checked with an HTTP/2 ping, and how long the answer may
+/// take. A master that vanished without closing the connection (its node or network lost) is
+/// found within twice this, so a call in flight fails and is retried on a new connection
+/// (through the Service, to the new leader) instead of waiting out the call timeout.
+const CLIENT_KEEPALIVE: Duration = Duration::from_secs(2);
 
 /// Whether a failed call may have failed before the master acted, so repeating it is the
 /// way to find out (with a submission id, repeating is always safe).
@@ -229,11 +241,20 @@ impl Client {
 
     /// Connects with the TLS settings given (a CA file for a master with a private CA).
     pub async fn connect_with(url: &str, secret: Option<&Secret>, tls: &ClientTls) -> Result<Self> {
-        let channel = channel(url, tls).await?;
+        let channel = endpoint(url, tls)?
+            .connect_timeout(CLIENT_CONNECT_TIMEOUT)
+            .http2_keep_alive_interval(CLIENT_KEEPALIVE)
+            .keep_alive_timeout(CLIENT_KEEPALIVE)
+            .connect()
+            .await
+            .map_err(|cause| Error::Connect {
+                url: url.to_string(),
+                cause,
+            })?;
         Self::from_channel(channel, secret)
     }
 
-    /// [`Client::connect_with`], tried again with back-off (100 ms doubling to 2 s) while the
+    /// [`Client::connect_with`], tried again with back-off (100 ms doubling to 1 s) while the
     /// master cannot be reached (refused, reset, timed out: restarting, or not up yet) for up
     /// to `within`. What trying again cannot mend (a TLS failure, a bad URL) is returned at once.
     pub async fn connect_retrying(
@@ -252,7 +273,9 @@ impl Client {
                     tracing::warn!(url, error = %cause, retry_in_ms = delay.as_millis() as u64,
                         "master not reachable; trying again");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(2));
+                    // At most a second apart: a master's failover or restart takes seconds, and a
+                    // longer wait would add to it what the client sees.
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
             }
@@ -307,19 +330,21 @@ impl Client {
             application,
             submission_id,
         };
+        let deadline = tokio::time::Instant::now() + SUBMIT_RETRY_FOR;
         let mut delay = Duration::from_millis(200);
-        for _ in 1..SUBMIT_ATTEMPTS {
+        loop {
             match self.submit_request(request.clone()).await {
-                Err(Error::Status(status)) if retryable(&status) => {
+                Err(Error::Status(status))
+                    if retryable(&status) && tokio::time::Instant::now() + delay < deadline =>
+                {
                     tracing::warn!(error = %status.message(), retry_in_ms = delay.as_millis() as u64,
                         "submission not confirmed; retrying with the same submission id");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(5));
+                    delay = (delay * 2).min(Duration::from_secs(1));
                 }
                 other => return other,
             }
         }
-        self.submit_request(request).await
     }
 
     /// Sends one submission as it is; with a submission id the master has seen, it answers
