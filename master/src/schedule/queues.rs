@@ -295,6 +295,22 @@ impl Usage {
         }
     }
 
+    /// Whether some queue's subtree holds less than in `before`: work it ran has ended, so its
+    /// cap may let one of its waiting items start though no worker has more room than then.
+    pub fn freed_since(&self, before: &Usage) -> bool {
+        self.subtree.len() != before.subtree.len()
+            || self
+                .subtree
+                .iter()
+                .zip(&before.subtree)
+                .any(|(now, was)| now.cores < was.cores || now.memory_mb < was.memory_mb)
+            || self
+                .named
+                .iter()
+                .zip(&before.named)
+                .any(|(now, was)| was.iter().any(|(name, n)| now.get(name) < n))
+    }
+
     /// Charges `amount` to queue `q` (and so to its ancestors' subtrees).
     pub fn charge(&mut self, tree: &QueueTree, q: usize, amount: Amount) {
         self.own[q].add(amount);

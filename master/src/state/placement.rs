@@ -11,14 +11,17 @@ use hearth_common::proto::master_message::Msg;
 use super::{Effect, State};
 use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reservations::Hold};
 
-/// The free room on each alive worker after the last placement of drivers, and how many
-/// drivers at the front of the queue (ending with `last`) were tried against room at least that
-/// large. While no worker's room grows (nothing ended, no worker came) and none of those
-/// drivers left the queue, they would wait again, so only the drivers behind them are tried.
-/// A long queue in front of a full cluster then costs nothing per turn.
+/// The free room on each alive worker after the last placement of drivers, what each queue
+/// held then, and how many drivers at the front of the queue (ending with `last`) were tried
+/// against room at least that large and queues holding at least that much. While no worker's
+/// room grows (no worker came, nothing ended) and no queue holds less (nothing of it ended:
+/// its cap may have freed), and none of those drivers left the queue, they would wait again,
+/// so only the drivers behind them are tried. A long queue in front of a full cluster then
+/// costs nothing per turn.
 #[derive(Debug, Clone)]
 pub(super) struct Tried {
     room: Vec<(Arc<str>, u32, u64)>,
+    usage: Usage,
     count: usize,
     last: String,
 }
@@ -83,7 +86,12 @@ impl State {
             let room = self
                 .alive_workers()
                 .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
-            t.covers(&self.waiting, room)
+            let covered = t.covers(&self.waiting, room);
+            if covered > 0 && self.usage().freed_since(&t.usage) {
+                0
+            } else {
+                covered
+            }
         });
         // A reservation due is looked for even then; only one made or dropped (below) makes
         // the whole queue worth trying again.
@@ -231,6 +239,7 @@ impl State {
         }
         self.tried = self.waiting.last().map(|last| Tried {
             room,
+            usage: usage.clone(),
             count: self.waiting.len(),
             last: last.clone(),
         });

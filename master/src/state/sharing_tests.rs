@@ -121,6 +121,49 @@ fn a_holder_held_back_by_its_queues_cap_lets_the_room_go() {
     );
 }
 
+/// A driver waiting on its queue's cap starts when the queue's running driver ends, although
+/// the room that frees is no more than the room it was tried against (another queue's driver
+/// was placed in between).
+#[test]
+fn a_driver_waiting_on_its_cap_starts_when_its_queue_frees_though_room_does_not_grow() {
+    let (mut state, mut effects) = one_worker(4);
+    let tree = QueueTree::new(vec![
+        QueueDef {
+            max: Some(Amount::new(1, u64::MAX)),
+            ..QueueDef::named("capped")
+        },
+        QueueDef::named("other"),
+    ])
+    .unwrap();
+    state.set_queues(Arc::new(tree), Arc::new(Tenants::default()));
+    let first = state.submit(driver(1, "capped"), None, 0).unwrap();
+    state.schedule(1_000, &mut effects);
+    let second = state.submit(driver(1, "capped"), None, 1_000).unwrap();
+    state.schedule(2_000, &mut effects);
+    let other = state.submit(driver(1, "other"), None, 2_000).unwrap();
+    state.schedule(3_000, &mut effects);
+    let placed =
+        |state: &State, id: &str| state.drivers.get(id).is_some_and(|d| d.worker_id.is_some());
+    assert!(placed(&state, &first) && placed(&state, &other));
+    assert!(!placed(&state, &second), "the cap holds it back");
+    state.kill_driver(&first, 4_000, &mut effects).unwrap();
+    let status = hearth_common::proto::DriverStatus {
+        driver_id: first.clone(),
+        attempt: 1,
+        state: hearth_common::proto::DriverState::Killed as i32,
+        exit_code: None,
+        message: String::new(),
+    };
+    state.driver_status("w1", status, 5_000, &mut effects);
+    state.schedule(5_000, &mut effects);
+    assert!(
+        placed(&state, &second),
+        "the cap freed: {:?}",
+        state.drivers.get(&second)
+    );
+    state.check_invariants().unwrap();
+}
+
 #[test]
 fn an_application_waiting_for_executors_says_why_and_why_no_start_time() {
     let (mut state, mut effects) = one_worker(1);
