@@ -411,7 +411,13 @@ impl Actor {
             tracing::info!("the state file can be written again; changes are accepted");
             self.store_trouble.set(None);
             self.persisted = self.state.clone();
-            return Ok(());
+            // The file was rewritten whole, not as turns a standby was sent: it starts again
+            // from a snapshot, and the Lease stops naming it before anything is acknowledged.
+            let unsync = self.replicas.as_mut().is_some_and(|r| {
+                r.forget(false);
+                r.take_unsync()
+            });
+            return self.replicated(Publish { wait: None, unsync }).await;
         }
         let changes = crate::store::diff(&self.persisted, &self.state);
         if changes.is_empty() {
@@ -437,6 +443,11 @@ impl Actor {
             })
             .and_then(|r| r);
         if let Err(e) = written {
+            // The standby may have written the turn this file did not; nothing is acknowledged
+            // now, and the Lease stops naming it before anything is.
+            if let Some(r) = &mut self.replicas {
+                r.forget(publish.unsync);
+            }
             self.store_trouble.set(Some(e.to_string()));
             self.telemetry
                 .store_failures

@@ -1,8 +1,9 @@
 //! Each launch of a driver gets a token of its own, in place of the cluster secret: valid for
 //! that driver and its application only, and only while that attempt runs. A token is
-//! `hdt.<driver id>.<attempt>.<HMAC-SHA256 of both>`, under a key kept in the state directory,
-//! so the master checks one without storing any and a restarted master still accepts the
-//! tokens of the drivers it adopts.
+//! `hdt.<driver id>.<attempt>.<HMAC-SHA256 of both>`, under a key kept in the state directory
+//! (or, for two masters under a Lease, derived from the cluster secret they share), so the
+//! master checks one without storing any and a restarted master, or the standby that took
+//! over, still accepts the tokens of the drivers it adopts.
 
 use std::{io::Write, os::unix::fs::OpenOptionsExt, path::Path};
 
@@ -46,6 +47,15 @@ impl DriverTokens {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         }
+    }
+
+    /// The key two masters under one Lease share without a file: derived from the cluster
+    /// secret, so the tokens of the drivers one launched are accepted by the other after a
+    /// failover.
+    pub fn from_secret(secret: &hearth_common::auth::Secret) -> Self {
+        let root = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+        let derived = hmac::sign(&root, b"hearth driver token key v1");
+        Self::from_key(derived.as_ref())
     }
 
     /// Reads the key from `state_dir`, or makes one (readable by the master's user only).
@@ -151,5 +161,18 @@ mod tests {
             std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
             0o600
         );
+    }
+
+    #[test]
+    fn two_masters_sharing_a_secret_accept_each_others_tokens_and_no_other() {
+        let secret = |s: &str| hearth_common::auth::Secret::new(s).unwrap();
+        let token = DriverTokens::from_secret(&secret("cluster-secret-1")).mint("driver-x", 2);
+        let standby = DriverTokens::from_secret(&secret("cluster-secret-1"));
+        assert_eq!(
+            standby.verify(token.as_bytes()),
+            Some(("driver-x".to_string(), 2))
+        );
+        let other = DriverTokens::from_secret(&secret("cluster-secret-2"));
+        assert!(other.verify(token.as_bytes()).is_none());
     }
 }

@@ -131,7 +131,10 @@ pub async fn start_with(
         None => queue_file::QueueConfig::default(),
     };
     let in_force = queues.clone();
-    let tokens = Arc::new(DriverTokens::load_or_create(&config.state_dir)?);
+    let tokens = Arc::new(match (&config.ha, &config.secret) {
+        (Some(_), Some(secret)) => DriverTokens::from_secret(secret),
+        _ => DriverTokens::load_or_create(&config.state_dir)?,
+    });
     let kept_logs = crate::kept_logs::KeptLogs::open(&config.state_dir, config.kept_logs_bytes)?;
     let config = Arc::new(config);
     let (handle, actor_task) = actor::spawn(

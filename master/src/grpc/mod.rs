@@ -57,7 +57,7 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
     let replication =
         ReplicationServiceServer::new(replication_service::ReplicationApi::new(handle.clone()))
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES);
+            .max_encoding_message_size(crate::ha::replication::MESSAGE_BYTES);
     let router = Server::builder()
         .layer(timing::TimeRpcs {
             telemetry: handle.telemetry.clone(),

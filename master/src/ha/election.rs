@@ -44,6 +44,8 @@ pub enum ElectionError {
     Api(#[from] kube::Error),
     #[error("the Kubernetes API did not answer within {0:?}")]
     Timeout(Duration),
+    #[error("the Lease changed under every write (conflict twice)")]
+    Conflict,
 }
 
 /// The Lease as this master read it.
@@ -294,7 +296,8 @@ impl Elector {
                 Err(e) => return Err(e),
             }
         }
-        Ok(true)
+        // Not written: the renewal (and what it was to say of the standby) has not happened.
+        Err(ElectionError::Conflict)
     }
 
     /// Marks the Lease released by `term` (after this process stopped acting), so the standby

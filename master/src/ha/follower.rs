@@ -68,7 +68,7 @@ pub async fn follow(
         .map_err(|e| connect(e.to_string()))?;
     let send = SendSecret::new(secret).map_err(|e| connect(e.to_string()))?;
     let mut client = ReplicationServiceClient::with_interceptor(channel, send)
-        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_decoding_message_size(super::replication::MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES);
     let (up, up_rx) = mpsc::channel(64);
     let start = FollowerMessage {
@@ -86,6 +86,9 @@ pub async fn follow(
         s.error = None;
     });
     tracing::info!(leader = url, "following the leader");
+    // This stream's snapshot began; the turn that must come next once it is whole.
+    let mut snapshot_begun = false;
+    let mut next_turn: Option<u64> = None;
     loop {
         let message = tokio::select! {
             _ = shutdown.cancelled() => return Ok(()),
@@ -93,9 +96,24 @@ pub async fn follow(
         };
         let seq = message.seq;
         let (epoch, whole) = (message.epoch, !message.snapshot || message.snapshot_last);
-        if message.snapshot_first {
-            // The file is emptied next: no longer a copy anyone could lead from.
-            status.send_modify(|s| s.applied = None);
+        if message.snapshot {
+            if message.snapshot_first {
+                // The file is emptied next: no longer a copy anyone could lead from.
+                snapshot_begun = true;
+                next_turn = None;
+                status.send_modify(|s| s.applied = None);
+            } else if !snapshot_begun || next_turn.is_some() {
+                return Err(FollowError::Row(format!(
+                    "a part of snapshot {seq} out of place"
+                )));
+            }
+        } else if next_turn != Some(seq) {
+            // A snapshot cut short (the leader could not read its file) or a turn skipped:
+            // this copy is not the leader's; the next connection starts again.
+            return Err(FollowError::Row(format!(
+                "turn {seq} where {} was due",
+                next_turn.map_or_else(|| "the snapshot's end".to_string(), |n| n.to_string())
+            )));
         }
         apply(store, message).await?;
         if whole {
@@ -112,6 +130,7 @@ pub async fn follow(
                 s.applied = Some(seq);
                 s.epoch = epoch;
             });
+            next_turn = Some(seq + 1);
         }
     }
 }

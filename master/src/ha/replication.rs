@@ -16,8 +16,12 @@ use crate::store::{Changes, Store, rows::Row};
 
 /// Turns buffered for a standby before it is given up on.
 pub const TURNS_BUFFER: usize = 16_384;
-/// Rows per snapshot message.
-const SNAPSHOT_CHUNK: usize = 2048;
+/// Bytes of rows per snapshot message, about.
+const SNAPSHOT_CHUNK_BYTES: usize = 4 << 20;
+/// The largest message on the replication stream. A turn is one message, and one turn may
+/// carry many submissions of up to the client limit each; the standby is authenticated by the
+/// cluster secret, so this is no door for hostile input.
+pub const MESSAGE_BYTES: usize = 256 << 20;
 
 /// A committed turn on its way to a standby.
 pub type Turn = (u64, Arc<Changes>);
@@ -110,7 +114,7 @@ impl Replicas {
         let standby = joining.standby.clone();
         tokio::task::spawn_blocking(move || {
             let mut first = true;
-            let sent = snapshot.chunks(SNAPSHOT_CHUNK, |rows| {
+            let sent = snapshot.chunks(SNAPSHOT_CHUNK_BYTES, |rows| {
                 let message = LeaderMessage {
                     seq,
                     epoch,
@@ -177,10 +181,33 @@ impl Replicas {
         }
     }
 
+    /// Drops the standby because its copy may no longer match this master's file (a write
+    /// here failed after the turn was sent, or the file was rewritten whole). It reconnects and
+    /// starts again from a snapshot. `unsync`: the Lease must stop naming a standby before the
+    /// next acknowledgement (kept until [`Replicas::take_unsync`]).
+    pub fn forget(&mut self, unsync: bool) {
+        if let Some(f) = self.follower.take() {
+            tracing::warn!(standby = %f.standby, "the standby's copy may differ from this master's file; it starts again");
+            self.unsync_due |= f.in_sync;
+        }
+        self.unsync_due |= unsync;
+    }
+
+    /// Whether the Lease must stop naming a standby before the next acknowledgement; the
+    /// caller writes that.
+    pub fn take_unsync(&mut self) -> bool {
+        std::mem::take(&mut self.unsync_due)
+    }
+
     /// A standby that confirmed everything sent becomes in sync: waited for from the next turn
     /// on, then named in the Lease (in that order, so the Lease never names one that is not
     /// waited for).
     pub fn promote(&mut self, leadership: &Leadership) {
+        // The Lease must first stop naming the standby that left (the next turn writes that);
+        // naming this one before would be undone by it.
+        if self.unsync_due {
+            return;
+        }
         let Some(f) = &mut self.follower else { return };
         if f.turns.is_closed() {
             tracing::warn!(standby = %f.standby, "the standby left");

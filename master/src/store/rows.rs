@@ -89,14 +89,16 @@ impl std::fmt::Debug for Snapshot {
 }
 
 impl Snapshot {
-    /// Hands every row to `each` in chunks of at most `chunk`, table by table; stops early when
-    /// `each` returns false.
+    /// Hands every row to `each` in chunks of about `chunk_bytes` of keys and values (a chunk
+    /// ends with the row that reaches it), table by table; stops early when `each` returns
+    /// false.
     pub fn chunks(
         &self,
-        chunk: usize,
+        chunk_bytes: usize,
         mut each: impl FnMut(Vec<Row>) -> bool,
     ) -> Result<(), String> {
-        let mut rows = Vec::with_capacity(chunk);
+        let mut rows = Vec::new();
+        let mut bytes = 0;
         for (name, def) in TABLES {
             let table = match self.txn.open_table(def) {
                 Ok(t) => t,
@@ -105,13 +107,18 @@ impl Snapshot {
             };
             for row in table.iter().map_err(|e| e.to_string())? {
                 let (k, v) = row.map_err(|e| e.to_string())?;
+                let (key, value) = (k.value().to_string(), v.value().to_vec());
+                bytes += key.len() + value.len();
                 rows.push(Row {
                     table: name,
-                    key: k.value().to_string(),
-                    value: Some(v.value().to_vec()),
+                    key,
+                    value: Some(value),
                 });
-                if rows.len() >= chunk && !each(std::mem::take(&mut rows)) {
-                    return Ok(());
+                if bytes >= chunk_bytes {
+                    bytes = 0;
+                    if !each(std::mem::take(&mut rows)) {
+                        return Ok(());
+                    }
                 }
             }
         }
