@@ -593,11 +593,17 @@ fn logged_of(cluster: &Cluster, restarts: usize, id: &str) -> String {
         .join("\n")
 }
 
-/// Completed drivers beyond `--retained-drivers` leave the master's memory and its state file,
-/// oldest first, and do not come back after a restart.
+/// Completed drivers beyond `--retained-drivers` leave the master's memory and the state
+/// file's drivers table for its history table, where they are still read by id; beyond
+/// `--retained-history` they are gone. Oldest first, and the same after a restart.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drivers_beyond_retention_leave_memory_and_the_state_file() {
-    let mut cluster = Cluster::start_with(options(&["--retained-drivers", "3"]));
+async fn drivers_beyond_retention_leave_memory_for_the_history_and_beyond_it_are_gone() {
+    let mut cluster = Cluster::start_with(options(&[
+        "--retained-drivers",
+        "3",
+        "--retained-history",
+        "2",
+    ]));
     cluster.add_worker(2, "1g").await;
     let mut ids = Vec::new();
     for i in 0..6 {
@@ -612,37 +618,49 @@ async fn drivers_beyond_retention_leave_memory_and_the_state_file() {
         cluster.wait_state(&id, "FINISHED", LIMIT).await;
         ids.push(id);
     }
-    let (gone, kept) = ids.split_at(3);
-    let listed = |drivers: Vec<hearth_common::proto::Driver>| {
+    let (gone, rest) = ids.split_at(1);
+    let (history, kept) = rest.split_at(2);
+    let set = |ids: &[String]| ids.iter().cloned().collect::<BTreeSet<String>>();
+    let in_memory = |drivers: Vec<hearth_common::proto::Driver>| {
         drivers.into_iter().map(|d| d.id).collect::<BTreeSet<_>>()
     };
-    let expected: BTreeSet<String> = kept.iter().cloned().collect();
+    let check = |cluster: &Cluster| {
+        for id in gone {
+            let (code, body) = cluster.http_get(&format!("/api/v1/drivers/{id}"));
+            assert_eq!(code, 404, "{id} is beyond the history: {body}");
+        }
+        for id in history.iter().chain(kept) {
+            let (code, body) = cluster.http_get(&format!("/api/v1/drivers/{id}"));
+            assert_eq!(code, 200, "{id} is still read by id: {body}");
+            assert!(body.contains("\"FINISHED\""), "{body}");
+        }
+    };
     let drivers = cluster.client().await.drivers().await.expect("drivers");
-    assert_eq!(listed(drivers), expected);
-    for id in gone {
-        let (code, body) = cluster.http_get(&format!("/api/v1/drivers/{id}"));
-        assert_eq!(code, 404, "{body}");
-    }
+    assert_eq!(in_memory(drivers), set(kept));
+    check(&cluster);
 
-    // The state file holds the kept ones and no others.
+    // The state file: the kept ones in the drivers table, the next two in the history.
     assert!(cluster.master.terminate(Duration::from_secs(10)).is_some());
     {
         use redb::{ReadableDatabase, ReadableTable};
-        let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("drivers");
         let db = redb::Database::open(cluster.state_dir().join("hearth.redb")).expect("open");
         let txn = db.begin_read().expect("read");
-        let stored: BTreeSet<String> = txn
-            .open_table(table)
-            .expect("drivers table")
-            .iter()
-            .expect("iterate")
-            .map(|row| row.expect("a row").0.value().to_string())
-            .collect();
-        assert_eq!(stored, expected);
+        let keys = |name: &str| -> BTreeSet<String> {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new(name);
+            txn.open_table(table)
+                .expect("the table")
+                .iter()
+                .expect("iterate")
+                .map(|row| row.expect("a row").0.value().to_string())
+                .collect()
+        };
+        assert_eq!(keys("drivers"), set(kept));
+        assert_eq!(keys("history"), set(history));
     }
     cluster.restart_master(&[]);
     let drivers = cluster.client().await.drivers().await.expect("drivers");
-    assert_eq!(listed(drivers), expected);
+    assert_eq!(in_memory(drivers), set(kept));
+    check(&cluster);
 }
 
 /// Only one master runs on a state directory; a second is refused at start with the reason and

@@ -422,8 +422,17 @@ async fn json_speaks_sparks_shape_and_metrics_parse_as_prometheus_text() {
             "activedrivers",
             "completeddrivers",
             "status",
+            // Hearth's own, beside Spark's: which master this is.
+            "role",
+            "epoch",
+            "standby",
+            "standbyInSync",
         ])
     );
+    assert_eq!(spark["role"], "single", "no --lease: {spark}");
+    assert_eq!(spark["epoch"], 0);
+    assert!(spark["standby"].is_null());
+    assert_eq!(spark["standbyInSync"], false);
     assert_eq!(
         keys(&spark["workers"][0]),
         sorted(&[

@@ -20,6 +20,8 @@ const PREFIX: &str = "hdt";
 #[derive(Clone)]
 pub struct DriverTokens {
     key: hmac::Key,
+    /// A key tokens were signed with before a secret rotation: still accepted, never used.
+    previous: Option<hmac::Key>,
 }
 
 impl std::fmt::Debug for DriverTokens {
@@ -46,16 +48,27 @@ impl DriverTokens {
     pub fn from_key(key: &[u8]) -> Self {
         Self {
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
+            previous: None,
         }
     }
 
     /// The key two masters under one Lease share without a file: derived from the cluster
     /// secret, so the tokens of the drivers one launched are accepted by the other after a
-    /// failover.
-    pub fn from_secret(secret: &hearth_common::auth::Secret) -> Self {
-        let root = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
-        let derived = hmac::sign(&root, b"hearth driver token key v1");
-        Self::from_key(derived.as_ref())
+    /// failover. During a rotation the key of the `previous` secret is accepted too, so the
+    /// drivers that were running keep their tokens.
+    pub fn from_secret(
+        secret: &hearth_common::auth::Secret,
+        previous: Option<&hearth_common::auth::Secret>,
+    ) -> Self {
+        let derive = |secret: &hearth_common::auth::Secret| {
+            let root = hmac::Key::new(hmac::HMAC_SHA256, secret.expose().as_bytes());
+            let derived = hmac::sign(&root, b"hearth driver token key v1");
+            hmac::Key::new(hmac::HMAC_SHA256, derived.as_ref())
+        };
+        Self {
+            key: derive(secret),
+            previous: previous.map(derive),
+        }
     }
 
     /// Reads the key from `state_dir`, or makes one (readable by the master's user only).
@@ -114,13 +127,10 @@ impl DriverTokens {
         }
         let attempt: u32 = attempt.parse().ok()?;
         let tag = unhex(tag)?;
-        hmac::verify(
-            &self.key,
-            Self::message(driver_id, attempt).as_bytes(),
-            &tag,
-        )
-        .ok()?;
-        Some((driver_id.to_string(), attempt))
+        let message = Self::message(driver_id, attempt);
+        let signed_by = |key: &hmac::Key| hmac::verify(key, message.as_bytes(), &tag).is_ok();
+        (signed_by(&self.key) || self.previous.as_ref().is_some_and(signed_by))
+            .then(|| (driver_id.to_string(), attempt))
     }
 }
 
@@ -166,13 +176,23 @@ mod tests {
     #[test]
     fn two_masters_sharing_a_secret_accept_each_others_tokens_and_no_other() {
         let secret = |s: &str| hearth_common::auth::Secret::new(s).unwrap();
-        let token = DriverTokens::from_secret(&secret("cluster-secret-1")).mint("driver-x", 2);
-        let standby = DriverTokens::from_secret(&secret("cluster-secret-1"));
+        let token =
+            DriverTokens::from_secret(&secret("cluster-secret-1"), None).mint("driver-x", 2);
+        let standby = DriverTokens::from_secret(&secret("cluster-secret-1"), None);
         assert_eq!(
             standby.verify(token.as_bytes()),
             Some(("driver-x".to_string(), 2))
         );
-        let other = DriverTokens::from_secret(&secret("cluster-secret-2"));
+        let other = DriverTokens::from_secret(&secret("cluster-secret-2"), None);
         assert!(other.verify(token.as_bytes()).is_none());
+        // Rotated: the new secret's key signs, the old one's tokens still pass.
+        let rotated = DriverTokens::from_secret(
+            &secret("cluster-secret-2"),
+            Some(&secret("cluster-secret-1")),
+        );
+        assert!(rotated.verify(token.as_bytes()).is_some());
+        let fresh = rotated.mint("driver-y", 1);
+        assert!(other.verify(fresh.as_bytes()).is_some());
+        assert!(standby.verify(fresh.as_bytes()).is_none());
     }
 }

@@ -132,7 +132,9 @@ pub async fn start_with(
     };
     let in_force = queues.clone();
     let tokens = Arc::new(match (&config.ha, &config.secret) {
-        (Some(_), Some(secret)) => DriverTokens::from_secret(secret),
+        (Some(_), Some(secret)) => {
+            DriverTokens::from_secret(secret, config.previous_secret.as_ref())
+        }
         _ => DriverTokens::load_or_create(&config.state_dir)?,
     });
     let kept_logs = crate::kept_logs::KeptLogs::open(&config.state_dir, config.kept_logs_bytes)?;

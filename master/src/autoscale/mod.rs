@@ -101,7 +101,8 @@ impl Round {
         status: &Status,
     ) -> Result<(), kube::Error> {
         let snap = master.snapshot();
-        if snap.recovering {
+        // A leader past its renew deadline patches nothing: the next leader scales.
+        if snap.recovering || !master.leadership.acting() {
             return Ok(());
         }
         let now = Instant::now();
