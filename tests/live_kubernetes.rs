@@ -63,15 +63,7 @@ fn hearth_runs_on_kubernetes_as_the_readme_says() {
     // Create everything as the README says, then the secret; shrink requests to fit the node.
     let manifests = Path::new(ROOT).join("manifests");
     kube.ok(&["create", "-f", &manifests.display().to_string()]);
-    kube.ok(&[
-        "-n",
-        "hearth",
-        "create",
-        "secret",
-        "generic",
-        "hearth-secret",
-        &format!("--from-literal=secret={SECRET}"),
-    ]);
+    kube.create_secret(SECRET);
     for (deployment, requests) in [
         ("hearth-master", "cpu=100m,memory=64Mi"),
         ("hearth-worker", "cpu=100m,memory=128Mi"),

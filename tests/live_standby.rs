@@ -27,8 +27,8 @@ use support::{images::save_images, kube::Kube, stderr, stdout};
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const SECRET: &str = "live-standby-secret-92ab";
 
-/// The two master pods: (the Ready one, the other), once there are two and one is Ready.
-fn masters(kube: &Kube) -> Option<(String, String)> {
+/// The master pods not being deleted: each one's name and whether it is Ready.
+fn master_pods(kube: &Kube) -> Vec<(String, bool)> {
     let pods = kube.json(&[
         "-n",
         "hearth",
@@ -37,29 +37,29 @@ fn masters(kube: &Kube) -> Option<(String, String)> {
         "-l",
         "app.kubernetes.io/component=master",
     ]);
-    let items: Vec<&Value> = pods["items"]
-        .as_array()?
-        .iter()
-        .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
-        .collect();
-    if items.len() != 2 {
-        return None;
-    }
-    let ready = |p: &Value| {
-        p["status"]["conditions"].as_array().is_some_and(|c| {
-            c.iter()
-                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+    pods["items"]
+        .as_array()
+        .map(|items| {
+            items
+                .iter()
+                .filter(|p| p["metadata"]["deletionTimestamp"].is_null())
+                .map(|p| {
+                    let ready = p["status"]["conditions"].as_array().is_some_and(|c| {
+                        c.iter()
+                            .any(|c| c["type"] == "Ready" && c["status"] == "True")
+                    });
+                    let name = p["metadata"]["name"].as_str().unwrap_or_default();
+                    (name.to_string(), ready)
+                })
+                .collect()
         })
-    };
-    let name = |p: &Value| {
-        p["metadata"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string()
-    };
-    match (ready(items[0]), ready(items[1])) {
-        (true, false) => Some((name(items[0]), name(items[1]))),
-        (false, true) => Some((name(items[1]), name(items[0]))),
+        .unwrap_or_default()
+}
+
+/// The two master pods: (the Ready one, the other), once there are two and one is Ready.
+fn masters(kube: &Kube) -> Option<(String, String)> {
+    match master_pods(kube).as_slice() {
+        [(a, true), (b, false)] | [(b, false), (a, true)] => Some((a.clone(), b.clone())),
         _ => None,
     }
 }
@@ -101,24 +101,9 @@ fn new_term_timeline(kube: &Kube, epoch: u64) -> (Instant, Instant) {
         assert!(Instant::now() < deadline, "no new term after {epoch}");
         if let Some((holder, _, _)) = lease(kube).filter(|(_, _, e)| *e > epoch) {
             let term = *term_at.get_or_insert_with(Instant::now);
-            let pods = kube.json(&[
-                "-n",
-                "hearth",
-                "get",
-                "pods",
-                "-l",
-                "app.kubernetes.io/component=master",
-            ]);
-            let is_ready = pods["items"].as_array().is_some_and(|items| {
-                items.iter().any(|p| {
-                    p["metadata"]["name"] == holder.as_str()
-                        && p["metadata"]["deletionTimestamp"].is_null()
-                        && p["status"]["conditions"].as_array().is_some_and(|c| {
-                            c.iter()
-                                .any(|c| c["type"] == "Ready" && c["status"] == "True")
-                        })
-                })
-            });
+            let is_ready = master_pods(kube)
+                .iter()
+                .any(|(name, ready)| *ready && *name == holder);
             if is_ready {
                 return (term, Instant::now());
             }
@@ -287,15 +272,7 @@ fn a_standby_master_takes_over_on_the_live_cluster() {
     for file in files {
         kube.ok(&["create", "-f", &file.display().to_string()]);
     }
-    kube.ok(&[
-        "-n",
-        "hearth",
-        "create",
-        "secret",
-        "generic",
-        "hearth-secret",
-        &format!("--from-literal=secret={SECRET}"),
-    ]);
+    kube.create_secret(SECRET);
     kube.ok(&[
         "apply",
         "-f",

@@ -126,6 +126,19 @@ impl Kube {
         })
     }
 
+    /// The Secret `hearth-secret` the README has you create, holding `secret`.
+    pub fn create_secret(&self, secret: &str) {
+        self.ok(&[
+            "-n",
+            "hearth",
+            "create",
+            "secret",
+            "generic",
+            "hearth-secret",
+            &format!("--from-literal=secret={secret}"),
+        ]);
+    }
+
     pub fn wait<T>(&self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
         let deadline = Instant::now() + LIMIT;
         loop {

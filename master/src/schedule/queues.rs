@@ -238,6 +238,14 @@ impl QueueTree {
     }
 
     /// The names of all queues, for an error that lists them.
+    /// Whether any queue has a cap (on cores and memory, or on a named resource): only then
+    /// can what a queue holds keep an item waiting while room is free.
+    pub fn has_caps(&self) -> bool {
+        self.defs()
+            .iter()
+            .any(|d| d.max.is_some() || !d.max_named.is_empty())
+    }
+
     pub fn names(&self) -> String {
         self.defs
             .iter()

@@ -87,7 +87,7 @@ impl State {
                 .alive_workers()
                 .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
             let covered = t.covers(&self.waiting, room);
-            if covered > 0 && self.usage().freed_since(&t.usage) {
+            if covered > 0 && self.queues.has_caps() && self.usage().freed_since(&t.usage) {
                 0
             } else {
                 covered
