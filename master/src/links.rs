@@ -49,8 +49,10 @@ pub fn order_queue(cores: u32) -> usize {
 pub struct Link {
     pub worker_id: String,
     pub conn_id: u64,
-    /// Orders to the worker, bounded by [`ORDER_QUEUE`].
-    pub orders: mpsc::Sender<MasterMessage>,
+    /// Orders to the worker, bounded by [`ORDER_QUEUE`]. Boxed: the channel keeps blocks of
+    /// slots the size of its item, and a launch order is large, so unboxed every idle worker's
+    /// channel would hold kilobytes and each heartbeat's answer would be copied whole.
+    pub orders: mpsc::Sender<Box<MasterMessage>>,
     /// Ends the stream in both directions at once, even while the worker is not reading.
     pub closed: tokio_util::sync::CancellationToken,
     /// Filled by the stream's reader task when `LogData` arrives.
@@ -149,7 +151,7 @@ impl Link {
     pub fn new(
         worker_id: String,
         conn_id: u64,
-        orders: mpsc::Sender<MasterMessage>,
+        orders: mpsc::Sender<Box<MasterMessage>>,
         pending_logs: PendingLogs,
     ) -> Self {
         Self {
@@ -170,7 +172,7 @@ impl Link {
     /// Queues `message` without waiting. A full queue closes the stream: the worker is stuck,
     /// and its reader then reports it disconnected, so the master stops counting on it.
     pub fn send(&self, message: MasterMessage) -> bool {
-        match self.orders.try_send(message) {
+        match self.orders.try_send(Box::new(message)) {
             Ok(()) => true,
             Err(mpsc::error::TrySendError::Full(_)) => {
                 tracing::error!(worker_id = %self.worker_id, conn_id = self.conn_id,
@@ -310,7 +312,7 @@ impl Links {
             ))
         };
         // Not `Link::send`: a full queue refuses this read but does not cut the worker off.
-        if link.orders.try_send(order).is_err() {
+        if link.orders.try_send(Box::new(order)).is_err() {
             link.pending_logs
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -342,7 +344,7 @@ mod tests {
     use super::*;
     use tokio::time::Instant;
 
-    fn link(worker_id: &str, conn_id: u64) -> (Link, mpsc::Receiver<MasterMessage>) {
+    fn link(worker_id: &str, conn_id: u64) -> (Link, mpsc::Receiver<Box<MasterMessage>>) {
         let (tx, rx) = mpsc::channel(8);
         (
             Link::new(worker_id.into(), conn_id, tx, Default::default()),

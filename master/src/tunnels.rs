@@ -94,7 +94,7 @@ impl Tunnels {
             epoch: 0,
         };
         // Not `Link::send`: a full queue refuses this connection but does not cut the worker off.
-        if link.orders.try_send(order).is_err() {
+        if link.orders.try_send(Box::new(order)).is_err() {
             self.lock().remove(&tunnel_id);
             return Err(Error::Unavailable(format!(
                 "{worker_id} is not taking orders now; try again"

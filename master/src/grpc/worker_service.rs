@@ -141,7 +141,7 @@ impl WorkerService for WorkerApi {
                 return None;
             }
             message.epoch = leadership.epoch;
-            Some(Ok(message))
+            Some(Ok(*message))
         });
         Ok(Response::new(Box::pin(stream)))
     }

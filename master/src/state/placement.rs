@@ -12,38 +12,47 @@ use super::{Effect, State};
 use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reservations::Hold};
 
 /// The free room on each alive worker after the last placement of drivers, what each queue
-/// held then, and how many drivers at the front of the queue (ending with `last`) were tried
-/// against room at least that large and queues holding at least that much. While no worker's
-/// room grows (no worker came, nothing ended) and no queue holds less (nothing of it ended:
-/// its cap may have freed), and none of those drivers left the queue, they would wait again,
-/// so only the drivers behind them are tried. A long queue in front of a full cluster then
-/// costs nothing per turn.
+/// held then, how many drivers at the front of the queue (ending with `last`) were tried
+/// against room at least that large and queues holding at least that much, and the fewest
+/// cores and least memory any of them asks for. While no worker has come or gained room that
+/// the smallest of them could use (nothing ended that leaves room that large), no queue holds
+/// less (nothing of it ended: its cap may have freed), and none of those drivers left the
+/// queue, they would wait again, so only the drivers behind them are tried. A long queue in
+/// front of a full cluster then costs nothing per turn, even while small work comes and goes
+/// beside it.
 #[derive(Debug, Clone)]
 pub(super) struct Tried {
     room: Vec<(Arc<str>, u32, u64)>,
     usage: Usage,
-    count: usize,
+    pub(super) count: usize,
     last: String,
+    pub(super) smallest: (u32, u64),
 }
 
 impl Tried {
     /// Whether `now` (each alive worker's id and free cores and memory, in id order) has room
-    /// that `self` did not: a worker added or gone, or more free somewhere.
+    /// that `self` did not and that the smallest driver tried could use: a worker added, or
+    /// more free somewhere, as large as that driver's ask. A worker gone gives no room.
     fn grew<'a>(&self, now: impl Iterator<Item = (&'a str, u32, u64)>) -> bool {
-        let mut seen = 0;
+        let (min_cores, min_memory) = self.smallest;
+        let usable = |cores: u32, memory: u64| cores >= min_cores && memory >= min_memory;
+        let mut was = self.room.iter().peekable();
         for (id, cores, memory) in now {
-            match self.room.get(seen) {
-                Some((was_id, was_cores, was_memory))
-                    if **was_id == *id && cores <= *was_cores && memory <= *was_memory => {}
-                _ => return true,
+            // Both lists are in id order: skip the workers recorded that have gone since.
+            while was.next_if(|(was_id, _, _)| **was_id < *id).is_some() {}
+            let more = match was.next_if(|(was_id, _, _)| **was_id == *id) {
+                Some((_, was_cores, was_memory)) => cores > *was_cores || memory > *was_memory,
+                None => true,
+            };
+            if more && usable(cores, memory) {
+                return true;
             }
-            seen += 1;
         }
-        seen != self.room.len()
+        false
     }
 
     /// How many drivers at the front of `waiting` need not be tried against room `now`.
-    fn covers<'a>(
+    pub(super) fn covers<'a>(
         &self,
         waiting: &Vector<String>,
         now: impl Iterator<Item = (&'a str, u32, u64)>,
@@ -186,6 +195,22 @@ impl State {
         }
         let (asks, queued) = self.queued_asks(skip);
         let queues = self.queues.clone();
+        // The smallest ask among those left waiting: the ones skipped, then each that waits now.
+        let mut smallest = match (&self.tried, skip) {
+            (Some(t), 1..) => t.smallest,
+            _ => (u32::MAX, u64::MAX),
+        };
+        // Decisions come in the order of the asks, so each one's ask is found walking forward.
+        let mut next_ask = 0;
+        let mut still_waits = |driver_id: &str| {
+            while let Some(ask) = asks.get(next_ask) {
+                next_ask += 1;
+                if ask.driver_id == driver_id {
+                    smallest = (smallest.0.min(ask.cores), smallest.1.min(ask.memory_mb));
+                    return;
+                }
+            }
+        };
         let mut still_waiting = self.waiting.clone();
         still_waiting.truncate(skip);
         let placed =
@@ -198,6 +223,7 @@ impl State {
                 } => {
                     if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
                         tracing::error!(driver_id, worker_id, error = %e, "placement refused");
+                        still_waits(&driver_id);
                         still_waiting.push_back(driver_id);
                     }
                 }
@@ -206,6 +232,7 @@ impl State {
                     code,
                     reason,
                 } => {
+                    still_waits(&driver_id);
                     if let Some(d) = self.drivers.get_mut(&driver_id)
                         && (d.waiting_reason.as_deref() != Some(reason.as_str())
                             || d.waiting_code != Some(code))
@@ -242,6 +269,7 @@ impl State {
             usage: usage.clone(),
             count: self.waiting.len(),
             last: last.clone(),
+            smallest,
         });
     }
 

@@ -714,6 +714,49 @@ fn a_long_queue_is_tried_once_and_a_change_in_it_or_in_room_is_noticed() {
     state.check_invariants().unwrap();
 }
 
+/// Room coming back that none of the waiting drivers could use (small work coming and going
+/// beside a queue of large ones) does not make the turn try the queue again; room that the
+/// smallest of them fits does.
+#[test]
+fn room_too_small_for_any_waiting_driver_does_not_retry_the_queue() {
+    let (mut state, mut effects) = with_workers(&[("w", 8, 8192)]);
+    let finished = |driver_id: &str| DriverStatus {
+        driver_id: driver_id.into(),
+        attempt: 1,
+        state: DriverState::Finished as i32,
+        exit_code: Some(0),
+        message: String::new(),
+    };
+    let long = state.submit(spec(4, 512, false), None, 1).unwrap();
+    let mid = state.submit(spec(2, 512, false), None, 2).unwrap();
+    state.schedule(2, &mut effects);
+    let wide: Vec<String> = (0..3)
+        .map(|n| state.submit(spec(5, 512, false), None, 3 + n).unwrap())
+        .collect();
+    state.schedule(6, &mut effects);
+    let tried = |state: &State| state.tried.as_ref().map(|t| (t.count, t.smallest));
+    assert_eq!(tried(&state), Some((3, (5, 512))));
+    // The 2-core driver ends: 4 cores free, more than the queue was tried against, less than 5.
+    state.driver_status("w", finished(&mid), 7, &mut effects);
+    let room = state
+        .alive_workers()
+        .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
+    let covered = state.tried.as_ref().map(|t| t.covers(&state.waiting, room));
+    assert_eq!(
+        covered,
+        Some(3),
+        "the queue stays tried: nothing it could use came back"
+    );
+    state.schedule(7, &mut effects);
+    assert_eq!(tried(&state), Some((3, (5, 512))));
+    // The 4-core driver ends: 8 cores free, and the first wide driver starts.
+    state.driver_status("w", finished(&long), 8, &mut effects);
+    state.schedule(8, &mut effects);
+    assert_eq!(state.driver(&wide[0]).unwrap().state, DriverState::Running);
+    assert_eq!(state.waiting.len(), 2);
+    state.check_invariants().unwrap();
+}
+
 #[test]
 fn a_full_queue_refuses_new_drivers_but_answers_a_retry_with_its_driver() {
     let limits = Limits {
