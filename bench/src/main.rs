@@ -38,7 +38,7 @@ struct Args {
     quick: bool,
     /// Only the figures whose key or name contains this text (keys: start, submit, floor,
     /// throughput, executors, kill, stop, at-most-one, scheduler, queues, preemption,
-    /// heartbeat, curve, scale, tenth, idle, durable, ui).
+    /// heartbeat, curve, scale, burst, tenth, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -155,8 +155,10 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
         table.push(cpu);
         table.push(rss);
     }
-    if wanted("scale", "scale:") {
+    if wanted("scale", "scale:") || wanted("burst", "burst") {
         table.push(scheduler::burst_turn(pick(20, 2))?);
+    }
+    if wanted("scale", "scale:") {
         let size = scale::Size {
             workers: pick(10_000, 200),
             waiting: pick(100_000, 2_000),

@@ -190,7 +190,7 @@ impl State {
             );
         }
         self.waiting.retain(|id| id != driver_id);
-        self.tried = None;
+        self.forget_tried();
         true
     }
 

@@ -442,7 +442,7 @@ impl State {
             "launch never reached the worker; driver waits again"
         );
         self.waiting.push_front(driver_id.to_string());
-        self.tried = None;
+        self.forget_tried();
     }
 
     fn relaunch(&mut self, driver_id: &str, reason: String, now_ms: i64) {

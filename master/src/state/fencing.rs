@@ -134,7 +134,7 @@ impl State {
         self.waiting.retain(|id| id != driver_id);
         self.reservations.remove(driver_id);
         self.fenced.insert(driver_id.to_string());
-        self.tried = None;
+        self.forget_tried();
     }
 
     /// The longer leases of a master before have surely ended: fencing counts with this
@@ -204,7 +204,7 @@ impl State {
             self.waiting.push_front(id.clone());
         }
         if !due.is_empty() {
-            self.tried = None;
+            self.forget_tried();
         }
         !due.is_empty()
     }

@@ -143,8 +143,11 @@ pub struct State {
     pub recent_use: std::collections::BTreeMap<String, f64>,
     recent_updated_ms: i64,
     /// What the last placement of drivers left, so the next one need not try again the
-    /// drivers that would wait again.
-    tried: Option<Tried>,
+    /// drivers that would wait again. Shared with the snapshots: it names every worker.
+    tried: Option<Arc<Tried>>,
+    /// Each queue's head among the first drivers waiting, so the once-a-second look for a
+    /// reservation due reads only the drivers that joined since.
+    heads: Option<Arc<reservations::Heads>>,
     /// What running drivers hold by queue, counted from the changes since the last count.
     held: held::HeldCache,
     /// What alive workers offer, made from the changes since the last time.
@@ -224,6 +227,7 @@ impl State {
             recent_use: Default::default(),
             recent_updated_ms: 0,
             tried: None,
+            heads: None,
             held: Default::default(),
             offers: Default::default(),
             preemption_checked_ms: 0,

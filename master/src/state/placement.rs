@@ -69,6 +69,13 @@ impl Tried {
 }
 
 impl State {
+    /// Forgets which waiting drivers were tried, and the queue heads among them: the queue
+    /// changed in a way its last driver's place does not show (one put in front).
+    pub(super) fn forget_tried(&mut self) {
+        self.tried = None;
+        self.heads = None;
+    }
+
     /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
     pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
         if self.recovering {
@@ -264,12 +271,14 @@ impl State {
             room[i].1 += cores;
             room[i].2 += memory;
         }
-        self.tried = self.waiting.last().map(|last| Tried {
-            room,
-            usage: usage.clone(),
-            count: self.waiting.len(),
-            last: last.clone(),
-            smallest,
+        self.tried = self.waiting.last().map(|last| {
+            Arc::new(Tried {
+                room,
+                usage: usage.clone(),
+                count: self.waiting.len(),
+                last: last.clone(),
+                smallest,
+            })
         });
     }
 

@@ -517,7 +517,7 @@ impl State {
         );
         tracing::info!(driver_id, "preempted driver waits again");
         self.waiting.push_front(driver_id.to_string());
-        self.tried = None;
+        self.forget_tried();
     }
 }
 

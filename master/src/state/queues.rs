@@ -16,7 +16,7 @@ impl State {
     pub fn set_queues(&mut self, tree: Arc<QueueTree>, tenants: Arc<Tenants>) {
         self.queues = tree;
         self.tenants = tenants;
-        self.tried = None;
+        self.forget_tried();
     }
 
     /// The index of the queue named `name` (empty: `default`), or an error naming `field`.

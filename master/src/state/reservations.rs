@@ -13,6 +13,21 @@ use crate::schedule::{
     reservations::{Ending, Hold, choose_worker, fits_at},
 };
 
+/// Each queue's head among the first `count` waiting drivers (ending with `last`).
+#[derive(Debug, Clone, Default)]
+pub(super) struct Heads {
+    count: usize,
+    last: String,
+    by_queue: std::collections::BTreeMap<String, Head>,
+}
+
+/// A queue's head: its priority and its place among the waiting.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Head {
+    pub(super) priority: i32,
+    pub(super) pos: usize,
+}
+
 impl State {
     /// What runs on each offered worker, with when each must end by its time limit.
     fn endings(&self, offers: &[Offer]) -> Vec<Vec<Ending>> {
@@ -56,36 +71,69 @@ impl State {
             .collect()
     }
 
-    /// The heads of queues (highest priority, then oldest) that have waited `reserve_after` for
-    /// room, in queues holding no reservation yet.
-    fn due_heads(&self, now_ms: i64) -> Vec<String> {
-        let Some(after_ms) = self.limits.reserve_after_ms else {
-            return Vec::new();
-        };
-        let mut heads: std::collections::BTreeMap<&str, (i32, usize)> = Default::default();
+    /// Each queue's head (highest priority, then oldest) among the waiting drivers, with its
+    /// place in the queue. The heads among the first drivers are kept from the last look while
+    /// those drivers are all still there in front (the last of them at its place, and none put
+    /// before them); only the drivers behind them are read again.
+    pub(super) fn queue_heads(&mut self) -> &std::collections::BTreeMap<String, Head> {
+        let kept = self.heads.take().filter(|h| {
+            h.count <= self.waiting.len()
+                && h.count > 0
+                && self.waiting.get(h.count - 1) == Some(&h.last)
+        });
+        let mut heads = kept.map(Arc::unwrap_or_clone).unwrap_or_default();
         for (pos, d) in self
             .waiting
             .iter()
             .enumerate()
+            .skip(heads.count)
             .filter_map(|(pos, id)| Some((pos, self.drivers.get(id)?)))
         {
-            let entry = heads
-                .entry(d.spec.queue.as_str())
-                .or_insert((d.spec.priority, pos));
-            if d.spec.priority > entry.0 {
-                *entry = (d.spec.priority, pos);
+            match heads.by_queue.get_mut(d.spec.queue.as_str()) {
+                Some(head) if d.spec.priority <= head.priority => {}
+                Some(head) => {
+                    *head = Head {
+                        priority: d.spec.priority,
+                        pos,
+                    }
+                }
+                None => {
+                    heads.by_queue.insert(
+                        d.spec.queue.clone(),
+                        Head {
+                            priority: d.spec.priority,
+                            pos,
+                        },
+                    );
+                }
             }
         }
-        let queues_holding: HashSet<&str> = self
+        heads.count = self.waiting.len();
+        heads.last = self.waiting.back().cloned().unwrap_or_default();
+        &self.heads.insert(Arc::new(heads)).by_queue
+    }
+
+    /// The heads of queues (highest priority, then oldest) that have waited `reserve_after` for
+    /// room, in queues holding no reservation yet.
+    fn due_heads(&mut self, now_ms: i64) -> Vec<String> {
+        let Some(after_ms) = self.limits.reserve_after_ms else {
+            return Vec::new();
+        };
+        let queues_holding: HashSet<String> = self
             .reservations
             .keys()
             .filter_map(|id| self.drivers.get(id))
-            .map(|d| d.spec.queue.as_str())
+            .map(|d| d.spec.queue.clone())
+            .collect();
+        let heads: Vec<usize> = self
+            .queue_heads()
+            .iter()
+            .filter(|(queue, _)| !queues_holding.contains(*queue))
+            .map(|(_, head)| head.pos)
             .collect();
         heads
             .into_iter()
-            .filter(|(queue, _)| !queues_holding.contains(queue))
-            .filter_map(|(_, (_, pos))| self.waiting.get(pos).and_then(|id| self.drivers.get(id)))
+            .filter_map(|pos| self.waiting.get(pos).and_then(|id| self.drivers.get(id)))
             .filter(|d| {
                 let since = d.history.last().map_or(d.submitted_at_ms, |h| h.at_ms);
                 let blocked_by_room = matches!(
@@ -111,7 +159,7 @@ impl State {
     }
 
     /// Whether a reservation is due: then the whole queue is tried again this turn.
-    pub(super) fn reservation_due(&self, now_ms: i64) -> bool {
+    pub(super) fn reservation_due(&mut self, now_ms: i64) -> bool {
         !self.due_heads(now_ms).is_empty()
     }
 

@@ -757,6 +757,52 @@ fn room_too_small_for_any_waiting_driver_does_not_retry_the_queue() {
     state.check_invariants().unwrap();
 }
 
+/// The queue heads kept between looks are always those read afresh: as drivers join behind
+/// (one of a higher priority among them), and as a head or the last driver leaves.
+#[test]
+fn kept_queue_heads_are_those_read_afresh() {
+    let (mut state, mut effects) = with_workers(&[("w", 1, 1024)]);
+    let tree = crate::schedule::QueueTree::new(vec![crate::schedule::QueueDef::named("other")]);
+    state.set_queues(
+        std::sync::Arc::new(tree.unwrap()),
+        std::sync::Arc::new(crate::tenants::Tenants::default()),
+    );
+    let heads = |state: &mut State| -> Vec<(String, i32, usize)> {
+        state
+            .queue_heads()
+            .iter()
+            .map(|(q, h)| (q.clone(), h.priority, h.pos))
+            .collect()
+    };
+    let afresh = |state: &mut State| {
+        let mut fresh = state.clone();
+        fresh.forget_tried();
+        heads(&mut fresh)
+    };
+    let submit = |state: &mut State, queue: &str, priority: i32, at: i64| {
+        let spec = DriverSpec {
+            queue: queue.into(),
+            priority,
+            ..spec(2, 512, false)
+        };
+        state.submit(spec, None, at).unwrap()
+    };
+    let a = submit(&mut state, "", 0, 1);
+    let b = submit(&mut state, "", 0, 2);
+    assert_eq!(heads(&mut state), vec![("default".into(), 0, 0)]);
+    let c = submit(&mut state, "", 5, 3);
+    let d = submit(&mut state, "other", 0, 4);
+    assert_eq!(heads(&mut state), afresh(&mut state));
+    assert_eq!(heads(&mut state)[0], ("default".into(), 5, 2));
+    for (gone, at) in [(d, 5), (c, 6), (a, 7)] {
+        state.kill_driver(&gone, at, &mut effects).unwrap();
+        let kept = heads(&mut state);
+        assert_eq!(kept, afresh(&mut state), "after {gone} left");
+    }
+    assert_eq!(heads(&mut state), vec![("default".into(), 0, 0)]);
+    assert_eq!(state.waiting.front(), Some(&b));
+}
+
 #[test]
 fn a_full_queue_refuses_new_drivers_but_answers_a_retry_with_its_driver() {
     let limits = Limits {

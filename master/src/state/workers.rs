@@ -447,7 +447,7 @@ impl State {
             let w = Arc::make_mut(w);
             w.state = WorkerState::Alive;
             w.drained = false;
-            self.tried = None;
+            self.forget_tried();
         }
         true
     }
