@@ -525,7 +525,8 @@ impl State {
                 None
             }
         };
-        tracing::info!(
+        // At debug: a burst places thousands a turn; the turn logs how many it placed.
+        tracing::debug!(
             driver_id,
             worker_id,
             attempt,

@@ -4,11 +4,11 @@
 
 use std::sync::Arc;
 
-use imbl::Vector;
+use imbl::{OrdMap, Vector, ordmap::DiffItem};
 
-use hearth_common::proto::master_message::Msg;
+use hearth_common::proto::{WorkerState, master_message::Msg};
 
-use super::{Effect, State};
+use super::{Effect, State, WorkerInfo};
 use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reservations::Hold};
 
 /// The free room on each alive worker after the last placement of drivers, what each queue
@@ -22,7 +22,7 @@ use crate::schedule::{self, AppAsk, Ask, Decision, Offer, Queued, Usage, reserva
 /// beside it.
 #[derive(Debug, Clone)]
 pub(super) struct Tried {
-    room: Vec<(Arc<str>, u32, u64)>,
+    workers: OrdMap<String, Arc<WorkerInfo>>,
     usage: Usage,
     pub(super) count: usize,
     last: String,
@@ -30,32 +30,36 @@ pub(super) struct Tried {
 }
 
 impl Tried {
-    /// Whether `now` (each alive worker's id and free cores and memory, in id order) has room
-    /// that `self` did not and that the smallest driver tried could use: a worker added, or
-    /// more free somewhere, as large as that driver's ask. A worker gone gives no room.
-    fn grew<'a>(&self, now: impl Iterator<Item = (&'a str, u32, u64)>) -> bool {
+    /// Whether `now` has room that the workers recorded did not and that the smallest driver
+    /// tried could use: a worker come (or alive again), or more free somewhere, as large as
+    /// that driver's ask. A worker gone gives no room. Only the workers changed since are read.
+    fn grew(&self, now: &OrdMap<String, Arc<WorkerInfo>>) -> bool {
         let (min_cores, min_memory) = self.smallest;
-        let usable = |cores: u32, memory: u64| cores >= min_cores && memory >= min_memory;
-        let mut was = self.room.iter().peekable();
-        for (id, cores, memory) in now {
-            // Both lists are in id order: skip the workers recorded that have gone since.
-            while was.next_if(|(was_id, _, _)| **was_id < *id).is_some() {}
-            let more = match was.next_if(|(was_id, _, _)| **was_id == *id) {
-                Some((_, was_cores, was_memory)) => cores > *was_cores || memory > *was_memory,
-                None => true,
-            };
-            if more && usable(cores, memory) {
-                return true;
+        let usable = |w: &WorkerInfo| {
+            w.state == WorkerState::Alive
+                && w.free_cores() >= min_cores
+                && w.free_memory_mb() >= min_memory
+        };
+        self.workers.diff(now).any(|change| match change {
+            DiffItem::Add(_, w) => usable(w),
+            DiffItem::Update {
+                old: (_, was),
+                new: (_, w),
+            } => {
+                let more = was.state != WorkerState::Alive
+                    || w.free_cores() > was.free_cores()
+                    || w.free_memory_mb() > was.free_memory_mb();
+                more && usable(w)
             }
-        }
-        false
+            DiffItem::Remove(..) => false,
+        })
     }
 
     /// How many drivers at the front of `waiting` need not be tried against room `now`.
-    pub(super) fn covers<'a>(
+    pub(super) fn covers(
         &self,
         waiting: &Vector<String>,
-        now: impl Iterator<Item = (&'a str, u32, u64)>,
+        now: &OrdMap<String, Arc<WorkerInfo>>,
     ) -> usize {
         let intact = self.count <= waiting.len()
             && self.count > 0
@@ -99,10 +103,7 @@ impl State {
         // Most turns (heartbeats, reports) change nothing a waiting driver needs: then the
         // offers are not even built.
         let tried = self.tried.as_ref().map_or(0, |t| {
-            let room = self
-                .alive_workers()
-                .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
-            let covered = t.covers(&self.waiting, room);
+            let covered = t.covers(&self.waiting, &self.workers);
             if covered > 0 && self.queues.has_caps() && self.usage().freed_since(&t.usage) {
                 0
             } else {
@@ -137,8 +138,8 @@ impl State {
     /// What the waiting drivers ask for, oldest first, leaving out the first `skip`.
     pub fn asks(&self, skip: usize) -> Vec<Ask> {
         self.waiting
-            .iter()
             .skip(skip)
+            .iter()
             .filter_map(|id| self.drivers.get(id))
             .map(|d| Ask {
                 driver_id: d.id.clone(),
@@ -153,8 +154,8 @@ impl State {
     /// each one's queue, priority and time limit.
     pub fn queued_asks(&self, skip: usize) -> (Vec<Ask>, Vec<Queued>) {
         self.waiting
-            .iter()
             .skip(skip)
+            .iter()
             .filter_map(|id| self.drivers.get(id))
             .map(|d| {
                 (
@@ -222,18 +223,20 @@ impl State {
         still_waiting.truncate(skip);
         let placed =
             schedule::place_drivers_fairly(offers, &asks, &queued, &queues, usage, holds, now_ms);
+        let mut launched = 0usize;
         for decision in placed.decisions {
             match decision {
                 Decision::Place {
                     driver_id,
                     worker_id,
-                } => {
-                    if let Err(e) = self.launch(&driver_id, &worker_id, now_ms, effects) {
+                } => match self.launch(&driver_id, &worker_id, now_ms, effects) {
+                    Ok(()) => launched += 1,
+                    Err(e) => {
                         tracing::error!(driver_id, worker_id, error = %e, "placement refused");
                         still_waits(&driver_id);
                         still_waiting.push_back(driver_id);
                     }
-                }
+                },
                 Decision::Wait {
                     driver_id,
                     code,
@@ -252,6 +255,9 @@ impl State {
                 }
             }
         }
+        if launched > 0 {
+            tracing::info!(launched, waiting = still_waiting.len(), "drivers placed");
+        }
         self.waiting = still_waiting;
         // Every driver tried this turn was placed: those in front were tried against room at
         // least as large as recorded then, and the room now is less, so the record stands. (A
@@ -263,17 +269,9 @@ impl State {
             return;
         }
         // The room as it is, held room included: a reservation changing makes its own retry.
-        let mut room: Vec<(Arc<str>, u32, u64)> = offers
-            .iter()
-            .map(|o| (o.worker_id.clone(), o.free_cores, o.free_memory_mb))
-            .collect();
-        for (i, cores, memory) in placed.withheld {
-            room[i].1 += cores;
-            room[i].2 += memory;
-        }
         self.tried = self.waiting.last().map(|last| {
             Arc::new(Tried {
-                room,
+                workers: self.workers.clone(),
                 usage: usage.clone(),
                 count: self.waiting.len(),
                 last: last.clone(),

@@ -738,10 +738,10 @@ fn room_too_small_for_any_waiting_driver_does_not_retry_the_queue() {
     assert_eq!(tried(&state), Some((3, (5, 512))));
     // The 2-core driver ends: 4 cores free, more than the queue was tried against, less than 5.
     state.driver_status("w", finished(&mid), 7, &mut effects);
-    let room = state
-        .alive_workers()
-        .map(|w| (w.id.as_str(), w.free_cores(), w.free_memory_mb()));
-    let covered = state.tried.as_ref().map(|t| t.covers(&state.waiting, room));
+    let covered = state
+        .tried
+        .as_ref()
+        .map(|t| t.covers(&state.waiting, &state.workers));
     assert_eq!(
         covered,
         Some(3),
