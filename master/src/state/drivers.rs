@@ -525,6 +525,10 @@ impl State {
                 None
             }
         };
+        if spec.time_limit_ms > 0 {
+            let at = now_ms.saturating_add(spec.time_limit_ms as i64);
+            self.limits_quiet_until_ms = self.limits_quiet_until_ms.map(|t| t.min(at));
+        }
         // At debug: a burst places thousands a turn; the turn logs how many it placed.
         tracing::debug!(
             driver_id,

@@ -152,6 +152,8 @@ pub struct State {
     held: held::HeldCache,
     /// What alive workers offer, made from the changes since the last time.
     offers: offers::OffersCache,
+    /// No running driver reaches its time limit before this (`None`: not known yet).
+    limits_quiet_until_ms: Option<i64>,
     /// When preemptions were last looked for.
     preemption_checked_ms: i64,
     /// Room being freed by preemption, by the driver or application it is for.
@@ -230,6 +232,7 @@ impl State {
             heads: None,
             held: Default::default(),
             offers: Default::default(),
+            limits_quiet_until_ms: None,
             preemption_checked_ms: 0,
             claims: Default::default(),
             claim_seq: 0,

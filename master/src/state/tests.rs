@@ -803,6 +803,32 @@ fn kept_queue_heads_are_those_read_afresh() {
     assert_eq!(state.waiting.front(), Some(&b));
 }
 
+/// Running drivers are read for their time limits only once one may have reached it, and a
+/// driver launched after a read that found no limit near is still ended on time.
+#[test]
+fn a_time_limit_launched_after_a_quiet_look_is_kept() {
+    let (mut state, mut effects) = with_workers(&[("w", 4, 4096)]);
+    state.submit(spec(1, 256, false), None, 0).unwrap();
+    state.schedule(0, &mut effects);
+    assert!(!state.enforce_time_limits(1_000, &mut effects));
+    assert_eq!(state.limits_quiet_until_ms, Some(i64::MAX));
+    let limited = DriverSpec {
+        time_limit_ms: 5_000,
+        ..spec(1, 256, false)
+    };
+    let id = state.submit(limited, None, 2_000).unwrap();
+    state.schedule(2_000, &mut effects);
+    assert_eq!(state.limits_quiet_until_ms, Some(7_000));
+    effects.clear();
+    assert!(!state.enforce_time_limits(6_999, &mut effects));
+    assert!(state.enforce_time_limits(7_000, &mut effects));
+    assert!(
+        effects.iter().any(|e| matches!(e, Effect::Send { message, .. }
+            if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == id))),
+        "{effects:?}"
+    );
+}
+
 #[test]
 fn a_full_queue_refuses_new_drivers_but_answers_a_retry_with_its_driver() {
     let limits = Limits {

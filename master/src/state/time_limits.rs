@@ -20,21 +20,30 @@ fn reached(limit_ms: u64) -> String {
 impl State {
     /// Orders the end of everything past its time limit; returns whether anything was.
     pub fn enforce_time_limits(&mut self, now_ms: i64, effects: &mut Vec<Effect>) -> bool {
-        let over: Vec<String> = self
-            .workers
-            .values()
-            .flat_map(|w| w.drivers.iter())
-            .filter_map(|id| self.drivers.get(id))
-            .filter(|d| {
-                d.state == DriverState::Running
-                    && !d.stop_requested()
-                    && d.spec.time_limit_ms > 0
-                    && d.running_since_ms.is_some_and(|since| {
-                        now_ms.saturating_sub(since) >= d.spec.time_limit_ms as i64
-                    })
-            })
-            .map(|d| d.id.clone())
-            .collect();
+        // Every running driver is read only once one may have reached its limit.
+        let over: Vec<String> = if self.limits_quiet_until_ms.is_some_and(|t| now_ms < t) {
+            Vec::new()
+        } else {
+            let deadline = |d: &super::DriverInfo| {
+                (d.state == DriverState::Running && d.spec.time_limit_ms > 0)
+                    .then_some(d.running_since_ms)
+                    .flatten()
+                    .map(|since| since.saturating_add(d.spec.time_limit_ms as i64))
+            };
+            let (over, quiet): (Vec<_>, Vec<_>) = self
+                .workers
+                .values()
+                .flat_map(|w| w.drivers.iter())
+                .filter_map(|id| self.drivers.get(id))
+                .filter_map(|d| deadline(d).map(|at| (d, at)))
+                .partition(|(_, at)| now_ms >= *at);
+            self.limits_quiet_until_ms =
+                Some(quiet.iter().map(|(_, at)| *at).min().unwrap_or(i64::MAX));
+            over.into_iter()
+                .filter(|(d, _)| !d.stop_requested())
+                .map(|(d, _)| d.id.clone())
+                .collect()
+        };
         for id in &over {
             let Some(d) = self.drivers.get_mut(id) else {
                 continue;
