@@ -138,6 +138,10 @@ pub fn hundred_queues(runs: usize) -> Result<Figure> {
         let mut effects = Vec::new();
         let t0 = Instant::now();
         s.schedule(START_MS + 60_000, &mut effects);
+        // A turn launches at most MAX_LAUNCHES_PER_TURN; the master's loop runs the next at once.
+        while s.placement_pending() {
+            s.schedule(START_MS + 60_000, &mut effects);
+        }
         turns.push(t0.elapsed());
         anyhow::ensure!(
             effects.len() == placed,
@@ -152,8 +156,10 @@ pub fn hundred_queues(runs: usize) -> Result<Figure> {
         decide,
         "≤ 20 ms",
         format!(
-            "placement decisions across {queues} queues (20 parents, 80 leaves, default; some capped, some guaranteed) for 10,000 waiting drivers of 1-8 cores on 1,000 workers of 16 cores: {placed} placed, the rest given reasons; the master's whole turn with every record updated and the launch orders made: median {:.1} ms, p99 {:.1} ms",
-            turn.median, turn.p99
+            "placement decisions across {queues} queues (20 parents, 80 leaves, default; some capped, some guaranteed) for 10,000 waiting drivers of 1-8 cores on 1,000 workers of 16 cores: {placed} placed, the rest given reasons; the master's whole turns (at most {} launches each) with every record updated and the launch orders made: median {:.1} ms, p99 {:.1} ms in all",
+            hearth_master::state::MAX_LAUNCHES_PER_TURN,
+            turn.median,
+            turn.p99
         ),
     )
 }

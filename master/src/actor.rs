@@ -296,6 +296,8 @@ impl Actor {
                     }
                     true
                 }
+                // A burst larger than one turn places: the next turn goes on with it.
+                _ = std::future::ready(()), if self.state.placement_pending() => true,
                 _ = tick.tick() => {
                     let (now, timeout, links) =
                         (Instant::now(), self.config.worker_timeout, &self.links);

@@ -70,23 +70,31 @@ struct Index {
 
 impl Index {
     fn new(offers: &[Offer]) -> Self {
-        let mut by_id: Vec<usize> = (0..offers.len()).collect();
-        by_id.sort_by(|&a, &b| offers[a].worker_id.cmp(&offers[b].worker_id));
-        let mut id_rank = vec![0; offers.len()];
-        for (rank, &i) in by_id.iter().enumerate() {
-            id_rank[i] = rank;
+        // Offers usually come in id order already (the master keeps them so): then no sort.
+        let mut id_rank: Vec<usize> = (0..offers.len()).collect();
+        if !offers.is_sorted_by(|a, b| a.worker_id <= b.worker_id) {
+            let mut by_id = id_rank.clone();
+            by_id.sort_by(|&a, &b| offers[a].worker_id.cmp(&offers[b].worker_id));
+            for (rank, &i) in by_id.iter().enumerate() {
+                id_rank[i] = rank;
+            }
         }
         let mut index = Self {
             id_rank,
             preferred: BTreeSet::new(),
             by_memory: BTreeSet::new(),
         };
-        for i in 0..offers.len() {
-            index.preferred.insert(index.rank(offers, i));
-            index
-                .by_memory
-                .insert((Reverse(offers[i].free_memory_mb), i));
-        }
+        // Built from sorted lists at once, not by one insertion per offer.
+        let mut preferred: Vec<Rank> = (0..offers.len()).map(|i| index.rank(offers, i)).collect();
+        preferred.sort_unstable();
+        let mut by_memory: Vec<(Reverse<u64>, usize)> = offers
+            .iter()
+            .enumerate()
+            .map(|(i, o)| (Reverse(o.free_memory_mb), i))
+            .collect();
+        by_memory.sort_unstable();
+        index.preferred = preferred.into_iter().collect();
+        index.by_memory = by_memory.into_iter().collect();
         index
     }
 

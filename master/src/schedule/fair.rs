@@ -132,6 +132,23 @@ pub fn place_drivers_fairly(
     holds: &[Hold],
     now_ms: i64,
 ) -> DriverPlacement {
+    place_drivers_fairly_at_most(offers, asks, queued, tree, usage, holds, now_ms, usize::MAX)
+}
+
+/// As [`place_drivers_fairly`], but stops once `max_places` drivers are placed: the asks not
+/// looked at by then get no decision (the next turn goes on from where this one stopped, in the
+/// same order), so one turn's work stays bounded however large the burst.
+#[allow(clippy::too_many_arguments)]
+pub fn place_drivers_fairly_at_most(
+    offers: &mut [Offer],
+    asks: &[Ask],
+    queued: &[Queued],
+    tree: &QueueTree,
+    usage: &mut Usage,
+    holds: &[Hold],
+    now_ms: i64,
+    max_places: usize,
+) -> DriverPlacement {
     let mut decisions: Vec<Option<Decision>> = vec![None; asks.len()];
     let wait = |ask: &Ask, (code, reason): Wait| Decision::Wait {
         driver_id: ask.driver_id.clone(),
@@ -255,8 +272,17 @@ pub fn place_drivers_fairly(
         for &i in &pending.lost {
             decisions[i] = Some(wait(&asks[i], lost_queue()));
         }
-        while let Some((q, i)) = pending.next(tree, usage) {
-            decisions[i] = Some(try_place(i, Some(q), usage));
+        let mut places = decisions
+            .iter()
+            .flatten()
+            .filter(|d| matches!(d, Decision::Place { .. }))
+            .count();
+        while places < max_places
+            && let Some((q, i)) = pending.next(tree, usage)
+        {
+            let decision = try_place(i, Some(q), usage);
+            places += usize::from(matches!(decision, Decision::Place { .. }));
+            decisions[i] = Some(decision);
         }
     }
     // Backfill: held room goes to drivers that will be done before the reservation needs it.

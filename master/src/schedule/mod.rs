@@ -41,7 +41,10 @@ pub mod reservations;
 
 pub use drivers::{Ask, Decision, place_drivers};
 pub use executors::{AppAsk, AppPlacement, place_executors};
-pub use fair::{DriverPlacement, Queued, place_drivers_fairly, place_executors_fairly};
+pub use fair::{
+    DriverPlacement, Queued, place_drivers_fairly, place_drivers_fairly_at_most,
+    place_executors_fairly,
+};
 pub use queues::{Amount, DEFAULT_QUEUE, QueueDef, QueueTree, Usage};
 pub use reasons::{Wait, WaitCode};
 

@@ -33,6 +33,7 @@ mod held;
 mod invariants;
 mod offers;
 mod placement;
+pub use placement::MAX_LAUNCHES_PER_TURN;
 mod preemption;
 #[cfg(test)]
 mod preemption_tests;
@@ -152,6 +153,8 @@ pub struct State {
     held: held::HeldCache,
     /// What alive workers offer, made from the changes since the last time.
     offers: offers::OffersCache,
+    /// The last turn stopped at its bound with drivers it did not look at.
+    more_to_place: bool,
     /// No running driver reaches its time limit before this (`None`: not known yet).
     limits_quiet_until_ms: Option<i64>,
     /// When preemptions were last looked for.
@@ -232,6 +235,7 @@ impl State {
             heads: None,
             held: Default::default(),
             offers: Default::default(),
+            more_to_place: false,
             limits_quiet_until_ms: None,
             preemption_checked_ms: 0,
             claims: Default::default(),

@@ -80,8 +80,15 @@ impl State {
         self.heads = None;
     }
 
+    /// Whether the last turn stopped at its bound with drivers it did not look at: then the
+    /// next turn should come at once.
+    pub fn placement_pending(&self) -> bool {
+        self.more_to_place
+    }
+
     /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
     pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        self.more_to_place = false;
         if self.recovering {
             return;
         }
@@ -208,23 +215,27 @@ impl State {
             (Some(t), 1..) => t.smallest,
             _ => (u32::MAX, u64::MAX),
         };
-        // Decisions come in the order of the asks, so each one's ask is found walking forward.
-        let mut next_ask = 0;
-        let mut still_waits = |driver_id: &str| {
-            while let Some(ask) = asks.get(next_ask) {
-                next_ask += 1;
-                if ask.driver_id == driver_id {
-                    smallest = (smallest.0.min(ask.cores), smallest.1.min(ask.memory_mb));
-                    return;
-                }
-            }
-        };
         let mut still_waiting = self.waiting.clone();
         still_waiting.truncate(skip);
-        let placed =
-            schedule::place_drivers_fairly(offers, &asks, &queued, &queues, usage, holds, now_ms);
-        let mut launched = 0usize;
-        for decision in placed.decisions {
+        let placed = schedule::place_drivers_fairly_at_most(
+            offers,
+            &asks,
+            &queued,
+            &queues,
+            usage,
+            holds,
+            now_ms,
+            MAX_LAUNCHES_PER_TURN,
+        );
+        // Decisions come in the order of the asks; an ask without one was not looked at.
+        let mut decisions = placed.decisions.into_iter().peekable();
+        let (mut launched, mut deferred) = (0usize, 0usize);
+        for ask in &asks {
+            let Some(decision) = decisions.next_if(|d| decided_for(d) == ask.driver_id) else {
+                deferred += 1;
+                still_waiting.push_back(ask.driver_id.clone());
+                continue;
+            };
             match decision {
                 Decision::Place {
                     driver_id,
@@ -233,7 +244,7 @@ impl State {
                     Ok(()) => launched += 1,
                     Err(e) => {
                         tracing::error!(driver_id, worker_id, error = %e, "placement refused");
-                        still_waits(&driver_id);
+                        smallest = (smallest.0.min(ask.cores), smallest.1.min(ask.memory_mb));
                         still_waiting.push_back(driver_id);
                     }
                 },
@@ -242,7 +253,7 @@ impl State {
                     code,
                     reason,
                 } => {
-                    still_waits(&driver_id);
+                    smallest = (smallest.0.min(ask.cores), smallest.1.min(ask.memory_mb));
                     if let Some(d) = self.drivers.get_mut(&driver_id)
                         && (d.waiting_reason.as_deref() != Some(reason.as_str())
                             || d.waiting_code != Some(code))
@@ -256,9 +267,21 @@ impl State {
             }
         }
         if launched > 0 {
-            tracing::info!(launched, waiting = still_waiting.len(), "drivers placed");
+            tracing::info!(
+                launched,
+                deferred,
+                waiting = still_waiting.len(),
+                "drivers placed"
+            );
         }
         self.waiting = still_waiting;
+        // The turn stopped at its bound: the drivers not looked at are placed by the next one,
+        // which the master's loop runs at once; nothing of this turn counts as tried.
+        if deferred > 0 {
+            self.tried = None;
+            self.more_to_place = true;
+            return;
+        }
         // Every driver tried this turn was placed: those in front were tried against room at
         // least as large as recorded then, and the room now is less, so the record stands. (A
         // driver placed now and ending later gives back only room the record already counts.)
@@ -380,6 +403,18 @@ impl State {
                 launch.gang_hosts = hosts.clone();
             }
         }
+    }
+}
+
+/// The most drivers one turn launches: a larger burst is placed over several turns in a row,
+/// in the same order, so no turn (and no commit, and no wait of a submission behind it) grows
+/// with the size of the burst.
+pub const MAX_LAUNCHES_PER_TURN: usize = 2_000;
+
+/// The driver a decision is about.
+fn decided_for(decision: &Decision) -> &str {
+    match decision {
+        Decision::Place { driver_id, .. } | Decision::Wait { driver_id, .. } => driver_id,
     }
 }
 

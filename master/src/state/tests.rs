@@ -823,10 +823,39 @@ fn a_time_limit_launched_after_a_quiet_look_is_kept() {
     assert!(!state.enforce_time_limits(6_999, &mut effects));
     assert!(state.enforce_time_limits(7_000, &mut effects));
     assert!(
-        effects.iter().any(|e| matches!(e, Effect::Send { message, .. }
+        effects
+            .iter()
+            .any(|e| matches!(e, Effect::Send { message, .. }
             if matches!(&message.msg, Some(Msg::KillDriver(k)) if k.driver_id == id))),
         "{effects:?}"
     );
+}
+
+/// A burst larger than one turn launches is placed over turns in a row, in order: the first
+/// turn says more is to place, the next places the rest, and nothing is lost or placed twice.
+#[test]
+fn a_burst_beyond_one_turn_is_placed_by_the_next_turns_in_order() {
+    let (mut state, mut effects) = with_workers(&[("a", 4096, 1 << 30), ("b", 4096, 1 << 30)]);
+    let total = super::MAX_LAUNCHES_PER_TURN + 3;
+    let ids: Vec<String> = (0..total)
+        .map(|n| state.submit(spec(1, 1, false), None, n as i64).unwrap())
+        .collect();
+    state.schedule(10_000, &mut effects);
+    assert_eq!(effects.len(), super::MAX_LAUNCHES_PER_TURN);
+    assert!(state.placement_pending());
+    assert_eq!(
+        state.waiting.iter().collect::<Vec<_>>(),
+        ids[total - 3..].iter().collect::<Vec<_>>()
+    );
+    state.schedule(10_001, &mut effects);
+    assert!(!state.placement_pending());
+    assert!(state.waiting.is_empty());
+    assert_eq!(effects.len(), total);
+    assert!(
+        ids.iter()
+            .all(|id| state.driver(id).unwrap().state == DriverState::Running)
+    );
+    state.check_invariants().unwrap();
 }
 
 #[test]
