@@ -23,7 +23,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "hearth.v1.ExecutorState",
         "hearth.v1.WorkerState",
     ];
-    let mut builder = tonic_prost_build::configure().emit_rerun_if_changed(false);
+    let mut builder = tonic_prost_build::configure()
+        .emit_rerun_if_changed(false)
+        .codec_path("crate::codec::LeanCodec");
     for path in stored_messages {
         builder = builder.type_attribute(
             format!(".{path}"),

@@ -8,6 +8,7 @@
 //! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
 //! - [`state_names`]: Spark's state names for the protocol's enums.
 //! - [`auth`]: the shared secret, the server-side check and the client-side header.
+//! - [`codec`]: the gRPC codec (prost's, with small stream buffers).
 //! - [`client`]: the Rust client library (`Client`) used by the `hearth` command and drivers.
 //! - [`views`]: the JSON shapes of `/api/v1` and `hearth list --json`.
 //! - [`error`]: the errors of this crate.
@@ -15,6 +16,7 @@
 pub mod auth;
 pub mod bounded_http;
 pub mod client;
+pub mod codec;
 pub mod duration;
 pub mod error;
 pub mod ids;
