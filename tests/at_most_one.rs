@@ -209,3 +209,50 @@ async fn at_most_one_needs_supervise() {
         "{err}"
     );
 }
+
+/// A worker started from a build with `hearth-keeper` beside `hearth` keeps each process with
+/// that small binary (it starts in a fraction of the time), and the keeper runs the driver.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_process_is_kept_by_the_keeper_binary_beside_the_worker() {
+    let ticks = tempfile::tempdir().expect("tempdir");
+    let dir: PathBuf = ticks.path().to_path_buf();
+    let mut cluster = Cluster::start();
+    let worker = cluster.add_worker(1, "256m").await;
+    let id = submit(&cluster, &[], "kept", &dir);
+    assert_eq!(running_attempt(&cluster, &id, 1).await, worker);
+    support::wait_for("ticking", LIMIT, || {
+        let d = dir.clone();
+        async move { ticks::last(&d, "kept", 1).is_some().then_some(()) }
+    })
+    .await;
+    let parent_of = |pid: i32| -> Option<i32> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // The parent's pid is the second field after the parenthesised command name.
+        stat.rsplit_once(") ")?
+            .1
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()
+    };
+    // The top of the driver's tree: its parent is not one of the cluster's processes.
+    let processes = cluster_processes(&cluster);
+    let pids: Vec<i32> = processes.iter().map(|(pid, _)| *pid).collect();
+    let parent = pids
+        .iter()
+        .filter_map(|&pid| parent_of(pid))
+        .find(|parent| !pids.contains(parent))
+        .expect("the driver's parent");
+    let keeper = std::fs::read_link(format!("/proc/{parent}/exe")).expect("the keeper's binary");
+    assert_eq!(
+        keeper.file_name().and_then(|n| n.to_str()),
+        Some("hearth-keeper"),
+        "kept by {}",
+        keeper.display()
+    );
+    assert_eq!(
+        keeper.parent(),
+        std::path::Path::new(support::HEARTH).parent(),
+        "beside the worker's binary"
+    );
+}

@@ -190,8 +190,10 @@ fn context(scratch: &Path) -> PathBuf {
         "{} is missing: `cargo test` builds the examples",
         pi.display()
     );
+    let keeper = Path::new(env!("CARGO_BIN_EXE_hearth-keeper"));
     for (from, to) in [
         (hearth.to_path_buf(), "bin/hearth"),
+        (keeper.to_path_buf(), "bin/hearth-keeper"),
         (pi, "bin/examples/pi"),
     ] {
         run(

@@ -73,7 +73,7 @@ impl InProcess {
                 kill_grace: Duration::from_secs(1),
                 decommission_grace: Duration::ZERO,
                 // The test binary is not `hearth`: the real one keeps the processes.
-                keeper: Some(env!("CARGO_BIN_EXE_hearth").into()),
+                keeper: Some(env!("CARGO_BIN_EXE_hearth-keeper").into()),
                 ..Default::default()
             },
             self.shutdown.clone(),

@@ -64,8 +64,8 @@ pub struct WorkerConfig {
     /// Look for GPUs at all (`hearth local` gives the machine's to its first worker only, so
     /// two embedded workers never hand out the same device).
     pub detect_gpus: bool,
-    /// The `hearth` binary that keeps each process (`hearth __keep`); this process's own
-    /// executable when unset.
+    /// The binary that keeps each process (run as `KEEPER __keep ...`): when unset,
+    /// `hearth-keeper` beside this process's executable, else that executable itself.
     pub keeper: Option<PathBuf>,
 }
 

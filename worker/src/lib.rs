@@ -55,16 +55,29 @@ impl RunningWorker {
 }
 
 /// Detects the offer, binds the web port and starts the connection to the master.
-/// This process's own executable, which runs as the keeper of every process (`hearth __keep`).
-/// `/proc/self/exe` still names it after the file was replaced by an upgrade.
+/// The keeper of every process: `hearth-keeper` beside this process's own executable, which
+/// starts in a fraction of the time the whole `hearth` binary takes to load (every launch
+/// waits for it), else this executable itself (`hearth __keep`). `/proc/self/exe` still names
+/// the executable after the file was replaced by an upgrade.
 fn keeper_program() -> std::path::PathBuf {
     let own = std::path::PathBuf::from("/proc/self/exe");
-    if own.exists() {
+    let own = if own.exists() {
         own
     } else {
         std::env::current_exe().unwrap_or_else(|_| "hearth".into())
+    };
+    let beside = std::fs::read_link(&own)
+        .ok()
+        .or_else(|| std::env::current_exe().ok())
+        .and_then(|exe| Some(exe.parent()?.join(KEEPER_BINARY)));
+    match beside {
+        Some(keeper) if keeper.is_file() => keeper,
+        _ => own,
     }
 }
+
+/// The keeper's own binary, looked for beside the worker's.
+pub const KEEPER_BINARY: &str = "hearth-keeper";
 
 pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<RunningWorker> {
     if config.cores == Some(0) {
