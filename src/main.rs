@@ -82,6 +82,7 @@ async fn run_master(args: MasterArgs) -> Result<i32> {
         state_dir: args.state_dir,
         queues_file: args.queues_file,
         worker_timeout: args.worker_timeout,
+        max_heartbeat_rate: args.max_heartbeat_rate,
         retained_drivers: args.retained_drivers,
         retained_history: args.retained_history,
         retained_apps: args.retained_apps,

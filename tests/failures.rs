@@ -138,6 +138,50 @@ async fn a_silent_worker_times_out_and_reconnects_when_it_wakes() {
     cluster.wait_worker(&id, WorkerState::Alive, LIMIT).await;
 }
 
+/// Past `--max-heartbeat-rate`, workers are asked to heartbeat less often than a quarter of
+/// the timeout, and each is held to four times its interval: with a rate of 2 a second, two
+/// workers heartbeat every second; a stopped one is declared DEAD after about 4 s, not after
+/// the 1 s timeout, and the other, heartbeating once a second, stays ALIVE meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_clusters_workers_heartbeat_less_often_and_are_held_to_a_longer_timeout() {
+    let mut cluster = Cluster::start_with(support::MasterOptions {
+        extra: vec![
+            "--worker-timeout".into(),
+            "1s".into(),
+            "--max-heartbeat-rate".into(),
+            "2".into(),
+        ],
+        ..Default::default()
+    });
+    let first = cluster.add_worker(1, "512m").await;
+    let second = cluster.add_worker(1, "512m").await;
+    // The first registered alone (every 0.5 s); the second's coming asks both for every 1 s.
+    support::wait_for("the first worker told the new rhythm", LIMIT, || {
+        let log = std::fs::read_to_string(cluster.dir.path().join("worker-0.log"));
+        async move {
+            log.ok()
+                .filter(|l| l.contains("new interval") && l.contains("heartbeat_ms=1000"))
+                .map(|_| ())
+        }
+    })
+    .await;
+    let pid = nix::unistd::Pid::from_raw(cluster.worker_proc(&second).pid());
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    let stopped = Instant::now();
+    cluster
+        .wait_worker(&second, WorkerState::Dead, Duration::from_secs(10))
+        .await;
+    let noticed = stopped.elapsed();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    // Its last heartbeat may have come up to an interval (1 s) before the stop.
+    assert!(noticed >= Duration::from_millis(2_800), "{noticed:?}");
+    assert!(noticed <= Duration::from_secs(6), "{noticed:?}");
+    let client = cluster.client().await;
+    let workers = client.workers().await.expect("workers");
+    let alive = workers.iter().find(|w| w.id == first).expect("first");
+    assert_eq!(alive.state, WorkerState::Alive as i32, "{alive:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_back_from_a_partition_is_fenced_and_its_driver_runs_once() {
     let mut cluster = Cluster::start_with(support::MasterOptions {

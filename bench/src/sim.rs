@@ -80,6 +80,13 @@ async fn simulated_worker(
                 let Some(MasterMessage { msg: Some(msg), .. }) = message? else {
                     return Ok(());
                 };
+                // As a real worker does: a larger cluster asks for heartbeats further apart.
+                if let Down::HeartbeatAck(ack) = &msg
+                    && ack.heartbeat_interval_ms > 0
+                {
+                    let every = Duration::from_millis(ack.heartbeat_interval_ms.clamp(50, 60_000));
+                    tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                }
                 if let (Some(tell), Down::LaunchDriver(l)) = (&launched, &msg) {
                     let _ = tell.send((l.driver_id.clone(), std::time::Instant::now()));
                 }
@@ -182,10 +189,11 @@ fn answer(msg: Down) -> Vec<Up> {
     }
 }
 
-/// A real master with `count` simulated workers heartbeating at the default rhythm (every
-/// 2.5 s for the 10 s timeout): once all are ALIVE and a few seconds have passed, the master's
-/// CPU use over `windows` windows of `window` (5 s in the full run: two heartbeats of every
-/// worker in each, whatever their phase), and its resident memory.
+/// A real master with `count` simulated workers heartbeating at the rhythm it asks for (every
+/// 2.5 s for the default 10 s timeout, further apart once the cluster would send more than
+/// `--max-heartbeat-rate` a second): once all are ALIVE and a few seconds have passed, the master's
+/// CPU use over `windows` windows of `window` (in the full run at least one interval: a
+/// heartbeat of every worker in each, whatever their phase), and its resident memory.
 pub async fn heartbeating(
     binary: &Path,
     count: usize,
@@ -196,8 +204,9 @@ pub async fn heartbeating(
     let master = Master::start(binary, &[])?;
     let stop = hearth_common::Shutdown::new();
     let mut sims = start_simulated(&master, count, &stop, None).await?;
-    // The registrations' own burst is over before measuring.
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The registrations' own burst, and a change of rhythm the cluster's size asks for, are
+    // over before measuring.
+    tokio::time::sleep(window.max(Duration::from_secs(3))).await;
     let pid = master.proc.pid();
     let mut cpu = Vec::new();
     let mut rss = Vec::new();

@@ -164,7 +164,9 @@ pub fn endpoint(url: &str, tls: &ClientTls) -> Result<Endpoint> {
         // Until the answer's headers: a whole unary call, or the opening of a stream.
         .timeout(CALL_TIMEOUT)
         .tcp_nodelay(true)
-        .http2_keep_alive_interval(Duration::from_secs(10))
+        // Longer than a large cluster's heartbeat interval (10 s at 10,000 workers): a worker's
+        // stream is watched by its heartbeats and their answers, not by pings beside them.
+        .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true);
     if let Some(config) = tls.config_for(url)? {

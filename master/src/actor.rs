@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use hearth_common::{
     Shutdown, ids,
-    proto::{HeartbeatAck, MasterMessage, Registered, master_message::Msg},
+    proto::{MasterMessage, Registered, master_message::Msg},
 };
 use tokio::{
     sync::{mpsc, oneshot, watch},
@@ -299,14 +299,22 @@ impl Actor {
                 // A burst larger than one turn places: the next turn goes on with it.
                 _ = std::future::ready(()), if self.state.placement_pending() => true,
                 _ = tick.tick() => {
+                    self.links.set_heartbeat_interval(
+                        self.config.heartbeat_interval_for(self.links.connected()),
+                    );
                     let (now, timeout, links) =
                         (Instant::now(), self.config.worker_timeout, &self.links);
-                    let expired = self.state.expire_workers_heard(
-                        ids::now_ms(),
-                        &mut effects,
-                        timeout,
-                        |w| links.give_up_if_silent(&w.id, w.conn_id, w.last_seen, now, timeout),
-                    );
+                    // Every stream heard in time, and every connected worker has one: nothing
+                    // can have expired, and 10,000 workers are not looked up one by one.
+                    let quiet = links.all_heard_within(now, timeout)
+                        && links.connected() == self.state.connected_workers();
+                    let expired = !quiet
+                        && self.state.expire_workers_heard(
+                            ids::now_ms(),
+                            &mut effects,
+                            timeout,
+                            |w| links.give_up_if_silent(&w.id, w.conn_id, w.last_seen, now, timeout),
+                        );
                     let now_ms = ids::now_ms();
                     let limited = self.state.enforce_time_limits(now_ms, &mut effects);
                     let now = Instant::now();
@@ -516,10 +524,15 @@ impl Actor {
                 let worker_id = register.worker_id.clone();
                 let (cores, memory_mb) = (register.cores, register.memory_mb);
                 // Registered goes first on the stream, ahead of any order of this turn.
+                let interval = self
+                    .config
+                    .heartbeat_interval_for(self.links.connected() + 1)
+                    .as_millis() as u64;
+                link.heard.told(interval);
                 let _ = link.send(MasterMessage {
                     msg: Some(Msg::Registered(Registered {
                         master_url: self.state.master_url.clone(),
-                        heartbeat_interval_ms: self.config.heartbeat_interval().as_millis() as u64,
+                        heartbeat_interval_ms: interval,
                         host: host.clone(),
                         lease_ms: self.config.worker_timeout.as_millis() as u64,
                         epoch: self.leadership.epoch,
@@ -557,14 +570,12 @@ impl Actor {
                     .heartbeat(&worker_id, conn_id, Instant::now(), now_ms);
                 // Sent with this turn's effects, so after its commit: the worker may then
                 // forget what it sent before, and its lease runs from when it sent this.
-                if recorded && seq > 0 {
-                    effects.push(crate::state::Effect::Send {
-                        worker_id,
-                        message: MasterMessage {
-                            msg: Some(Msg::HeartbeatAck(HeartbeatAck { seq })),
-                            epoch: 0,
-                        },
-                    });
+                if recorded
+                    && seq > 0
+                    && let Some(link) = self.links.get(&worker_id)
+                {
+                    let message = link.heard.ack(seq, self.links.heartbeat_interval_ms());
+                    effects.push(crate::state::Effect::Send { worker_id, message });
                 }
             }
             Command::DriverStatus {

@@ -26,6 +26,11 @@ pub const DEFAULT_SAMPLE_INTERVAL: Duration = Duration::from_secs(10);
 /// Connections the UI port keeps open at most: browsers, probes, scripts. Well under a common
 /// open-file limit of 1024, with the gRPC port and the state file beside it.
 pub const DEFAULT_UI_MAX_CONNECTIONS: usize = 512;
+/// Heartbeats a second asked of the whole cluster by default: 10,000 workers heartbeat every
+/// 10 s and are held to 40 s (as Kubernetes holds its nodes), a few per cent of a core.
+pub const DEFAULT_MAX_HEARTBEAT_RATE: u32 = 1_000;
+/// The longest heartbeat interval a large cluster is asked for (a worker takes no longer).
+pub const MAX_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(60);
 /// How long the head of a queue waits for room before it reserves the worker where it fits
 /// first.
 pub const DEFAULT_RESERVE_AFTER: Duration = Duration::from_secs(120);
@@ -50,6 +55,10 @@ pub struct MasterConfig {
     pub queues_file: Option<PathBuf>,
     /// A worker not heard from for this long is declared DEAD.
     pub worker_timeout: Duration,
+    /// The most heartbeats a second the whole cluster is asked for: beyond `4 ×` this many
+    /// workers, each heartbeats less often than a quarter of the timeout, and the timeout each
+    /// is held to grows with its interval. 0: no bound.
+    pub max_heartbeat_rate: u32,
     /// Completed drivers kept in memory for the UI and API.
     pub retained_drivers: usize,
     /// Older completed drivers kept in the state file's history.
@@ -127,6 +136,7 @@ impl Default for MasterConfig {
             reserve_after: DEFAULT_RESERVE_AFTER,
             usage_half_life: DEFAULT_USAGE_HALF_LIFE,
             worker_timeout: DEFAULT_WORKER_TIMEOUT,
+            max_heartbeat_rate: DEFAULT_MAX_HEARTBEAT_RATE,
             retained_drivers: DEFAULT_RETAINED_DRIVERS,
             retained_history: crate::store::DEFAULT_RETAINED_HISTORY,
             retained_apps: DEFAULT_RETAINED_APPS,
@@ -227,6 +237,19 @@ impl MasterConfig {
     pub fn heartbeat_interval(&self) -> Duration {
         self.worker_timeout / 4
     }
+
+    /// How often each of `workers` is asked to heartbeat: a quarter of the timeout, or less
+    /// often once the whole cluster would send more than [`Self::max_heartbeat_rate`] a second
+    /// (each costs the master some 20 µs of a core, whatever the size of the cluster); at most
+    /// once a minute.
+    pub fn heartbeat_interval_for(&self, workers: usize) -> Duration {
+        let base = self.heartbeat_interval();
+        if self.max_heartbeat_rate == 0 {
+            return base;
+        }
+        let spread = Duration::from_secs_f64(workers as f64 / f64::from(self.max_heartbeat_rate));
+        base.max(spread).min(MAX_HEARTBEAT_INTERVAL.max(base))
+    }
 }
 
 /// First segments of the paths the master serves at its root: a base path may not start
@@ -304,6 +327,27 @@ pub struct AutoscaleConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn heartbeats_spread_out_only_past_the_rate_bound() {
+        let config = MasterConfig::default();
+        let every = |workers| config.heartbeat_interval_for(workers);
+        // Up to 4 × the rate, a quarter of the timeout, as always.
+        assert_eq!(every(1), Duration::from_millis(2_500));
+        assert_eq!(every(2_500), Duration::from_millis(2_500));
+        // Beyond, the cluster sends the bound: 10,000 workers every 10 s.
+        assert_eq!(every(5_000), Duration::from_secs(5));
+        assert_eq!(every(10_000), Duration::from_secs(10));
+        assert_eq!(every(1_000_000), MAX_HEARTBEAT_INTERVAL);
+        let unbounded = MasterConfig {
+            max_heartbeat_rate: 0,
+            ..MasterConfig::default()
+        };
+        assert_eq!(
+            unbounded.heartbeat_interval_for(10_000),
+            Duration::from_millis(2_500)
+        );
+    }
 
     #[test]
     fn clients_look_for_the_master_on_its_default_port() {

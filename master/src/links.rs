@@ -14,7 +14,7 @@ use std::{
 
 use hearth_common::{
     ids::ProcessRef,
-    proto::{LogData, LogStream, MasterMessage, ReadLogChunk, master_message::Msg},
+    proto::{HeartbeatAck, LogData, LogStream, MasterMessage, ReadLogChunk, master_message::Msg},
 };
 use tokio::sync::{mpsc, oneshot};
 
@@ -79,6 +79,9 @@ struct HeardAt {
     given_up: bool,
     /// The last heartbeat the actor answered, after its turn's commit.
     answered_after_commit: u64,
+    /// The longest heartbeat interval the worker was told on this stream: it is held to four
+    /// times that, or the master's timeout if longer.
+    told_interval_ms: u64,
 }
 
 impl Heard {
@@ -88,6 +91,7 @@ impl Heard {
             at_ms,
             given_up: false,
             answered_after_commit: 0,
+            told_interval_ms: 0,
         }))
     }
 
@@ -117,6 +121,32 @@ impl Heard {
         true
     }
 
+    /// The worker was told to heartbeat every `interval_ms` (at registration).
+    pub fn told(&self, interval_ms: u64) {
+        let mut heard = self.lock();
+        heard.told_interval_ms = heard.told_interval_ms.max(interval_ms);
+    }
+
+    /// The answer to heartbeat `seq`, telling the worker to heartbeat every `wanted_ms` when
+    /// that is longer than it was told: the interval on a stream only grows, so the timeout
+    /// the worker is held to never shrinks below what its rhythm needs.
+    pub fn ack(&self, seq: u64, wanted_ms: u64) -> MasterMessage {
+        let mut heard = self.lock();
+        let heartbeat_interval_ms = if wanted_ms > heard.told_interval_ms {
+            heard.told_interval_ms = wanted_ms;
+            wanted_ms
+        } else {
+            0
+        };
+        MasterMessage {
+            msg: Some(Msg::HeartbeatAck(HeartbeatAck {
+                seq,
+                heartbeat_interval_ms,
+            })),
+            epoch: 0,
+        }
+    }
+
     /// When the worker was last heard (milliseconds since the epoch).
     pub fn last_ms(&self) -> i64 {
         self.lock().at_ms
@@ -132,11 +162,24 @@ impl Heard {
     ) -> Option<tokio::time::Instant> {
         let mut heard = self.lock();
         let last = heard.at.max(seen);
+        let timeout = timeout.max(Duration::from_millis(
+            heard.told_interval_ms.saturating_mul(4),
+        ));
         if now.saturating_duration_since(last) <= timeout {
             return None;
         }
         heard.given_up = true;
         Some(last)
+    }
+
+    /// Whether the stream was heard within `timeout` (or four times the interval its worker
+    /// was told, if longer) before `now`.
+    fn heard_within(&self, now: tokio::time::Instant, timeout: Duration) -> bool {
+        let heard = self.lock();
+        let timeout = timeout.max(Duration::from_millis(
+            heard.told_interval_ms.saturating_mul(4),
+        ));
+        now.saturating_duration_since(heard.at) <= timeout
     }
 
     /// Gives the stream up; returns when the worker was last heard on it.
@@ -189,6 +232,9 @@ impl Link {
 pub struct Links {
     inner: Arc<Mutex<HashMap<String, Link>>>,
     next_request: Arc<AtomicU64>,
+    /// How often the workers are asked to heartbeat now (milliseconds), for the size of the
+    /// cluster: set by the actor, read by each stream as it answers a heartbeat.
+    heartbeat_interval_ms: Arc<AtomicU64>,
 }
 
 /// How long a worker has to answer a log request.
@@ -203,6 +249,17 @@ impl Links {
 
     pub fn install(&self, link: Link) {
         self.lock().insert(link.worker_id.clone(), link);
+    }
+
+    /// Sets how often workers are asked to heartbeat now.
+    pub fn set_heartbeat_interval(&self, interval: Duration) {
+        self.heartbeat_interval_ms
+            .store(interval.as_millis() as u64, Ordering::Relaxed);
+    }
+
+    /// How often workers are asked to heartbeat now (milliseconds; 0 before it is first set).
+    pub fn heartbeat_interval_ms(&self) -> u64 {
+        self.heartbeat_interval_ms.load(Ordering::Relaxed)
     }
 
     /// Removes the link if it is still the one on `conn_id`, and ends its stream; returns when
@@ -238,6 +295,14 @@ impl Links {
             Some(heard) => heard.give_up_if_silent(seen, now, timeout),
             None => (now.saturating_duration_since(seen) > timeout).then_some(seen),
         }
+    }
+
+    /// Whether every stream was heard within its timeout before `now`: then the expiry need
+    /// not look at the workers one by one (a pass over the streams, not a lookup for each).
+    pub fn all_heard_within(&self, now: tokio::time::Instant, timeout: Duration) -> bool {
+        self.lock()
+            .values()
+            .all(|l| l.heard.heard_within(now, timeout))
     }
 
     /// When the worker was last heard: what its stream heard, or what the state recorded.
@@ -350,6 +415,40 @@ mod tests {
             Link::new(worker_id.into(), conn_id, tx, Default::default()),
             rx,
         )
+    }
+
+    /// A worker told a longer interval is held to four times it: the answer carries the new
+    /// interval once, the interval never shrinks on a stream, and the expiry waits for it.
+    #[tokio::test(start_paused = true)]
+    async fn a_longer_interval_is_told_once_and_lengthens_the_timeout() {
+        let links = Links::default();
+        let (l, _rx) = link("w", 7);
+        let heard = l.heard.clone();
+        links.install(l);
+        heard.told(2_500);
+        let told = |m: MasterMessage| match m.msg {
+            Some(Msg::HeartbeatAck(a)) => a.heartbeat_interval_ms,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(told(heard.ack(1, 2_500)), 0);
+        assert_eq!(told(heard.ack(2, 10_000)), 10_000);
+        assert_eq!(told(heard.ack(3, 10_000)), 0);
+        assert_eq!(told(heard.ack(4, 5_000)), 0, "never shorter on a stream");
+        let seen = Instant::now();
+        let timeout = Duration::from_secs(10);
+        tokio::time::advance(Duration::from_secs(39)).await;
+        assert!(links.all_heard_within(Instant::now(), timeout));
+        assert_eq!(
+            links.give_up_if_silent("w", 7, seen, Instant::now(), timeout),
+            None
+        );
+        tokio::time::advance(Duration::from_secs(2)).await;
+        assert!(!links.all_heard_within(Instant::now(), timeout));
+        assert!(
+            links
+                .give_up_if_silent("w", 7, seen, Instant::now(), timeout)
+                .is_some()
+        );
     }
 
     /// A heartbeat recorded beside the stream keeps the worker alive for the expiry; once the

@@ -159,6 +159,15 @@ pub struct MasterArgs {
         value_parser = duration_arg
     )]
     pub worker_timeout: Duration,
+    /// The most heartbeats a second asked of the whole cluster: past 4 times this many
+    /// workers, each is asked to heartbeat less often, and held to a longer timeout in step
+    /// (0: no bound).
+    #[arg(
+        long,
+        env = "HEARTH_MAX_HEARTBEAT_RATE",
+        default_value_t = master::DEFAULT_MAX_HEARTBEAT_RATE
+    )]
+    pub max_heartbeat_rate: u32,
     /// How many completed drivers are kept in memory for the UI and API (the most recent).
     #[arg(
         long,
@@ -462,6 +471,7 @@ mod tests {
         assert_eq!(SocketAddr::new(m.bind, m.webui_port), config.web_addr);
         assert_eq!(m.state_dir, config.state_dir);
         assert_eq!(m.worker_timeout, config.worker_timeout);
+        assert_eq!(m.max_heartbeat_rate, config.max_heartbeat_rate);
         assert_eq!(m.recovery_timeout, config.recovery_timeout);
         assert_eq!(m.retained_drivers, config.retained_drivers);
         assert_eq!(m.retained_apps, config.retained_apps);

@@ -300,11 +300,19 @@ impl Connection {
         if !registered.host.is_empty() {
             self.driver_host = registered.host.clone();
         }
-        let interval = Duration::from_millis(registered.heartbeat_interval_ms.clamp(50, 60_000));
+        let mut interval = heartbeat_interval(registered.heartbeat_interval_ms);
         tracing::info!(worker_id = %self.identity.worker_id, master = %self.master_url,
             seen_as = %registered.host, heartbeat_ms = interval.as_millis() as u64, "registered with the master");
 
-        let mut heartbeat = tokio::time::interval(interval);
+        // A large cluster asks for heartbeats further apart than a quarter of the lease; a
+        // worker keeping an `at_most_one` process still renews its lease at that rhythm, so
+        // the ticks come at the shorter of the two and a heartbeat goes when one is due.
+        let tick = match self.state.lease_for {
+            lease if lease.is_zero() => interval,
+            lease => interval.min(lease / 4).max(Duration::from_millis(50)),
+        };
+        let mut last_beat = tokio::time::Instant::now();
+        let mut heartbeat = tokio::time::interval(tick);
         heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         // The first tick is at once: what ended while disconnected is shipped first.
         let mut ship = tokio::time::interval(self.ship_interval);
@@ -322,9 +330,15 @@ impl Connection {
                     if self.state.heard_at.is_some_and(|at| at.elapsed() > silence) {
                         return Err(Error::MasterSilent(silence));
                     }
-                    up.send(self.state.heartbeat())
-                        .await
-                        .map_err(|_| Error::Closed)?;
+                    // Within half a tick of due counts as due: ticks and the interval rarely
+                    // line up exactly.
+                    let due = last_beat.elapsed() + tick / 2 >= interval;
+                    if due || self.runner.keeps_at_most_one() {
+                        last_beat = tokio::time::Instant::now();
+                        up.send(self.state.heartbeat())
+                            .await
+                            .map_err(|_| Error::Closed)?;
+                    }
                 }
                 _ = ship.tick() => {
                     let running = self.runner.running();
@@ -339,6 +353,14 @@ impl Connection {
                 message = inbound.message() => {
                     match message? {
                         Some(MasterMessage { msg: Some(order), epoch }) if epoch >= self.state.epoch => {
+                            if let master_message::Msg::HeartbeatAck(ack) = &order
+                                && ack.heartbeat_interval_ms > 0
+                            {
+                                interval = heartbeat_interval(ack.heartbeat_interval_ms);
+                                tracing::info!(worker_id = %self.identity.worker_id,
+                                    heartbeat_ms = interval.as_millis() as u64,
+                                    "the master asks for heartbeats at a new interval");
+                            }
                             self.obey(order, &up);
                         }
                         Some(MasterMessage { epoch, .. }) if epoch < self.state.epoch => {
@@ -608,4 +630,9 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
+}
+
+/// The heartbeat interval the master asked for, within what a worker takes (50 ms to 1 min).
+fn heartbeat_interval(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(50, 60_000))
 }

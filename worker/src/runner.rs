@@ -141,6 +141,8 @@ struct KillOrder {
 #[derive(Debug)]
 struct Proc {
     attempt: u32,
+    /// Stopped by its keeper when the lease ends: the worker keeps its lease fresh.
+    at_most_one: bool,
     /// Kill orders: the first starts the kill; a later one can only shorten its grace (a
     /// user's kill during a preemption's long grace is not left waiting).
     kill: Option<mpsc::UnboundedSender<KillOrder>>,
@@ -172,6 +174,14 @@ impl Runner {
 
     fn procs(&self) -> std::sync::MutexGuard<'_, HashMap<ProcessRef, Proc>> {
         self.procs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether a process here (running, or waiting for an older attempt to end) is kept
+    /// under the lease, so the lease must be renewed at its own rhythm.
+    pub fn keeps_at_most_one(&self) -> bool {
+        self.procs()
+            .values()
+            .any(|p| p.at_most_one || p.next.as_ref().is_some_and(|n| n.at_most_one))
     }
 
     /// Processes running now with their attempts.
@@ -252,6 +262,7 @@ impl Runner {
                 order.process.clone(),
                 Proc {
                     attempt: order.attempt,
+                    at_most_one: order.at_most_one,
                     kill: Some(kill_tx),
                     next: None,
                 },

@@ -67,7 +67,10 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(hearth_common::STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(hearth_common::CONNECTION_WINDOW_BYTES))
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
+        // A connection silent this long is pinged. Longer than the heartbeat interval of a
+        // large cluster (10 s at 10,000 workers): a worker's stream is watched by its
+        // heartbeats, and pings beside them would double its traffic.
+        .http2_keepalive_interval(Some(KEEPALIVE))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
@@ -109,3 +112,6 @@ pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown)
     }
     Ok(())
 }
+
+/// How long a connection may be silent before the master pings it.
+const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);

@@ -12,8 +12,8 @@ use std::{
 
 use hearth_common::{
     proto::{
-        HeartbeatAck, MasterMessage, TunnelData, WorkerMessage, master_message::Msg as Down,
-        worker_message::Msg, worker_service_server::WorkerService,
+        MasterMessage, TunnelData, WorkerMessage, worker_message::Msg,
+        worker_service_server::WorkerService,
     },
     spec::validate_register,
 };
@@ -182,10 +182,10 @@ async fn read_worker_stream(
                     .beat(tokio::time::Instant::now(), hearth_common::ids::now_ms())
                     && beat.seq > 0
                 {
-                    link.send(MasterMessage {
-                        msg: Some(Down::HeartbeatAck(HeartbeatAck { seq: beat.seq })),
-                        epoch: 0,
-                    });
+                    link.send(
+                        link.heard
+                            .ack(beat.seq, master.links.heartbeat_interval_ms()),
+                    );
                 }
                 continue;
             }

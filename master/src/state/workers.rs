@@ -553,6 +553,11 @@ impl State {
         })
     }
 
+    /// How many workers are connected (each should have a stream).
+    pub fn connected_workers(&self) -> usize {
+        self.workers.values().filter(|w| w.connected).count()
+    }
+
     /// Declares DEAD every connected worker `silent` says was not heard from in time; `silent`
     /// answers when it was last heard (a worker's heartbeats may be kept outside the state), and
     /// that moment is what its drivers' fences count from.
