@@ -137,11 +137,8 @@ pub fn hundred_queues(runs: usize) -> Result<Figure> {
         let mut s = state.clone();
         let mut effects = Vec::new();
         let t0 = Instant::now();
-        s.schedule(START_MS + 60_000, &mut effects);
         // A turn launches at most MAX_LAUNCHES_PER_TURN; the master's loop runs the next at once.
-        while s.placement_pending() {
-            s.schedule(START_MS + 60_000, &mut effects);
-        }
+        s.schedule_until_placed(START_MS + 60_000, &mut effects);
         turns.push(t0.elapsed());
         anyhow::ensure!(
             effects.len() == placed,
@@ -293,7 +290,7 @@ pub fn replay_trace(minutes: i64, reserve_after_ms: Option<u64>) -> Result<Trace
             jobs.remove(&driver_id);
         }
         state.decay_usage(now);
-        state.schedule(now, &mut effects);
+        state.schedule_until_placed(now, &mut effects);
         for effect in effects.drain(..) {
             if let Effect::Send { worker_id, message } = effect
                 && let Some(Msg::LaunchDriver(launch)) = message.msg

@@ -81,7 +81,7 @@ pub fn decision(runs: usize) -> Result<Figure> {
         };
         state.register_app(app, None, "h", START_MS)?;
     }
-    state.schedule(START_MS, &mut effects);
+    state.schedule_until_placed(START_MS, &mut effects);
     let running = effects.len();
     anyhow::ensure!(running == 10_000, "{running} placed, not 10,000");
     let later = START_MS + 600_000;
@@ -93,7 +93,7 @@ pub fn decision(runs: usize) -> Result<Figure> {
         )?;
     }
     effects.clear();
-    state.schedule(later, &mut effects);
+    state.schedule_until_placed(later, &mut effects);
     let mut times = Vec::with_capacity(runs);
     let mut victims = 0;
     for _ in 0..runs {
@@ -297,7 +297,7 @@ pub fn reclaim_trace(minutes: i64) -> Result<ReclaimResult> {
         }
         effects.clear();
         state.decay_usage(now);
-        state.schedule(now, &mut effects);
+        state.schedule_until_placed(now, &mut effects);
         state.preempt(now, &mut effects);
         let mut preemptors: HashSet<String> = HashSet::new();
         let mut gangs_preempted: HashSet<String> = HashSet::new();

@@ -71,7 +71,7 @@ fn finished_driver() -> Result<DriverInfo> {
         None,
         PAST_MS,
     )?;
-    state.schedule(PAST_MS, &mut effects);
+    state.schedule_until_placed(PAST_MS, &mut effects);
     let status = DriverStatus {
         driver_id: id.clone(),
         attempt: 1,

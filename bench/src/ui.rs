@@ -58,13 +58,13 @@ pub fn busy_state() -> anyhow::Result<(State, Vec<Sample>)> {
         let ids = (batch..(batch + 4000).min(COMPLETED))
             .map(|n| state.submit(spec(n), None, START_MS + n as i64))
             .collect::<Result<Vec<String>, _>>()?;
-        state.schedule(START_MS, &mut effects);
+        state.schedule_until_placed(START_MS, &mut effects);
         finish(&mut state, &ids, &mut effects);
     }
     for n in COMPLETED..COMPLETED + RUNNING {
         state.submit(spec(n), None, START_MS + n as i64)?;
     }
-    state.schedule(START_MS, &mut effects);
+    state.schedule_until_placed(START_MS, &mut effects);
     state.prune();
     let samples = (0..360)
         .map(|i| Sample {

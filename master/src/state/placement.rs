@@ -86,6 +86,15 @@ impl State {
         self.more_to_place
     }
 
+    /// Turns in a row until nothing is left to place, as the master's loop runs them (for
+    /// simulations and benchmarks that stand in for the loop).
+    pub fn schedule_until_placed(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
+        self.schedule(now_ms, effects);
+        while self.placement_pending() {
+            self.schedule(now_ms, effects);
+        }
+    }
+
     /// Places waiting drivers, then executors, where they fit, and records why the rest wait.
     pub fn schedule(&mut self, now_ms: i64, effects: &mut Vec<Effect>) {
         self.more_to_place = false;
