@@ -25,7 +25,15 @@ pub fn hearth_binary() -> Result<PathBuf> {
     if let Some(cargo) = std::env::var_os("CARGO") {
         let mut build = Command::new(cargo);
         build.args([
-            "build", "--quiet", "--locked", "-p", "hearth", "--bin", "hearth",
+            "build",
+            "--quiet",
+            "--locked",
+            "-p",
+            "hearth",
+            "--bin",
+            "hearth",
+            "--bin",
+            "hearth-keeper",
         ]);
         if !cfg!(debug_assertions) {
             build.arg("--release");
