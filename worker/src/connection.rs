@@ -340,6 +340,13 @@ impl Connection {
                             .map_err(|_| Error::Closed)?;
                     }
                 }
+                // An at-most-one process about to start wants its lease renewed now.
+                _ = self.lease.renewal_wanted() => {
+                    last_beat = tokio::time::Instant::now();
+                    up.send(self.state.heartbeat())
+                        .await
+                        .map_err(|_| Error::Closed)?;
+                }
                 _ = ship.tick() => {
                     let running = self.runner.running();
                     self.ship_logs(Some(running), &up).await?;
@@ -578,6 +585,11 @@ impl Connection {
     }
 }
 
+/// The heartbeat interval the master asked for, within what a worker takes (50 ms to 1 min).
+fn heartbeat_interval(ms: u64) -> Duration {
+    Duration::from_millis(ms.clamp(50, 60_000))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -630,9 +642,4 @@ mod tests {
         b.reset();
         assert!(b.next_delay() <= Duration::from_millis(100));
     }
-}
-
-/// The heartbeat interval the master asked for, within what a worker takes (50 ms to 1 min).
-fn heartbeat_interval(ms: u64) -> Duration {
-    Duration::from_millis(ms.clamp(50, 60_000))
 }

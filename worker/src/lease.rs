@@ -22,12 +22,15 @@ const MAX_IN_FLIGHT: usize = 256;
 #[derive(Debug, Clone)]
 pub struct LeaseClock {
     until: Arc<watch::Sender<u64>>,
+    /// Asks the connection for a heartbeat now, whose acknowledgement renews the lease.
+    renewal: Arc<tokio::sync::Notify>,
 }
 
 impl Default for LeaseClock {
     fn default() -> Self {
         Self {
             until: Arc::new(watch::Sender::new(0)),
+            renewal: Arc::new(tokio::sync::Notify::new()),
         }
     }
 }
@@ -56,6 +59,31 @@ impl LeaseClock {
     /// Whether the lease holds now.
     pub fn holds(&self) -> bool {
         boottime_ns() < self.until()
+    }
+
+    /// Renews the lease before an `at_most_one` process starts: asks for a heartbeat now and
+    /// waits up to `limit` for its acknowledgement to extend the lease. A large cluster's
+    /// workers heartbeat as seldom as their lease lasts, so without it a process could start
+    /// on a lease about to end. Returns whether the lease was renewed.
+    pub async fn renew(&self, limit: Duration) -> bool {
+        let mut changes = self.until.subscribe();
+        let before = *changes.borrow_and_update();
+        self.renewal.notify_one();
+        tokio::time::timeout(limit, async {
+            while changes.changed().await.is_ok() {
+                if *changes.borrow_and_update() > before {
+                    return true;
+                }
+            }
+            false
+        })
+        .await
+        .unwrap_or(false)
+    }
+
+    /// Resolves when a process waits for the lease to be renewed.
+    pub async fn renewal_wanted(&self) {
+        self.renewal.notified().await;
     }
 }
 
@@ -108,6 +136,25 @@ mod tests {
         assert!(!clock.holds(), "boot time is far past 1500 ns");
         clock.extend(boottime_ns(), Duration::from_secs(60));
         assert!(clock.holds());
+    }
+
+    /// A process about to start asks for a heartbeat; the acknowledgement renews the lease and
+    /// the start goes on. Unanswered, the wait ends at its limit.
+    #[tokio::test]
+    async fn a_renewal_asks_for_a_heartbeat_and_waits_for_its_answer() {
+        let clock = LeaseClock::default();
+        let connection = clock.clone();
+        let answer = tokio::spawn(async move {
+            connection.renewal_wanted().await;
+            connection.extend(boottime_ns(), Duration::from_secs(10));
+        });
+        assert!(clock.renew(Duration::from_secs(5)).await);
+        assert!(clock.holds());
+        answer.await.unwrap();
+        assert!(
+            !clock.renew(Duration::from_millis(50)).await,
+            "nobody answers"
+        );
     }
 
     #[test]

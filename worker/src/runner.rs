@@ -358,6 +358,11 @@ impl Runner {
         let process = &order.process;
         let attempt = order.attempt;
         let dir = process.dir_in(&self.config.work_dir);
+        // The keeper's first deadline is the lease as renewed just before.
+        if order.at_most_one && !self.config.lease.renew(LEASE_RENEWAL_WAIT).await {
+            tracing::warn!(%process, attempt,
+                "the lease was not renewed before an at-most-one process started");
+        }
         let mut command = match self.prepare(&order, &dir) {
             Ok(c) => c,
             Err(e) => return (Outcome::NotStarted, None, e),
@@ -563,6 +568,10 @@ impl Runner {
         Ok(command)
     }
 }
+
+/// How long an `at_most_one` process waits at its start for the lease to be renewed (a
+/// heartbeat's round trip, normally a millisecond or two).
+const LEASE_RENEWAL_WAIT: Duration = Duration::from_secs(2);
 
 /// Writes each new end of the lease to an `at_most_one` driver's keeper until it has gone.
 async fn forward_lease(
