@@ -256,3 +256,44 @@ async fn each_process_is_kept_by_the_keeper_binary_beside_the_worker() {
         "beside the worker's binary"
     );
 }
+
+/// A stop sent to a process's group while its keeper is still starting it (a kill right after a
+/// launch) ends the process at once: the signal is neither ignored with the keeper's own
+/// disposition nor lost between the keeper's fork and the program's exec.
+#[test]
+fn a_stop_sent_as_the_keeper_starts_its_program_ends_it_at_once() {
+    use std::os::unix::process::CommandExt;
+    let keeper = env!("CARGO_BIN_EXE_hearth-keeper");
+    for round in 0..30 {
+        let (read, write) = nix::unistd::pipe().expect("pipe");
+        let mut child = std::process::Command::new(keeper)
+            .args(["__keep", &u64::MAX.to_string(), "--", "sleep", "5"])
+            .stdin(std::process::Stdio::from(read))
+            .process_group(0)
+            .spawn()
+            .expect("start the keeper");
+        let group = nix::unistd::Pid::from_raw(child.id() as i32);
+        // Spread over the keeper's start: at once, or a little later.
+        std::thread::sleep(Duration::from_micros(round * 50));
+        nix::sys::signal::killpg(group, Signal::SIGTERM).expect("SIGTERM the group");
+        let t0 = Instant::now();
+        let ended = loop {
+            if let Some(status) = child.try_wait().expect("wait") {
+                break Some(status);
+            }
+            if t0.elapsed() > Duration::from_secs(2) {
+                break None;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        };
+        drop(write);
+        if ended.is_none() {
+            let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+            let _ = child.wait();
+        }
+        assert!(
+            ended.is_some(),
+            "round {round}: the program outlived a SIGTERM sent as it started"
+        );
+    }
+}

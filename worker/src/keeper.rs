@@ -31,7 +31,10 @@ use std::{
 
 use nix::{
     poll::{PollFd, PollFlags, PollTimeout, poll},
-    sys::signal::{SaFlags, SigAction, SigHandler, SigSet, Signal, kill, killpg, sigaction},
+    sys::signal::{
+        SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, kill, killpg, sigaction,
+        sigprocmask,
+    },
     unistd::{getpgrp, getpid},
 };
 
@@ -59,7 +62,15 @@ pub fn boottime_ns() -> u64 {
     }
 }
 
-extern "C" fn ignore_signal(_: nix::libc::c_int) {}
+/// A stop signal (SIGTERM, SIGINT, SIGHUP) the keeper received; 0: none.
+static RECEIVED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+extern "C" fn remember_signal(signal: nix::libc::c_int) {
+    RECEIVED.store(signal, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The signals the worker stops a process with, which the keeper outlives.
+const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
 /// Runs the keeper with the arguments after [`KEEP_ARG`]; returns only on a usage error.
 pub fn run(args: &[OsString]) -> i32 {
@@ -71,26 +82,43 @@ pub fn run(args: &[OsString]) -> i32 {
         }
     };
     // The worker's SIGTERM to the group is for the program: the keeper outlives it to pass on
-    // how the program ended. A handler (not SIG_IGN) is reset for the program by exec.
+    // how the program ended. A stop that comes while the program is still starting must not be
+    // lost (a kill right after a launch): the signals stay blocked until the program is forked,
+    // the program restores their default action and unblocks them before it is executed (one
+    // already sent to the group then ends it), and one that reached the keeper alone before the
+    // fork is passed on to the program.
+    let mut stops = SigSet::empty();
+    for signal in STOP_SIGNALS {
+        stops.add(signal);
+    }
+    let mut mask = SigSet::empty();
+    let _ = sigprocmask(SigmaskHow::SIG_BLOCK, Some(&stops), Some(&mut mask));
     let handler = SigAction::new(
-        SigHandler::Handler(ignore_signal),
+        SigHandler::Handler(remember_signal),
         SaFlags::empty(),
         SigSet::empty(),
     );
-    for signal in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP] {
-        // SAFETY: the handler does nothing, so it is async-signal-safe.
+    for signal in STOP_SIGNALS {
+        // SAFETY: the handler stores one atomic integer, which is async-signal-safe.
         let _ = unsafe { sigaction(signal, &handler) };
     }
     let keeper = getpid();
     let mut command = Command::new(&program);
     command.args(&program_args).stdin(Stdio::null());
-    // SAFETY: prctl, getppid and kill are async-signal-safe and touch no memory of the parent.
+    // SAFETY: prctl, getppid, kill, sigaction and sigprocmask are async-signal-safe and touch
+    // no memory of the parent.
     unsafe {
         command.pre_exec(move || {
             nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).map_err(std::io::Error::from)?;
             if nix::unistd::getppid() != keeper {
                 let _ = kill(getpid(), Signal::SIGKILL);
             }
+            let default = SigAction::new(SigHandler::SigDfl, SaFlags::empty(), SigSet::empty());
+            for signal in STOP_SIGNALS {
+                sigaction(signal, &default).map_err(std::io::Error::from)?;
+            }
+            sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None)
+                .map_err(std::io::Error::from)?;
             Ok(())
         });
     }
@@ -103,6 +131,11 @@ pub fn run(args: &[OsString]) -> i32 {
             return NOT_STARTED_CODE;
         }
     };
+    let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
+    let before_fork = RECEIVED.swap(0, std::sync::atomic::Ordering::Relaxed);
+    if let Ok(signal) = Signal::try_from(before_fork) {
+        let _ = kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+    }
     let pidfd = pidfd_open(child.id());
     let mut lease = Lease {
         deadline,
