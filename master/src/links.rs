@@ -84,6 +84,16 @@ struct HeardAt {
     told_interval_ms: u64,
 }
 
+impl HeardAt {
+    /// The silence the stream is held to: the master's `timeout`, or four times the longest
+    /// interval its worker was told, if longer.
+    fn held_to(&self, timeout: Duration) -> Duration {
+        timeout.max(Duration::from_millis(
+            self.told_interval_ms.saturating_mul(4),
+        ))
+    }
+}
+
 impl Heard {
     pub fn new(at: tokio::time::Instant, at_ms: i64) -> Self {
         Self(Mutex::new(HeardAt {
@@ -162,9 +172,7 @@ impl Heard {
     ) -> Option<tokio::time::Instant> {
         let mut heard = self.lock();
         let last = heard.at.max(seen);
-        let timeout = timeout.max(Duration::from_millis(
-            heard.told_interval_ms.saturating_mul(4),
-        ));
+        let timeout = heard.held_to(timeout);
         if now.saturating_duration_since(last) <= timeout {
             return None;
         }
@@ -176,10 +184,7 @@ impl Heard {
     /// was told, if longer) before `now`.
     fn heard_within(&self, now: tokio::time::Instant, timeout: Duration) -> bool {
         let heard = self.lock();
-        let timeout = timeout.max(Duration::from_millis(
-            heard.told_interval_ms.saturating_mul(4),
-        ));
-        now.saturating_duration_since(heard.at) <= timeout
+        now.saturating_duration_since(heard.at) <= heard.held_to(timeout)
     }
 
     /// Gives the stream up; returns when the worker was last heard on it.

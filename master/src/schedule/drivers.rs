@@ -114,10 +114,7 @@ impl<'a> DriverFit<'a> {
     pub fn new(offers: &'a mut [Offer]) -> Self {
         let largest_cores = offers.iter().map(|o| o.cores).max().unwrap_or(0);
         let largest_memory = offers.iter().map(|o| o.memory_mb).max().unwrap_or(0);
-        let most_free = (
-            offers.iter().map(|o| o.free_cores).max().unwrap_or(0),
-            offers.iter().map(|o| o.free_memory_mb).max().unwrap_or(0),
-        );
+        let most_free = most_free(offers);
         Self {
             offers,
             index: None,
@@ -190,13 +187,8 @@ impl<'a> DriverFit<'a> {
         index
             .by_memory
             .remove(&(Reverse(self.offers[i].free_memory_mb), i));
-        let offer = &mut self.offers[i];
-        offer.free_cores -= ask.cores;
-        offer.free_memory_mb -= ask.memory_mb;
-        offer.free_resources.take(&ask.resources);
-        offer.drivers += 1;
-        let worker_id = offer.worker_id.to_string();
-        let free_memory = offer.free_memory_mb;
+        let worker_id = take(&mut self.offers[i], ask);
+        let free_memory = self.offers[i].free_memory_mb;
         index.preferred.insert(index.rank(self.offers, i));
         index.by_memory.insert((Reverse(free_memory), i));
         self.reasons.clear();
@@ -228,23 +220,28 @@ impl DriverFit<'_> {
             })
             .min_by(|(_, a), (_, b)| key(a).cmp(&key(b)))
             .map(|(i, _)| i)?;
-        let offer = &mut self.offers[i];
-        offer.free_cores -= ask.cores;
-        offer.free_memory_mb -= ask.memory_mb;
-        offer.free_resources.take(&ask.resources);
-        offer.drivers += 1;
-        let worker_id = offer.worker_id.to_string();
-        self.most_free = (
-            self.offers.iter().map(|o| o.free_cores).max().unwrap_or(0),
-            self.offers
-                .iter()
-                .map(|o| o.free_memory_mb)
-                .max()
-                .unwrap_or(0),
-        );
+        let worker_id = take(&mut self.offers[i], ask);
+        self.most_free = most_free(self.offers);
         self.reasons.clear();
         Some(worker_id)
     }
+}
+
+/// The most free cores and the most free memory on any one offer.
+fn most_free(offers: &[Offer]) -> (u32, u64) {
+    (
+        offers.iter().map(|o| o.free_cores).max().unwrap_or(0),
+        offers.iter().map(|o| o.free_memory_mb).max().unwrap_or(0),
+    )
+}
+
+/// Takes room for `ask` on `offer`; returns the offer's worker id.
+pub(super) fn take(offer: &mut Offer, ask: &Ask) -> String {
+    offer.free_cores -= ask.cores;
+    offer.free_memory_mb -= ask.memory_mb;
+    offer.free_resources.take(&ask.resources);
+    offer.drivers += 1;
+    offer.worker_id.to_string()
 }
 
 /// Places `asks` (in FIFO order) on `offers`. The returned decisions are in the order of `asks`;

@@ -181,17 +181,14 @@ pub fn place_drivers_fairly_at_most(
             && fits_in((offer.free_cores, offer.free_memory_mb), ask)
             && offer.free_resources.covers(&ask.resources)
         {
-            offer.free_cores -= ask.cores;
-            offer.free_memory_mb -= ask.memory_mb;
-            offer.free_resources.take(&ask.resources);
-            offer.drivers += 1;
+            let worker_id = super::drivers::take(offer, ask);
             if let Some(q) = queued[i].queue {
                 usage.charge(tree, q, amount(ask));
                 usage.charge_named(tree, q, &ask.resources);
             }
             decisions[i] = Some(Decision::Place {
                 driver_id: ask.driver_id.clone(),
-                worker_id: offer.worker_id.to_string(),
+                worker_id,
             });
         } else {
             open_holds.push(hold);

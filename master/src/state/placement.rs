@@ -73,8 +73,9 @@ impl Tried {
 }
 
 impl State {
-    /// Forgets which waiting drivers were tried, and the queue heads among them: the queue
-    /// changed in a way its last driver's place does not show (one put in front).
+    /// Forgets which waiting drivers were tried, and the queue heads among them: the queue or
+    /// what it is tried against changed in a way its last driver's place does not show (one put
+    /// in front, one taken out by a claim or a fence, new queues).
     pub(super) fn forget_tried(&mut self) {
         self.tried = None;
         self.heads = None;
