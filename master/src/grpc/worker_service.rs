@@ -119,13 +119,12 @@ impl WorkerService for WorkerApi {
                 _ = reader_closed.cancelled() => "closed by the master".to_string(),
             };
             tracing::info!(worker_id, conn_id, reason, "worker stream ended");
-            let _ = master
-                .send(Command::Disconnected {
-                    worker_id,
-                    conn_id,
-                    reason,
-                })
-                .await;
+            let disconnected = Command::Disconnected {
+                worker_id,
+                conn_id,
+                reason,
+            };
+            let _ = forward(&master, disconnected).await;
         });
 
         // Ends when the link is closed (disconnect, timeout, a stuck worker, the master stopping)
@@ -243,10 +242,20 @@ async fn read_worker_stream(
             }
             Msg::Register(_) => return "protocol error: a second Register on one stream".into(),
         };
-        if master.send(command).await.is_err() {
+        if forward(master, command).await.is_err() {
             return "master shutting down".into();
         }
     }
+}
+
+/// Sends `command` to the actor in a future of its own on the heap. A worker's stream task
+/// lives as long as the worker and mostly waits for its next message: holding a command-sized
+/// send in its own state made each such task 3 KiB, 30 MiB at 10,000 workers.
+fn forward(
+    master: &MasterHandle,
+    command: Command,
+) -> Pin<Box<dyn Future<Output = crate::error::Result<()>> + Send + '_>> {
+    Box::pin(master.send(command))
 }
 
 /// Whether `process` ran (any attempt) on `worker_id`: a worker keeps logs only of its own.
