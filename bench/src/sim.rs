@@ -54,7 +54,7 @@ async fn simulated_worker(
     })))
     .await?;
     let mut down = grpc.session(ReceiverStream::new(rx)).await?.into_inner();
-    let interval = match down.message().await? {
+    let mut interval = match down.message().await? {
         Some(MasterMessage {
             msg: Some(Down::Registered(r)),
             ..
@@ -67,25 +67,28 @@ async fn simulated_worker(
     };
     drop(permit);
     let mut tick = tokio::time::interval(interval);
-    let mut seq = 0;
+    let (mut seq, mut answered) = (0, tokio::time::Instant::now());
     loop {
         tokio::select! {
             _ = stop.cancelled() => return Ok(()),
             _ = tick.tick() => {
-                // Numbered as a real worker's, so the master acknowledges each as it would.
-                seq += 1;
-                tx.send(up(Up::Heartbeat(Heartbeat { seq }))).await?;
+                // As a real worker with nothing running: numbered, so answered, once the last
+                // answer is due (every other heartbeat); 0 otherwise.
+                let asks = hearth_common::heartbeat::answer_due(answered.elapsed(), interval);
+                let number = if asks { seq += 1; seq } else { 0 };
+                tx.send(up(Up::Heartbeat(Heartbeat { seq: number }))).await?;
             }
             message = down.message() => {
                 let Some(MasterMessage { msg: Some(msg), .. }) = message? else {
                     return Ok(());
                 };
                 // As a real worker does: a larger cluster asks for heartbeats further apart.
-                if let Down::HeartbeatAck(ack) = &msg
-                    && ack.heartbeat_interval_ms > 0
-                {
-                    let every = Duration::from_millis(ack.heartbeat_interval_ms.clamp(50, 60_000));
-                    tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+                if let Down::HeartbeatAck(ack) = &msg {
+                    answered = tokio::time::Instant::now();
+                    if ack.heartbeat_interval_ms > 0 {
+                        interval = Duration::from_millis(ack.heartbeat_interval_ms.clamp(50, 60_000));
+                        tick = tokio::time::interval_at(answered + interval, interval);
+                    }
                 }
                 if let (Some(tell), Down::LaunchDriver(l)) = (&launched, &msg) {
                     let _ = tell.send((l.driver_id.clone(), std::time::Instant::now()));

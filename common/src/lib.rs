@@ -5,6 +5,7 @@
 //! - [`resources`]: cores and memory (`4g`, `512m`) and their validation.
 //! - [`named_resources`]: GPUs and other named resources: offers, asks, discovery output.
 //! - [`duration`]: durations in settings (`10s`, `500ms`).
+//! - [`heartbeat`]: when a worker's heartbeat asks the master for an answer.
 //! - [`spec`]: validation of a driver submission, shared by the CLI and the master's edge.
 //! - [`state_names`]: Spark's state names for the protocol's enums.
 //! - [`auth`]: the shared secret, the server-side check and the client-side header.
@@ -19,6 +20,7 @@ pub mod client;
 pub mod codec;
 pub mod duration;
 pub mod error;
+pub mod heartbeat;
 pub mod ids;
 pub mod named_resources;
 pub mod resources;

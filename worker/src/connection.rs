@@ -77,7 +77,24 @@ impl Delivery {
         }
     }
 
-    /// The next heartbeat, noted as sent now.
+    /// Whether the next heartbeat asks for an answer on its own account: a report waits to be
+    /// confirmed, or the master was last heard long enough ago (see `hearth_common::heartbeat`).
+    /// A lease to renew asks too; the caller knows of that.
+    fn answer_wanted(&self, interval: Duration) -> bool {
+        !self.unconfirmed.is_empty()
+            || self
+                .heard_at
+                .is_none_or(|at| hearth_common::heartbeat::answer_due(at.elapsed(), interval))
+    }
+
+    /// A heartbeat that asks for no answer: the worker is alive, nothing more.
+    fn quiet_heartbeat() -> WorkerMessage {
+        WorkerMessage {
+            msg: Some(Msg::Heartbeat(Heartbeat { seq: 0 })),
+        }
+    }
+
+    /// The next heartbeat that asks for an answer, noted as sent now.
     fn heartbeat(&mut self) -> WorkerMessage {
         self.heartbeats += 1;
         self.in_flight
@@ -333,11 +350,15 @@ impl Connection {
                     // Within half a tick of due counts as due: ticks and the interval rarely
                     // line up exactly.
                     let due = last_beat.elapsed() + tick / 2 >= interval;
-                    if due || self.runner.keeps_at_most_one() {
+                    let lease = self.runner.keeps_at_most_one();
+                    if due || lease {
                         last_beat = tokio::time::Instant::now();
-                        up.send(self.state.heartbeat())
-                            .await
-                            .map_err(|_| Error::Closed)?;
+                        let beat = if lease || self.state.answer_wanted(interval) {
+                            self.state.heartbeat()
+                        } else {
+                            Delivery::quiet_heartbeat()
+                        };
+                        up.send(beat).await.map_err(|_| Error::Closed)?;
                     }
                 }
                 // An at-most-one process about to start wants its lease renewed now.
@@ -626,6 +647,51 @@ mod tests {
         delivery.acknowledged(beat.seq, &lease);
         assert!(delivery.unconfirmed.is_empty());
         assert!(!delivery.dropped);
+    }
+
+    #[test]
+    fn a_heartbeat_asks_for_an_answer_while_a_report_waits_or_the_master_was_long_unheard() {
+        let interval = Duration::from_secs(10);
+        let lease = LeaseClock::default();
+        let mut delivery = Delivery::default();
+        assert!(
+            delivery.answer_wanted(interval),
+            "never heard: the first heartbeat asks"
+        );
+        let Some(Msg::Heartbeat(beat)) = delivery.heartbeat().msg else {
+            panic!("a heartbeat");
+        };
+        assert!(beat.seq > 0);
+        delivery.acknowledged(beat.seq, &lease);
+        assert!(
+            !delivery.answer_wanted(interval),
+            "just answered, nothing waits: the next asks for none"
+        );
+        let Some(Msg::Heartbeat(quiet)) = Delivery::quiet_heartbeat().msg else {
+            panic!("a heartbeat");
+        };
+        assert_eq!(quiet.seq, 0, "0 asks the master for no answer");
+        delivery.keep_if_terminal(Report {
+            process: ProcessRef::Driver("driver-1".into()),
+            attempt: 1,
+            outcome: crate::runner::Outcome::Finished,
+            exit_code: Some(0),
+            message: String::new(),
+        });
+        assert!(
+            delivery.answer_wanted(interval),
+            "a report waits to be confirmed"
+        );
+        let Some(Msg::Heartbeat(beat)) = delivery.heartbeat().msg else {
+            panic!("a heartbeat");
+        };
+        delivery.acknowledged(beat.seq, &lease);
+        assert!(!delivery.answer_wanted(interval));
+        delivery.heard_at = tokio::time::Instant::now().checked_sub(interval * 2);
+        assert!(
+            delivery.answer_wanted(interval),
+            "the last answer is two intervals old"
+        );
     }
 
     #[test]

@@ -148,11 +148,12 @@ impl WorkerService for WorkerApi {
 
 /// Forwards what a worker sends until its stream ends; returns why it ended.
 ///
-/// A heartbeat is answered here when nothing the worker reported since the last answer is
-/// still on its way through the actor: it changes nothing kept, so it needs no turn, snapshot
-/// or write, and the master's work for a heartbeating cluster stays flat as it grows. One that
-/// follows a report goes through the actor and is answered after the turn's commit, as the
-/// worker may forget what it reported once answered.
+/// A heartbeat is recorded here, and answered here when it asks for an answer and nothing the
+/// worker reported since the last answer is still on its way through the actor: it changes
+/// nothing kept, so it needs no turn, snapshot or write, and the master's work for a
+/// heartbeating cluster stays flat as it grows. One that follows a report goes through the
+/// actor and is answered after the turn's commit, as the worker may forget what it reported
+/// once answered.
 async fn read_worker_stream(
     master: &MasterHandle,
     link: &Link,
@@ -175,6 +176,12 @@ async fn read_worker_stream(
             Err(status) => return format!("stream broken: {}", status.message()),
         };
         let command = match message {
+            // Asks for no answer: the worker is alive, nothing more, whatever is in flight.
+            Msg::Heartbeat(beat) if beat.seq == 0 => {
+                link.heard
+                    .beat(tokio::time::Instant::now(), hearth_common::ids::now_ms());
+                continue;
+            }
             Msg::Heartbeat(beat) if !reported && link.heard.committed_through(through_actor) => {
                 if link
                     .heard
