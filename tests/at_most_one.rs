@@ -297,3 +297,53 @@ fn a_stop_sent_as_the_keeper_starts_its_program_ends_it_at_once() {
         );
     }
 }
+
+/// What a program leaves running in its group ends as the program does, by the keeper's own
+/// hand while its worker lives (a frozen worker would not get to it), and the keeper passes on
+/// how the program ended.
+#[test]
+fn what_a_program_leaves_running_ends_with_it_and_its_exit_code_is_passed_on() {
+    use std::os::unix::process::CommandExt;
+    let keeper = env!("CARGO_BIN_EXE_hearth-keeper");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let pid_file = dir.path().join("left");
+    let script = format!(
+        "sleep 1000 & (sleep 1000 & echo $! >> {f}) & echo $! >> {f}; sleep 0.2; exit 3",
+        f = pid_file.display()
+    );
+    // The worker's end of the pipe stays open: the worker lives, it only does nothing.
+    let (read, write) = nix::unistd::pipe().expect("pipe");
+    let mut child = std::process::Command::new(keeper)
+        .args(["__keep", &u64::MAX.to_string(), "--", "sh", "-c", &script])
+        .stdin(std::process::Stdio::from(read))
+        .process_group(0)
+        .spawn()
+        .expect("start the keeper");
+    let group = nix::unistd::Pid::from_raw(child.id() as i32);
+    let status = child.wait().expect("wait for the keeper");
+    assert_eq!(status.code(), Some(3), "the program's exit code");
+    let left: Vec<i32> = std::fs::read_to_string(&pid_file)
+        .expect("the pids the program wrote")
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect();
+    assert_eq!(left.len(), 2, "two background processes: {left:?}");
+    let alive = |pid: i32| {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| !rest.starts_with('Z')))
+            .unwrap_or(false)
+    };
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while left.iter().any(|&p| alive(p)) && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let survivors: Vec<i32> = left.iter().copied().filter(|&p| alive(p)).collect();
+    // Whatever the assertion finds, nothing of this test outlives it.
+    let _ = nix::sys::signal::killpg(group, Signal::SIGKILL);
+    drop(write);
+    assert!(
+        survivors.is_empty(),
+        "still running after their program ended: {survivors:?}"
+    );
+}

@@ -35,7 +35,7 @@ use nix::{
         SaFlags, SigAction, SigHandler, SigSet, SigmaskHow, Signal, kill, killpg, sigaction,
         sigprocmask,
     },
-    unistd::{getpgrp, getpid},
+    unistd::{Pid, getpgid, getpgrp, getpid, getppid, setpgid},
 };
 
 /// The argument that makes `hearth` run as a keeper.
@@ -134,7 +134,7 @@ pub fn run(args: &[OsString]) -> i32 {
     let _ = sigprocmask(SigmaskHow::SIG_SETMASK, Some(&mask), None);
     let before_fork = RECEIVED.swap(0, std::sync::atomic::Ordering::Relaxed);
     if let Ok(signal) = Signal::try_from(before_fork) {
-        let _ = kill(nix::unistd::Pid::from_raw(child.id() as i32), signal);
+        let _ = kill(Pid::from_raw(child.id() as i32), signal);
     }
     let pidfd = pidfd_open(child.id());
     let mut lease = Lease {
@@ -252,10 +252,22 @@ fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
-/// SIGKILLs every other live process of the keeper's group (scanning /proc, as the keeper
-/// cannot kill the group without itself).
+/// SIGKILLs every other live process of the keeper's group.
+///
+/// The keeper first leaves the group for its parent's (the worker's, in the same session), so
+/// one signal to the group reaches all of them and not the keeper, and a process forking as it
+/// comes leaves no child behind (the kernel does not let a fork finish while a signal to its
+/// group is pending). Only where that group cannot be joined (the worker gone) are the
+/// group's members looked for in `/proc`, which costs a read per process on the machine.
 fn kill_rest_of_group() {
-    let (me, group) = (getpid().as_raw(), getpgrp().as_raw());
+    let group = getpgrp();
+    let joined = getpgid(Some(getppid()))
+        .is_ok_and(|parents| parents != group && setpgid(Pid::from_raw(0), parents).is_ok());
+    if joined {
+        let _ = killpg(group, Signal::SIGKILL);
+        return;
+    }
+    let (me, group) = (getpid().as_raw(), group.as_raw());
     // A process forking while it is killed leaves a child: look again until none is left.
     for _ in 0..5 {
         let mut found = false;
@@ -284,7 +296,7 @@ fn kill_rest_of_group() {
             let state = fields.next();
             let pgrp = fields.nth(1).and_then(|p| p.parse::<i32>().ok());
             if pgrp == Some(group) && state != Some("Z") {
-                let _ = kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
                 found = true;
             }
         }
