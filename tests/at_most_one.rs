@@ -308,7 +308,7 @@ fn what_a_program_leaves_running_ends_with_it_and_its_exit_code_is_passed_on() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pid_file = dir.path().join("left");
     let script = format!(
-        "sleep 1000 & (sleep 1000 & echo $! >> {f}) & echo $! >> {f}; sleep 0.2; exit 3",
+        "sleep 1000 & echo $! >> {f}; (sleep 1000 & echo $! >> {f}) & wait $!; exit 3",
         f = pid_file.display()
     );
     // The worker's end of the pipe stays open: the worker lives, it only does nothing.

@@ -8,8 +8,8 @@
 use std::time::Duration;
 
 /// How many heartbeat intervals old the last answer may grow before a heartbeat asks for the
-/// next one. A worker gives a silent master up after four intervals, so it hears from a live one
-/// at least twice in that time.
+/// next one. A worker gives a silent master up after four intervals at the least (or its lease,
+/// when longer), so it hears from a live one at least twice in that time.
 pub const ANSWER_EVERY: u32 = 2;
 
 /// Whether a heartbeat with nothing riding on it asks for an answer, the last having come

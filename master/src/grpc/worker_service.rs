@@ -176,13 +176,11 @@ async fn read_worker_stream(
             Err(status) => return format!("stream broken: {}", status.message()),
         };
         let command = match message {
-            // Asks for no answer: the worker is alive, nothing more, whatever is in flight.
-            Msg::Heartbeat(beat) if beat.seq == 0 => {
-                link.heard
-                    .beat(tokio::time::Instant::now(), hearth_common::ids::now_ms());
-                continue;
-            }
-            Msg::Heartbeat(beat) if !reported && link.heard.committed_through(through_actor) => {
+            // One that asks for no answer (seq 0) only says the worker is alive, whatever is
+            // in flight.
+            Msg::Heartbeat(beat)
+                if beat.seq == 0 || (!reported && link.heard.committed_through(through_actor)) =>
+            {
                 if link
                     .heard
                     .beat(tokio::time::Instant::now(), hearth_common::ids::now_ms())
