@@ -185,6 +185,8 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         },
         reports_tx,
     );
+    // Ready before the first launch, which then waits only for its program.
+    runner.fill_spare();
     let registered = Arc::new(AtomicBool::new(false));
     let web = http::WebState {
         identity: identity.clone(),

@@ -11,7 +11,8 @@
 //! the group when the worker's lease from the master ends, even if the worker is frozen.
 
 use std::{
-    collections::HashMap,
+    collections::{BTreeMap, HashMap},
+    ffi::OsString,
     path::{Path, PathBuf},
     process::Stdio,
     sync::{Arc, Mutex},
@@ -26,7 +27,10 @@ use nix::{
     sys::signal::{Signal, killpg},
     unistd::Pid,
 };
-use tokio::{process::Command, sync::mpsc};
+use tokio::{
+    process::{Child, Command},
+    sync::mpsc,
+};
 
 /// The file in a process's directory that says it is being preempted, written just before its
 /// SIGTERM: `reason=...` and `sigkill_at_ms=...` (epoch ms) lines.
@@ -160,15 +164,108 @@ pub struct Runner {
     procs: Arc<Mutex<HashMap<ProcessRef, Proc>>>,
     /// State changes for the connection to send up.
     reports: mpsc::UnboundedSender<Report>,
+    /// A keeper started ahead of the next launch, waiting for its process on stdin.
+    spare: Arc<Mutex<Option<Child>>>,
+    /// The worker's environment without its own `HEARTH_*` settings, which are not a
+    /// process's business: what every process's environment starts from.
+    base_env: Arc<BTreeMap<OsString, OsString>>,
 }
 
 impl Runner {
     pub fn new(config: RunnerConfig, reports: mpsc::UnboundedSender<Report>) -> Self {
+        let base_env = std::env::vars_os()
+            .filter(|(key, _)| !key.to_string_lossy().starts_with("HEARTH_"))
+            .collect();
         Self {
             config: Arc::new(config),
             stopping: Arc::default(),
             procs: Arc::new(Mutex::new(HashMap::new())),
             reports,
+            spare: Arc::default(),
+            base_env: Arc::new(base_env),
+        }
+    }
+
+    /// Starts a spare keeper unless one waits already or the worker is leaving. Called in the
+    /// runtime (the keeper is a `tokio` child).
+    pub fn fill_spare(&self) {
+        if self.stopping.load(std::sync::atomic::Ordering::SeqCst) || self.spare_slot().is_some() {
+            return;
+        }
+        let keeper = match self.spawn_keeper() {
+            Ok(keeper) => keeper,
+            Err(e) => {
+                // Each launch then starts its own keeper, and says why if it cannot.
+                tracing::warn!(keeper = %self.config.keeper.display(), error = %e,
+                    "cannot start a spare keeper");
+                return;
+            }
+        };
+        let mut slot = self.spare_slot();
+        // The worker started leaving meanwhile: the keeper's pipe closes as it is dropped,
+        // and it exits having run nothing.
+        if slot.is_none() && !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
+            *slot = Some(keeper);
+        }
+    }
+
+    fn spare_slot(&self) -> std::sync::MutexGuard<'_, Option<Child>> {
+        self.spare.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The spare keeper if it is still alive.
+    fn take_spare(&self) -> Option<Child> {
+        let mut spare = self.spare_slot().take()?;
+        matches!(spare.try_wait(), Ok(None)).then_some(spare)
+    }
+
+    fn spawn_keeper(&self) -> std::io::Result<Child> {
+        Command::new(&self.config.keeper)
+            .arg(keeper::KEEP_ARG)
+            .arg(keeper::SPARE_ARG)
+            .current_dir("/")
+            .env_clear()
+            .envs(self.base_env.iter())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .kill_on_drop(false)
+            .spawn()
+    }
+
+    /// A keeper running `spec`: the spare if there is one (and another started behind it),
+    /// else one started now.
+    async fn start_keeper(&self, spec: &keeper::Spec) -> std::io::Result<Child> {
+        let message = spec.encode();
+        let mut spare = self.take_spare();
+        let runner = self.clone();
+        tokio::spawn(async move {
+            // The launch's own work goes first.
+            tokio::task::yield_now().await;
+            runner.fill_spare();
+        });
+        loop {
+            let (mut child, was_spare) = match spare.take() {
+                Some(child) => (child, true),
+                None => (self.spawn_keeper()?, false),
+            };
+            let written = match child.stdin.as_mut() {
+                Some(stdin) => stdin.write_all(&message).await,
+                None => Err(std::io::Error::other("the keeper has no pipe")),
+            };
+            match written {
+                Ok(()) => return Ok(child),
+                // The spare had ended (killed by someone): the process goes to a new keeper.
+                Err(e) if was_spare => {
+                    tracing::debug!(error = %e, "the spare keeper is gone; starting another");
+                    let _ = child.start_kill();
+                }
+                Err(e) => {
+                    let _ = child.start_kill();
+                    return Err(e);
+                }
+            }
         }
     }
 
@@ -340,6 +437,8 @@ impl Runner {
     pub async fn kill_all(&self, reason: &str, limit: Duration) {
         self.stopping
             .store(true, std::sync::atomic::Ordering::SeqCst);
+        // Its pipe closes: it exits having run nothing.
+        drop(self.spare_slot().take());
         let ids: Vec<ProcessRef> = self.procs().keys().cloned().collect();
         for id in ids {
             self.send_kill(&id, 0, reason.to_string(), true, None, false);
@@ -363,19 +462,22 @@ impl Runner {
             tracing::warn!(%process, attempt,
                 "the lease was not renewed before an at-most-one process started");
         }
-        let mut command = match self.prepare(&order, &dir) {
-            Ok(c) => c,
+        let spec = match self.prepare(&order, &dir) {
+            Ok(spec) => spec,
             Err(e) => return (Outcome::NotStarted, None, e),
         };
-        let program = order.command.first().cloned().unwrap_or_default();
         let mut held_pipe = None;
-        let mut child = match command.spawn() {
+        let mut child = match self.start_keeper(&spec).await {
             Ok(c) => c,
             Err(e) => {
                 return (
                     Outcome::NotStarted,
                     None,
-                    format!("cannot start {program:?}: {e}"),
+                    format!(
+                        "cannot start the keeper {} for {:?}: {e}",
+                        self.config.keeper.display(),
+                        spec.program
+                    ),
                 );
             }
         };
@@ -493,7 +595,7 @@ impl Runner {
         }
     }
 
-    fn prepare(&self, order: &Launch, dir: &Path) -> Result<Command, String> {
+    fn prepare(&self, order: &Launch, dir: &Path) -> Result<keeper::Spec, String> {
         let (program, args) = order
             .command
             .split_first()
@@ -503,69 +605,62 @@ impl Runner {
         // A notice left by an earlier attempt's preemption is not this attempt's.
         let _ = std::fs::remove_file(dir.join(PREEMPTION_FILE));
         let _ = std::fs::remove_file(dir.join(keeper::NOT_STARTED_FILE));
-        let open = |name: &str| {
+        // Created here, so they are there (to read) once the process is reported running; the
+        // keeper opens them again as its own.
+        let open = |path: &Path| {
             std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
-                .open(dir.join(name))
-                .map_err(|e| format!("cannot open {}: {e}", dir.join(name).display()))
+                .open(path)
+                .map(drop)
+                .map_err(|e| format!("cannot open {}: {e}", path.display()))
         };
-        let stdout = open("stdout")?;
-        let stderr = open("stderr")?;
+        let (stdout, stderr) = (dir.join("stdout"), dir.join("stderr"));
+        open(&stdout)?;
+        open(&stderr)?;
         let deadline = if order.at_most_one {
             self.config.lease.until()
         } else {
             keeper::NO_LEASE
         };
-        let mut command = Command::new(&self.config.keeper);
-        command
-            .arg(keeper::KEEP_ARG)
-            .arg(deadline.to_string())
-            .arg("--")
-            .arg(program)
-            .args(args)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(false);
-        // The worker's own HEARTH_* settings are not the process's business.
-        for (key, _) in std::env::vars_os() {
-            if key.to_string_lossy().starts_with("HEARTH_") {
-                command.env_remove(key);
-            }
+        let mut env = (*self.base_env).clone();
+        let mut set = |key: &str, value: OsString| {
+            env.insert(key.into(), value);
+        };
+        for (key, value) in order.env.iter().chain(order.identity.iter().map(|(k, v)| (k, v))) {
+            set(key, value.into());
         }
-        command
-            .envs(&order.env)
-            .envs(order.identity.iter().map(|(k, v)| (k, v)))
-            .env("HEARTH_CORES", order.cores.to_string())
-            .env("HEARTH_MEMORY_MB", order.memory_mb.to_string())
-            .env("HEARTH_MASTER_URL", &self.config.master_url)
-            .env("HEARTH_WORK_DIR", dir)
-            .env("HEARTH_PREEMPTION_FILE", dir.join(PREEMPTION_FILE));
+        set("HEARTH_CORES", order.cores.to_string().into());
+        set("HEARTH_MEMORY_MB", order.memory_mb.to_string().into());
+        set("HEARTH_MASTER_URL", self.config.master_url.clone().into());
+        set("HEARTH_WORK_DIR", dir.into());
+        set("HEARTH_PREEMPTION_FILE", dir.join(PREEMPTION_FILE).into());
         // The `hearth` command the worker runs: a driver resizes its application with it
         // (`$HEARTH_BIN executors ...`) whatever the image's PATH.
         if let Ok(bin) = std::env::current_exe() {
-            command.env("HEARTH_BIN", bin);
+            set("HEARTH_BIN", bin.into());
         }
         if let Some(ca) = &self.config.tls_ca {
-            command.env(hearth_common::client::TLS_CA_ENV, ca);
+            set(hearth_common::client::TLS_CA_ENV, ca.into());
         }
         match &order.credential {
-            Credential::Token(token) => {
-                command.env(hearth_common::auth::SECRET_ENV, token);
-            }
+            Credential::Token(token) => set(hearth_common::auth::SECRET_ENV, token.into()),
             Credential::ClusterSecret => {
                 if let Some(secret) = &self.config.secret {
-                    command.env(hearth_common::auth::SECRET_ENV, secret);
+                    set(hearth_common::auth::SECRET_ENV, secret.into());
                 }
             }
             Credential::None => {}
         }
-        // The keeper sees the worker go by its stdin closing, also when the worker dies before
-        // the keeper starts: the pipe's other end is the worker's alone.
-        Ok(command)
+        Ok(keeper::Spec {
+            deadline,
+            dir: dir.to_path_buf(),
+            stdout,
+            stderr,
+            program: program.into(),
+            args: args.iter().map(OsString::from).collect(),
+            env: env.into_iter().collect(),
+        })
     }
 }
 

@@ -1,8 +1,11 @@
 //! The keeper: a small process between the worker and each driver or executor it runs.
 //!
-//! The worker starts `hearth __keep DEADLINE -- PROGRAM ARGS...` as the leader of a new process
-//! group; the keeper starts the program in that group and waits for it, passing its exit status
-//! on as its own. It owns the end of everything in the group in the two cases the worker cannot
+//! The worker starts a keeper as the leader of a new process group before it has anything for
+//! it to run (`hearth-keeper __keep --spare`), so that a launch waits only for the program's own
+//! start and not for a second one: the worker writes the process to run on the keeper's stdin
+//! (a [`Spec`]), and the keeper starts the program in that group and waits for it, passing its
+//! exit status on as its own. (`hearth __keep DEADLINE -- PROGRAM ARGS...` runs one named on
+//! the command line, in the keeper's own directory and environment.) It owns the end of everything in the group in the two cases the worker cannot
 //! handle itself:
 //!
 //! - **The worker is gone** (crashed, SIGKILLed, OOM-killed): the pipe on the keeper's stdin
@@ -18,11 +21,15 @@
 //! (measured: 776 KiB anonymous in a release build); the binary's pages are shared with the
 //! worker's.
 
+mod spec;
+
+pub use spec::{Spec, SpecError};
+
 use std::{
     ffi::OsString,
     io::Read,
     os::{
-        fd::{AsFd, FromRawFd, OwnedFd},
+        fd::{AsFd, AsRawFd, FromRawFd, OwnedFd},
         unix::process::{CommandExt, ExitStatusExt},
     },
     process::{Command, Stdio},
@@ -40,6 +47,10 @@ use nix::{
 
 /// The argument that makes `hearth` run as a keeper.
 pub const KEEP_ARG: &str = "__keep";
+
+/// The keeper's argument (after [`KEEP_ARG`]) that makes it a spare: started before its launch,
+/// it waits for the process to run as a [`Spec`] on stdin.
+pub const SPARE_ARG: &str = "--spare";
 
 /// Written in the work directory (the keeper's own) when the program cannot be started, with
 /// the reason: the worker reports the process as never started rather than failed.
@@ -72,15 +83,18 @@ extern "C" fn remember_signal(signal: nix::libc::c_int) {
 /// The signals the worker stops a process with, which the keeper outlives.
 const STOP_SIGNALS: [Signal; 3] = [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP];
 
-/// Runs the keeper with the arguments after [`KEEP_ARG`]; returns only on a usage error.
+/// Runs the keeper with the arguments after [`KEEP_ARG`]; returns only on a usage error, or
+/// for a spare whose worker closed the pipe before sending it a process.
 pub fn run(args: &[OsString]) -> i32 {
-    let (deadline, program, program_args) = match parse(args) {
-        Some(parsed) => parsed,
-        None => {
-            eprintln!("usage: hearth {KEEP_ARG} DEADLINE_NS -- PROGRAM [ARGS...]");
-            return 2;
-        }
-    };
+    let spare = args.len() == 1 && args[0] == SPARE_ARG;
+    let parsed = if spare { None } else { parse(args) };
+    if !spare && parsed.is_none() {
+        eprintln!(
+            "usage: hearth {KEEP_ARG} DEADLINE_NS -- PROGRAM [ARGS...]\n       \
+             hearth {KEEP_ARG} {SPARE_ARG}   (the process to run comes on stdin)"
+        );
+        return 2;
+    }
     // The worker's SIGTERM to the group is for the program: the keeper outlives it to pass on
     // how the program ended. A stop that comes while the program is still starting must not be
     // lost (a kill right after a launch): the signals stay blocked until the program is forked,
@@ -102,9 +116,19 @@ pub fn run(args: &[OsString]) -> i32 {
         // SAFETY: the handler stores one atomic integer, which is async-signal-safe.
         let _ = unsafe { sigaction(signal, &handler) };
     }
+    let (deadline, program, program_args, env) = match parsed {
+        Some((deadline, program, args)) => (deadline, program, args, None),
+        None => match take_spec() {
+            Ok(spec) => (spec.deadline, spec.program, spec.args, Some(spec.env)),
+            Err(code) => return code,
+        },
+    };
     let keeper = getpid();
     let mut command = Command::new(&program);
     command.args(&program_args).stdin(Stdio::null());
+    if let Some(env) = env {
+        command.env_clear().envs(env);
+    }
     // SAFETY: prctl, getppid, kill, sigaction and sigprocmask are async-signal-safe and touch
     // no memory of the parent.
     unsafe {
@@ -195,6 +219,53 @@ pub fn run(args: &[OsString]) -> i32 {
             pass_on(status);
         }
     }
+}
+
+/// A spare waits here for the process to run, then takes on its directory and log files as its
+/// own working directory, stdout and stderr (the keeper's own last words go to the process's
+/// log, as for a keeper started for it). Err: the code to exit with.
+fn take_spec() -> Result<Spec, i32> {
+    // SAFETY: descriptor 0 is the worker's pipe, open for the keeper's whole life; it is never
+    // closed here (ManuallyDrop). Read unbuffered: the lease numbers after the message are the
+    // loop's to read.
+    let mut stdin = std::mem::ManuallyDrop::new(unsafe { std::fs::File::from_raw_fd(0) });
+    let spec = match Spec::read_from(&mut *stdin) {
+        Ok(spec) => spec,
+        // Not needed after all (the worker is leaving, or gone): nothing was started.
+        Err(SpecError::Closed) => return Err(0),
+        Err(e) => {
+            eprintln!("hearth: keeper: {e}");
+            return Err(2);
+        }
+    };
+    let not_started = |why: String| {
+        eprintln!("hearth: {why}");
+        let _ = std::fs::write(spec.dir.join(NOT_STARTED_FILE), why);
+        NOT_STARTED_CODE
+    };
+    if let Err(e) = std::env::set_current_dir(&spec.dir) {
+        return Err(not_started(format!(
+            "cannot enter {}: {e}",
+            spec.dir.display()
+        )));
+    }
+    for (path, fd) in [(&spec.stdout, 1), (&spec.stderr, 2)] {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path);
+        let file = match file {
+            Ok(file) => file,
+            Err(e) => return Err(not_started(format!("cannot open {}: {e}", path.display()))),
+        };
+        // SAFETY: dup2 onto 1 or 2 replaces the keeper's /dev/null there; `file` stays valid
+        // until it is dropped after the call.
+        if unsafe { nix::libc::dup2(file.as_raw_fd(), fd) } < 0 {
+            let e = std::io::Error::last_os_error();
+            return Err(not_started(format!("cannot open {}: {e}", path.display())));
+        }
+    }
+    Ok(spec)
 }
 
 /// DEADLINE -- PROGRAM ARGS...
