@@ -30,6 +30,11 @@ pub const MAX_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 /// Shipped pieces waiting to be written (each at most a few hundred KiB, so the queue holds
 /// tens of MiB at worst); a full queue slows the streams of the workers that ship.
 const QUEUE: usize = 64;
+/// How long a written piece may wait for the fsync that makes it survive a crash of the
+/// master. Nothing waits for these writes (a worker ships and forgets), so they are not each
+/// synced on their own: an fsync per piece would stall the launches and the state's own
+/// commits on the same disk (a file system's journal commit holds up new files meanwhile).
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The kept stream, by `process/stream`.
 const TAILS: TableDefinition<&str, &[u8]> = TableDefinition::new("tails");
@@ -249,15 +254,47 @@ impl KeptLogs {
         }
     }
 
+    /// Makes every piece written so far survive a crash (the writer does so about once a
+    /// second on its own).
+    pub fn sync(&self) -> Result<()> {
+        self.inner.sync()
+    }
+
     /// Writes shipped pieces now (the writer task does this as they arrive).
     #[cfg(test)]
     pub fn apply_now(&self, batch: Vec<(String, LogTail)>) -> Result<()> {
-        self.inner.apply(batch, hearth_common::ids::now_ms())
+        self.inner
+            .apply(batch, hearth_common::ids::now_ms(), redb::Durability::Immediate)
     }
 }
 
 async fn write_shipped(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<(String, LogTail)>) {
-    while let Some(first) = rx.recv().await {
+    // Since when something written is not yet synced.
+    let mut unsynced: Option<tokio::time::Instant> = None;
+    loop {
+        let next = match unsynced {
+            None => rx.recv().await,
+            Some(since) => match tokio::time::timeout_at(since + SYNC_EVERY, rx.recv()).await {
+                Ok(next) => next,
+                Err(_sync_due) => {
+                    let Some(inner) = inner.upgrade() else {
+                        return;
+                    };
+                    match tokio::task::spawn_blocking(move || inner.sync()).await {
+                        Ok(Ok(())) => unsynced = None,
+                        Ok(Err(e)) => tracing::warn!(error = %e, "kept logs not synced"),
+                        Err(e) => tracing::warn!(error = %e, "kept logs not synced"),
+                    }
+                    continue;
+                }
+            },
+        };
+        let Some(first) = next else {
+            if let (Some(_), Some(inner)) = (unsynced, inner.upgrade()) {
+                let _ = tokio::task::spawn_blocking(move || inner.sync()).await;
+            }
+            return;
+        };
         let mut batch = vec![first];
         while batch.len() < QUEUE {
             match rx.try_recv() {
@@ -268,11 +305,21 @@ async fn write_shipped(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<(St
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let written =
-            tokio::task::spawn_blocking(move || inner.apply(batch, hearth_common::ids::now_ms()))
-                .await;
+        let now = tokio::time::Instant::now();
+        let durable = unsynced.is_some_and(|since| now >= since + SYNC_EVERY);
+        let durability = if durable {
+            redb::Durability::Immediate
+        } else {
+            redb::Durability::None
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            inner.apply(batch, hearth_common::ids::now_ms(), durability)
+        })
+        .await;
         match written {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                unsynced = if durable { None } else { unsynced.or(Some(now)) };
+            }
             Ok(Err(e)) => tracing::warn!(error = %e, "shipped logs not kept"),
             Err(e) => tracing::warn!(error = %e, "shipped logs not kept"),
         }
@@ -347,12 +394,25 @@ impl Inner {
 
     /// Merges shipped pieces into what is kept, then cuts the oldest streams while over the
     /// limit; one transaction for the batch.
-    fn apply(&self, batch: Vec<(String, LogTail)>, now_ms: i64) -> Result<()> {
+    /// Makes every write so far survive a crash.
+    fn sync(&self) -> Result<()> {
+        let txn = self.db.begin_write().map_err(|e| self.failed("sync", e))?;
+        txn.commit().map_err(|e| self.failed("sync", e))
+    }
+
+    fn apply(
+        &self,
+        batch: Vec<(String, LogTail)>,
+        now_ms: i64,
+        durability: redb::Durability,
+    ) -> Result<()> {
         // Only this writer changes the index: work on a copy, and put it in place once the
         // transaction is committed, so a failed write leaves the index as the file is, and
         // readers of the usage are not held up by the commit.
         let mut index = self.lock().clone();
-        let txn = self.db.begin_write().map_err(|e| self.failed("write", e))?;
+        let mut txn = self.db.begin_write().map_err(|e| self.failed("write", e))?;
+        txn.set_durability(durability)
+            .map_err(|e| self.failed("write", e))?;
         {
             let mut tails = txn.open_table(TAILS).map_err(|e| self.failed("write", e))?;
             let mut ages = txn.open_table(AGES).map_err(|e| self.failed("write", e))?;

@@ -48,6 +48,12 @@ impl RunningMaster {
                 first_error.get_or_insert(e);
             }
         }
+        // Shipped logs are synced in the background about once a second: the last of them
+        // are made to survive this stop.
+        let kept_logs = self.handle.kept_logs.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kept_logs.sync()).await {
+            tracing::warn!(error = %e, "the last shipped logs are not synced");
+        }
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -186,6 +186,7 @@ pub async fn start(mut config: WorkerConfig, shutdown: Shutdown) -> Result<Runni
         reports_tx,
     );
     // Ready before the first launch, which then waits only for its program.
+    runner.remove_stale_spare_dirs();
     runner.fill_spare();
     let registered = Arc::new(AtomicBool::new(false));
     let web = http::WebState {
