@@ -347,3 +347,121 @@ fn what_a_program_leaves_running_ends_with_it_and_its_exit_code_is_passed_on() {
         "still running after their program ended: {survivors:?}"
     );
 }
+
+/// The keepers waiting, as spares, for the next launch of the worker with this pid.
+fn spare_keepers(worker: i32) -> Vec<i32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|entry| {
+            let pid = entry.file_name().to_str()?.parse::<i32>().ok()?;
+            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+            let args: Vec<&[u8]> = cmdline.split(|&b| b == 0).collect();
+            if args.get(1..3) != Some(&[b"__keep".as_slice(), b"--spare".as_slice()][..]) {
+                return None;
+            }
+            let stat = std::fs::read_to_string(entry.path().join("stat")).ok()?;
+            let parent = stat.rsplit_once(')')?.1.split_whitespace().nth(1)?;
+            (parent.parse::<i32>().ok()? == worker && hearth_testkit::process::process_alive(pid))
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// The spare process directories in a worker's work directory.
+fn spare_dirs(work_dir: &Path) -> Vec<String> {
+    std::fs::read_dir(work_dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.file_name().into_string().ok())
+                .filter(|name| name.starts_with(".spare-"))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// A worker starts each process's keeper, and makes its directory, ahead of the launch. The
+/// spare keeper holds none of the worker's own settings, becomes the next process's keeper
+/// (its output lands in the process's own files), is replaced after each launch, and ends with
+/// its worker; a spare directory a killed worker left is removed by the next worker there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_spare_keeper_runs_the_next_process_and_goes_with_the_worker() {
+    let mut cluster = Cluster::start();
+    let worker = cluster.add_worker(2, "512m").await;
+    let work_dir = cluster.dir.path().join("work-0");
+    let pid = cluster.worker_proc(&worker).pid();
+    let spare = support::wait_for("the worker's spare keeper", LIMIT, || async move {
+        spare_keepers(pid).first().copied()
+    })
+    .await;
+    let environ = std::fs::read(format!("/proc/{spare}/environ")).expect("the spare's environment");
+    assert!(
+        !environ
+            .split(|&b| b == 0)
+            .any(|var| var.starts_with(b"HEARTH_")),
+        "the spare keeper holds none of the worker's HEARTH_* settings"
+    );
+    assert_eq!(spare_dirs(&work_dir).len(), 1, "one spare directory");
+
+    let id = cluster.submit(&[
+        "--memory",
+        "64m",
+        "--",
+        "sh",
+        "-c",
+        "echo \"to stdout in $PWD\"; echo to stderr >&2",
+    ]);
+    cluster.wait_state(&id, "FINISHED", LIMIT).await;
+    let dir = work_dir.join(&id);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stdout")).expect("stdout"),
+        format!("to stdout in {}\n", dir.display())
+    );
+    assert_eq!(
+        std::fs::read_to_string(dir.join("stderr")).expect("stderr"),
+        "to stderr\n"
+    );
+    assert!(
+        !hearth_testkit::process::process_alive(spare),
+        "the spare became the driver's keeper and ended with it"
+    );
+    let next = support::wait_for("a new spare keeper", LIMIT, || async move {
+        spare_keepers(pid).first().copied()
+    })
+    .await;
+    assert_ne!(next, spare);
+    assert_eq!(spare_dirs(&work_dir).len(), 1, "a new spare directory");
+
+    cluster.worker_proc(&worker).kill();
+    support::wait_for(
+        "the spare keeper gone with its worker",
+        LIMIT,
+        || async move { (!hearth_testkit::process::process_alive(next)).then_some(()) },
+    )
+    .await;
+    let left = spare_dirs(&work_dir);
+    assert_eq!(
+        left.len(),
+        1,
+        "a SIGKILLed worker cannot remove its spare directory"
+    );
+
+    // The next worker on that work directory removes it (here, one made to look left by a
+    // worker that is gone, in the second worker's own directory).
+    let second_dir = cluster.dir.path().join("work-1");
+    std::fs::create_dir_all(second_dir.join(&left[0])).expect("a stale spare directory");
+    let second = cluster.add_worker(2, "512m").await;
+    let second_pid = cluster.worker_proc(&second).pid();
+    support::wait_for("the second worker's spare keeper", LIMIT, || async move {
+        spare_keepers(second_pid).first().copied()
+    })
+    .await;
+    let now = spare_dirs(&second_dir);
+    assert!(
+        now.len() == 1 && now[0] != left[0],
+        "the stale directory is gone and the worker's own is there: {now:?}"
+    );
+}
