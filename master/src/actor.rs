@@ -445,7 +445,7 @@ impl Actor {
             .as_mut()
             .map(|r| r.publish(&changes, &self.leadership))
             .unwrap_or_default();
-        let written = commit_here(move || store.save(&changes))
+        let written = tokio::task::spawn_blocking(move || store.save(&changes))
             .await
             .map_err(|e| crate::error::StoreError::Write {
                 path: self.store.path().display().to_string(),
@@ -743,19 +743,5 @@ impl Actor {
                 self.links.remove(&worker_id, conn_id);
             }
         }
-    }
-}
-
-/// Runs a commit (blocking: it waits for the fsync). On the multi-threaded runtime the actor's
-/// own thread makes it, the runtime handing this thread's other tasks to another meanwhile:
-/// every acknowledgement then waits for no thread to wake for the commit and none to wake for
-/// the actor after it (two hand-offs of 0.05 to 0.1 ms each on a virtual machine's idle
-/// cores). Elsewhere (a current-thread runtime, as in tests) a blocking thread makes it.
-async fn commit_here<T: Send + 'static>(
-    commit: impl FnOnce() -> T + Send + 'static,
-) -> std::result::Result<T, tokio::task::JoinError> {
-    match tokio::runtime::Handle::current().runtime_flavor() {
-        tokio::runtime::RuntimeFlavor::MultiThread => Ok(tokio::task::block_in_place(commit)),
-        _ => tokio::task::spawn_blocking(commit).await,
     }
 }
