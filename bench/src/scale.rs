@@ -299,7 +299,9 @@ pub async fn at_scale(binary: &Path, size: Size, label: &str) -> Result<Vec<Figu
     let before = procs::cpu_time(pid)?;
     let t0 = Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
-    let cpu = (procs::cpu_time(pid)? - before).as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0;
+    let cpu = procs::cpu_time(pid)?.saturating_sub(before).as_secs_f64()
+        / t0.elapsed().as_secs_f64()
+        * 100.0;
     let (rss, peak) = procs::rss_mib(pid)?;
     if let Some(done) = sims.try_join_next() {
         done??;

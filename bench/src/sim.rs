@@ -216,7 +216,7 @@ pub async fn heartbeating(
     for _ in 0..windows {
         let (before, t0) = (procs::cpu_time(pid)?, std::time::Instant::now());
         tokio::time::sleep(window).await;
-        let used = procs::cpu_time(pid)? - before;
+        let used = procs::cpu_time(pid)?.saturating_sub(before);
         cpu.push(used.as_secs_f64() / t0.elapsed().as_secs_f64() * 100.0);
         rss.push(procs::rss_mib(pid)?.0);
         if let Some(done) = sims.try_join_next() {

@@ -263,8 +263,11 @@ impl KeptLogs {
     /// Writes shipped pieces now (the writer task does this as they arrive).
     #[cfg(test)]
     pub fn apply_now(&self, batch: Vec<(String, LogTail)>) -> Result<()> {
-        self.inner
-            .apply(batch, hearth_common::ids::now_ms(), redb::Durability::Immediate)
+        self.inner.apply(
+            batch,
+            hearth_common::ids::now_ms(),
+            redb::Durability::Immediate,
+        )
     }
 }
 
@@ -318,7 +321,11 @@ async fn write_shipped(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<(St
         .await;
         match written {
             Ok(Ok(())) => {
-                unsynced = if durable { None } else { unsynced.or(Some(now)) };
+                unsynced = if durable {
+                    None
+                } else {
+                    unsynced.or(Some(now))
+                };
             }
             Ok(Err(e)) => tracing::warn!(error = %e, "shipped logs not kept"),
             Err(e) => tracing::warn!(error = %e, "shipped logs not kept"),

@@ -215,10 +215,10 @@ impl Runner {
     fn make_spare_dir(&self) -> std::io::Result<PathBuf> {
         static MADE: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
         let n = MADE.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let dir = self.config.work_dir.join(format!(
-            "{SPARE_DIR_PREFIX}{}-{n}",
-            std::process::id()
-        ));
+        let dir = self
+            .config
+            .work_dir
+            .join(format!("{SPARE_DIR_PREFIX}{}-{n}", std::process::id()));
         std::fs::create_dir_all(&dir)?;
         for name in ["stdout", "stderr"] {
             std::fs::OpenOptions::new()
@@ -262,8 +262,7 @@ impl Runner {
             match self.make_spare_dir() {
                 Ok(dir) => {
                     let mut slot = self.spare_dir_slot();
-                    if slot.is_none() && !self.stopping.load(std::sync::atomic::Ordering::SeqCst)
-                    {
+                    if slot.is_none() && !self.stopping.load(std::sync::atomic::Ordering::SeqCst) {
                         *slot = Some(dir);
                     } else {
                         drop(slot);
@@ -717,7 +716,11 @@ impl Runner {
         let mut set = |key: &str, value: OsString| {
             env.insert(key.into(), value);
         };
-        for (key, value) in order.env.iter().chain(order.identity.iter().map(|(k, v)| (k, v))) {
+        for (key, value) in order
+            .env
+            .iter()
+            .chain(order.identity.iter().map(|(k, v)| (k, v)))
+        {
             set(key, value.into());
         }
         set("HEARTH_CORES", order.cores.to_string().into());
