@@ -32,8 +32,8 @@ pub const MAX_TAIL_BYTES: u64 = 64 * 1024 * 1024;
 const QUEUE: usize = 64;
 /// How long a written piece may wait for the fsync that makes it survive a crash of the
 /// master. Nothing waits for these writes (a worker ships and forgets), so they are not each
-/// synced on their own: an fsync per piece would stall the launches and the state's own
-/// commits on the same disk (a file system's journal commit holds up new files meanwhile).
+/// synced on their own: an fsync per piece (2.7 ms each when traced, a driver's end ships its
+/// last output at once) competed for the disk with the state's commits of new submissions.
 const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// The kept stream, by `process/stream`.

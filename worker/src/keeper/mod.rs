@@ -5,8 +5,8 @@
 //! start and not for a second one: the worker writes the process to run on the keeper's stdin
 //! (a [`Spec`]), and the keeper starts the program in that group and waits for it, passing its
 //! exit status on as its own. (`hearth __keep DEADLINE -- PROGRAM ARGS...` runs one named on
-//! the command line, in the keeper's own directory and environment.) It owns the end of everything in the group in the two cases the worker cannot
-//! handle itself:
+//! the command line, in the keeper's own directory and environment.) It owns the end of
+//! everything in the group in the two cases the worker cannot handle itself:
 //!
 //! - **The worker is gone** (crashed, SIGKILLed, OOM-killed): the pipe on the keeper's stdin
 //!   closes, and the keeper SIGKILLs its whole group at once, so the program's own children
