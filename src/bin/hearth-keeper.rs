@@ -1,7 +1,8 @@
 //! `hearth-keeper`: the keeper of each driver and executor (see `hearth_worker::keeper`) as a
 //! binary of its own. It takes the same arguments as `hearth __keep`; a worker starts it when
 //! it lies beside its own executable, because it starts in a fraction of the time the whole
-//! `hearth` binary takes to load, and every launch waits for it.
+//! `hearth` binary takes to load (a worker starts one ahead of each launch, and a launch that
+//! finds none ready waits for it).
 
 use std::process::ExitCode;
 

@@ -56,8 +56,8 @@ impl RunningWorker {
 
 /// Detects the offer, binds the web port and starts the connection to the master.
 /// The keeper of every process: `hearth-keeper` beside this process's own executable, which
-/// starts in a fraction of the time the whole `hearth` binary takes to load (every launch
-/// waits for it), else this executable itself (`hearth __keep`). `/proc/self/exe` still names
+/// starts in a fraction of the time the whole `hearth` binary takes to load (a launch that
+/// finds no spare keeper ready waits for it), else this executable itself (`hearth __keep`). `/proc/self/exe` still names
 /// the executable after the file was replaced by an upgrade.
 fn keeper_program() -> std::path::PathBuf {
     let own = std::path::PathBuf::from("/proc/self/exe");

@@ -18,8 +18,8 @@
 //!
 //! Everything here is plain blocking system calls: the keeper must keep working when nothing
 //! else on the machine is being scheduled fairly. Its own memory is under 1 MiB per process
-//! (measured: 776 KiB anonymous in a release build); the binary's pages are shared with the
-//! worker's.
+//! (measured: 776 KiB anonymous in a release build); the binary's pages are shared by all the
+//! keepers on the machine.
 
 mod spec;
 
