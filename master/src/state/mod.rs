@@ -23,6 +23,7 @@
 //! - [`stored`]: the shapes of what is kept across restarts.
 
 mod apps;
+mod asks_left;
 mod claims;
 mod demand;
 mod drivers;
@@ -153,6 +154,8 @@ pub struct State {
     held: held::HeldCache,
     /// What alive workers offer, made from the changes since the last time.
     offers: offers::OffersCache,
+    /// The asks of the drivers a turn stopped at its bound left waiting.
+    asks_left: asks_left::AsksLeft,
     /// The last turn stopped at its bound with drivers it did not look at.
     more_to_place: bool,
     /// No running driver reaches its time limit before this (`None`: not known yet).
@@ -235,6 +238,7 @@ impl State {
             heads: None,
             held: Default::default(),
             offers: Default::default(),
+            asks_left: Default::default(),
             more_to_place: false,
             limits_quiet_until_ms: None,
             preemption_checked_ms: 0,

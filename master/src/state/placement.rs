@@ -173,23 +173,26 @@ impl State {
         self.waiting
             .skip(skip)
             .iter()
-            .filter_map(|id| self.drivers.get(id))
-            .map(|d| {
-                (
-                    Ask {
-                        driver_id: d.id.clone(),
-                        cores: d.spec.cores,
-                        memory_mb: d.spec.memory_mb,
-                        resources: named_asks(&d.spec.resources),
-                    },
-                    Queued {
-                        queue: self.queues.index(&d.spec.queue),
-                        priority: d.spec.priority,
-                        time_limit_ms: d.spec.time_limit_ms,
-                    },
-                )
-            })
+            .filter_map(|id| self.queued_ask(id))
             .unzip()
+    }
+
+    /// What the driver `id` asks for, with its queue, priority and time limit.
+    fn queued_ask(&self, id: &str) -> Option<(Ask, Queued)> {
+        let d = self.drivers.get(id)?;
+        Some((
+            Ask {
+                driver_id: d.id.clone(),
+                cores: d.spec.cores,
+                memory_mb: d.spec.memory_mb,
+                resources: named_asks(&d.spec.resources),
+            },
+            Queued {
+                queue: self.queues.index(&d.spec.queue),
+                priority: d.spec.priority,
+                time_limit_ms: d.spec.time_limit_ms,
+            },
+        ))
     }
 
     /// Places waiting drivers but for the first `skip`, which were tried against room at least
@@ -205,6 +208,7 @@ impl State {
     ) {
         if self.waiting.is_empty() {
             self.tried = None;
+            self.asks_left.forget();
             return;
         }
         // Nothing new to try: what was tried stays tried against the room recorded then,
@@ -218,8 +222,10 @@ impl State {
             }
             return;
         }
-        let (asks, queued) = self.queued_asks(skip);
         let queues = self.queues.clone();
+        let (asks, queued) = self
+            .asks_left
+            .take(&self.waiting, skip, &queues, |id| self.queued_ask(id));
         // The smallest ask among those left waiting: the ones skipped, then each that waits now.
         let mut smallest = match (&self.tried, skip) {
             (Some(t), 1..) => t.smallest,
@@ -240,10 +246,15 @@ impl State {
         // Decisions come in the order of the asks; an ask without one was not looked at.
         let mut decisions = placed.decisions.into_iter().peekable();
         let (mut launched, mut deferred) = (0usize, 0usize);
-        for ask in &asks {
+        // The asks of the drivers left waiting, in their order: kept for the next turn if
+        // this one stops at its bound.
+        let mut left = (Vec::new(), Vec::new());
+        for (ask, q) in asks.into_iter().zip(queued) {
             let Some(decision) = decisions.next_if(|d| decided_for(d) == ask.driver_id) else {
                 deferred += 1;
                 still_waiting.push_back(ask.driver_id.clone());
+                left.0.push(ask);
+                left.1.push(q);
                 continue;
             };
             match decision {
@@ -256,6 +267,8 @@ impl State {
                         tracing::error!(driver_id, worker_id, error = %e, "placement refused");
                         smallest = (smallest.0.min(ask.cores), smallest.1.min(ask.memory_mb));
                         still_waiting.push_back(driver_id);
+                        left.0.push(ask);
+                        left.1.push(q);
                     }
                 },
                 Decision::Wait {
@@ -273,6 +286,8 @@ impl State {
                         d.waiting_code = Some(code);
                     }
                     still_waiting.push_back(driver_id);
+                    left.0.push(ask);
+                    left.1.push(q);
                 }
             }
         }
@@ -290,8 +305,10 @@ impl State {
         if deferred > 0 {
             self.tried = None;
             self.more_to_place = true;
+            self.asks_left.keep(&queues, skip, left.0, left.1);
             return;
         }
+        self.asks_left.forget();
         // Every driver tried this turn was placed: those in front were tried against room at
         // least as large as recorded then, and the room now is less, so the record stands. (A
         // driver placed now and ending later gives back only room the record already counts.)
@@ -419,7 +436,7 @@ impl State {
 /// The most drivers one turn launches: a larger burst is placed over several turns in a row,
 /// in the same order, so no turn (and no commit, and no wait of a submission behind it) grows
 /// with the size of the burst.
-pub const MAX_LAUNCHES_PER_TURN: usize = 2_000;
+pub const MAX_LAUNCHES_PER_TURN: usize = 1_000;
 
 /// The driver a decision is about.
 fn decided_for(decision: &Decision) -> &str {

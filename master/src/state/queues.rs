@@ -38,10 +38,7 @@ impl State {
     /// Work of a queue no longer defined is counted nowhere.
     pub fn usage(&self) -> Usage {
         let tree = &self.queues;
-        let mut total = Amount::default();
-        for w in self.alive_workers() {
-            total.add(Amount::new(u64::from(w.cores), w.memory_mb));
-        }
+        let total = self.offers.total(&self.workers);
         let mut usage = Usage::new(tree, total);
         let held = self.held.held(tree, &self.drivers, &self.workers);
         for (q, amount) in held.amounts.iter().enumerate() {

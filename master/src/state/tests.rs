@@ -831,6 +831,45 @@ fn a_time_limit_launched_after_a_quiet_look_is_kept() {
     );
 }
 
+/// Between the turns of a burst, drivers killed, submitted or too large for any worker change
+/// the waiting list the last turn left: the next turn's asks follow the list as it is, so
+/// nothing is placed twice, killed work is never launched, and order holds.
+#[test]
+fn a_burst_changed_between_its_turns_places_what_waits_now_in_order() {
+    let (mut state, mut effects) = with_workers(&[("a", 4096, 1 << 30), ("b", 4096, 1 << 30)]);
+    let total = super::MAX_LAUNCHES_PER_TURN + 10;
+    let mut ids: Vec<String> = (0..total)
+        .map(|n| state.submit(spec(1, 1, false), None, n as i64).unwrap())
+        .collect();
+    // Fits nowhere: it waits in front of the burst's rest every turn.
+    let huge = state.submit(spec(1 << 20, 1, false), None, 0).unwrap();
+    state.schedule(10_000, &mut effects);
+    assert!(state.placement_pending());
+    let first_turn = effects.len();
+    // One of the rest is killed, one more joins behind.
+    let killed = ids.remove(total - 5);
+    state.kill_driver(&killed, 10_001, &mut effects).unwrap();
+    ids.push(state.submit(spec(1, 1, false), None, 10_001).unwrap());
+    let before = effects.len();
+    state.schedule(10_002, &mut effects);
+    assert!(!state.placement_pending());
+    let launched: Vec<&str> = effects[..first_turn]
+        .iter()
+        .chain(&effects[before..])
+        .filter_map(|e| match e {
+            Effect::Send { message, .. } => match &message.msg {
+                Some(Msg::LaunchDriver(l)) => Some(l.driver_id.as_str()),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(launched, ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(state.waiting.iter().collect::<Vec<_>>(), [&huge]);
+    assert_eq!(state.driver(&killed).unwrap().state, DriverState::Killed);
+    state.check_invariants().unwrap();
+}
+
 /// A burst larger than one turn launches is placed over turns in a row, in order: the first
 /// turn says more is to place, the next places the rest, and nothing is lost or placed twice.
 #[test]
