@@ -106,15 +106,22 @@ impl MasterHandle {
     }
 
     /// A driver by id: from the snapshot, or for one no longer in memory, from the history
-    /// kept in the state file.
-    pub fn find_driver(&self, id: &str) -> Result<Arc<crate::state::DriverInfo>> {
+    /// kept in the state file, read on a blocking thread (the runtime's threads carry every
+    /// worker's heartbeats).
+    pub async fn find_driver(&self, id: &str) -> Result<Arc<crate::state::DriverInfo>> {
         let snapshot = self.snapshot();
         match snapshot.driver(id) {
             Ok(d) => Ok(d.clone()),
-            Err(not_found) => match self.store.history_driver(id)? {
-                Some(d) => Ok(Arc::new(d)),
-                None => Err(not_found),
-            },
+            Err(not_found) => {
+                let (store, key) = (self.store.clone(), id.to_string());
+                let read = tokio::task::spawn_blocking(move || store.history_driver(&key))
+                    .await
+                    .map_err(|e| Error::Internal(format!("reading the history: {e}")))?;
+                match read? {
+                    Some(d) => Ok(Arc::new(d)),
+                    None => Err(not_found),
+                }
+            }
         }
     }
 

@@ -93,7 +93,9 @@ impl ClientService for ClientApi {
             return Ok(Response::new(driver_proto(&state, &id)?));
         }
         check_id("driver_id", &id, IdKind::Driver).map_err(Error::from)?;
-        Ok(Response::new(self.master.find_driver(&id)?.to_proto()))
+        Ok(Response::new(
+            self.master.find_driver(&id).await?.to_proto(),
+        ))
     }
 
     async fn list_drivers(

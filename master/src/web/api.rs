@@ -45,7 +45,9 @@ pub async fn driver(
     if snap.drivers.contains_key(&id) {
         return Ok(Json(DriverView::from(&snap.driver_proto(&id)?)));
     }
-    Ok(Json(DriverView::from(&master.find_driver(&id)?.to_proto())))
+    Ok(Json(DriverView::from(
+        &master.find_driver(&id).await?.to_proto(),
+    )))
 }
 
 pub async fn apps(State(master): State<MasterHandle>) -> Json<Vec<AppView>> {

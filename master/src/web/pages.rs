@@ -409,6 +409,21 @@ pub async fn overview(
     Axum(master): Axum<MasterHandle>,
     Query(query): Query<OverviewQuery>,
 ) -> Response {
+    // On a blocking thread: a page of completed drivers deep in the history reads the state
+    // file, and the runtime's threads carry every worker's heartbeats.
+    let base = super::base(&master);
+    tokio::task::spawn_blocking(move || overview_page(&master, &query))
+        .await
+        .unwrap_or_else(|e| {
+            error_page(
+                &base,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("rendering the overview: {e}"),
+            )
+        })
+}
+
+fn overview_page(master: &MasterHandle, query: &OverviewQuery) -> Response {
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
@@ -427,14 +442,14 @@ pub async fn overview(
         }),
     };
     let ui = UiConfig {
-        base_path: super::base(&master),
+        base_path: super::base(master),
         ..master.config.ui.clone()
     };
     let scaler = Some(master.autoscale.get());
-    match overview_html(&snap, &ui, &samples, now_ms, &query, store, scaler) {
+    match overview_html(&snap, &ui, &samples, now_ms, query, store, scaler) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
-            &super::base(&master),
+            &super::base(master),
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("rendering the overview: {e}"),
         ),
@@ -508,7 +523,7 @@ pub async fn app(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Re
 
 pub async fn driver(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) -> Response {
     let base = super::base(&master);
-    let page = master.find_driver(&id).map(|d| DriverPage {
+    let page = master.find_driver(&id).await.map(|d| DriverPage {
         base: base.clone(),
         d: DriverRow::from(d.as_ref()),
         live: !d.state.is_terminal(),
