@@ -61,6 +61,11 @@ pub struct AppInfo {
     pub preemptions: Vec<super::preemption::PreemptionEvent>,
 }
 
+// No field is a float, so equality is reflexive. With `Eq`, two `Arc`s of the same record
+// compare by pointer: the persistent maps' diffs (the store's, the caches') compare every
+// record of a node they walk, and without it each was compared field by field.
+impl Eq for AppInfo {}
+
 impl AppInfo {
     /// Executors holding a slot (LAUNCHING or RUNNING).
     pub fn live(&self) -> u32 {

@@ -87,6 +87,11 @@ pub struct DriverInfo {
     pub resources: Vec<proto::ResourceAddresses>,
 }
 
+// No field is a float, so equality is reflexive. With `Eq`, two `Arc`s of the same record
+// compare by pointer: the persistent maps' diffs (the store's, the caches') compare every
+// record of a node they walk, and without it each was compared field by field.
+impl Eq for DriverInfo {}
+
 impl DriverInfo {
     pub fn to_proto(&self) -> proto::Driver {
         let mut spec = (*self.spec).clone();

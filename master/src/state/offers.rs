@@ -11,8 +11,13 @@ use crate::schedule::{Amount, Offer};
 
 /// An alive worker's offer; `None` for a worker that is not alive.
 pub(super) fn offer_of(w: &WorkerInfo) -> Option<Offer> {
+    offer_named(w, || w.id.as_str().into())
+}
+
+/// An alive worker's offer under the id `id` gives.
+fn offer_named(w: &WorkerInfo, id: impl FnOnce() -> Arc<str>) -> Option<Offer> {
     (w.state == WorkerState::Alive).then(|| Offer {
-        worker_id: w.id.as_str().into(),
+        worker_id: id(),
         cores: w.cores,
         memory_mb: w.memory_mb,
         free_cores: w.free_cores(),
@@ -34,11 +39,26 @@ struct Made {
     offers: Vec<Offer>,
     /// The alive workers' cores and memory: every turn's fair shares are taken of it.
     total: Amount,
+    /// The last turn's copy, given back: the next copy is made in its memory, not in pages
+    /// the kernel must clear first (10,000 offers are a megabyte).
+    spare: Vec<Offer>,
 }
 
 impl OffersCache {
     pub fn offers(&self, workers: &OrdMap<String, Arc<WorkerInfo>>) -> Vec<Offer> {
-        self.made(workers, |made| made.offers.clone())
+        self.made(workers, |made| {
+            let mut copy = std::mem::take(&mut made.spare);
+            copy.clear();
+            copy.extend_from_slice(&made.offers);
+            copy
+        })
+    }
+
+    /// Takes back a copy `offers` made, for the next.
+    pub fn give_back(&self, copy: Vec<Offer>) {
+        if let Some(made) = self.0.lock().unwrap_or_else(|p| p.into_inner()).as_mut() {
+            made.spare = copy;
+        }
     }
 
     /// The cores and memory of the alive workers in `workers`.
@@ -49,7 +69,7 @@ impl OffersCache {
     fn made<T>(
         &self,
         workers: &OrdMap<String, Arc<WorkerInfo>>,
-        read: impl FnOnce(&Made) -> T,
+        read: impl FnOnce(&mut Made) -> T,
     ) -> T {
         let mut cache = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let made = match cache.as_mut() {
@@ -66,7 +86,14 @@ impl OffersCache {
                     if let Ok(i) = at {
                         made.total.sub(capacity(&made.offers[i]));
                     }
-                    match (at, now.and_then(|w| offer_of(w))) {
+                    // An offer made again keeps its id's allocation: the ids a turn's copy
+                    // shares stay together in memory, not scattered over every worker's last
+                    // change (copying 10,000 offers was mostly waiting on their ids' counts).
+                    let kept = at.ok().map(|i| made.offers[i].worker_id.clone());
+                    let offer = now.and_then(|w| {
+                        offer_named(w, || kept.unwrap_or_else(|| w.id.as_str().into()))
+                    });
+                    match (at, offer) {
                         (Ok(i), Some(offer)) => {
                             made.total.add(capacity(&offer));
                             made.offers[i] = offer;
@@ -94,6 +121,7 @@ impl OffersCache {
                     from: workers.clone(),
                     offers,
                     total,
+                    spare: Vec::new(),
                 })
             }
         };

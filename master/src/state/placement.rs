@@ -127,6 +127,20 @@ impl State {
                 covered
             }
         });
+        // Nothing usable came since the record: the room now is what later turns compare
+        // with (no more than the room the drivers were tried against, so still a bound), and
+        // each turn reads only the workers changed since the last, not all changed since the
+        // drivers were tried (with 10,000 workers each heartbeating through the loop, that
+        // diff grew to every worker).
+        if tried > 0
+            && let Some(t) = &self.tried
+            && !t.workers.ptr_eq(&self.workers)
+        {
+            self.tried = Some(Arc::new(Tried {
+                workers: self.workers.clone(),
+                ..Tried::clone(t)
+            }));
+        }
         // A reservation due is looked for even then; only one made or dropped (below) makes
         // the whole queue worth trying again.
         if !apps_want && !due && tried == self.waiting.len() {
@@ -145,6 +159,7 @@ impl State {
         let tried = if changed || served { 0 } else { tried };
         self.schedule_drivers(&mut offers, &mut usage, &holds, tried, now_ms, effects);
         self.schedule_executors(&mut offers, &mut usage, now_ms, effects);
+        self.offers.give_back(offers);
     }
 
     /// What each alive worker offers and has free, in the order of their ids.

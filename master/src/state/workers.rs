@@ -44,6 +44,11 @@ pub struct WorkerInfo {
     pub drained: bool,
 }
 
+// No field is a float, so equality is reflexive. With `Eq`, two `Arc`s of the same record
+// compare by pointer: the persistent maps' diffs (the store's, the caches') compare every
+// record of a node they walk, and without it each was compared field by field.
+impl Eq for WorkerInfo {}
+
 impl WorkerInfo {
     /// How many of each named resource it offers.
     pub fn named(&self) -> Named {
