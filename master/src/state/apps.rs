@@ -61,9 +61,7 @@ pub struct AppInfo {
     pub preemptions: Vec<super::preemption::PreemptionEvent>,
 }
 
-// No field is a float, so equality is reflexive. With `Eq`, two `Arc`s of the same record
-// compare by pointer: the persistent maps' diffs (the store's, the caches') compare every
-// record of a node they walk, and without it each was compared field by field.
+// Reflexive, as no field is a float; see `WorkerInfo`'s `Eq` for why it matters.
 impl Eq for AppInfo {}
 
 impl AppInfo {
