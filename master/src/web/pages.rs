@@ -411,8 +411,10 @@ pub async fn overview(
 ) -> Response {
     // On a blocking thread: a page of completed drivers deep in the history reads the state
     // file, and the runtime's threads carry every worker's heartbeats.
+    // The base is read here: the forwarded prefix lives in this task, not on the blocking thread.
     let base = super::base(&master);
-    tokio::task::spawn_blocking(move || overview_page(&master, &query))
+    let page_base = base.clone();
+    tokio::task::spawn_blocking(move || overview_page(&master, &query, page_base))
         .await
         .unwrap_or_else(|e| {
             error_page(
@@ -423,7 +425,7 @@ pub async fn overview(
         })
 }
 
-fn overview_page(master: &MasterHandle, query: &OverviewQuery) -> Response {
+fn overview_page(master: &MasterHandle, query: &OverviewQuery, base: String) -> Response {
     let snap = master.snapshot();
     let now_ms = hearth_common::ids::now_ms();
     let samples = master.telemetry.samples_since(now_ms - CHART_WINDOW_MS);
@@ -442,14 +444,14 @@ fn overview_page(master: &MasterHandle, query: &OverviewQuery) -> Response {
         }),
     };
     let ui = UiConfig {
-        base_path: super::base(master),
+        base_path: base.clone(),
         ..master.config.ui.clone()
     };
     let scaler = Some(master.autoscale.get());
     match overview_html(&snap, &ui, &samples, now_ms, query, store, scaler) {
         Ok(html) => Html(html).into_response(),
         Err(e) => error_page(
-            &super::base(master),
+            &base,
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("rendering the overview: {e}"),
         ),
