@@ -54,6 +54,12 @@ impl RunningMaster {
         if let Ok(Err(e)) = tokio::task::spawn_blocking(move || kept_logs.sync()).await {
             tracing::warn!(error = %e, "the last shipped logs are not synced");
         }
+        // The actor has stopped: the state file is made whole by itself, so a restart has no
+        // journal to write again and the file alone can be copied.
+        let store = self.handle.store.clone();
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || store.checkpoint()).await {
+            tracing::warn!(error = %e, "the state file is not checkpointed; the next start writes the journal into it");
+        }
         first_error.map_or(Ok(()), Err)
     }
 }

@@ -18,6 +18,7 @@ use std::{
     sync::{Arc, Mutex},
 };
 
+pub mod journal;
 pub mod rows;
 
 use redb::{ReadableDatabase, ReadableTable, TableDefinition};
@@ -39,6 +40,9 @@ const APPS: TableDefinition<&str, &[u8]> = TableDefinition::new("apps");
 const WORKERS: TableDefinition<&str, &[u8]> = TableDefinition::new("workers");
 /// Completed drivers no longer kept in memory, by id.
 const HISTORY: TableDefinition<&str, &[u8]> = TableDefinition::new("history");
+/// The sequence number of the last journal record the tables took (key `applied`); not one of
+/// the tables a standby is sent.
+const JOURNAL: TableDefinition<&str, u64> = TableDefinition::new("journal");
 
 /// Records to write (`Some`) or delete (`None`), by table.
 #[derive(Debug, Default)]
@@ -166,6 +170,9 @@ fn restrict(path: &Path, mode: u32) {
 pub struct Store {
     /// `None` between closing the file after a failed write and opening it again.
     db: Mutex<Option<Db>>,
+    /// The journal and the next record's number; `None` while the file cannot be written.
+    /// Locked after `db`, by writers only.
+    writer: Mutex<Option<Writer>>,
     path: PathBuf,
     /// Why the file could be opened only for reading, when it could not be written at start
     /// (a read-only or full volume).
@@ -173,6 +180,12 @@ pub struct Store {
     /// Rows in the history table, and the most it keeps (the oldest go first).
     history_rows: std::sync::atomic::AtomicU64,
     history_limit: std::sync::atomic::AtomicU64,
+}
+
+#[derive(Debug)]
+struct Writer {
+    journal: journal::Journal,
+    next_seq: u64,
 }
 
 /// Completed drivers kept in the history table unless told otherwise.
@@ -297,12 +310,26 @@ impl Store {
         };
         let store = Self {
             db: Mutex::new(Some(db)),
+            writer: Mutex::new(None),
             path,
             read_only,
             history_rows: Default::default(),
             history_limit: DEFAULT_RETAINED_HISTORY.into(),
         };
-        let loaded = store.load()?;
+        // What the journal holds beyond the tables: written into them when the file can be
+        // written, read over them when it cannot.
+        let unapplied = if store.read_only.is_none() {
+            store.recover_journal().map_err(&open_error)?;
+            Vec::new()
+        } else {
+            let applied = store.applied().map_err(&open_error)?;
+            journal::Journal::read(dir)
+                .map_err(|e| open_error(format!("reading the journal: {e}")))?
+                .into_iter()
+                .filter(|r| r.seq > applied)
+                .collect()
+        };
+        let loaded = store.load(&unapplied)?;
         let rows = store
             .count_history()
             .map_err(|e| open_error(e.to_string()))?;
@@ -415,12 +442,15 @@ impl Store {
             let mut db = self.db();
             // The old handle holds the file's lock: it goes before the file is opened again.
             db.take();
+            self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
             let mut reopened = create_db(&self.path).map_err(|e| fail(e.to_string()))?;
             if let Ok(false) = reopened.check_integrity() {
                 tracing::warn!(path = %self.path.display(), "state file repaired after a failed write");
             }
             *db = Some(Db::Writable(reopened));
         }
+        // The tables are as of their last synced commit: the journal has every turn since.
+        self.recover_journal().map_err(fail)?;
         let (meta_rows, drivers, apps, workers) = self.raw().map_err(|e| fail(e.to_string()))?;
         let mut changes = Changes::default();
         let meta_now = encode(&meta(state));
@@ -448,7 +478,8 @@ impl Store {
                 "state file brought up to date after a failed write"
             );
         }
-        self.save(&changes)
+        self.save(&changes)?;
+        self.checkpoint()
     }
 
     /// Every row of every table, as bytes.
@@ -476,69 +507,177 @@ impl Store {
         &self.path
     }
 
-    fn load(&self) -> Result<Loaded, StoreError> {
+    /// Reads every record but the history's; `unapplied` journal records are read over the
+    /// tables (a file open for reading only, whose journal could not be written into it).
+    fn load(&self, unapplied: &[journal::Record]) -> Result<Loaded, StoreError> {
         let shown = self.path.display().to_string();
         let io = |e: &dyn std::fmt::Display| StoreError::Open {
             path: shown.clone(),
             reason: e.to_string(),
         };
-        let db = self.db();
-        let db = db.as_ref().ok_or_else(|| io(&"the state file is closed"))?;
-        let txn = db.begin_read().map_err(|e| io(&e))?;
-        let mut loaded = Loaded::default();
-        let read_all =
-            |def: TableDefinition<&str, &[u8]>| -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-                let table = match txn.open_table(def) {
-                    Ok(t) => t,
-                    Err(redb::TableError::TableDoesNotExist(_)) => return Ok(Vec::new()),
-                    Err(e) => return Err(io(&e)),
-                };
-                let mut rows = Vec::new();
-                for row in table.iter().map_err(|e| io(&e))? {
-                    let (k, v) = row.map_err(|e| io(&e))?;
-                    rows.push((k.value().to_string(), v.value().to_vec()));
-                }
-                Ok(rows)
+        let (mut metas, mut drivers, mut apps, mut workers) = self.raw().map_err(|e| io(&e))?;
+        for row in unapplied.iter().flat_map(|r| &r.rows) {
+            let rows = match row.table {
+                "meta" => &mut metas,
+                "drivers" => &mut drivers,
+                "apps" => &mut apps,
+                "workers" => &mut workers,
+                _ => continue,
             };
+            match &row.value {
+                Some(value) => rows.insert(row.key.clone(), value.clone()),
+                None => rows.remove(&row.key),
+            };
+        }
+        let mut loaded = Loaded::default();
         let record = |table: &'static str, key: &str, e: serde_json::Error| StoreError::Record {
             path: shown.clone(),
             table,
             key: key.to_string(),
             reason: e.to_string(),
         };
-        for (key, bytes) in read_all(META)? {
-            if key == "meta" {
-                let meta: Meta =
-                    serde_json::from_slice(&bytes).map_err(|e| record("meta", &key, e))?;
-                if meta.format > FORMAT {
-                    return Err(StoreError::Format {
-                        path: shown.clone(),
-                        found: meta.format,
-                        reads: FORMAT,
-                    });
-                }
-                loaded.meta = Some(meta);
+        if let Some(bytes) = metas.get("meta") {
+            let meta: Meta =
+                serde_json::from_slice(bytes).map_err(|e| record("meta", "meta", e))?;
+            if meta.format > FORMAT {
+                return Err(StoreError::Format {
+                    path: shown.clone(),
+                    found: meta.format,
+                    reads: FORMAT,
+                });
             }
+            loaded.meta = Some(meta);
         }
-        for (key, bytes) in read_all(DRIVERS)? {
+        for (key, bytes) in &drivers {
             loaded
                 .drivers
-                .push(serde_json::from_slice(&bytes).map_err(|e| record("driver", &key, e))?);
+                .push(serde_json::from_slice(bytes).map_err(|e| record("driver", key, e))?);
         }
-        for (key, bytes) in read_all(APPS)? {
+        for (key, bytes) in &apps {
             loaded
                 .apps
-                .push(serde_json::from_slice(&bytes).map_err(|e| record("application", &key, e))?);
+                .push(serde_json::from_slice(bytes).map_err(|e| record("application", key, e))?);
         }
-        for (key, bytes) in read_all(WORKERS)? {
+        for (key, bytes) in &workers {
             loaded
                 .workers
-                .push(serde_json::from_slice(&bytes).map_err(|e| record("worker", &key, e))?);
+                .push(serde_json::from_slice(bytes).map_err(|e| record("worker", key, e))?);
         }
         Ok(loaded)
     }
 
-    /// Writes `changes` in one transaction and returns once it is durable (fsync'd).
+    /// The number of the last journal record the tables took (0 for none).
+    fn applied(&self) -> Result<u64, String> {
+        applied_in(&self.read_txn()?)
+    }
+
+    /// Opens the journal for writing and writes what it holds beyond the tables into them, with
+    /// a synced commit, before it is emptied. After a crash the tables are as of their last
+    /// synced commit, and the journal holds every acknowledged turn since.
+    fn recover_journal(&self) -> Result<(), String> {
+        let db = self.db();
+        let Some(Db::Writable(file)) = db.as_ref() else {
+            return Err("the state file is not open for writing".into());
+        };
+        let dir = self.path.parent().unwrap_or(Path::new("."));
+        let (journal, records) =
+            journal::Journal::open(dir).map_err(|e| format!("opening the journal: {e}"))?;
+        let applied = applied_in(&file.begin_read().map_err(|e| e.to_string())?)?;
+        let unapplied: Vec<_> = records.into_iter().filter(|r| r.seq > applied).collect();
+        let last = unapplied.last().map_or(applied, |r| r.seq);
+        let mut writer = Writer {
+            journal,
+            next_seq: last + 1,
+        };
+        if !unapplied.is_empty() {
+            let txn = file.begin_write().map_err(|e| e.to_string())?;
+            let mut history_rows = None;
+            for record in &unapplied {
+                let changes = Changes::from_rows(record.rows.iter().cloned())?;
+                history_rows = self.write_changes(&txn, &changes)?.or(history_rows);
+            }
+            set_applied(&txn, last)?;
+            txn.commit().map_err(|e| e.to_string())?;
+            if let Some(rows) = history_rows {
+                self.history_rows
+                    .store(rows, std::sync::atomic::Ordering::Relaxed);
+            }
+            tracing::info!(
+                records = unapplied.len(),
+                journal = %writer.journal.path().display(),
+                "journal records written into the state file"
+            );
+        }
+        writer
+            .journal
+            .clear()
+            .map_err(|e| format!("emptying the journal: {e}"))?;
+        *self.writer.lock().unwrap_or_else(|p| p.into_inner()) = Some(writer);
+        Ok(())
+    }
+
+    /// Writes `changes` into the tables of `txn`; the history table's rows after, when it was
+    /// written.
+    fn write_changes(
+        &self,
+        txn: &redb::WriteTransaction,
+        changes: &Changes,
+    ) -> Result<Option<u64>, String> {
+        let fail = |e: &dyn std::fmt::Display| e.to_string();
+        if let Some(meta) = &changes.meta {
+            let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
+            table
+                .insert("meta", meta.as_slice())
+                .map_err(|e| fail(&e))?;
+        }
+        for (def, rows) in [
+            (DRIVERS, &changes.drivers),
+            (APPS, &changes.apps),
+            (WORKERS, &changes.workers),
+        ] {
+            if rows.is_empty() {
+                continue;
+            }
+            let mut table = txn.open_table(def).map_err(|e| fail(&e))?;
+            for (key, value) in rows {
+                match value {
+                    Some(bytes) => {
+                        table
+                            .insert(key.as_str(), bytes.as_slice())
+                            .map_err(|e| fail(&e))?;
+                    }
+                    None => {
+                        table.remove(key.as_str()).map_err(|e| fail(&e))?;
+                    }
+                }
+            }
+        }
+        if changes.history.is_empty() {
+            return Ok(None);
+        }
+        use redb::ReadableTableMetadata;
+        let mut table = txn.open_table(HISTORY).map_err(|e| fail(&e))?;
+        for (key, bytes) in &changes.history {
+            table
+                .insert(key.as_str(), bytes.as_slice())
+                .map_err(|e| fail(&e))?;
+        }
+        let limit = self
+            .history_limit
+            .load(std::sync::atomic::Ordering::Relaxed);
+        let mut rows = table.len().map_err(|e| fail(&e))?;
+        // The oldest ids go first.
+        while rows > limit {
+            if table.pop_first().map_err(|e| fail(&e))?.is_none() {
+                break;
+            }
+            rows -= 1;
+        }
+        Ok(Some(rows))
+    }
+
+    /// Writes `changes` in one transaction and returns once it is durable: its journal record
+    /// synced, or (a large one) the tables' commit synced.
     pub fn save(&self, changes: &Changes) -> Result<(), StoreError> {
         let fail = |e: &dyn std::fmt::Display| StoreError::Write {
             path: self.path.display().to_string(),
@@ -552,66 +691,92 @@ impl Store {
             }
             None => return Err(fail(&"the state file is closed after a failed write")),
         };
-        let txn = db.begin_write().map_err(|e| fail(&e))?;
-        let mut history_rows = None;
-        {
-            if let Some(meta) = &changes.meta {
-                let mut table = txn.open_table(META).map_err(|e| fail(&e))?;
-                table
-                    .insert("meta", meta.as_slice())
-                    .map_err(|e| fail(&e))?;
-            }
-            for (def, rows) in [
-                (DRIVERS, &changes.drivers),
-                (APPS, &changes.apps),
-                (WORKERS, &changes.workers),
-            ] {
-                if rows.is_empty() {
-                    continue;
-                }
-                let mut table = txn.open_table(def).map_err(|e| fail(&e))?;
-                for (key, value) in rows {
-                    match value {
-                        Some(bytes) => {
-                            table
-                                .insert(key.as_str(), bytes.as_slice())
-                                .map_err(|e| fail(&e))?;
-                        }
-                        None => {
-                            table.remove(key.as_str()).map_err(|e| fail(&e))?;
-                        }
-                    }
-                }
-            }
-            if !changes.history.is_empty() {
-                use redb::ReadableTableMetadata;
-                let mut table = txn.open_table(HISTORY).map_err(|e| fail(&e))?;
-                for (key, bytes) in &changes.history {
-                    table
-                        .insert(key.as_str(), bytes.as_slice())
-                        .map_err(|e| fail(&e))?;
-                }
-                let limit = self
-                    .history_limit
-                    .load(std::sync::atomic::Ordering::Relaxed);
-                let mut rows = table.len().map_err(|e| fail(&e))?;
-                // The oldest ids go first.
-                while rows > limit {
-                    if table.pop_first().map_err(|e| fail(&e))?.is_none() {
-                        break;
-                    }
-                    rows -= 1;
-                }
-                history_rows = Some(rows);
-            }
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = writer
+            .as_mut()
+            .ok_or_else(|| fail(&"the journal is closed after a failed write"))?;
+        let seq = writer.next_seq;
+        let record = journal::encode(seq, changes);
+        let journaled = record.len() <= journal::RECORD_MAX;
+        let mut txn = db.begin_write().map_err(|e| fail(&e))?;
+        if journaled {
+            // The journal's synced record makes the turn durable; the tables' pages are synced
+            // at the next checkpoint.
+            txn.set_durability(redb::Durability::None)
+                .map_err(|e| fail(&e))?;
         }
+        let history_rows = self.write_changes(&txn, changes).map_err(|e| fail(&e))?;
+        set_applied(&txn, seq).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
+        writer.next_seq = seq + 1;
+        if journaled {
+            writer.journal.append(&record).map_err(|e| {
+                fail(&format!(
+                    "appending to the journal {}: {e}",
+                    writer.journal.path().display()
+                ))
+            })?;
+        } else {
+            // Synced with everything before it: the journal's records are in the tables.
+            writer.journal.clear().map_err(|e| fail(&e))?;
+        }
         if let Some(rows) = history_rows {
             self.history_rows
                 .store(rows, std::sync::atomic::Ordering::Relaxed);
         }
+        if writer.journal.wants_checkpoint()
+            && let Err(e) = checkpoint(db, &mut writer.journal)
+        {
+            // This turn is durable in the journal; the file's next write meets the trouble.
+            tracing::warn!(path = %self.path.display(), error = %e, "checkpoint of the state file failed");
+        }
         Ok(())
     }
+
+    /// Syncs the tables and empties the journal, so a restart has nothing to write again.
+    pub fn checkpoint(&self) -> Result<(), StoreError> {
+        let fail = |e: &dyn std::fmt::Display| StoreError::Write {
+            path: self.path.display().to_string(),
+            reason: e.to_string(),
+        };
+        let db = self.db();
+        let Some(Db::Writable(db)) = db.as_ref() else {
+            return Ok(());
+        };
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        match writer.as_mut() {
+            Some(writer) => checkpoint(db, &mut writer.journal).map_err(|e| fail(&e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// A synced commit of the tables (making every unsynced commit before it durable), then an
+/// empty journal.
+fn checkpoint(db: &redb::Database, journal: &mut journal::Journal) -> Result<(), String> {
+    let txn = db.begin_write().map_err(|e| e.to_string())?;
+    txn.commit().map_err(|e| e.to_string())?;
+    journal
+        .clear()
+        .map_err(|e| format!("emptying the journal: {e}"))
+}
+
+fn applied_in(txn: &redb::ReadTransaction) -> Result<u64, String> {
+    let table = match txn.open_table(JOURNAL) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => return Ok(0),
+        Err(e) => return Err(e.to_string()),
+    };
+    Ok(table
+        .get("applied")
+        .map_err(|e| e.to_string())?
+        .map_or(0, |v| v.value()))
+}
+
+fn set_applied(txn: &redb::WriteTransaction, seq: u64) -> Result<(), String> {
+    let mut table = txn.open_table(JOURNAL).map_err(|e| e.to_string())?;
+    table.insert("applied", seq).map_err(|e| e.to_string())?;
+    Ok(())
 }
 
 /// The rows to write or delete so that `file` holds exactly `now`.
@@ -825,6 +990,80 @@ mod tests {
             WorkerState::Decommissioned
         );
         back.check_invariants().unwrap();
+    }
+
+    /// Copies the state files of `from` into `to` while `from`'s store is open: what a crash
+    /// at this moment leaves on disk (redb's header on disk names its last synced commit).
+    fn crash_copy(from: &Path, to: &Path, names: &[&str]) {
+        for name in names {
+            std::fs::copy(from.join(name), to.join(name)).unwrap();
+        }
+    }
+
+    /// Acknowledged turns whose pages the file has not synced are in the journal: a crash
+    /// loses none, whether or not a checkpoint came between them, and the restart writes them
+    /// into the file, so the next start finds them without the journal.
+    #[test]
+    fn a_crash_loses_no_saved_turn_and_the_restart_writes_them_into_the_file() {
+        let live = tempfile::tempdir().unwrap();
+        let empty = State::new("http://m".into(), 1_795_271_400_000, Limits::retaining(50));
+        let state = cluster();
+        let (store, _) = Store::open(live.path()).unwrap();
+        store.save(&diff(&empty, &state)).unwrap();
+        let template = state.driver("driver-20261121143000-0000").unwrap();
+        let past: Vec<DriverInfo> = (0..300)
+            .map(|n| DriverInfo {
+                id: format!("driver-20000101000000-{n:04}"),
+                ..template.as_ref().clone()
+            })
+            .collect();
+        // One turn each: a checkpoint comes after the 256th record, the rest only journaled.
+        for driver in &past {
+            store.save(&Changes::history_of([driver])).unwrap();
+        }
+
+        let file_alone = tempfile::tempdir().unwrap();
+        crash_copy(live.path(), file_alone.path(), &[FILE_NAME]);
+        let (without_journal, loaded) = Store::open(file_alone.path()).unwrap();
+        assert!(
+            without_journal.history_len() < 300,
+            "the file alone has only what a checkpoint synced"
+        );
+        drop((without_journal, loaded));
+
+        let crashed = tempfile::tempdir().unwrap();
+        crash_copy(
+            live.path(),
+            crashed.path(),
+            &[FILE_NAME, journal::FILE_NAME],
+        );
+        {
+            let (back, loaded) = Store::open(crashed.path()).unwrap();
+            assert_eq!(loaded.drivers.len(), 2);
+            assert_eq!(back.history_len(), 300);
+            assert!(journal::Journal::read(crashed.path()).unwrap().is_empty());
+        }
+        std::fs::remove_file(crashed.path().join(journal::FILE_NAME)).unwrap();
+        let (again, loaded) = Store::open(crashed.path()).unwrap();
+        assert_eq!(loaded.drivers.len(), 2);
+        assert_eq!(again.history_len(), 300);
+        for driver in &past {
+            assert!(
+                again.history_driver(&driver.id).unwrap().is_some(),
+                "{}",
+                driver.id
+            );
+        }
+        // And turns saved after the replay follow its numbers.
+        again
+            .save(&Changes::history_of([&DriverInfo {
+                id: "driver-20000101000000-9999".into(),
+                ..template.as_ref().clone()
+            }]))
+            .unwrap();
+        let records = journal::Journal::read(crashed.path()).unwrap();
+        assert_eq!(records.len(), 1);
+        drop(again);
     }
 
     #[test]

@@ -154,11 +154,19 @@ impl Store {
         let Some(Db::Writable(db)) = db.as_ref() else {
             return Err(fail(&"the state file is not open for writing"));
         };
+        let mut writer = self.writer.lock().unwrap_or_else(|p| p.into_inner());
+        let writer = writer
+            .as_mut()
+            .ok_or_else(|| fail(&"the journal is closed after a failed write"))?;
         let txn = db.begin_write().map_err(|e| fail(&e))?;
         for (_, def) in TABLES {
             txn.delete_table(def).map_err(|e| fail(&e))?;
         }
+        super::set_applied(&txn, writer.next_seq).map_err(|e| fail(&e))?;
         txn.commit().map_err(|e| fail(&e))?;
+        // Synced: nothing in the journal may be written again over the emptied tables.
+        writer.next_seq += 1;
+        writer.journal.clear().map_err(|e| fail(&e))?;
         self.history_rows
             .store(0, std::sync::atomic::Ordering::Relaxed);
         Ok(())
