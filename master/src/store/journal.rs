@@ -112,6 +112,24 @@ pub struct Record {
     pub rows: Vec<Row>,
 }
 
+/// The length [`encode`] gives `changes`, found without copying them.
+pub fn encoded_len(changes: &Changes) -> usize {
+    let row =
+        |key: &str, value: Option<&[u8]>| 1 + 4 + key.len() + 1 + value.map_or(0, |v| 4 + v.len());
+    let mut len = HEADER + changes.meta.as_deref().map_or(0, |m| row("meta", Some(m)));
+    for changed in [&changes.drivers, &changes.apps, &changes.workers] {
+        len += changed
+            .iter()
+            .map(|(key, value)| row(key, value.as_deref()))
+            .sum::<usize>();
+    }
+    len + changes
+        .history
+        .iter()
+        .map(|(key, value)| row(key, Some(value)))
+        .sum::<usize>()
+}
+
 /// `changes` as the record numbered `seq`.
 pub fn encode(seq: u64, changes: &Changes) -> Vec<u8> {
     let mut out = Vec::with_capacity(HEADER + 64 * changes.records());
@@ -246,6 +264,7 @@ mod tests {
         let back = decode(&bytes);
         assert_eq!(back.iter().map(|r| r.seq).collect::<Vec<_>>(), [1, 2, 3]);
         assert_eq!(back[1].rows, changes(2).rows());
+        assert_eq!(encoded_len(&changes(2)), encode(2, &changes(2)).len());
     }
 
     /// An append cut anywhere, a record whose bytes changed, and older records left after a

@@ -696,8 +696,12 @@ impl Store {
             .as_mut()
             .ok_or_else(|| fail(&"the journal is closed after a failed write"))?;
         let seq = writer.next_seq;
-        let record = journal::encode(seq, changes);
-        let journaled = record.len() <= journal::RECORD_MAX;
+        let journaled = journal::encoded_len(changes) <= journal::RECORD_MAX;
+        let record = if journaled {
+            journal::encode(seq, changes)
+        } else {
+            Vec::new()
+        };
         let mut txn = db.begin_write().map_err(|e| fail(&e))?;
         if journaled {
             // The journal's synced record makes the turn durable; the tables' pages are synced
