@@ -324,7 +324,12 @@ impl Store {
         } else {
             let applied = store.applied().map_err(&open_error)?;
             journal::Journal::read(dir)
-                .map_err(|e| open_error(format!("reading the journal: {e}")))?
+                .map_err(|e| {
+                    open_error(format!(
+                        "reading the journal {}: {e}",
+                        dir.join(journal::FILE_NAME).display()
+                    ))
+                })?
                 .into_iter()
                 .filter(|r| r.seq > applied)
                 .collect()
@@ -580,8 +585,12 @@ impl Store {
             return Err("the state file is not open for writing".into());
         };
         let dir = self.path.parent().unwrap_or(Path::new("."));
-        let (journal, records) =
-            journal::Journal::open(dir).map_err(|e| format!("opening the journal: {e}"))?;
+        let (journal, records) = journal::Journal::open(dir).map_err(|e| {
+            format!(
+                "opening the journal {}: {e}",
+                dir.join(journal::FILE_NAME).display()
+            )
+        })?;
         let applied = applied_in(&file.begin_read().map_err(|e| e.to_string())?)?;
         let unapplied: Vec<_> = records.into_iter().filter(|r| r.seq > applied).collect();
         let last = unapplied.last().map_or(applied, |r| r.seq);
