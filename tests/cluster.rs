@@ -301,6 +301,12 @@ async fn exit_codes_logs_and_follow() {
         0o600,
         "the state file"
     );
+    // The journal holds each turn's records, specs included, until a checkpoint.
+    assert_eq!(
+        mode(&cluster.state_dir().join("hearth.journal")),
+        0o600,
+        "the state journal"
+    );
 
     // --follow streams output as it is written and ends when the driver ends.
     let slow = cluster.submit(&[
