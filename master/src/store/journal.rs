@@ -105,6 +105,22 @@ impl Journal {
     }
 }
 
+/// The records after `applied`, the last record the state file took. They must start right
+/// after it: a journal beginning later than that belongs with another copy of the file (one
+/// restored from a backup beside the live journal, say), and its turns would be laid over a
+/// file missing the ones between; the master refuses to start rather than guess.
+pub fn after(records: Vec<Record>, applied: u64, dir: &Path) -> Result<Vec<Record>, String> {
+    let unapplied: Vec<Record> = records.into_iter().filter(|r| r.seq > applied).collect();
+    match unapplied.first() {
+        Some(first) if first.seq != applied + 1 => Err(format!(
+            "the journal {} does not follow the state file: the file took records up to {applied} and the journal goes on from {}, so the two are not from the same master's directory. Put back the file that belongs with this journal, or move the journal away to start from the file alone (losing the turns only the journal holds)",
+            dir.join(FILE_NAME).display(),
+            first.seq
+        )),
+        _ => Ok(unapplied),
+    }
+}
+
 /// One turn's rows, as the journal holds them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Record {
@@ -284,6 +300,29 @@ mod tests {
         }
         let stale: Vec<u8> = [second, encode(3, &changes(3))].concat();
         assert_eq!(decode(&stale).len(), 1);
+    }
+
+    /// Records the file already took are skipped; a journal that starts after the record
+    /// following the file's last is refused, naming both numbers.
+    #[test]
+    fn only_records_right_after_the_files_last_are_taken() {
+        let dir = Path::new("/state");
+        let records = |seqs: &[u64]| -> Vec<Record> {
+            seqs.iter()
+                .map(|&seq| Record {
+                    seq,
+                    rows: Vec::new(),
+                })
+                .collect()
+        };
+        let taken = after(records(&[4, 5, 6, 7]), 5, dir).unwrap();
+        assert_eq!(taken.iter().map(|r| r.seq).collect::<Vec<_>>(), [6, 7]);
+        assert!(after(records(&[1, 2]), 9, dir).unwrap().is_empty());
+        let refused = after(records(&[8, 9]), 5, dir).unwrap_err();
+        assert!(
+            refused.contains("up to 5") && refused.contains("from 8"),
+            "{refused}"
+        );
     }
 
     #[test]

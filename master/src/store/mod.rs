@@ -323,16 +323,13 @@ impl Store {
             Vec::new()
         } else {
             let applied = store.applied().map_err(&open_error)?;
-            journal::Journal::read(dir)
-                .map_err(|e| {
-                    open_error(format!(
-                        "reading the journal {}: {e}",
-                        dir.join(journal::FILE_NAME).display()
-                    ))
-                })?
-                .into_iter()
-                .filter(|r| r.seq > applied)
-                .collect()
+            let records = journal::Journal::read(dir).map_err(|e| {
+                open_error(format!(
+                    "reading the journal {}: {e}",
+                    dir.join(journal::FILE_NAME).display()
+                ))
+            })?;
+            journal::after(records, applied, dir).map_err(&open_error)?
         };
         let loaded = store.load(&unapplied)?;
         let rows = store
@@ -592,7 +589,7 @@ impl Store {
             )
         })?;
         let applied = applied_in(&file.begin_read().map_err(|e| e.to_string())?)?;
-        let unapplied: Vec<_> = records.into_iter().filter(|r| r.seq > applied).collect();
+        let unapplied = journal::after(records, applied, dir)?;
         let last = unapplied.last().map_or(applied, |r| r.seq);
         let mut writer = Writer {
             journal,
@@ -1077,6 +1074,21 @@ mod tests {
         let records = journal::Journal::read(crashed.path()).unwrap();
         assert_eq!(records.len(), 1);
         drop(again);
+
+        // The live journal beside a file that is not its own (an empty one here) is refused,
+        // and left as it was.
+        let mismatched = tempfile::tempdir().unwrap();
+        crash_copy(live.path(), mismatched.path(), &[journal::FILE_NAME]);
+        let before = std::fs::read(mismatched.path().join(journal::FILE_NAME)).unwrap();
+        let refused = Store::open(mismatched.path()).unwrap_err().to_string();
+        assert!(
+            refused.contains("does not follow the state file"),
+            "{refused}"
+        );
+        assert_eq!(
+            std::fs::read(mismatched.path().join(journal::FILE_NAME)).unwrap(),
+            before
+        );
     }
 
     #[test]
