@@ -1,9 +1,11 @@
-//! The master's durable state: one redb file, `hearth.redb`, in the state directory.
+//! The master's durable state: one redb file, `hearth.redb`, and its journal,
+//! `hearth.journal` ([`journal`]), in the state directory.
 //!
 //! Drivers (with their specs and any application spec), applications (with their executors),
 //! workers (what they offer and what they hold) and the id counters are kept as JSON records
-//! keyed by id. The actor writes what a turn changed in one transaction, committed with fsync,
-//! before it answers anyone, so an acknowledged submission is on disk. What changed is found by
+//! keyed by id. The actor writes what a turn changed in one unsynced transaction and one
+//! journal record, synced, before it answers anyone, so an acknowledged submission is on disk;
+//! a checkpoint syncs the file now and then and empties the journal. What changed is found by
 //! comparing the state with the last one written: every change to a record makes a new `Arc`,
 //! so unchanged records are skipped by pointer.
 //!
