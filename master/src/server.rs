@@ -168,7 +168,7 @@ pub async fn start_with(
             .map_err(|e| Error::Internal(format!("state actor panicked: {e}")))?
     }));
     let tls_on = cert.is_some();
-    let (grpc_listener, web_listener) = match cert {
+    let (grpc_tls, web_listener) = match cert {
         Some((cert, grpc_tls, web_tls)) => {
             tasks.push(tokio::spawn({
                 let watch = cert.watch(shutdown.clone());
@@ -178,20 +178,17 @@ pub async fn start_with(
                 }
             }));
             (
-                Listener::Tls(tls::incoming(grpc_listener, grpc_tls, shutdown.clone())),
+                Some(grpc_tls),
                 Listener::Tls(tls::incoming(web_listener, web_tls, shutdown.clone())),
             )
         }
-        None => (
-            Listener::Plain(grpc_listener),
-            Listener::Plain(web_listener),
-        ),
+        None => (None, Listener::Plain(web_listener)),
     };
     {
         let handle = handle.clone();
         let shutdown = shutdown.clone();
         tasks.push(tokio::spawn(async move {
-            grpc::serve(handle, grpc_listener, shutdown).await
+            grpc::own_thread::serve(handle, grpc_listener, grpc_tls, shutdown).await
         }));
     }
     tasks.push(tokio::spawn(sample_use(handle.clone(), shutdown.clone())));

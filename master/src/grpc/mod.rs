@@ -5,6 +5,7 @@
 pub mod access;
 mod client_service;
 mod decode_budget;
+pub mod own_thread;
 mod replication_service;
 mod status_codes;
 mod timing;
@@ -29,8 +30,9 @@ use crate::{actor::MasterHandle, error::Result, listen::Listener};
 pub use client_service::ClientApi;
 pub use worker_service::WorkerApi;
 
-/// Serves gRPC on `listener` until `shutdown`.
-pub async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> Result<()> {
+/// Serves gRPC on `listener` until `shutdown`, on the runtime it is called from
+/// ([`own_thread::serve`] gives it one of its own).
+async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> Result<()> {
     let check = handle.config.secret_check();
     let (health, health_service) = tonic_health::server::health_reporter();
     health.set_serving::<ClientServiceServer<ClientApi>>().await;
