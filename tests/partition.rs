@@ -234,3 +234,77 @@ async fn an_at_most_one_driver_cut_off_by_a_partition_stops_before_it_runs_elsew
         .expect("driver");
     assert_eq!((d.attempt, d.worker_id.as_str()), (2, near.as_str()));
 }
+
+/// The master's established connections whose far end is `peer` (an address).
+fn connections_from(peer: &str) -> usize {
+    let out = Command::new("ss")
+        .args(["-Htn", "state", "established", "dst", peer])
+        .output()
+        .unwrap_or_else(|e| panic!("ss: {e} (the iproute2 package is needed)"));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).lines().count()
+}
+
+/// A peer cut off without a reset is dropped by the master's TCP keepalive and timeout on
+/// unacknowledged data (40 s), without the master pinging each connection; a connection that
+/// is only idle is kept, as its peer's kernel answers the probes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
+async fn a_connection_cut_off_by_a_partition_is_dropped_and_an_idle_one_is_kept() {
+    use std::io::Write;
+    let netns = Netns::create(2);
+    let far_ip = "198.18.0.10";
+    let (mut cluster, far) = across_the_link(&netns).await;
+    assert_eq!(connections_from(far_ip), 1, "the far worker's connection");
+    // An HTTP/2 connection from this side that says nothing after its preface and settings.
+    let port: u16 = cluster
+        .url
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("port");
+    let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+        .expect("preface");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    idle.write_all(b"\0\0\0\x04\x01\0\0\0\0")
+        .expect("settings ack");
+    let idle_port = idle.local_addr().expect("local address").port();
+    let idle_open = move || {
+        let out = Command::new("ss")
+            .args([
+                "-Htn",
+                "state",
+                "established",
+                "sport",
+                &format!("= :{idle_port}"),
+            ])
+            .output()
+            .expect("ss");
+        String::from_utf8_lossy(&out.stdout).lines().count() == 1
+    };
+    assert!(idle_open());
+
+    netns.set_link(false);
+    let cut = std::time::Instant::now();
+    cluster.wait_worker(&far, WorkerState::Dead, LIMIT).await;
+    support::wait_for(
+        "the master to drop the cut-off connection",
+        Duration::from_secs(75),
+        || async { (connections_from(far_ip) == 0).then_some(()) },
+    )
+    .await;
+    let took = cut.elapsed();
+    eprintln!("the cut-off connection was dropped {took:?} after the link went down");
+    assert!(took >= Duration::from_secs(30), "dropped after {took:?}");
+    assert!(
+        idle_open(),
+        "the idle connection, silent for {took:?}, was dropped too"
+    );
+    // The master answers on as before.
+    cluster.client().await.workers().await.expect("workers");
+}

@@ -210,7 +210,7 @@ pub fn incoming(
                     }
                 },
             };
-            let _ = tcp.set_nodelay(true);
+            crate::listen::tune_accepted(&tcp);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

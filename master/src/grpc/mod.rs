@@ -69,11 +69,6 @@ async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> 
         .tcp_nodelay(true)
         .initial_stream_window_size(Some(hearth_common::STREAM_WINDOW_BYTES))
         .initial_connection_window_size(Some(hearth_common::CONNECTION_WINDOW_BYTES))
-        // A connection silent this long is pinged. Longer than the heartbeat interval of a
-        // large cluster (10 s at 10,000 workers): a worker's stream is watched by its
-        // heartbeats, and pings beside them would double its traffic.
-        .http2_keepalive_interval(Some(KEEPALIVE))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(10)))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
@@ -93,13 +88,9 @@ async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> 
         Listener::Plain(listener) => {
             router
                 .serve_with_incoming_shutdown(
-                    // The builder's `tcp_nodelay` covers only the listeners it binds itself;
-                    // without it, small answers wait out Nagle and delayed ACKs (40 ms).
-                    TcpListenerStream::new(listener).map(|accepted| {
-                        accepted.inspect(|stream| {
-                            let _ = stream.set_nodelay(true);
-                        })
-                    }),
+                    // The builder's TCP settings cover only the listeners it binds itself.
+                    TcpListenerStream::new(listener)
+                        .map(|accepted| accepted.inspect(crate::listen::tune_accepted)),
                     shutdown.cancelled_owned(),
                 )
                 .await?
@@ -114,6 +105,3 @@ async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> 
     }
     Ok(())
 }
-
-/// How long a connection may be silent before the master pings it.
-const KEEPALIVE: std::time::Duration = std::time::Duration::from_secs(30);
