@@ -258,7 +258,7 @@ async fn a_connection_cut_off_by_a_partition_is_dropped_and_an_idle_one_is_kept(
     use std::io::Write;
     let netns = Netns::create(2);
     let far_ip = "198.18.0.10";
-    let (mut cluster, far) = across_the_link(&netns).await;
+    let (cluster, far) = across_the_link(&netns).await;
     assert_eq!(connections_from(far_ip), 1, "the far worker's connection");
     // An HTTP/2 connection from this side that says nothing after its preface and settings.
     let port: u16 = cluster
