@@ -164,9 +164,13 @@ async fn read_worker_stream(
     // Whether a report went to the actor since the last heartbeat sent there, and that
     // heartbeat's number: until the actor has answered it, later ones go the same way.
     let (mut reported, mut through_actor) = (false, 0);
+    // Made once: a wait made per message would join and leave the token's list of waiters,
+    // shared by every stream, with each heartbeat.
+    let shutdown = master.shutdown.cancelled();
+    tokio::pin!(shutdown);
     loop {
         let next = tokio::select! {
-            _ = master.shutdown.cancelled() => return "master shutting down".into(),
+            _ = &mut shutdown => return "master shutting down".into(),
             next = inbound.message() => next,
         };
         let message = match next {
