@@ -392,11 +392,13 @@ impl Actor {
                 continue;
             }
             self.snapshot_tx.send_replace(Arc::new(self.state.clone()));
-            for effect in effects {
-                self.deliver(effect);
-            }
+            // Answers before orders: the gRPC thread takes them in this order, and a worker
+            // woken by its order can take the CPU before an answer queued behind it is written.
             for r in replies {
                 r(None);
+            }
+            for effect in effects {
+                self.deliver(effect);
             }
         }
         self.links.clear();
