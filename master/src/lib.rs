@@ -21,6 +21,7 @@
 //! - [`telemetry`]: latency histograms and the utilisation samples behind the UI's chart.
 //! - [`server`]: binds the ports and runs it all until shutdown.
 
+pub mod accepted;
 pub mod actor;
 pub mod autoscale;
 pub mod command;

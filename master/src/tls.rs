@@ -210,7 +210,7 @@ pub fn incoming(
                     }
                 },
             };
-            crate::listen::tune_accepted(&tcp);
+            crate::accepted::tune(&tcp);
             let acceptor = acceptor.clone();
             let tx = tx.clone();
             tokio::spawn(async move {

@@ -90,7 +90,7 @@ async fn serve(handle: MasterHandle, listener: Listener, shutdown: Shutdown) -> 
                 .serve_with_incoming_shutdown(
                     // The builder's TCP settings cover only the listeners it binds itself.
                     TcpListenerStream::new(listener)
-                        .map(|accepted| accepted.inspect(crate::listen::tune_accepted)),
+                        .map(|accepted| accepted.inspect(crate::accepted::tune)),
                     shutdown.cancelled_owned(),
                 )
                 .await?
