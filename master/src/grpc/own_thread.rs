@@ -51,7 +51,7 @@ fn run(
         .enable_all()
         .build()
         .map_err(|e| Error::Internal(format!("cannot start the gRPC runtime: {e}")))?;
-    runtime.block_on(async move {
+    let served = runtime.block_on(async move {
         let listener = TcpListener::from_std(listener)
             .map_err(|e| Error::Internal(format!("gRPC port: {e}")))?;
         let listener = match tls {
@@ -61,5 +61,12 @@ fn run(
             None => Listener::Plain(listener),
         };
         super::serve(handle, listener, shutdown).await
-    })
+    });
+    // The port's connections end here; a page read from the history on a blocking thread is
+    // not waited for past this.
+    runtime.shutdown_timeout(SHUTDOWN_WAIT);
+    served
 }
+
+/// How long a stopping gRPC port waits for its blocking reads.
+const SHUTDOWN_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
