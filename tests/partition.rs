@@ -255,7 +255,7 @@ fn connections_from(peer: &str) -> usize {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs root and iproute2 for network namespaces; ./scripts/test runs it, or: cargo test -- --include-ignored"]
 async fn a_connection_cut_off_by_a_partition_is_dropped_and_an_idle_one_is_kept() {
-    use std::io::Write;
+    use std::io::{Read, Write};
     let netns = Netns::create(2);
     let far_ip = "198.18.0.10";
     let (cluster, far) = across_the_link(&netns).await;
@@ -270,7 +270,11 @@ async fn a_connection_cut_off_by_a_partition_is_dropped_and_an_idle_one_is_kept(
     let mut idle = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
     idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
         .expect("preface");
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The master's own settings come first; they are acknowledged, as a client must.
+    idle.set_read_timeout(Some(LIMIT)).expect("read timeout");
+    let mut frame = [0u8; 9];
+    idle.read_exact(&mut frame).expect("the master's settings");
+    assert_eq!(frame[3], 0x04, "a SETTINGS frame first: {frame:?}");
     idle.write_all(b"\0\0\0\x04\x01\0\0\0\0")
         .expect("settings ack");
     let idle_port = idle.local_addr().expect("local address").port();
