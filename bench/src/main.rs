@@ -9,6 +9,7 @@ mod durable;
 mod failure;
 mod fairness;
 mod figures;
+mod kept_logs;
 mod launch;
 mod preemption;
 mod procs;
@@ -38,7 +39,7 @@ struct Args {
     quick: bool,
     /// Only the figures whose key or name contains this text (keys: start, submit, floor,
     /// throughput, executors, kill, stop, at-most-one, scheduler, queues, preemption,
-    /// heartbeat, curve, scale, burst, tenth, idle, durable, ui).
+    /// heartbeat, curve, scale, burst, tenth, kept, idle, durable, ui).
     #[arg(long)]
     only: Option<String>,
 }
@@ -181,6 +182,13 @@ async fn run(args: &Args) -> anyhow::Result<figures::Table> {
         };
         for figure in scale::at_scale(&binary, size, "tenth").await? {
             table.push(figure);
+        }
+    }
+    // Kept logs a tenth and the whole size of a million retained drivers' (two streams each):
+    // what one more driver's end costs must not grow with them.
+    if wanted("kept", "kept logs:") {
+        for streams in [pick(200_000, 2_000), pick(2_000_000, 20_000)] {
+            table.push(kept_logs::ended_driver_at(streams, pick(200, 5)).await?);
         }
     }
     if wanted("idle", "master idle RSS") {

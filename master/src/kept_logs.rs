@@ -86,7 +86,7 @@ pub struct Usage {
 }
 
 /// Streams by age, for cutting the oldest when over the limit.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 struct Index {
     by_key: HashMap<String, (u64, u64)>,
     by_age: BTreeMap<u64, String>,
@@ -112,6 +112,50 @@ impl Index {
 
     fn oldest(&self) -> Option<String> {
         self.by_age.values().next().cloned()
+    }
+
+    /// Puts `key` back as it was (absent for `None`).
+    fn restore(&mut self, key: &str, was: Option<(u64, u64)>) {
+        self.forget(key);
+        if let Some((seq, len)) = was {
+            self.by_key.insert(key.to_string(), (seq, len));
+            self.by_age.insert(seq, key.to_string());
+            self.total += len;
+        }
+    }
+}
+
+/// What a batch changed in the index, to put it back when the batch's write fails: the
+/// streams it touched as they were before, not a copy of the whole index (which holds a
+/// stream for every process whose log is kept, a million and more in a large cluster's
+/// history, and was copied for every batch).
+#[derive(Debug)]
+struct Undo {
+    next_seq: u64,
+    before: HashMap<String, Option<(u64, u64)>>,
+}
+
+impl Undo {
+    fn of(index: &Index) -> Self {
+        Self {
+            next_seq: index.next_seq,
+            before: HashMap::new(),
+        }
+    }
+
+    /// Keeps what `key` was before its first change in this batch.
+    fn note(&mut self, index: &Index, key: &str) {
+        if !self.before.contains_key(key) {
+            self.before
+                .insert(key.to_string(), index.by_key.get(key).copied());
+        }
+    }
+
+    fn roll_back(self, index: &mut Index) {
+        for (key, was) in self.before {
+            index.restore(&key, was);
+        }
+        index.next_seq = self.next_seq;
     }
 }
 
@@ -260,7 +304,7 @@ impl KeptLogs {
         self.inner.sync()
     }
 
-    /// Writes shipped pieces now (the writer task does this as they arrive).
+    /// Writes shipped pieces now, synced (the writer task does this as they arrive).
     #[cfg(test)]
     pub fn apply_now(&self, batch: Vec<(String, LogTail)>) -> Result<()> {
         self.inner.apply(
@@ -268,6 +312,13 @@ impl KeptLogs {
             hearth_common::ids::now_ms(),
             redb::Durability::Immediate,
         )
+    }
+
+    /// Writes shipped pieces now, as the writer task writes most of them: not synced until
+    /// [`Self::sync`] (for the benchmark).
+    pub fn apply_unsynced_now(&self, batch: Vec<(String, LogTail)>) -> Result<()> {
+        self.inner
+            .apply(batch, hearth_common::ids::now_ms(), redb::Durability::None)
     }
 }
 
@@ -413,10 +464,26 @@ impl Inner {
         now_ms: i64,
         durability: redb::Durability,
     ) -> Result<()> {
-        // Only this writer changes the index: work on a copy, and put it in place once the
-        // transaction is committed, so a failed write leaves the index as the file is, and
-        // readers of the usage are not held up by the commit.
-        let mut index = self.lock().clone();
+        // Only this writer changes the index. It changes it as it goes (the lock held for each
+        // change, not over the commit, so readers of the usage are not held up), and puts back
+        // what it changed when the write fails, so the index stays as the file is.
+        let mut undo = Undo::of(&self.lock());
+        let written = self.write(batch, now_ms, durability, &mut undo);
+        if written.is_err() {
+            undo.roll_back(&mut self.lock());
+        }
+        written
+    }
+
+    /// [`Self::apply`]'s transaction, changing the index as it goes and noting in `undo`
+    /// what it was.
+    fn write(
+        &self,
+        batch: Vec<(String, LogTail)>,
+        now_ms: i64,
+        durability: redb::Durability,
+        undo: &mut Undo,
+    ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| self.failed("write", e))?;
         txn.set_durability(durability)
             .map_err(|e| self.failed("write", e))?;
@@ -458,21 +525,30 @@ impl Inner {
                 let len = record.data.len() as u64;
                 ages.insert(key.as_str(), (now_ms.max(0) as u64, len))
                     .map_err(|e| self.failed("write", e))?;
+                let mut index = self.lock();
+                undo.note(&index, &key);
                 index.put(&key, len);
             }
-            while index.total > self.limit {
-                let Some(oldest) = index.oldest() else { break };
+            loop {
+                let oldest = {
+                    let index = self.lock();
+                    if index.total <= self.limit {
+                        break;
+                    }
+                    index.oldest()
+                };
+                let Some(oldest) = oldest else { break };
                 tails
                     .remove(oldest.as_str())
                     .map_err(|e| self.failed("write", e))?;
                 ages.remove(oldest.as_str())
                     .map_err(|e| self.failed("write", e))?;
+                let mut index = self.lock();
+                undo.note(&index, &oldest);
                 index.forget(&oldest);
             }
         }
-        txn.commit().map_err(|e| self.failed("commit", e))?;
-        *self.lock() = index;
-        Ok(())
+        txn.commit().map_err(|e| self.failed("commit", e))
     }
 }
 
@@ -570,6 +646,31 @@ mod tests {
         t.data = b"third".to_vec();
         let r = merge(Some(r), &t, "w3").unwrap();
         assert_eq!((r.attempt, r.data.as_slice()), (3, &b"third"[..]));
+    }
+
+    #[test]
+    fn a_rolled_back_batch_leaves_the_index_as_it_was() {
+        let mut index = Index::default();
+        for (key, len) in [("a", 10), ("b", 20), ("c", 30)] {
+            index.put(key, len);
+        }
+        let before = index.clone();
+        let mut undo = Undo::of(&index);
+        // Written again (twice), new, and cut: each noted before its first change.
+        for (key, len) in [("b", 5), ("d", 7), ("b", 9)] {
+            undo.note(&index, key);
+            index.put(key, len);
+        }
+        let oldest = index.oldest().unwrap();
+        assert_eq!(oldest, "a");
+        undo.note(&index, &oldest);
+        index.forget(&oldest);
+        assert_eq!((index.total, index.by_key.len()), (30 + 7 + 9, 3));
+        undo.roll_back(&mut index);
+        assert_eq!(index, before);
+        // And it goes on from there as if the batch had never been.
+        index.put("e", 1);
+        assert_eq!(index.by_key["e"], (4, 1));
     }
 
     #[tokio::test]
