@@ -125,25 +125,31 @@ impl Index {
     }
 }
 
-/// What a batch changed in the index, to put it back when the batch's write fails: the
-/// streams it touched as they were before, not a copy of the whole index (which holds a
-/// stream for every process whose log is kept, a million and more in a large cluster's
-/// history, and was copied for every batch).
+/// What a batch changed in the index, put back when it is dropped before [`Undo::keep`] (the
+/// batch's write failed, or panicked): the streams the batch touched as they were before, not
+/// a copy of the whole index (which holds a stream for every process whose log is kept, a
+/// million and more in a large cluster's history, and was copied for every batch).
 #[derive(Debug)]
-struct Undo {
+struct Undo<'a> {
+    index: &'a Mutex<Index>,
     next_seq: u64,
     before: HashMap<String, Option<(u64, u64)>>,
+    kept: bool,
 }
 
-impl Undo {
-    fn of(index: &Index) -> Self {
+impl<'a> Undo<'a> {
+    fn of(index: &'a Mutex<Index>) -> Self {
+        let next_seq = lock_index(index).next_seq;
         Self {
-            next_seq: index.next_seq,
+            index,
+            next_seq,
             before: HashMap::new(),
+            kept: false,
         }
     }
 
-    /// Keeps what `key` was before its first change in this batch.
+    /// Keeps what `key` was before its first change in this batch; `index` is the locked
+    /// index about to change it.
     fn note(&mut self, index: &Index, key: &str) {
         if !self.before.contains_key(key) {
             self.before
@@ -151,12 +157,27 @@ impl Undo {
         }
     }
 
-    fn roll_back(self, index: &mut Index) {
-        for (key, was) in self.before {
+    /// The batch is written: its changes stay.
+    fn keep(mut self) {
+        self.kept = true;
+    }
+}
+
+impl Drop for Undo<'_> {
+    fn drop(&mut self) {
+        if self.kept {
+            return;
+        }
+        let mut index = lock_index(self.index);
+        for (key, was) in self.before.drain() {
             index.restore(&key, was);
         }
         index.next_seq = self.next_seq;
     }
+}
+
+fn lock_index(index: &Mutex<Index>) -> std::sync::MutexGuard<'_, Index> {
+    index.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 struct Inner {
@@ -386,7 +407,7 @@ async fn write_shipped(inner: std::sync::Weak<Inner>, mut rx: mpsc::Receiver<(St
 
 impl Inner {
     fn lock(&self) -> std::sync::MutexGuard<'_, Index> {
-        self.index.lock().unwrap_or_else(|p| p.into_inner())
+        lock_index(&self.index)
     }
 
     fn failed(&self, what: &str, e: impl std::fmt::Display) -> Error {
@@ -467,12 +488,10 @@ impl Inner {
         // Only this writer changes the index. It changes it as it goes (the lock held for each
         // change, not over the commit, so readers of the usage are not held up), and puts back
         // what it changed when the write fails, so the index stays as the file is.
-        let mut undo = Undo::of(&self.lock());
-        let written = self.write(batch, now_ms, durability, &mut undo);
-        if written.is_err() {
-            undo.roll_back(&mut self.lock());
-        }
-        written
+        let mut undo = Undo::of(&self.index);
+        self.write(batch, now_ms, durability, &mut undo)?;
+        undo.keep();
+        Ok(())
     }
 
     /// [`Self::apply`]'s transaction, changing the index as it goes and noting in `undo`
@@ -482,7 +501,7 @@ impl Inner {
         batch: Vec<(String, LogTail)>,
         now_ms: i64,
         durability: redb::Durability,
-        undo: &mut Undo,
+        undo: &mut Undo<'_>,
     ) -> Result<()> {
         let mut txn = self.db.begin_write().map_err(|e| self.failed("write", e))?;
         txn.set_durability(durability)
@@ -649,28 +668,40 @@ mod tests {
     }
 
     #[test]
-    fn a_rolled_back_batch_leaves_the_index_as_it_was() {
-        let mut index = Index::default();
+    fn a_batch_not_kept_leaves_the_index_as_it_was_and_a_kept_one_stays() {
+        let index = Mutex::new(Index::default());
         for (key, len) in [("a", 10), ("b", 20), ("c", 30)] {
-            index.put(key, len);
+            lock_index(&index).put(key, len);
         }
-        let before = index.clone();
-        let mut undo = Undo::of(&index);
+        let before = lock_index(&index).clone();
         // Written again (twice), new, and cut: each noted before its first change.
-        for (key, len) in [("b", 5), ("d", 7), ("b", 9)] {
-            undo.note(&index, key);
-            index.put(key, len);
-        }
-        let oldest = index.oldest().unwrap();
-        assert_eq!(oldest, "a");
-        undo.note(&index, &oldest);
-        index.forget(&oldest);
-        assert_eq!((index.total, index.by_key.len()), (30 + 7 + 9, 3));
-        undo.roll_back(&mut index);
-        assert_eq!(index, before);
+        let batch = |undo: &mut Undo<'_>| {
+            let mut index = lock_index(&index);
+            for (key, len) in [("b", 5), ("d", 7), ("b", 9)] {
+                undo.note(&index, key);
+                index.put(key, len);
+            }
+            let oldest = index.oldest().unwrap();
+            assert_eq!(oldest, "a");
+            undo.note(&index, &oldest);
+            index.forget(&oldest);
+        };
+        let mut undo = Undo::of(&index);
+        batch(&mut undo);
+        let changed = lock_index(&index).clone();
+        assert_eq!((changed.total, changed.by_key.len()), (30 + 7 + 9, 3));
+        drop(undo);
+        assert_eq!(*lock_index(&index), before);
         // And it goes on from there as if the batch had never been.
-        index.put("e", 1);
-        assert_eq!(index.by_key["e"], (4, 1));
+        lock_index(&index).put("e", 1);
+        assert_eq!(lock_index(&index).by_key["e"], (4, 1));
+
+        let mut undo = Undo::of(&index);
+        batch(&mut undo);
+        undo.keep();
+        let index = lock_index(&index);
+        assert_eq!((index.total, index.by_key.len()), (30 + 7 + 9 + 1, 4));
+        assert!(!index.by_key.contains_key("a"));
     }
 
     #[tokio::test]
