@@ -471,14 +471,14 @@ impl Inner {
         }))
     }
 
-    /// Merges shipped pieces into what is kept, then cuts the oldest streams while over the
-    /// limit; one transaction for the batch.
     /// Makes every write so far survive a crash.
     fn sync(&self) -> Result<()> {
         let txn = self.db.begin_write().map_err(|e| self.failed("sync", e))?;
         txn.commit().map_err(|e| self.failed("sync", e))
     }
 
+    /// Merges shipped pieces into what is kept, then cuts the oldest streams while over the
+    /// limit; one transaction for the batch.
     fn apply(
         &self,
         batch: Vec<(String, LogTail)>,
