@@ -85,8 +85,10 @@ pub struct Usage {
     pub dropped: u64,
 }
 
-/// Streams by age, for cutting the oldest when over the limit.
-#[derive(Debug, Default, Clone, PartialEq)]
+/// Streams by age, for cutting the oldest when over the limit. Never copied: a batch notes
+/// what it changes ([`Undo`]).
+#[derive(Debug, Default)]
+#[cfg_attr(test, derive(Clone, PartialEq))]
 struct Index {
     by_key: HashMap<String, (u64, u64)>,
     by_age: BTreeMap<u64, String>,
