@@ -12,10 +12,10 @@ const KEEPALIVE_IDLE: Duration = Duration::from_secs(30);
 const UNANSWERED_FOR: Duration = Duration::from_secs(40);
 
 /// Settings for an accepted connection (gRPC's, and the UI's under TLS): no Nagle delay (small
-/// answers would wait out delayed ACKs, 40 ms), and a peer that vanished (its node gone, a partition) dropped after
-/// [`UNANSWERED_FOR`] by the kernel's keepalive. HTTP/2 keepalive pings would find it too, but
-/// each connection's ping timer wakes the master every interval, heard from or not: 333 wakeups
-/// a second at 10,000 workers.
+/// answers would wait out delayed ACKs, 40 ms), and a peer that vanished (its node gone, a
+/// partition) dropped after [`UNANSWERED_FOR`] by the kernel's keepalive. HTTP/2 keepalive pings
+/// would find it too, but each connection's ping timer wakes the master every interval, heard
+/// from or not: 333 wakeups a second at 10,000 workers.
 pub fn tune(stream: &TcpStream) {
     if let Err(e) = stream.set_nodelay(true) {
         tracing::debug!(error = %e, "TCP_NODELAY not set on an accepted connection");
