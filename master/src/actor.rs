@@ -4,6 +4,10 @@
 //! Everything queued when a turn starts is applied in that turn, so a burst of submissions
 //! costs one scheduling pass, one write to the store (fsync'd) and one snapshot. Nobody is
 //! answered before what the turn changed is on disk.
+//!
+//! The actor has a thread and runtime of its own and writes each turn on that thread. It waits
+//! for the write before its next turn anyway; handing the write to a blocking thread and being
+//! woken again cost two thread wakeups on the path of every submission.
 
 use std::sync::Arc;
 
@@ -136,9 +140,10 @@ impl MasterHandle {
     }
 }
 
-/// Starts the actor on the state `store` held (`loaded`, as read); it runs until `shutdown` is
-/// cancelled. A turn whose write fails is undone (its callers told UNAVAILABLE, its orders
-/// never sent) and the master goes on serving reads until the file can be written again.
+/// Starts the actor on the state `store` held (`loaded`, as read), on a thread of its own; it
+/// runs until `shutdown` is cancelled. A turn whose write fails is undone (its callers told
+/// UNAVAILABLE, its orders never sent) and the master goes on serving reads until the file can
+/// be written again. The handle's task ends with the actor.
 #[allow(clippy::too_many_arguments)] // each a part the actor owns or shares, named at the one caller
 pub fn spawn(
     config: Arc<MasterConfig>,
@@ -149,7 +154,7 @@ pub fn spawn(
     kept_logs: KeptLogs,
     leadership: Arc<Leadership>,
     shutdown: Shutdown,
-) -> (MasterHandle, tokio::task::JoinHandle<Result<()>>) {
+) -> Result<(MasterHandle, tokio::task::JoinHandle<Result<()>>)> {
     let now_ms = ids::now_ms();
     let limits = Limits {
         retained_drivers: config.retained_drivers,
@@ -225,8 +230,19 @@ pub fn spawn(
         replicas,
         replication,
     };
-    let task = tokio::spawn(actor.run(shutdown));
-    (handle, task)
+    let (done_tx, done_rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("hearth-state".into())
+        .spawn(move || {
+            let _ = done_tx.send(actor.run_on_own_runtime(shutdown));
+        })
+        .map_err(|e| Error::Internal(format!("cannot start the state thread: {e}")))?;
+    let task = tokio::spawn(async move {
+        done_rx
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("the state thread panicked".into())))
+    });
+    Ok((handle, task))
 }
 
 struct Actor {
@@ -275,6 +291,17 @@ fn reply<T: Send + 'static>(tx: oneshot::Sender<Result<T>>, value: Result<T>) ->
 }
 
 impl Actor {
+    fn run_on_own_runtime(self, shutdown: Shutdown) -> Result<()> {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| Error::Internal(format!("cannot start the state runtime: {e}")))?;
+        let ran = runtime.block_on(self.run(shutdown));
+        // A standby's snapshot read on a blocking thread is not waited for past this.
+        runtime.shutdown_timeout(std::time::Duration::from_secs(5));
+        ran
+    }
+
     async fn run(mut self, shutdown: Shutdown) -> Result<()> {
         let period = (self.config.worker_timeout / 4).min(std::time::Duration::from_secs(1));
         let mut tick = tokio::time::interval(period);
@@ -406,21 +433,13 @@ impl Actor {
         Ok(())
     }
 
-    /// Writes what changed since the last write, in one transaction, off the async threads.
-    /// After a failed write the file is opened again and brought up to the whole state.
+    /// Writes what changed since the last write, in one transaction, on the actor's own thread
+    /// (nothing else runs there). After a failed write the file is opened again and brought up
+    /// to the whole state.
     async fn persist(&mut self) -> Result<()> {
         if self.store_trouble.get().is_some() {
             self.store_retried = Instant::now();
-            let store = self.store.clone();
-            let state = self.state.clone();
-            let result = tokio::task::spawn_blocking(move || store.resync(&state))
-                .await
-                .map_err(|e| crate::error::StoreError::Write {
-                    path: self.store.path().display().to_string(),
-                    reason: format!("the writer stopped: {e}"),
-                })
-                .and_then(|r| r);
-            if let Err(e) = result {
+            if let Err(e) = self.store.resync(&self.state) {
                 self.store_trouble.set(Some(e.to_string()));
                 self.telemetry
                     .store_failures
@@ -444,7 +463,6 @@ impl Actor {
             self.persisted = self.state.clone();
             return Ok(());
         }
-        let store = self.store.clone();
         let records = changes.records();
         let started = Instant::now();
         let changes = Arc::new(changes);
@@ -454,14 +472,7 @@ impl Actor {
             .as_mut()
             .map(|r| r.publish(&changes, &self.leadership))
             .unwrap_or_default();
-        let written = tokio::task::spawn_blocking(move || store.save(&changes))
-            .await
-            .map_err(|e| crate::error::StoreError::Write {
-                path: self.store.path().display().to_string(),
-                reason: format!("the writer stopped: {e}"),
-            })
-            .and_then(|r| r);
-        if let Err(e) = written {
+        if let Err(e) = self.store.save(&changes) {
             // The standby may have written the turn this file did not; nothing is acknowledged
             // now, and the Lease stops naming it before anything is.
             if let Some(r) = &mut self.replicas {

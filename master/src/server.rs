@@ -160,7 +160,7 @@ pub async fn start_with(
         kept_logs,
         leadership,
         shutdown.clone(),
-    );
+    )?;
     let mut tasks: Vec<JoinHandle<Result<()>>> = Vec::new();
     tasks.push(tokio::spawn(async move {
         actor_task

@@ -4,8 +4,8 @@
 //! thousands of connections. On the master's multi-threaded runtime, the task a read wakes is
 //! often run by the other thread, so most heartbeats cost a futex wakeup and a context switch
 //! besides the read (at 10,000 workers, half the master's CPU). One thread polling every
-//! connection takes each heartbeat where it arrived, while the state actor and the web UI keep
-//! the main runtime.
+//! connection takes each heartbeat where it arrived; the state actor has a thread of its own
+//! (`actor`), and the web UI keeps the main runtime.
 
 use hearth_common::Shutdown;
 use tokio::{net::TcpListener, sync::oneshot};
