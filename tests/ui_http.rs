@@ -1,7 +1,8 @@
 //! What the web UI promises, checked over plain HTTP (no browser needed): log pages that show
 //! a log's tail and load more of it up to their limit, executors' log pages, the cap on log
-//! reads in flight to one worker, and the kill forms for drivers and applications, which take
-//! the current secret and, during a rotation, the previous one.
+//! reads in flight to one worker, the kill forms for drivers and applications, which take
+//! the current secret and, during a rotation, the previous one, and each worker's last
+//! heartbeat.
 
 mod support;
 
@@ -341,6 +342,64 @@ async fn the_kill_forms_take_the_secret_and_during_a_rotation_the_previous_one()
 
 /// The UI under kubectl's service proxy path, given as the base path: every page the overview
 /// links to answers under it, and every link stays inside it.
+/// An idle worker's heartbeats are answered beside the master's state, never written into it;
+/// its page, the overview and Spark's `/json/` still show the last one, not its registration.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workers_last_heartbeat_moves_on_though_it_reports_nothing() {
+    // Heartbeats every 0.5 s.
+    let mut cluster = Cluster::start_with(MasterOptions {
+        extra: vec!["--worker-timeout".into(), "2s".into()],
+        ..Default::default()
+    });
+    let worker = cluster.add_worker(1, "256m").await;
+    let last_heartbeat = |cluster: &Cluster| -> i64 {
+        let (code, body) = http_get(&cluster.web, "/json/");
+        assert_eq!(code, 200, "{body}");
+        let json: serde_json::Value = serde_json::from_str(&body).expect("JSON");
+        json["workers"][0]["lastheartbeat"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no lastheartbeat in {json}"))
+    };
+    // The time in the worker's page, and in the last cell of its row in the overview.
+    let shown = |cluster: &Cluster| -> (String, String) {
+        let (code, page) = http_get(&cluster.web, &format!("/workers/{worker}"));
+        assert_eq!(code, 200, "{page}");
+        let on_page = page
+            .split("Last heartbeat:</strong> ")
+            .nth(1)
+            .and_then(|rest| rest.split("</li>").next())
+            .unwrap_or_else(|| panic!("no last heartbeat on the worker's page:\n{page}"))
+            .to_string();
+        let (code, overview) = http_get(&cluster.web, "/");
+        assert_eq!(code, 200, "{overview}");
+        let in_row = overview
+            .split("<tr>")
+            .find(|row| row.contains(&format!("/workers/{worker}\"")))
+            .and_then(|row| row.rsplit("<td>").next())
+            .and_then(|cell| cell.split("</td>").next())
+            .unwrap_or_else(|| panic!("no row of {worker} in the overview:\n{overview}"))
+            .to_string();
+        (on_page, in_row)
+    };
+    let first = last_heartbeat(&cluster);
+    let (page, row) = shown(&cluster);
+    assert!(page.starts_with("20"), "worker page: {page}");
+    assert!(row.starts_with("20"), "overview row: {row}");
+    // Over a second and a half: three heartbeats, and a new second to show them in.
+    tokio::time::sleep(Duration::from_millis(1600)).await;
+    let later = last_heartbeat(&cluster);
+    assert!(
+        later >= first + 1000,
+        "last heartbeat {first} then {later} ms: it did not move on"
+    );
+    let (page_later, row_later) = shown(&cluster);
+    assert_ne!(
+        page_later, page,
+        "the worker's page shows the same last heartbeat"
+    );
+    assert_ne!(row_later, row, "the overview shows the same last heartbeat");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_serves_under_kubectls_service_proxy_path() {
     let prefix = "/api/v1/namespaces/hearth/services/hearth-webui:8080/proxy";

@@ -325,8 +325,19 @@ impl Actor {
                     if n == 0 {
                         break;
                     }
+                    let mut heartbeats_only = true;
                     for command in batch.drain(..) {
+                        heartbeats_only &= matches!(command, Command::Heartbeat { .. });
                         self.apply(command, &mut effects, &mut replies);
+                    }
+                    if heartbeats_only {
+                        // They change nothing kept, shown or placed: no schedule, write or
+                        // snapshot. What their workers reported before them was in an earlier
+                        // turn, committed before this one began, so the answers go now.
+                        for effect in effects {
+                            self.deliver(effect);
+                        }
+                        continue;
                     }
                     true
                 }
@@ -585,14 +596,20 @@ impl Actor {
                 conn_id,
                 seq,
             } => {
-                let recorded = self
-                    .state
-                    .heartbeat(&worker_id, conn_id, Instant::now(), now_ms);
+                // Recorded on the stream, as the heartbeats answered beside the actor are: the
+                // worker's record (shared with the published snapshot) is not copied for it.
                 // Sent with this turn's effects, so after its commit: the worker may then
                 // forget what it sent before, and its lease runs from when it sent this.
-                if recorded
-                    && seq > 0
+                let current = self
+                    .state
+                    .workers
+                    .get(&worker_id)
+                    .is_some_and(|w| w.conn_id == conn_id && w.connected);
+                if current
                     && let Some(link) = self.links.get(&worker_id)
+                    && link.conn_id == conn_id
+                    && link.heard.beat(Instant::now(), now_ms)
+                    && seq > 0
                 {
                     let message = link.heard.ack(seq, self.links.heartbeat_interval_ms());
                     effects.push(crate::state::Effect::Send { worker_id, message });

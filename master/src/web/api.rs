@@ -91,7 +91,7 @@ pub async fn queue(
 /// The summary Spark's master serves at `/json/`, field for field, so tools written for
 /// Spark read it: memory in MiB, times in epoch milliseconds, dates as Java prints them.
 pub async fn spark_json(State(master): State<MasterHandle>) -> Json<Value> {
-    let mut all = spark_state(&master.snapshot());
+    let mut all = spark_state(&master.snapshot(), &master.links);
     // Hearth's own, beside Spark's fields: which master this is.
     let replication = master
         .replication
@@ -122,7 +122,7 @@ pub async fn spark_json_field(
     if field == "clusterutilization" {
         return Json(cluster_utilisation(&snap));
     }
-    let mut all = spark_state(&snap);
+    let mut all = spark_state(&snap, &master.links);
     let value = all.remove(&field).unwrap_or_else(|| json!(""));
     Json(json!({ field: value }))
 }
@@ -198,7 +198,10 @@ fn free_of(w: &crate::state::WorkerInfo) -> Vec<ResourceAddresses> {
         .collect()
 }
 
-fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
+fn spark_state(
+    snap: &crate::state::State,
+    links: &crate::links::Links,
+) -> serde_json::Map<String, Value> {
     let alive: Vec<_> = snap.alive_workers().collect();
     let workers: Vec<Value> = snap
         .workers
@@ -219,7 +222,7 @@ fn spark_state(snap: &crate::state::State) -> serde_json::Map<String, Value> {
                 "resourcesused": resources_info(&used_of(w)),
                 "resourcesfree": resources_info(&free_of(w)),
                 "state": w.state.name(),
-                "lastheartbeat": w.last_heartbeat_ms,
+                "lastheartbeat": links.last_heartbeat_ms(w),
             })
         })
         .collect();

@@ -32,7 +32,7 @@ use hearth_common::{Shutdown, bounded_http};
 
 use crate::{actor::MasterHandle, error::Error, listen::Listener};
 
-pub use pages::{OverviewQuery, StoreView, overview_html};
+pub use pages::{BesideState, OverviewQuery, overview_html};
 
 /// Largest request body the web side reads.
 const MAX_BODY_BYTES: usize = 64 * 1024;

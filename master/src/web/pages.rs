@@ -130,15 +130,18 @@ impl AutoscaleView {
     }
 }
 
-/// What the overview shows of the state file.
+/// What the overview shows beside the snapshot of the state: the state file and the streams.
 #[derive(Default)]
-pub struct StoreView<'a> {
-    /// Why it cannot be written now, if it cannot.
+pub struct BesideState<'a> {
+    /// Why the state file cannot be written now, if it cannot.
     pub trouble: Option<String>,
     /// Its history of completed drivers, paged on after those in memory.
     pub history: Option<&'a crate::store::Store>,
     /// Under a Lease: this leader's term and the standby that copies the file.
     pub leader: Option<LeaderView>,
+    /// The workers' streams, where their heartbeats are recorded (the state has only the
+    /// registration and what its turns saw).
+    pub heard: Option<&'a crate::links::Links>,
 }
 
 /// The leader's term and its standby, for the overview.
@@ -157,7 +160,7 @@ pub fn overview_html(
     samples: &[Sample],
     now_ms: i64,
     query: &OverviewQuery,
-    store: StoreView<'_>,
+    store: BesideState<'_>,
     autoscale: Option<crate::scaling_status::StatusInner>,
 ) -> Result<String, askama::Error> {
     let store_trouble = store.trouble;
@@ -181,7 +184,7 @@ pub fn overview_html(
         .values()
         .skip(workers_pager.range().start)
         .take(workers_pager.range().len())
-        .map(|w| WorkerRow::from(w.as_ref()))
+        .map(|w| WorkerRow::new(w, store.heard))
         .collect();
 
     let running_total = state.drivers.len() - state.completed.len().min(state.drivers.len());
@@ -434,7 +437,7 @@ fn overview_page(master: &MasterHandle, query: &OverviewQuery, base: String) -> 
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .clone();
-    let store = StoreView {
+    let store = BesideState {
         trouble: master.store_trouble.get(),
         history: Some(&master.store),
         leader: master.leadership.elected_by_lease().then(|| LeaderView {
@@ -442,6 +445,7 @@ fn overview_page(master: &MasterHandle, query: &OverviewQuery, base: String) -> 
             standby: replication.standby,
             in_sync: replication.in_sync,
         }),
+        heard: Some(&master.links),
     };
     let ui = UiConfig {
         base_path: base.clone(),
@@ -467,7 +471,7 @@ pub async fn worker(Axum(master): Axum<MasterHandle>, Path(id): Path<String>) ->
     let base = super::base(&master);
     let page = snap.worker(&id).map(|w| WorkerPage {
         base: base.clone(),
-        w: WorkerRow::from(w.as_ref()),
+        w: WorkerRow::new(w, Some(&master.links)),
         name: w.name.clone(),
         offered: super::rows::addresses(&w.resources),
         registered: display_time(w.registered_at_ms),

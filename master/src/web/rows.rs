@@ -149,8 +149,10 @@ pub struct WorkerRow {
     pub resources: String,
 }
 
-impl From<&WorkerInfo> for WorkerRow {
-    fn from(w: &WorkerInfo) -> Self {
+impl WorkerRow {
+    /// The row of `w`; when it was last heard comes from its stream, where `heard` has one.
+    pub fn new(w: &WorkerInfo, heard: Option<&crate::links::Links>) -> Self {
+        let last_heartbeat_ms = heard.map_or(w.last_heartbeat_ms, |l| l.last_heartbeat_ms(w));
         Self {
             id: w.id.clone(),
             host: w.host.clone(),
@@ -159,7 +161,7 @@ impl From<&WorkerInfo> for WorkerRow {
             cores_used: w.cores_used,
             memory: format_mb(w.memory_mb),
             memory_used: format_mb(w.memory_used_mb),
-            last_heartbeat: display_time(w.last_heartbeat_ms),
+            last_heartbeat: display_time(last_heartbeat_ms),
             resources: held_of_offered(w),
         }
     }
