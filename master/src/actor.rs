@@ -229,6 +229,7 @@ pub fn spawn(
         leadership,
         replicas,
         replication,
+        connected: ConnectedCount::default(),
     };
     let (done_tx, done_rx) = oneshot::channel();
     std::thread::Builder::new()
@@ -265,6 +266,25 @@ struct Actor {
     /// The standby, under a Lease.
     replicas: Option<Replicas>,
     replication: Arc<std::sync::Mutex<ReplicationStatus>>,
+    connected: ConnectedCount,
+}
+
+/// How many workers the state has connected, counted again only once its workers changed: the
+/// tick asks every second, and at 10,000 workers a count walks all of them.
+#[derive(Default)]
+struct ConnectedCount(Option<(imbl::OrdMap<String, Arc<crate::state::WorkerInfo>>, usize)>);
+
+impl ConnectedCount {
+    fn of(&mut self, state: &State) -> usize {
+        match &self.0 {
+            Some((counted, n)) if counted.ptr_eq(&state.workers) => *n,
+            _ => {
+                let n = state.connected_workers();
+                self.0 = Some((state.workers.clone(), n));
+                n
+            }
+        }
+    }
 }
 
 /// A reply held back until the turn's changes are durable and published. Given the store's
@@ -352,7 +372,7 @@ impl Actor {
                     // Every stream heard in time, and every connected worker has one: nothing
                     // can have expired, and 10,000 workers are not looked up one by one.
                     let quiet = links.all_heard_within(now, timeout)
-                        && links.connected() == self.state.connected_workers();
+                        && links.connected() == self.connected.of(&self.state);
                     let expired = !quiet
                         && self.state.expire_workers_heard(
                             ids::now_ms(),
@@ -780,5 +800,35 @@ impl Actor {
                 self.links.remove(&worker_id, conn_id);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use hearth_common::proto::Register;
+
+    use super::*;
+
+    #[test]
+    fn the_connected_count_follows_the_workers_and_is_kept_while_they_stay_the_same() {
+        let mut state = State::new("http://m".into(), 0, Limits::retaining(10));
+        let mut effects = Vec::new();
+        let mut count = ConnectedCount::default();
+        assert_eq!(count.of(&state), 0);
+        for (conn, id) in (1..).zip(["a", "b"]) {
+            let register = Register {
+                worker_id: id.into(),
+                cores: 1,
+                memory_mb: 64,
+                ..Default::default()
+            };
+            state.register_worker(register, "h".into(), conn, Instant::now(), 0, &mut effects);
+        }
+        assert_eq!(count.of(&state), 2);
+        let before = state.clone();
+        assert_eq!(count.of(&before), 2, "a copy holds the same workers");
+        assert!(state.worker_lost("a", 1, "gone", 0, &mut effects));
+        assert_eq!(count.of(&state), 1, "counted again once a worker changed");
+        assert_eq!(count.of(&before), 2);
     }
 }
