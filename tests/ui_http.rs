@@ -340,8 +340,6 @@ async fn the_kill_forms_take_the_secret_and_during_a_rotation_the_previous_one()
         .await;
 }
 
-/// The UI under kubectl's service proxy path, given as the base path: every page the overview
-/// links to answers under it, and every link stays inside it.
 /// An idle worker's heartbeats are answered beside the master's state, never written into it;
 /// its page, the overview and Spark's `/json/` still show the last one, not its registration.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,6 +399,8 @@ async fn a_workers_last_heartbeat_moves_on_though_it_reports_nothing() {
     assert_ne!(row_later, row, "the overview shows the same last heartbeat");
 }
 
+/// The UI under kubectl's service proxy path, given as the base path: every page the overview
+/// links to answers under it, and every link stays inside it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_ui_serves_under_kubectls_service_proxy_path() {
     let prefix = "/api/v1/namespaces/hearth/services/hearth-webui:8080/proxy";
